@@ -134,15 +134,15 @@ def _read_mirror_or_download(name: str, cached: Path) -> tuple[bytes, str, str]:
         if mirror_copy.is_file():
             fix = f"replace {mirror_copy} with a good copy, or unset {MIRROR_ENV} to download {url}"
             return mirror_copy.read_bytes(), str(mirror_copy), fix
-        mirror_tried = f"not in the mirror ({mirror_copy} does not exist)"
+        mirror_status = f"not in the mirror ({mirror_copy} does not exist)"
     else:
-        mirror_tried = f"no mirror (${MIRROR_ENV} is not set)"
+        mirror_status = f"no mirror (${MIRROR_ENV} is not set)"
 
     try:
         raw = download(url)
     except (OSError, http.client.HTTPException) as error:
         raise DataNotFoundError(
-            f"cannot find data file {name}: not in the cache ({cached}), {mirror_tried}, and "
+            f"cannot find data file {name}: not in the cache ({cached}), {mirror_status}, and "
             f"downloading {url} failed ({error}). Set {MIRROR_ENV} to a folder holding "
             f"{served_name} (layout in data/README.md), or run where {url} can be reached."
         ) from error
@@ -160,7 +160,9 @@ def _gunzip(raw: bytes, source: str, expected: str, fix: str) -> bytes:
 def _store(content: bytes, destination: Path, expected: str, source: str, fix: str) -> None:
     """Write `content` to `destination` only if it hashes to `expected`; no temp file remains."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=destination.parent, prefix=destination.name + ".", suffix=".part")
+    handle, temp_name = tempfile.mkstemp(
+        dir=destination.parent, prefix=destination.name + ".", suffix=".part"
+    )
     temp_path = Path(temp_name)
     try:
         with os.fdopen(handle, "wb") as temp_file:

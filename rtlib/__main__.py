@@ -1,0 +1,76 @@
+"""Command line: `python -m rtlib {train,reproduce,bench,data} ...`.
+
+Bad values exit with code 2 and one line naming the value and the allowed ones.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .configs import MODELS, PROFILES, TASKS, run_config, with_variant
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def default_results_dir(profile: str) -> Path:
+    return REPO / "results" / "records" / profile
+
+
+def add_train_parser(commands) -> None:
+    parser = commands.add_parser("train", help="train one model on one task")
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--model", required=True, choices=MODELS)
+    parser.add_argument("--profile", default="smoke", choices=PROFILES)
+    parser.add_argument("--lr", type=float, help="learning rate (default: the config's)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--variant", default="", help="ablation, e.g. norm=post or window=3")
+    parser.add_argument("--out", type=Path, help="run folder (default runs/<run id>)")
+    parser.add_argument("--results", type=Path, help="folder for the record copy "
+                                                     "(default results/records/<profile>)")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--max-minutes", type=float, help="stop (checkpointed) after this long")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--progress", action="store_true", help="progress bars even without a TTY")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .train import run_id, train
+    cfg = with_variant(run_config(args.task, args.model, args.profile, lr=args.lr, seed=args.seed,
+                                  epochs=args.epochs), args.variant)
+    out = args.out or REPO / "runs" / run_id(cfg)
+    results = args.results or default_results_dir(args.profile)
+    record = train(cfg, out, device=args.device, data_dir=args.data_dir, resume=args.resume,
+                   max_minutes=args.max_minutes, results_dir=results,
+                   progress=True if args.progress else None)
+    return 0 if record is not None else 3  # 3: stopped by --max-minutes, resumable
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="rtlib", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    add_train_parser(commands)
+    verify = commands.add_parser("data", help="fetch and verify every data file")
+    verify.add_argument("--data-dir", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            return run_train(args)
+        from .data import verify_all
+        for name, path in verify_all(args.data_dir).items():
+            print(f"ok  {name}  {path}")
+        return 0
+    except (ValueError, FileExistsError) as error:
+        print(f"rtlib {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""The paper's task protocols: data -> batches -> loss -> metric, exactly as the references do it.
+
+Explained in the table chapters (book/table1_mnist.md ... book/table4_ptb_word.md).
+
+- seq-MNIST / pMNIST: 784 x 1 pixel sequences, cross-entropy on the last position's logits,
+  test accuracy in %; the reference has no validation split.
+- polyphonic music: predict step t+1 from steps <= t; NLL = summed binary cross-entropy over
+  keys and steps of the split divided by its number of predicted steps. Training minimizes
+  the *summed* NLL of the tune(s) in a step, as the released script does.
+- PTB char / word: streams laid out as batch rows; windows of ``seq_len`` tokens with stride
+  ``scored``; cross-entropy on the last ``scored`` positions of each window. Char reports bits
+  per character (the paper's Table 3 calls it NLL), word reports perplexity.
+
+A protocol's batch order is a function of (seed, epoch) alone, so a resumed run can skip to
+the exact batch it stopped at.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .configs import RunConfig
+from .data import (batchify, load_mnist, load_music, load_ptb, pixel_sequences,
+                   pmnist_permutation)
+from .models import (TCN, LanguageModel, PianoRollModel, RNNModel, RTransformer,
+                     SequenceClassifier, Transformer)
+
+PMNIST_PERMUTATION_SEED = 0  # one fixed permutation for every pMNIST run; recorded in records
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    table: int | None
+    kind: str                     # "classify" | "music" | "lm"
+    metric: str
+    higher_is_better: bool
+    paper: dict[str, float] = field(default_factory=dict)  # model -> the paper's number
+    copied: tuple[str, ...] = ()  # rows the paper copied from Bai et al. (2018)
+    note: str = ""
+
+
+COPIED = ("rnn", "gru", "lstm", "tcn")
+TASKS: dict[str, Task] = {
+    "mnist": Task("mnist", 1, "classify", "accuracy", True,
+                  dict(rnn=21.5, gru=96.2, lstm=87.2, tcn=99.0, transformer=98.2, rtransformer=99.1),
+                  COPIED, "final-epoch test accuracy (%); the reference has no validation split"),
+    "pmnist": Task("pmnist", None, "classify", "accuracy", True,
+                   note="permuted MNIST (not in the paper); final-epoch test accuracy (%)"),
+    "nottingham": Task("nottingham", 2, "music", "nll", False,
+                       dict(rnn=4.05, gru=3.46, lstm=3.29, tcn=3.07, transformer=3.34, rtransformer=2.37),
+                       COPIED, "NLL per time step (nats, summed over 88 keys)"),
+    "jsb": Task("jsb", None, "music", "nll", False, note="JSB Chorales (not in the paper)"),
+    "muse": Task("muse", None, "music", "nll", False, note="MuseData (not in the paper)"),
+    "piano": Task("piano", None, "music", "nll", False, note="Piano-midi.de (not in the paper)"),
+    "ptb-char": Task("ptb-char", 3, "lm", "bpc", False,
+                     dict(rnn=1.48, gru=1.37, lstm=1.36, tcn=1.31, transformer=1.45, rtransformer=1.24),
+                     COPIED, "bits per character on the last 320 of 400 positions "
+                             "(the paper's Table 3 heads the column NLL)"),
+    "ptb-word": Task("ptb-word", 4, "lm", "perplexity", False,
+                     dict(rnn=114.50, gru=92.48, lstm=78.93, tcn=88.68, transformer=122.37,
+                          rtransformer=84.38),
+                     COPIED, "perplexity on the last 40 of 80 positions"),
+}
+
+
+def metric_from_stats(task: Task, stats: dict[str, float]) -> float:
+    """The task's metric from summed statistics (loss_sum, count[, correct])."""
+    if task.metric == "accuracy":
+        return 100.0 * stats["correct"] / stats["count"]
+    mean_loss = stats["loss_sum"] / stats["count"]
+    if task.metric == "bpc":
+        return mean_loss / math.log(2)
+    if task.metric == "perplexity":
+        return math.exp(mean_loss)
+    return mean_loss
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """Batch-order randomness of one epoch, independent of the global RNG."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+class Protocol:
+    """Data, batches, loss and model of one task under one RunConfig."""
+
+    splits: tuple[str, ...] = ("train", "valid", "test")
+
+    def __init__(self, cfg: RunConfig, device: torch.device | str = "cpu",
+                 data_dir: str | Path | None = None):
+        self.cfg, self.task, self.device = cfg, TASKS[cfg.task], torch.device(device)
+        self.train_cfg = cfg.train
+        self.data_dir = data_dir
+
+    @property
+    def valid_split(self) -> str | None:
+        return "valid" if "valid" in self.splits else None
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def train_batches(self, epoch: int) -> list[Any]:
+        """Every batch of one training epoch, in order (cheap: indices or views)."""
+        raise NotImplementedError
+
+    def eval_batches(self, split: str) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def batch_loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """(loss to minimize, summed statistics for the metric)."""
+        raise NotImplementedError
+
+    def _limit(self, items, limit: int | None):
+        return items if limit is None else items[:limit]
+
+    def _backbone(self, in_features: int) -> nn.Module:
+        model, settings = self.cfg.model, dict(self.cfg.backbone)
+        if model == "rtransformer":
+            return RTransformer(**settings)
+        if model == "transformer":
+            return Transformer(**settings)
+        if model == "tcn":
+            settings.setdefault("input_size", in_features)
+            return TCN(**settings)
+        settings.setdefault("input_size", settings["hidden_size"] if in_features is None else in_features)
+        return RNNModel(cell=model, **settings)
+
+    @property
+    def projects_input(self) -> bool:
+        return self.cfg.model in ("rtransformer", "transformer")
+
+
+class ClassifyProtocol(Protocol):
+    splits = ("train", "test")
+
+    def __init__(self, cfg: RunConfig, device="cpu", data_dir=None):
+        super().__init__(cfg, device, data_dir)
+        permutation = pmnist_permutation(PMNIST_PERMUTATION_SEED) if cfg.task == "pmnist" else None
+        self.data = {}
+        for split, limit in [("train", self.train_cfg.train_limit), ("test", self.train_cfg.eval_limit)]:
+            images, labels = load_mnist(split, data_dir)
+            images, labels = self._limit(images, limit), self._limit(labels, limit)
+            self.data[split] = (pixel_sequences(images, permutation).to(self.device), labels.to(self.device))
+
+    def build_model(self) -> nn.Module:
+        backbone = self._backbone(1)
+        return SequenceClassifier(backbone, 1, 10, project_input=self.projects_input)
+
+    def _batches(self, split: str, order: Tensor, batch_size: int) -> list[tuple[Tensor, Tensor]]:
+        inputs, labels = self.data[split]
+        order = order.to(self.device)
+        return [(inputs[idx], labels[idx]) for idx in order.split(batch_size)]
+
+    def train_batches(self, epoch: int):
+        count = len(self.data["train"][1])
+        order = torch.randperm(count, generator=epoch_generator(self.train_cfg.seed, epoch))
+        return self._batches("train", order, self.train_cfg.batch_size)
+
+    def eval_batches(self, split: str):
+        return iter(self._batches(split, torch.arange(len(self.data[split][1])),
+                                  self.train_cfg.eval_batch_size))
+
+    def batch_loss(self, model, batch):
+        inputs, labels = batch
+        logits = model(inputs).float()
+        loss = F.cross_entropy(logits, labels)
+        stats = dict(loss_sum=loss.detach() * len(labels), count=torch.tensor(float(len(labels))),
+                     correct=(logits.argmax(-1) == labels).sum().float())
+        return loss, stats
+
+
+class MusicProtocol(Protocol):
+    def __init__(self, cfg: RunConfig, device="cpu", data_dir=None):
+        super().__init__(cfg, device, data_dir)
+        self.data = {}
+        for split in self.splits:
+            limit = self.train_cfg.train_limit if split == "train" else self.train_cfg.eval_limit
+            tunes = self._limit(load_music(cfg.task, split, data_dir), limit)
+            self.data[split] = [tune.to(self.device) for tune in tunes if len(tune) > 1]
+
+    def build_model(self) -> nn.Module:
+        return PianoRollModel(self._backbone(88), 88, project_input=self.projects_input)
+
+    def _pad(self, tunes: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        rolls = nn.utils.rnn.pad_sequence(tunes, batch_first=True)  # (B, T_max, 88)
+        lengths = torch.tensor([len(t) - 1 for t in tunes], device=self.device)
+        mask = torch.arange(rolls.shape[1] - 1, device=self.device)[None, :] < lengths[:, None]
+        return rolls[:, :-1], rolls[:, 1:], mask
+
+    def train_batches(self, epoch: int):
+        """Shuffled tunes; with batch_size > 1, tunes of similar length share a batch."""
+        generator = epoch_generator(self.train_cfg.seed, epoch)
+        order = torch.randperm(len(self.data["train"]), generator=generator).tolist()
+        size = self.train_cfg.batch_size
+        tunes = self.data["train"]
+        if size > 1:
+            by_length = sorted(order, key=lambda i: len(tunes[i]))
+            groups = [by_length[j:j + size] for j in range(0, len(by_length), size)]
+            order_of_groups = torch.randperm(len(groups), generator=generator).tolist()
+            return [[tunes[i] for i in groups[g]] for g in order_of_groups]
+        return [[tunes[i]] for i in order]
+
+    def eval_batches(self, split: str):
+        tunes = sorted(self.data[split], key=len)
+        size = self.train_cfg.eval_batch_size
+        return iter([tunes[j:j + size] for j in range(0, len(tunes), size)])
+
+    def batch_loss(self, model, batch):
+        inputs, targets, mask = self._pad(batch)
+        logits = model(inputs).float()
+        nll = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
+        loss_sum = (nll * mask).sum()
+        return loss_sum, dict(loss_sum=loss_sum.detach(), count=mask.sum().float())
+
+
+class LanguageModelProtocol(Protocol):
+    def __init__(self, cfg: RunConfig, device="cpu", data_dir=None):
+        super().__init__(cfg, device, data_dir)
+        corpus = load_ptb("char" if cfg.task == "ptb-char" else "word", data_dir)
+        self.vocab, self.data = corpus.vocab, {}
+        for split in self.splits:
+            ids = getattr(corpus, split)
+            if split == "train":
+                rows = batchify(ids, self.train_cfg.batch_size)
+                limit = self.train_cfg.train_limit
+            else:
+                rows = batchify(ids, self.train_cfg.eval_batch_size)
+                limit = self.train_cfg.eval_limit
+            self.data[split] = (rows if limit is None else rows[:, :limit]).to(self.device)
+
+    def build_model(self) -> nn.Module:
+        return LanguageModel(self._backbone(None), len(self.vocab), **self.cfg.head)
+
+    def window_starts(self, length: int) -> list[int]:
+        """TCN's loop: stride `scored`, skipping windows whose scored part would be empty."""
+        seq_len, scored = self.train_cfg.seq_len, self.train_cfg.scored
+        return [i for i in range(0, length - 1, scored) if i + seq_len - scored < length - 1]
+
+    def _windows(self, split: str) -> list[tuple[Tensor, Tensor]]:
+        rows = self.data[split]
+        windows = []
+        for start in self.window_starts(rows.shape[1]):
+            end = start + min(self.train_cfg.seq_len, rows.shape[1] - 1 - start)
+            windows.append((rows[:, start:end], rows[:, start + 1:end + 1]))
+        return windows
+
+    def train_batches(self, epoch: int):
+        return self._windows("train")
+
+    def eval_batches(self, split: str):
+        return iter(self._windows(split))
+
+    def batch_loss(self, model, batch):
+        inputs, targets = batch
+        history = self.train_cfg.seq_len - self.train_cfg.scored
+        logits = model(inputs)[:, history:].float()
+        scored_targets = targets[:, history:]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), scored_targets.reshape(-1))
+        count = torch.tensor(float(scored_targets.numel()))
+        return loss, dict(loss_sum=loss.detach() * count, count=count)
+
+
+PROTOCOLS = {"classify": ClassifyProtocol, "music": MusicProtocol, "lm": LanguageModelProtocol}
+
+
+def make_protocol(cfg: RunConfig, device: torch.device | str = "cpu",
+                  data_dir: str | Path | None = None) -> Protocol:
+    return PROTOCOLS[TASKS[cfg.task].kind](cfg, device, data_dir)
+
+
+def check_sequence_lengths(cfg: RunConfig) -> None:
+    """A LocalRNN window or TCN receptive field longer than the task's sequence is a config error."""
+    window = cfg.backbone.get("window")
+    length = {"classify": 784, "lm": cfg.train.seq_len}.get(TASKS[cfg.task].kind)
+    if window is not None and length is not None and window > length:
+        raise ValueError(f"window={window} is larger than the sequence length {length}; "
+                         f"allowed: 1..{length}")

@@ -1,0 +1,400 @@
+"""One training engine for every task and model: seed, train, evaluate, checkpoint, resume, record.
+
+A run lives in one folder (``out_dir``): ``checkpoint.pt`` (everything needed to resume,
+rewritten atomically every few minutes and at every epoch end), ``best.pt`` (the weights of
+the best validation epoch), ``log.jsonl`` (one line per epoch) and, once finished,
+``record.json``. A run killed at any moment and resumed from its checkpoint finishes with
+exactly the metrics of an uninterrupted run (bitwise on CPU): the checkpoint holds model,
+optimizer, schedule, every RNG state and the position in the epoch, and batch order is a
+function of (seed, epoch) alone.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .configs import RunConfig, Schedule
+from .tasks import TASKS, Protocol, check_sequence_lengths, make_protocol, metric_from_stats
+
+RECORD_VERSION = 1
+
+
+class ConfigMismatchError(ValueError):
+    """Resuming a run folder whose checkpoint was made with other settings."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf; the last good checkpoint is kept."""
+
+
+class RunInterrupted(Exception):
+    """Raised by the `fail_at_step` test hook to simulate a kill at a chosen step."""
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU) in one place."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_states() -> dict[str, Any]:
+    """Every RNG state, in types that `torch.load(weights_only=True)` accepts."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached)
+    return dict(python=random.getstate(), numpy=numpy_state,
+                torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    name, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through `write(tmp)` then rename: readers see the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
+
+
+def torch_save_atomic(obj: Any, path: Path) -> None:
+    atomic_write_bytes(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@dataclass
+class TrainState:
+    """Everything besides model/optimizer weights that a resumed run must restore."""
+    epoch: int = 0                    # completed epochs
+    step: int = 0                     # completed steps of the current epoch
+    global_step: int = 0
+    train_loss_sum: float = 0.0       # this epoch so far
+    train_count: float = 0.0
+    valid_losses: list[float] = field(default_factory=list)
+    best_valid_loss: float | None = None
+    best_epoch: int | None = None
+    elapsed_s: float = 0.0            # wall time of earlier sessions of this run
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available; allowed: 'cpu', 'auto'")
+    return resolved
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, fp16 (with a gradient scaler) where not, fp32 on CPU."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    name, lr = cfg.train.optimizer, cfg.train.lr
+    fused = dict(fused=True) if next(model.parameters()).is_cuda else {}
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, **fused)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, **fused)
+    raise ValueError(f"optimizer={name!r} is not one of ['adam', 'sgd']")
+
+
+def anneal(schedule: Schedule, epoch: int, valid_losses: list[float], valid_loss: float | None) -> float:
+    """The factor to multiply the lr by after 1-based `epoch` (released scripts' rules)."""
+    if schedule.kind == "step":
+        return schedule.factor if epoch % schedule.every == 0 else 1.0
+    if valid_loss is None or epoch <= schedule.after or not valid_losses:
+        return 1.0
+    worst_recent = max(valid_losses[-schedule.window:])
+    plateaued = valid_loss > worst_recent if schedule.strict else valid_loss >= worst_recent
+    return schedule.factor if plateaued else 1.0
+
+
+def git_commit() -> str:
+    """The commit of the code that ran ($RTLIB_GIT_COMMIT where the tree has no .git)."""
+    if os.environ.get("RTLIB_GIT_COMMIT"):
+        return os.environ["RTLIB_GIT_COMMIT"]
+    try:
+        root = Path(__file__).resolve().parents[1]
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return f"{sha}{'-dirty' if dirty else ''}" if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def run_id(cfg: RunConfig) -> str:
+    variant = f"_{cfg.variant.replace('=', '-').replace(',', '_')}" if cfg.variant else ""
+    return f"{cfg.task}_{cfg.model}_{cfg.profile}{variant}_lr{cfg.train.lr:g}_seed{cfg.train.seed}"
+
+
+def evaluate(protocol: Protocol, model: nn.Module, split: str, amp: torch.dtype | None) -> dict[str, float]:
+    model.eval()
+    totals: dict[str, torch.Tensor] = {}
+    with torch.no_grad(), _autocast(protocol.device, amp):
+        for batch in protocol.eval_batches(split):
+            _, stats = protocol.batch_loss(model, batch)
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0) + value
+    stats = {key: float(value) for key, value in totals.items()}
+    return dict(loss=stats["loss_sum"] / stats["count"], metric=metric_from_stats(protocol.task, stats))
+
+
+def _autocast(device: torch.device, amp: torch.dtype | None):
+    return torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
+
+
+def _progress(total: int, desc: str, enabled: bool | None):
+    from tqdm.auto import tqdm
+    disable = not sys.stderr.isatty() if enabled is None else not enabled
+    return tqdm(total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True)
+
+
+def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
+          data_dir: str | Path | None = None, resume: bool = False,
+          max_minutes: float | None = None, checkpoint_minutes: float = 5.0,
+          checkpoint_every_steps: int | None = None, results_dir: str | Path | None = None,
+          progress: bool | None = None, callbacks: list[Callable[[dict], None]] = (),
+          fail_at_step: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Train `cfg` in `out_dir`; returns the run record, or None when `max_minutes` ran out first.
+
+    `resume=True` continues from ``out_dir/checkpoint.pt`` (or returns the finished record);
+    without it an existing checkpoint is an error rather than silently overwritten.
+    """
+    out = Path(out_dir)
+    ckpt_path, best_path, record_path = out / "checkpoint.pt", out / "best.pt", out / "record.json"
+    check_sequence_lengths(cfg)
+    config = cfg.to_dict()
+    if record_path.exists() and resume:
+        record = json.loads(record_path.read_text())
+        if record["config"] != config:
+            raise ConfigMismatchError(_mismatch_message(record_path, record["config"], config))
+        log(f"{out}: already finished; record kept")
+        return record
+    if ckpt_path.exists() and not resume:
+        raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) to continue that run, "
+                              "or choose another out_dir")
+    out.mkdir(parents=True, exist_ok=True)
+
+    run_device = resolve_device(device)
+    amp = autocast_dtype(cfg.train.precision, run_device)
+    seed_all(cfg.train.seed)
+    protocol = make_protocol(cfg, run_device, data_dir)
+    model = protocol.build_model().to(run_device)
+    optimizer = make_optimizer(cfg, model)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    state = TrainState()
+    if resume and ckpt_path.exists():
+        checkpoint = load_checkpoint(ckpt_path)
+        if checkpoint["config"] != config:
+            raise ConfigMismatchError(_mismatch_message(ckpt_path, checkpoint["config"], config))
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        state = TrainState(**checkpoint["state"])
+        set_rng_states(checkpoint["rng"])
+        log(f"resumed {out} at epoch {state.epoch + 1}, step {state.step}")
+    step_model = torch.compile(model) if cfg.train.compile and run_device.type == "cuda" else model
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    num_parameters = sum(p.numel() for p in parameters)
+
+    session_start = time.monotonic()
+    last_checkpoint = session_start
+    check_every = 1 if run_device.type == "cpu" else 50
+
+    def save_checkpoint() -> None:
+        state.elapsed_s += time.monotonic() - session_start - state_elapsed_added[0]
+        state_elapsed_added[0] = time.monotonic() - session_start
+        torch_save_atomic(dict(config=config, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                               scaler=scaler.state_dict(), state=vars(state).copy(), rng=rng_states()),
+                          ckpt_path)
+    state_elapsed_added = [0.0]
+
+    def check_finite(loss_sum: torch.Tensor) -> None:
+        value = float(loss_sum)
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"training loss became {value} in epoch {state.epoch + 1} near step {state.step}; "
+                f"the last good checkpoint {ckpt_path} is kept; lower the lr "
+                f"(now {optimizer.param_groups[0]['lr']:g}) or clip gradients")
+
+    while state.epoch < cfg.train.epochs:
+        epoch = state.epoch + 1
+        batches = protocol.train_batches(epoch)
+        if cfg.train.max_steps is not None:
+            batches = batches[:cfg.train.max_steps]
+        model.train()
+        running = torch.zeros((), device=run_device, dtype=torch.float64)
+        running += state.train_loss_sum
+        count = state.train_count
+        bar = _progress(len(batches), f"epoch {epoch}/{cfg.train.epochs}", progress)
+        bar.update(state.step)
+        for step_index in range(state.step, len(batches)):
+            if fail_at_step is not None and state.global_step == fail_at_step:
+                raise RunInterrupted(f"simulated kill before global step {fail_at_step}")
+            optimizer.zero_grad(set_to_none=True)
+            if cfg.train.clip_before_backward and cfg.train.grad_clip:
+                # the released music script's order: clips the zeroed gradients, so a no-op
+                nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
+            with _autocast(run_device, amp):
+                loss, stats = protocol.batch_loss(step_model, batches[step_index])
+            scaler.scale(loss).backward()
+            if cfg.train.grad_clip and not cfg.train.clip_before_backward:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            running += stats["loss_sum"]
+            count += float(stats["count"])
+            state.step, state.global_step = step_index + 1, state.global_step + 1
+            bar.update(1)
+            if state.global_step % check_every == 0:
+                check_finite(running)
+            now = time.monotonic()
+            due_by_steps = checkpoint_every_steps and state.global_step % checkpoint_every_steps == 0
+            if due_by_steps or now - last_checkpoint > 60 * checkpoint_minutes:
+                check_finite(running)
+                state.train_loss_sum, state.train_count = float(running), count
+                save_checkpoint()
+                last_checkpoint = now
+            if max_minutes is not None and now - session_start > 60 * max_minutes and state.step < len(batches):
+                check_finite(running)
+                state.train_loss_sum, state.train_count = float(running), count
+                save_checkpoint()
+                bar.close()
+                log(f"time budget of {max_minutes} min reached in epoch {epoch}; checkpoint saved, "
+                    "resume to continue")
+                return None
+        bar.close()
+        check_finite(running)
+        train_loss = float(running) / max(count, 1.0)
+
+        entry = dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"], train_loss=train_loss)
+        valid_loss = None
+        if protocol.valid_split:
+            valid = evaluate(protocol, step_model, "valid", amp)
+            valid_loss = valid["loss"]
+            entry.update(valid_loss=valid_loss, valid_metric=valid["metric"])
+            if state.best_valid_loss is None or valid_loss < state.best_valid_loss:
+                state.best_valid_loss, state.best_epoch = valid_loss, epoch
+                torch_save_atomic(model.state_dict(), best_path)
+        else:  # seq-MNIST: no validation split; test every epoch as the reference prints it
+            test = evaluate(protocol, step_model, "test", amp)
+            entry.update(test_loss=test["loss"], test_metric=test["metric"])
+        factor = anneal(cfg.train.schedule, epoch, state.valid_losses, valid_loss)
+        for group in optimizer.param_groups:
+            group["lr"] *= factor
+        if valid_loss is not None:
+            state.valid_losses.append(valid_loss)
+        state.epoch, state.step, state.train_loss_sum, state.train_count = epoch, 0, 0.0, 0.0
+        entry["elapsed_s"] = state.elapsed_s + time.monotonic() - session_start - state_elapsed_added[0]
+        with open(out / "log.jsonl", "a") as log_file:
+            log_file.write(json.dumps(entry) + "\n")
+        save_checkpoint()
+        last_checkpoint = time.monotonic()
+        log(_format_entry(entry, protocol))
+        for callback in callbacks:
+            callback(entry)
+
+    record = _finish(cfg, protocol, model, step_model, amp, state, out, num_parameters, run_device)
+    atomic_write_json(record_path, record)
+    if results_dir is not None:
+        Path(results_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(results_dir) / f"{run_id(cfg)}.json", record)
+    log(f"finished {run_id(cfg)}: test {record['metric']} = {record['test_metric']:.4f} "
+        f"(paper {record['paper_value']})")
+    return record
+
+
+def _finish(cfg, protocol, model, step_model, amp, state, out, num_parameters, run_device) -> dict[str, Any]:
+    task = TASKS[cfg.task]
+    log_entries = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    if protocol.valid_split:
+        model.load_state_dict(load_checkpoint(out / "best.pt"))
+        valid = evaluate(protocol, step_model, "valid", amp)
+        test = evaluate(protocol, step_model, "test", amp)
+        selection = f"best validation epoch ({state.best_epoch} of {state.epoch})"
+    else:
+        valid = None
+        test = dict(loss=log_entries[-1]["test_loss"], metric=log_entries[-1]["test_metric"])
+        selection = "final epoch (no validation split; never the best test epoch)"
+    wall_s = state.elapsed_s
+    return dict(
+        record_version=RECORD_VERSION, run_id=run_id(cfg), task=cfg.task, table=task.table,
+        model=cfg.model, profile=cfg.profile, variant=cfg.variant, seed=cfg.train.seed,
+        lr=cfg.train.lr, metric=task.metric, higher_is_better=task.higher_is_better,
+        best_valid_loss=None if valid is None else valid["loss"],
+        best_valid_metric=None if valid is None else valid["metric"],
+        best_epoch=state.best_epoch, test_loss=test["loss"], test_metric=test["metric"],
+        selection=selection, epochs_run=state.epoch, wall_time_s=wall_s,
+        gpu_minutes=wall_s / 60 if run_device.type == "cuda" else 0.0,
+        device=device_name(run_device), torch_version=torch.__version__, git_commit=git_commit(),
+        num_parameters=num_parameters, paper_value=task.paper.get(cfg.model),
+        paper_value_copied_from_bai=cfg.model in task.copied, note=task.note,
+        changes=list(cfg.changes), config=cfg.to_dict(), curve=log_entries,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _format_entry(entry: dict[str, Any], protocol: Protocol) -> str:
+    metric = protocol.task.metric
+    parts = [f"epoch {entry['epoch']:3d}", f"lr {entry['lr']:.3g}", f"train loss {entry['train_loss']:.4f}"]
+    if "valid_metric" in entry:
+        parts.append(f"valid {metric} {entry['valid_metric']:.4f}")
+    if "test_metric" in entry:
+        parts.append(f"test {metric} {entry['test_metric']:.4f}")
+    return " | ".join(parts)
+
+
+def _mismatch_message(path: Path, saved: dict, wanted: dict) -> str:
+    differences = _diff(saved, wanted)
+    return (f"{path} was made with other settings ({'; '.join(differences[:6])}); "
+            "resume with the same settings or choose another out_dir")
+
+
+def _diff(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        out = []
+        for key in sorted(set(saved) | set(wanted)):
+            out += _diff(saved.get(key), wanted.get(key), f"{prefix}{key}.")
+        return out
+    return [] if saved == wanted else [f"{prefix.rstrip('.')}: {saved!r} -> {wanted!r}"]

@@ -1,0 +1,97 @@
+"""Task protocols: metrics on hand-computed examples, LM windows, music batches, configs."""
+import math
+
+import pytest
+import torch
+
+from rtlib.configs import MODELS, PAPER, TABLE_TASKS, run_config
+from rtlib.tasks import TASKS, LanguageModelProtocol, MusicProtocol, make_protocol, metric_from_stats
+
+
+def test_metrics_on_hand_computed_examples():
+    assert metric_from_stats(TASKS["mnist"], dict(correct=3.0, count=4.0, loss_sum=0.0)) == 75.0
+    assert metric_from_stats(TASKS["nottingham"], dict(loss_sum=12.0, count=4.0)) == 3.0
+    assert metric_from_stats(TASKS["ptb-char"], dict(loss_sum=2 * math.log(2), count=2.0)) == pytest.approx(1.0)
+    assert metric_from_stats(TASKS["ptb-word"], dict(loss_sum=3 * math.log(100), count=3.0)) == pytest.approx(100.0)
+
+
+def test_music_loss_is_summed_binary_cross_entropy_over_keys_and_steps(real_data):
+    protocol = MusicProtocol(run_config("nottingham", "rtransformer", "smoke"), data_dir=real_data)
+    tune = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]).repeat(1, 44)  # (3, 88)
+    probability = 0.25
+
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            return torch.full_like(x, math.log(probability / (1 - probability)))
+
+    loss, stats = protocol.batch_loss(Constant(), [tune])
+    per_step = [-(44 * math.log(0.25) + 44 * math.log(0.75)), -(88 * math.log(0.25))]  # targets t=1,2
+    assert float(loss) == pytest.approx(sum(per_step), rel=1e-5)
+    assert float(stats["count"]) == 2.0
+
+
+def test_music_batches_pad_and_mask_without_changing_the_metric(real_data):
+    single = make_protocol(run_config("nottingham", "lstm", "smoke", eval_batch_size=1), data_dir=real_data)
+    batched = make_protocol(run_config("nottingham", "lstm", "smoke", eval_batch_size=16), data_dir=real_data)
+    torch.manual_seed(0)
+    model = single.build_model().eval()
+    totals = []
+    for protocol in (single, batched):
+        loss_sum = count = 0.0
+        with torch.no_grad():
+            for batch in protocol.eval_batches("valid"):
+                _, stats = protocol.batch_loss(model, batch)
+                loss_sum, count = loss_sum + float(stats["loss_sum"]), count + float(stats["count"])
+        totals.append((loss_sum / count, count))
+    assert totals[0][1] == totals[1][1]
+    assert totals[0][0] == pytest.approx(totals[1][0], rel=1e-5)
+
+
+def test_music_train_order_depends_on_seed_and_epoch_only(real_data):
+    protocol = make_protocol(run_config("nottingham", "rtransformer", "smoke", batch_size=1), data_dir=real_data)
+    first = [id(b[0]) for b in protocol.train_batches(1)]
+    assert first == [id(b[0]) for b in protocol.train_batches(1)]
+    assert first != [id(b[0]) for b in protocol.train_batches(2)]
+    assert sorted(first) == sorted(id(t) for t in protocol.data["train"])
+
+
+def test_lm_windows_follow_tcn_protocol(real_data):
+    protocol = LanguageModelProtocol(run_config("ptb-word", "rtransformer", "paper"), data_dir=real_data)
+    assert protocol.window_starts(200) == [0, 40, 80, 120]  # 160 + 40 >= 199: skipped
+    rows = protocol.data["train"]
+    assert rows.shape == (16, 929_589 // 16)
+    inputs, targets = protocol.train_batches(1)[1]
+    assert inputs.shape == (16, 80) and torch.equal(inputs[:, 1:], targets[:, :-1])
+    assert torch.equal(inputs[:, 0], rows[:, 40])
+
+
+def test_every_table_row_is_configured_with_its_paper_number():
+    for table, task in TABLE_TASKS.items():
+        assert TASKS[task].table == table
+        for model in MODELS:
+            assert (task, model) in PAPER
+            assert model in TASKS[task].paper
+            for profile in ("paper", "fast", "smoke"):
+                cfg = run_config(task, model, profile)
+                assert cfg.train.lr in cfg.train.lr_grid or profile != "paper"
+                assert profile == "paper" or cfg.changes
+
+
+def test_fast_profile_lists_every_change_from_paper():
+    for task in TABLE_TASKS.values():
+        for model in MODELS:
+            paper, fast = run_config(task, model, "paper"), run_config(task, model, "fast")
+            changed = {k for k, v in vars(fast.train).items() if vars(paper.train)[k] != v}
+            listed = {change.split(":")[0] for change in fast.changes}
+            assert changed and changed <= listed, (task, model, changed - listed)
+
+
+def test_rnn_rows_are_matched_in_parameter_count(real_data):
+    for task, reference in [("mnist", "lstm"), ("nottingham", "tcn"), ("ptb-char", "lstm")]:
+        counts = {}
+        for model in ("rnn", "gru", "lstm", "tcn"):
+            protocol = make_protocol(run_config(task, model, "paper", train_limit=2, eval_limit=2),
+                                     data_dir=real_data)
+            counts[model] = sum(p.numel() for p in protocol.build_model().parameters())
+        for model in ("rnn", "gru", "lstm"):
+            assert abs(counts[model] / counts[reference] - 1) < 0.02, (task, model, counts)
