@@ -53,16 +53,44 @@ def run_train(args: argparse.Namespace) -> int:
     return 0 if record is not None else 3  # 3: stopped by --max-minutes, resumable
 
 
+def add_reproduce_parser(commands) -> None:
+    from .reproduce import non_negative_float, parse_gpus, positive_int
+    parser = commands.add_parser("reproduce", help="run a table's grid through the run notebook")
+    parser.add_argument("--table", required=True, choices=["1", "2", "3", "4", "all"])
+    parser.add_argument("--models", nargs="+", choices=MODELS, help="default: all six")
+    parser.add_argument("--profile", required=True, choices=PROFILES)
+    parser.add_argument("--seeds", required=True, type=positive_int, help="N seeds: 1111, 1112, ...")
+    parser.add_argument("--lrs", default="grid", choices=["grid", "config"],
+                        help="the config's lr grid (default) or only its lr")
+    parser.add_argument("--variants", nargs="+", help="ablations, e.g. '' norm=post window=3")
+    parser.add_argument("--gpus", type=parse_gpus, help="e.g. 0,1,2,3; '' for the CPU "
+                                                        "(default: every visible GPU)")
+    parser.add_argument("--jobs-per-gpu", type=positive_int, default=1)
+    parser.add_argument("--max-minutes", type=non_negative_float,
+                        help="per job: stop (checkpointed, resumable) after this long")
+    parser.add_argument("--out", type=Path, help="run folders (default runs/)")
+    parser.add_argument("--results", type=Path, help="record copies (default results/records/<profile>)")
+    parser.add_argument("--notebooks", type=Path, help="stripped notebook copies "
+                                                       "(default results/notebooks/<profile>)")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--plan", action="store_true",
+                        help="print the jobs as shell commands (run from the repo root), run nothing")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="rtlib", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_train_parser(commands)
+    add_reproduce_parser(commands)
     verify = commands.add_parser("data", help="fetch and verify every data file")
     verify.add_argument("--data-dir", type=Path)
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
             return run_train(args)
+        if args.command == "reproduce":
+            from .reproduce import run_reproduce
+            return run_reproduce(args)
         from .data import verify_all
         for name, path in verify_all(args.data_dir).items():
             print(f"ok  {name}  {path}")

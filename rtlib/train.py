@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .configs import RunConfig, Schedule
+from .models.local_rnn import enable_compile
 from .tasks import TASKS, Protocol, check_sequence_lengths, make_protocol, metric_from_stats
 
 RECORD_VERSION = 1
@@ -169,6 +170,7 @@ def run_id(cfg: RunConfig) -> str:
 
 
 def evaluate(protocol: Protocol, model: nn.Module, split: str, amp: torch.dtype | None) -> dict[str, float]:
+    """Loss and metric of `model` on a split (eagerly: evaluation is a small share of a run)."""
     model.eval()
     totals: dict[str, torch.Tensor] = {}
     with torch.no_grad(), _autocast(protocol.device, amp):
@@ -178,6 +180,12 @@ def evaluate(protocol: Protocol, model: nn.Module, split: str, amp: torch.dtype 
                 totals[key] = totals.get(key, 0) + value
     stats = {key: float(value) for key, value in totals.items()}
     return dict(loss=stats["loss_sum"] / stats["count"], metric=metric_from_stats(protocol.task, stats))
+
+
+def _shape(batch: Any) -> tuple:
+    """Shapes of a batch's tensors (music batches are lists of tunes)."""
+    tensors = batch if isinstance(batch, (list, tuple)) else [batch]
+    return tuple(tuple(t.shape) for t in tensors)
 
 
 def _autocast(device: torch.device, amp: torch.dtype | None):
@@ -234,7 +242,12 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
         state = TrainState(**checkpoint["state"])
         set_rng_states(checkpoint["rng"])
         log(f"resumed {out} at epoch {state.epoch + 1}, step {state.step}")
-    step_model = torch.compile(model) if cfg.train.compile and run_device.type == "cuda" else model
+    step_model, mark_step = model, lambda: None
+    if cfg.train.compile != "none" and run_device.type == "cuda":
+        enable_compile()
+        step_model = torch.compile(model, mode=cfg.train.compile)
+        if cfg.train.compile == "reduce-overhead":  # CUDA graphs: a new step may reuse output memory
+            mark_step = torch.compiler.cudagraph_mark_step_begin
     parameters = [p for p in model.parameters() if p.requires_grad]
     num_parameters = sum(p.numel() for p in parameters)
 
@@ -263,6 +276,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
         batches = protocol.train_batches(epoch)
         if cfg.train.max_steps is not None:
             batches = batches[:cfg.train.max_steps]
+        main_shape = _shape(batches[0])
         model.train()
         running = torch.zeros((), device=run_device, dtype=torch.float64)
         running += state.train_loss_sum
@@ -272,12 +286,17 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
         for step_index in range(state.step, len(batches)):
             if fail_at_step is not None and state.global_step == fail_at_step:
                 raise RunInterrupted(f"simulated kill before global step {fail_at_step}")
+            mark_step()
             optimizer.zero_grad(set_to_none=True)
             if cfg.train.clip_before_backward and cfg.train.grad_clip:
                 # the released music script's order: clips the zeroed gradients, so a no-op
                 nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
+            batch = batches[step_index]
+            # the compiled model serves the epoch's common batch shape; a ragged last batch
+            # runs eagerly rather than triggering another compilation
+            batch_model = step_model if _shape(batch) == main_shape else model
             with _autocast(run_device, amp):
-                loss, stats = protocol.batch_loss(step_model, batches[step_index])
+                loss, stats = protocol.batch_loss(batch_model, batch)
             scaler.scale(loss).backward()
             if cfg.train.grad_clip and not cfg.train.clip_before_backward:
                 scaler.unscale_(optimizer)
@@ -312,14 +331,14 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
         entry = dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"], train_loss=train_loss)
         valid_loss = None
         if protocol.valid_split:
-            valid = evaluate(protocol, step_model, "valid", amp)
+            valid = evaluate(protocol, model, "valid", amp)
             valid_loss = valid["loss"]
             entry.update(valid_loss=valid_loss, valid_metric=valid["metric"])
             if state.best_valid_loss is None or valid_loss < state.best_valid_loss:
                 state.best_valid_loss, state.best_epoch = valid_loss, epoch
                 torch_save_atomic(model.state_dict(), best_path)
         else:  # seq-MNIST: no validation split; test every epoch as the reference prints it
-            test = evaluate(protocol, step_model, "test", amp)
+            test = evaluate(protocol, model, "test", amp)
             entry.update(test_loss=test["loss"], test_metric=test["metric"])
         factor = anneal(cfg.train.schedule, epoch, state.valid_losses, valid_loss)
         for group in optimizer.param_groups:
@@ -336,7 +355,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
         for callback in callbacks:
             callback(entry)
 
-    record = _finish(cfg, protocol, model, step_model, amp, state, out, num_parameters, run_device)
+    record = _finish(cfg, protocol, model, amp, state, out, num_parameters, run_device)
     atomic_write_json(record_path, record)
     if results_dir is not None:
         Path(results_dir).mkdir(parents=True, exist_ok=True)
@@ -346,13 +365,13 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
     return record
 
 
-def _finish(cfg, protocol, model, step_model, amp, state, out, num_parameters, run_device) -> dict[str, Any]:
+def _finish(cfg, protocol, model, amp, state, out, num_parameters, run_device) -> dict[str, Any]:
     task = TASKS[cfg.task]
     log_entries = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     if protocol.valid_split:
         model.load_state_dict(load_checkpoint(out / "best.pt"))
-        valid = evaluate(protocol, step_model, "valid", amp)
-        test = evaluate(protocol, step_model, "test", amp)
+        valid = evaluate(protocol, model, "valid", amp)
+        test = evaluate(protocol, model, "test", amp)
         selection = f"best validation epoch ({state.best_epoch} of {state.epoch})"
     else:
         valid = None

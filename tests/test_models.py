@@ -137,9 +137,10 @@ def test_post_norm_block_computes_layer_norm_of_residual_sum():
     model = RTransformer(d_model=8, levels=1, heads=2, n_local=1, window=3, norm="post").eval()
     block = model.blocks[0]
     x = torch.randn(2, 5, 8)
-    h = block.local_sublayers[0].norm(x + block.local_rnns[0](x))
-    h = block.attention_sublayer.norm(h + block.attention(h))
-    h = block.feed_forward_sublayer.norm(h + block.feed_forward(h))
+    local_rnn, attention, feed_forward = block.local_rnns[0], block.attention, block.feed_forward
+    h = local_rnn.norm(x + local_rnn.layer(x))
+    h = attention.norm(h + attention.layer(h))
+    h = feed_forward.norm(h + feed_forward.layer(h))
     with torch.no_grad():
         torch.testing.assert_close(model(x), h)
 

@@ -7,8 +7,6 @@ sublayer wrapper that makes a block pre-norm (released code) or post-norm (paper
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,20 +40,24 @@ def make_layer_norm(kind: str, d: int) -> nn.Module:
 
 
 class Sublayer(nn.Module):
-    """Residual wrapper. pre: x + drop(f(norm(x))); post (paper Eq. 8): norm(x + drop(f(x)))."""
+    """Residual wrapper around `layer`.
 
-    def __init__(self, d: int, dropout: float, norm: str, layer_norm: str):
+    pre (released code): x + drop(layer(norm(x))); post (paper Eq. 8): norm(x + drop(layer(x))).
+    """
+
+    def __init__(self, layer: nn.Module, d: int, dropout: float, norm: str, layer_norm: str):
         super().__init__()
         if norm not in NORM_POSITIONS:
             raise ValueError(f"norm={norm!r} is not one of {list(NORM_POSITIONS)}")
+        self.layer = layer
         self.norm_position = norm
         self.norm = make_layer_norm(layer_norm, d)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm_position == "pre":
-            return x + self.dropout(fn(self.norm(x)))
-        return self.norm(x + self.dropout(fn(x)))
+            return x + self.dropout(self.layer(self.norm(x)))
+        return self.norm(x + self.dropout(self.layer(x)))
 
 
 class CausalSelfAttention(nn.Module):

@@ -15,7 +15,9 @@ compute the same function with the same parameters (one `nn.GRU`/`nn.LSTM`/`nn.R
 - ``fast``: every input appears in M windows, so project it once: P = W_ih x + b_ih over the
   padded sequence. Step j of every window then reads the input projection P[:, j:j+L] (a
   slice, no copy), and the M recurrent steps are M batched matmuls over all B*L windows.
-  It does ~half the FLOPs of the reference and moves no window copies.
+  It does ~half the FLOPs of the reference and moves no window copies. On CUDA the gate
+  math of each step runs in PyTorch's fused GRU/LSTM cell kernels. Compiling a model that
+  holds an nn.GRU/LSTM needs `torch._dynamo.config.allow_rnn = True` (`enable_compile()`).
 """
 from __future__ import annotations
 
@@ -66,20 +68,48 @@ class LocalRNN(nn.Module):
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, d = x.shape
         rnn = self.rnn
-        padded = F.pad(x, (0, 0, self.window - 1, 0))
-        projected = F.linear(padded, rnn.weight_ih_l0, rnn.bias_ih_l0)  # (B, L+M-1, G*d)
+        # time-major, so that step j of every window, rows j..j+L-1, is one contiguous block
+        padded = F.pad(x.transpose(0, 1), (0, 0, 0, 0, self.window - 1, 0))  # (L+M-1, B, d)
+        projected = F.linear(padded, rnn.weight_ih_l0, rnn.bias_ih_l0)      # (L+M-1, B, G*d)
+        projected = projected.reshape(-1, projected.shape[-1])
+        windows = length * batch
+        # cast W_hh once per call rather than once per step under autocast
+        w_hh = rnn.weight_hh_l0.to(projected.dtype)
+        b_hh = rnn.bias_hh_l0.to(projected.dtype)
+        # eager CUDA: PyTorch's fused cell kernels; under torch.compile the plain gate math,
+        # which the compiler fuses itself
+        fused = x.is_cuda and self.cell != "rnn" and not torch.compiler.is_compiling()
         h = c = None
         for step in range(self.window):
-            gates_in = projected[:, step:step + length]  # (B, L, G*d): step j of every window
-            gates_h = (rnn.bias_hh_l0 if h is None
-                       else F.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0))
-            if self.cell == "gru":
+            gates_in = projected[step * batch: step * batch + windows]  # (L*B, G*d), a view
+            gates_h = (b_hh.expand_as(gates_in) if h is None
+                       else F.linear(h, w_hh, b_hh))
+            if fused:
+                h, c = fused_cell_step(self.cell, gates_in, gates_h, h, c)
+            elif self.cell == "gru":
                 h = gru_update(gates_in, gates_h, h)
             elif self.cell == "lstm":
                 h, c = lstm_update(gates_in + gates_h, c)
             else:
                 h = torch.tanh(gates_in + gates_h)
-        return h
+        return h.view(length, batch, d).transpose(0, 1)
+
+
+def enable_compile() -> None:
+    """Let torch.compile trace through LocalRNN (Dynamo refuses nn.RNN modules by default)."""
+    torch._dynamo.config.allow_rnn = True
+
+
+def fused_cell_step(cell: str, gates_in: torch.Tensor, gates_h: torch.Tensor,
+                    h: torch.Tensor | None, c: torch.Tensor | None):
+    """One GRU/LSTM step in PyTorch's fused CUDA kernels (those behind nn.GRUCell/LSTMCell)."""
+    gates_h = gates_h.contiguous()
+    if h is None:
+        h = c = gates_in.new_zeros(gates_in.shape[0], gates_in.shape[1] // (3 if cell == "gru" else 4))
+    if cell == "gru":
+        return torch.ops.aten._thnn_fused_gru_cell(gates_in, gates_h, h)[0], None
+    h, c, _ = torch.ops.aten._thnn_fused_lstm_cell(gates_in, gates_h, c)
+    return h, c
 
 
 def gru_update(gates_in: torch.Tensor, gates_h: torch.Tensor,

@@ -45,20 +45,19 @@ class RTransformerBlock(nn.Module):
     def __init__(self, cfg: RTransformerConfig):
         super().__init__()
         d = cfg.d_model
+
+        def sublayer(layer: nn.Module) -> Sublayer:
+            return Sublayer(layer, d, cfg.dropout, cfg.norm, cfg.layer_norm)
+
         self.local_rnns = nn.ModuleList(
-            LocalRNN(d, cfg.window, cfg.cell, cfg.local_rnn_impl) for _ in range(cfg.n_local))
-        self.local_sublayers = nn.ModuleList(
-            Sublayer(d, cfg.dropout, cfg.norm, cfg.layer_norm) for _ in range(cfg.n_local))
-        self.attention = CausalSelfAttention(d, cfg.heads, cfg.dropout, cfg.attention_impl)
-        self.attention_sublayer = Sublayer(d, cfg.dropout, cfg.norm, cfg.layer_norm)
-        self.feed_forward = FeedForward(d, cfg.dropout)
-        self.feed_forward_sublayer = Sublayer(d, cfg.dropout, cfg.norm, cfg.layer_norm)
+            sublayer(LocalRNN(d, cfg.window, cfg.cell, cfg.local_rnn_impl)) for _ in range(cfg.n_local))
+        self.attention = sublayer(CausalSelfAttention(d, cfg.heads, cfg.dropout, cfg.attention_impl))
+        self.feed_forward = sublayer(FeedForward(d, cfg.dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, d) -> (B, L, d)
-        for local_rnn, sublayer in zip(self.local_rnns, self.local_sublayers):
-            x = sublayer(x, local_rnn)
-        x = self.attention_sublayer(x, self.attention)
-        return self.feed_forward_sublayer(x, self.feed_forward)
+        for local_rnn in self.local_rnns:
+            x = local_rnn(x)
+        return self.feed_forward(self.attention(x))
 
 
 class RTransformer(nn.Module):

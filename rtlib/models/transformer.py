@@ -45,14 +45,13 @@ def sinusoidal_positions(length: int, d: int) -> torch.Tensor:
 class TransformerBlock(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.attention = CausalSelfAttention(cfg.d_model, cfg.heads, cfg.dropout, cfg.attention_impl)
-        self.attention_sublayer = Sublayer(cfg.d_model, cfg.dropout, cfg.norm, cfg.layer_norm)
-        self.feed_forward = FeedForward(cfg.d_model, cfg.dropout)
-        self.feed_forward_sublayer = Sublayer(cfg.d_model, cfg.dropout, cfg.norm, cfg.layer_norm)
+        self.attention = Sublayer(CausalSelfAttention(cfg.d_model, cfg.heads, cfg.dropout, cfg.attention_impl),
+                                  cfg.d_model, cfg.dropout, cfg.norm, cfg.layer_norm)
+        self.feed_forward = Sublayer(FeedForward(cfg.d_model, cfg.dropout),
+                                     cfg.d_model, cfg.dropout, cfg.norm, cfg.layer_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.attention_sublayer(x, self.attention)
-        return self.feed_forward_sublayer(x, self.feed_forward)
+        return self.feed_forward(self.attention(x))
 
 
 class Transformer(nn.Module):

@@ -1,0 +1,263 @@
+"""Training-step benchmark: the released algorithm vs the fast path, side by side on one GPU.
+
+`python -m rtlib bench [--tables 1 2 3 4] [--out results/bench/<gpu>.json]`
+
+For each table's paper configuration (batch, sequence length, sizes) it times full training
+steps (forward, loss, backward, clipping, optimizer) of:
+
+- ``reference``: what the released code does: LocalRNN windows copied by index-select and run
+  through cuDNN, explicit masked-softmax attention, fp32, unfused optimizer;
+- ``fast``: projection-once LocalRNN, `scaled_dot_product_attention`, bf16 autocast, fused
+  optimizer; ``fast+compile`` adds `torch.compile`.
+
+and reports the median ms per step after warm-up, tokens/s, peak memory, and the MFU of the
+fast path (FLOPs it performs, counted by `FlopCounterMode`, over the GPU's dense bf16 peak).
+It also checks, in fp32, that the fast path computes the reference's outputs and gradients.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .models.local_rnn import enable_compile
+from .configs import TABLE_TASKS, RunConfig, run_config, with_variant
+from .tasks import TASKS, make_protocol
+from .train import atomic_write_json, autocast_dtype, device_name, git_commit, make_optimizer
+
+REPO = Path(__file__).resolve().parents[1]
+# Dense bf16 tensor-core peaks (no sparsity) by GPU name, for MFU.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
+REFERENCE_VARIANT = "local_rnn_impl=reference,attention_impl=explicit"
+MUSIC_STEPS_PER_TUNE = 254  # mean Nottingham training tune length (176,561 steps / 694 tunes)
+
+
+def peak_flops(name: str) -> float | None:
+    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+class StepRunner:
+    """One model + optimizer + a fixed synthetic batch of a table's paper shapes."""
+
+    def __init__(self, cfg: RunConfig, device: torch.device, precision: str, compiled: str | None,
+                 fused: bool, seed: int = 0):
+        torch.manual_seed(seed)
+        self.cfg, self.device, self.kind = cfg, device, TASKS[cfg.task].kind
+        # the protocol gives the model, the vocabulary and the loss; its data are not used
+        self.protocol = make_protocol(replace(cfg, train=replace(cfg.train, train_limit=2, eval_limit=2)),
+                                      device)
+        self.model = self.protocol.build_model().to(device)
+        if compiled:
+            enable_compile()
+        self.step_model = torch.compile(self.model, mode=compiled) if compiled else self.model
+        self.amp = autocast_dtype(precision, device)
+        optimizer_cls = torch.optim.Adam if cfg.train.optimizer == "adam" else torch.optim.SGD
+        self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.train.lr,
+                                       **({"fused": True} if fused else {"foreach": False}))
+        self.batch = self._synthetic_batch()
+
+    def _synthetic_batch(self):
+        train = self.cfg.train
+        g = torch.Generator().manual_seed(1)
+        if self.kind == "classify":
+            x = torch.randn(train.batch_size, 784, 1, generator=g)
+            return x.to(self.device), torch.randint(0, 10, (train.batch_size,), generator=g).to(self.device)
+        if self.kind == "music":
+            roll = (torch.rand(train.batch_size, MUSIC_STEPS_PER_TUNE + 1, 88, generator=g) < 0.05).float()
+            return [tune.to(self.device) for tune in roll]
+        tokens = torch.randint(0, len(self.protocol.vocab), (train.batch_size, train.seq_len + 1), generator=g)
+        return tokens[:, :-1].to(self.device), tokens[:, 1:].to(self.device)
+
+    @property
+    def tokens_per_step(self) -> int:
+        train = self.cfg.train
+        length = {"classify": 784, "music": MUSIC_STEPS_PER_TUNE, "lm": train.seq_len}[self.kind]
+        return train.batch_size * length
+
+    def loss(self) -> torch.Tensor:
+        autocast = (torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None
+                    else torch.autocast(self.device.type, enabled=False))
+        with autocast:
+            loss, _ = self.protocol.batch_loss(self.step_model, self.batch)
+        return loss
+
+    def step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss().backward()
+        if self.cfg.train.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+
+
+def time_steps(runner: StepRunner, warmup: int, repeats: int) -> dict[str, float]:
+    """Median wall time of full training steps, timed with CUDA events (host clock on CPU).
+
+    Peak memory counts everything since the caller reset the counter before building the
+    runner: weights, optimizer state, activations and compiled graphs' memory pools.
+    """
+    for _ in range(warmup):
+        runner.step()
+    _synchronize(runner.device)
+    times = []
+    for _ in range(repeats):
+        if runner.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            runner.step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            began = time.perf_counter()
+            runner.step()
+            times.append(1e3 * (time.perf_counter() - began))
+    peak = torch.cuda.max_memory_allocated(runner.device) if runner.device.type == "cuda" else 0
+    median = statistics.median(times)
+    return dict(median_ms=median, min_ms=min(times), max_ms=max(times), repeats=repeats,
+                tokens_per_s=runner.tokens_per_step / (median / 1e3), peak_memory_bytes=peak)
+
+
+def step_flops(runner: StepRunner) -> int:
+    """FLOPs of one forward + backward, as the ops the model really runs count them."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        runner.optimizer.zero_grad(set_to_none=True)
+        runner.loss().backward()
+    return counter.get_total_flops()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def check_equivalence(cfg: RunConfig, device: torch.device) -> dict[str, float]:
+    """fp32: max relative error of the fast path's loss and gradients against the reference."""
+    matmul_tf32, cudnn_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        # no dropout, so both paths compute one function (cuDNN's RNN backward needs train mode)
+        no_dropout = "dropout=0" + (",emb_dropout=0" if "emb_dropout" in cfg.head else "")
+        runners = [StepRunner(with_variant(cfg, f"{variant},{no_dropout}".lstrip(",")), device, "fp32",
+                              compiled=None, fused=False)
+                   for variant in (REFERENCE_VARIANT, "")]
+        runners[1].model.load_state_dict(runners[0].model.state_dict())
+        results = []
+        for runner in runners:
+            runner.optimizer.zero_grad(set_to_none=True)
+            loss = runner.loss()
+            loss.backward()
+            grads = {name: p.grad for name, p in runner.model.named_parameters() if p.grad is not None}
+            results.append((loss.detach(), grads))
+        (ref_loss, ref_grads), (fast_loss, fast_grads) = results
+        per_tensor = {name: float((fast_grads[name] - g).norm() / g.norm().clamp_min(1e-30))
+                      for name, g in ref_grads.items()}
+        worst = max(per_tensor, key=per_tensor.get)
+        flat = lambda grads: torch.cat([g.flatten() for g in grads.values()])  # noqa: E731
+        global_error = float((flat(fast_grads) - flat(ref_grads)).norm() / flat(ref_grads).norm())
+        return dict(loss_rel_error=float((fast_loss - ref_loss).abs() / ref_loss.abs()),
+                    grad_rel_error=global_error, worst_tensor=worst,
+                    worst_tensor_grad_rel_error=per_tensor[worst],
+                    worst_tensor_grad_norm=float(ref_grads[worst].norm()))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "reference": dict(variant=REFERENCE_VARIANT, precision="fp32", compiled=None, fused=False),
+    "fast": dict(variant="", precision="auto", compiled=None, fused=True),
+    "fast+compile": dict(variant="", precision="auto", compiled="default", fused=True),
+    # compile + CUDA graphs: removes the per-kernel launch cost that dominates small models
+    "fast+graphs": dict(variant="", precision="auto", compiled="reduce-overhead", fused=True),
+}
+
+
+def bench_table(table: int, device: torch.device, warmup: int, repeats: int,
+                variants: list[str], log: Callable[[str], None] = print) -> dict[str, Any]:
+    task = TABLE_TASKS[table]
+    cfg = run_config(task, "rtransformer", "paper")
+    result: dict[str, Any] = dict(table=table, task=task, batch_size=cfg.train.batch_size,
+                                  backbone=cfg.backbone, variants={})
+    for name in variants:
+        spec = VARIANTS[name]
+        run_cfg = with_variant(cfg, spec["variant"]) if spec["variant"] else cfg
+        try:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            runner = StepRunner(run_cfg, device, spec["precision"], spec["compiled"], spec["fused"])
+            timing = time_steps(runner, warmup, repeats)
+            if name == "fast":
+                timing["flops_per_step"] = step_flops(runner)
+            result["variants"][name] = timing
+            log(f"table {table} {name:13s} {timing['median_ms']:8.2f} ms/step "
+                f"{timing['peak_memory_bytes'] / 2**20:8.0f} MiB")
+            del runner
+            torch._dynamo.reset()  # frees compiled graphs and their memory pools
+        except Exception as error:  # a variant that fails (e.g. compile) is reported, not fatal
+            result["variants"][name] = dict(error=f"{type(error).__name__}: {error}"[:500])
+            log(f"table {table} {name}: {result['variants'][name]['error']}")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    reference = result["variants"].get("reference", {}).get("median_ms")
+    flops = result["variants"].get("fast", {}).get("flops_per_step")
+    peak = peak_flops(device_name(device))
+    for name, timing in result["variants"].items():
+        if reference and "median_ms" in timing:
+            timing["speedup_vs_reference"] = reference / timing["median_ms"]
+        if flops and peak and "median_ms" in timing and name != "reference":
+            timing["mfu"] = flops / (timing["median_ms"] / 1e3) / peak
+    result["equivalence_fp32"] = check_equivalence(cfg, device)
+    return result
+
+
+def profile_table(table: int, variant: str, device: torch.device, rows: int = 25) -> str:
+    """The ops that take the GPU time of a few steps, for finding the bottleneck."""
+    spec = VARIANTS[variant]
+    cfg = run_config(TABLE_TASKS[table], "rtransformer", "paper")
+    runner = StepRunner(with_variant(cfg, spec["variant"]) if spec["variant"] else cfg, device,
+                        spec["precision"], spec["compiled"], spec["fused"])
+    time_steps(runner, warmup=3, repeats=1)
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(3):
+            runner.step()
+        _synchronize(device)
+    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    return profiler.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rtlib bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--profile", choices=list(VARIANTS),
+                        help="print the profiler's top ops for this variant instead of timing")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if args.profile:
+        for table in args.tables:
+            print(f"table {table}, {args.profile}:\n{profile_table(table, args.profile, device)}")
+        return 0
+    name = device_name(device)
+    report = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(),
+                  peak_bf16_flops=peak_flops(name), warmup=args.warmup, repeats=args.repeats,
+                  date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), tables=[])
+    out = args.out or REPO / "results" / "bench" / f"{name.replace(' ', '_')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for table in args.tables:  # written after each table, so a cut-off run keeps what it measured
+        report["tables"].append(bench_table(table, device, args.warmup, args.repeats, args.variants))
+        atomic_write_json(out, report)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,641 @@
+"""Reproduce the paper's tables: the run notebook's helpers and the batch runner behind
+``python -m rtlib reproduce``.
+
+Explained in book/run.md (one run) and book/report.md (the tables). Every run of the grid is
+one execution of ``notebooks/run.ipynb`` by papermill, in a subprocess of its own (so a job can
+be killed and sees only its GPU), writing ``<out>/<run id>/run.ipynb`` beside the run's
+``record.json`` and ``checkpoint.pt``. The runner is resumable: re-issue the same command after
+a crash or a time limit and finished runs are skipped, interrupted ones resumed. It schedules
+jobs on the GPUs of one machine and nothing more; for a cluster, ``--plan`` prints the jobs as
+shell commands for an existing scheduler (a Slurm array, GNU parallel).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import pandas as pd
+
+from .configs import MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
+from .results import QUALIFIER, TOLERANCE, verdict
+from .tasks import TASKS, check_sequence_lengths
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_NOTEBOOK = REPO / "notebooks" / "run.ipynb"
+FIRST_SEED = 1111
+KERNEL = "python3"
+STRIP_OUTPUT_BYTES = 20_000    # outputs larger than this leave the results/ copy of a notebook
+EXIT_FAILED, EXIT_REMAINING, EXIT_INTERRUPTED = 1, 3, 130
+DEVICES = ("auto", "cpu", "cuda")
+
+
+# ---------------------------------------------------------------- the run notebook's helpers
+
+def prepare_run(task: str, model: str, profile: str = "smoke", *, lr: float | None = None,
+                seed: int | None = None, epochs: int | None = None, variant: str = "",
+                device: str = "auto", max_minutes: float | None = None,
+                out_dir: str | Path | None = None) -> tuple[RunConfig, Path]:
+    """Check the run notebook's parameters and return (config, run folder).
+
+    A bad value raises ValueError at once, naming the value and the allowed ones (before any
+    data is read or model built). `out_dir` defaults to ``runs/<run id>``.
+    """
+    from .train import resolve_device, run_id
+
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed={seed!r} must be an integer, e.g. {FIRST_SEED}")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)):
+        raise ValueError(f"epochs={epochs!r} must be a positive integer")
+    if max_minutes is not None and not max_minutes >= 0:
+        raise ValueError(f"max_minutes={max_minutes!r} must be >= 0 (or None: no limit)")
+    if not (device in DEVICES or str(device).startswith("cuda:") and str(device)[5:].isdigit()):
+        raise ValueError(f"device={device!r} is not one of {list(DEVICES)} or 'cuda:N'")
+    resolve_device(device)  # cuda asked for where there is none
+    cfg = run_config(task, model, profile, lr=None if lr is None else float(lr), seed=seed, epochs=epochs)
+    cfg = with_variant(cfg, variant or "")
+    check_sequence_lengths(cfg)
+    # tqdm falls back to its text bar in a kernel without ipywidgets; the warning is noise
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    return cfg, Path(out_dir) if out_dir else REPO / "runs" / run_id(cfg)
+
+
+def curve_figure(entries: list[dict[str, Any]], metric: str, title: str = ""):
+    """Loss (train, valid) and metric per epoch, side by side, from `train`'s epoch entries."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 2.8), layout="constrained")
+    loss_ax, metric_ax = figure.subplots(1, 2)
+    epochs = [entry["epoch"] for entry in entries]
+    for key, label in [("train_loss", "train"), ("valid_loss", "valid"), ("test_loss", "test")]:
+        if any(key in entry for entry in entries):
+            loss_ax.plot(epochs, [entry.get(key) for entry in entries], marker="o", label=label)
+    for key, label in [("valid_metric", "valid"), ("test_metric", "test")]:
+        if any(key in entry for entry in entries):
+            metric_ax.plot(epochs, [entry.get(key) for entry in entries], marker="o", label=label)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title=title)
+    metric_ax.set(xlabel="epoch", ylabel=metric)
+    for ax in (loss_ax, metric_ax):
+        ax.legend()
+    return figure
+
+
+def live_curve_callback(cfg: RunConfig) -> Callable[[dict[str, Any]], None]:
+    """A `train` callback that redraws the learning curves after every epoch, in place (one
+    IPython display handle). Outside a notebook it does nothing: `train` prints each epoch."""
+    entries: list[dict[str, Any]] = []
+    handle = []
+
+    def redraw(entry: dict[str, Any]) -> None:
+        entries.append(entry)
+        try:
+            from IPython import get_ipython
+            from IPython.display import Image, display
+        except ImportError:
+            return
+        if get_ipython() is None:
+            return
+        png = io.BytesIO()
+        figure = curve_figure(entries, TASKS[cfg.task].metric, f"{cfg.task} / {cfg.model}")
+        figure.savefig(png, format="png", dpi=80)
+        image = Image(data=png.getvalue(), format="png")
+        if handle:
+            handle[0].update(image)
+        else:
+            handle.append(display(image, display_id=True))
+    return redraw
+
+
+def paper_comparison(record: dict[str, Any] | None, cfg: RunConfig) -> pd.DataFrame:
+    """The run's final test metric beside the paper's number, as one short table."""
+    task = TASKS[cfg.task]
+    paper = task.paper.get(cfg.model, float("nan"))
+    if record is None:
+        ours, outcome = float("nan"), "stopped by max_minutes: run again (resume=True) to continue"
+    elif cfg.profile == "smoke":
+        ours, outcome = record["test_metric"], "smoke run (no verdict)"
+    else:
+        ours = record["test_metric"]
+        outcome = verdict(cfg.task, ours, paper, 1)
+        outcome += f"; {QUALIFIER[cfg.profile]}" if QUALIFIER.get(cfg.profile) else ""
+    return pd.DataFrame([dict(task=cfg.task, model=cfg.model, profile=cfg.profile, metric=task.metric,
+                              ours=ours, paper=paper, paper_copied=cfg.model in task.copied,
+                              delta=ours - paper, verdict=outcome)]).set_index(["task", "model"])
+
+
+# ---------------------------------------------------------------- the grid
+
+@dataclass(frozen=True)
+class Job:
+    cfg: RunConfig
+    run_id: str
+    out_dir: Path
+
+    def parameters(self, *, results_dir: Path | None, max_minutes: float | None,
+                   data_dir: Path | None, device: str = "auto") -> dict[str, Any]:
+        """The run notebook's parameters for this job (paths relative to the repo when inside)."""
+        train = self.cfg.train
+        return dict(task=self.cfg.task, model=self.cfg.model, profile=self.cfg.profile, lr=train.lr,
+                    seed=train.seed, variant=self.cfg.variant, max_minutes=max_minutes, device=device,
+                    out_dir=_shown(self.out_dir), results_dir=_shown(results_dir),
+                    resume=True, data_dir=_shown(data_dir))
+
+
+def _shown(path: Path | None) -> str | None:
+    """A path as the notebook gets it: relative to the repo root (its cwd) when inside it."""
+    if path is None:
+        return None
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def expand_jobs(tables: list[int], models: list[str], profile: str, seeds: int, lrs: str = "grid",
+                variants: list[str] = ("",), out: Path = REPO / "runs",
+                notes: list[str] | None = None) -> list[Job]:
+    """table's task x models x lr (the config's grid, or its lr) x seeds (1111, 1112, ...) x
+    variants. A variant that is not a setting of a model is left out for that model (said in
+    `notes`); one that fits none of the models is an error."""
+    from .train import run_id
+
+    if seeds < 1:
+        raise ValueError(f"seeds={seeds!r} must be >= 1")
+    if lrs not in ("grid", "config"):
+        raise ValueError(f"lrs={lrs!r} is not one of ['grid', 'config']")
+    jobs, fits, why = [], dict.fromkeys(variants, False), {}
+    for table in tables:
+        task = TABLE_TASKS[table]
+        for model in models:
+            base = run_config(task, model, profile)
+            for variant in variants:
+                try:
+                    with_variant(base, variant)
+                except ValueError as error:
+                    why.setdefault(variant, str(error))
+                    if notes is not None:
+                        notes.append(f"left out: {task} {model} variant {variant!r} ({error})")
+                    continue
+                fits[variant] = True
+                for lr in (base.train.lr_grid if lrs == "grid" else (base.train.lr,)):
+                    for seed in range(FIRST_SEED, FIRST_SEED + seeds):
+                        cfg = with_variant(run_config(task, model, profile, lr=lr, seed=seed), variant)
+                        jobs.append(Job(cfg, run_id(cfg), Path(out) / run_id(cfg)))
+    unfit = [variant for variant, fit in fits.items() if not fit]
+    if unfit:
+        raise ValueError(f"variant {unfit[0]!r} fits none of the models {list(models)}: {why[unfit[0]]}")
+    return jobs
+
+
+def plan_commands(jobs: list[Job], *, results_dir: Path | None, max_minutes: float | None = None,
+                  data_dir: Path | None = None) -> list[str]:
+    """One shell line per job, to be run from the repo root by any scheduler."""
+    lines = []
+    for job in jobs:
+        params = job.parameters(results_dir=results_dir, max_minutes=max_minutes, data_dir=data_dir)
+        args = ["papermill", _shown(RUN_NOTEBOOK), f"{params['out_dir']}/run.ipynb", "-k", KERNEL]
+        for key, value in params.items():
+            if value is not None and not (key == "device" and value == "auto"):
+                args += ["-p", key, str(value)]
+        lines.append(f"mkdir -p {shlex.quote(params['out_dir'])} && {shlex.join(args)}")
+    return lines
+
+
+# ---------------------------------------------------------------- notebooks kept in results/
+
+def _collapse_carriage_returns(text: str) -> str:
+    """What a terminal shows: each line keeps the text after its last carriage return."""
+    lines = []
+    for line in text.split("\n"):
+        parts = [part for part in line.split("\r") if part]
+        lines.append(parts[-1] if parts else "")
+    return "\n".join(lines)
+
+
+def strip_notebook(notebook, max_bytes: int = STRIP_OUTPUT_BYTES):
+    """A copy of an executed notebook fit to commit: streams merged (progress bars collapsed
+    to their last state), images and outputs over `max_bytes` replaced by a one-line note."""
+    import copy
+
+    import nbformat
+
+    notebook = copy.deepcopy(notebook)
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        merged = []
+        for output in cell.outputs:
+            if (output.output_type == "stream" and merged and merged[-1].output_type == "stream"
+                    and merged[-1].name == output.name):
+                merged[-1].text += output.text
+            else:
+                merged.append(output)
+        kept = []
+        for output in merged:
+            if output.output_type == "stream":
+                output.text = _collapse_carriage_returns(output.text)
+                if not output.text.strip():
+                    continue  # a progress bar that cleared itself
+            size = len(json.dumps(output))
+            has_image = any(key.startswith("image/") for key in output.get("data", {}))
+            if has_image or size > max_bytes:
+                what = "image" if has_image else f"output of {size // 1000} kB"
+                output = nbformat.v4.new_output(
+                    "stream", name="stdout",
+                    text=f"[{what} removed from this copy; the full notebook is in the run folder]\n")
+            kept.append(output)
+        cell.outputs = kept
+    return notebook
+
+
+def notebooks_dir_for(results_dir: Path) -> Path:
+    """results/records/<profile> -> results/notebooks/<profile> (else a sibling 'notebooks')."""
+    results_dir = Path(results_dir)
+    if results_dir.parent.name == "records":
+        return results_dir.parent.parent / "notebooks" / results_dir.name
+    return results_dir.parent / "notebooks" / results_dir.name
+
+
+# ---------------------------------------------------------------- running the jobs
+
+@dataclass
+class Outcome:
+    job: Job
+    status: str                   # "done" | "failed" | "remaining"
+    how: str = ""                 # "skipped" (finished before), "ran", "resumed", "interrupted", ...
+    error: str = ""
+    wall_minutes: float = 0.0     # this session
+    record: dict[str, Any] | None = None
+    slot: str = ""
+
+
+@dataclass
+class Running:
+    job: Job
+    process: subprocess.Popen
+    slot: str
+    started: float
+    resumed: bool
+    log: Any = field(repr=False, default=None)
+
+
+def _read_record(job: Job) -> dict[str, Any] | None:
+    path = job.out_dir / "record.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _finished_before(job: Job) -> Outcome | None:
+    record = _read_record(job)
+    if record is None:
+        return None
+    if record.get("config") != job.cfg.to_dict():
+        return Outcome(job, "failed", "stale", error=(
+            f"ConfigMismatchError: {job.out_dir}/record.json was made with other settings "
+            "(configs.py changed?); move that folder away to rerun it"))
+    return Outcome(job, "done", "skipped", record=record)
+
+
+def _keep_results(outcome: Outcome, results_dir: Path | None, notebooks_dir: Path | None,
+                  view: "LiveView") -> None:
+    """Copy a finished run's record and a stripped copy of its notebook into results/."""
+    if outcome.status != "done" or results_dir is None:
+        return
+    try:
+        _copy_results(outcome, results_dir, notebooks_dir)
+    except (OSError, ValueError) as error:  # the run is done; only its copy is missing
+        view.event(f"warning: could not copy {outcome.job.run_id} to {results_dir}: {error}")
+
+
+def _copy_results(outcome: Outcome, results_dir: Path, notebooks_dir: Path | None) -> None:
+    import nbformat
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(outcome.job.out_dir / "record.json", results_dir / f"{outcome.job.run_id}.json")
+    executed = outcome.job.out_dir / "run.ipynb"
+    if notebooks_dir is not None and executed.exists():
+        notebooks_dir.mkdir(parents=True, exist_ok=True)
+        nbformat.write(strip_notebook(nbformat.read(executed, as_version=4)),
+                       notebooks_dir / f"{outcome.job.run_id}.ipynb")
+
+
+# A job's process: papermill only (it needs no torch); the kernel it starts imports rtlib.
+JOB_SCRIPT = """import json, sys, papermill
+spec = json.loads(sys.argv[1])
+papermill.execute_notebook(spec["input"], spec["output"], parameters=spec["parameters"],
+                           kernel_name=spec["kernel"], cwd=spec["cwd"], progress_bar=False,
+                           log_output=True)
+"""
+
+
+def _start(job: Job, slot: tuple[str, int | None], params: dict[str, Any], threads_share: int = 1) -> Running:
+    """Start one job's process (its own process group) on `slot` = (label, GPU index or None)."""
+    label, gpu = slot
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="" if gpu is None else str(gpu),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env.setdefault("TQDM_MININTERVAL", "10")  # keeps the executed notebook small on long runs
+    # CPU threads per job: spinning OpenMP threads that outnumber the free cores slow tiny
+    # models several-fold (the kernel and papermill run beside them)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // (2 * threads_share))))
+    env.pop("RTLIB_SMOKE", None)  # the runner already applied it to the profile
+    spec = dict(input=str(RUN_NOTEBOOK), output=str(job.out_dir / "run.ipynb"), parameters=params,
+                kernel=KERNEL, cwd=str(REPO))
+    (job.out_dir / "run.ipynb").unlink(missing_ok=True)  # an old one would hold an old error
+    log = open(job.out_dir / "job.log", "a")
+    process = subprocess.Popen([sys.executable, "-c", JOB_SCRIPT, json.dumps(spec)], cwd=REPO,
+                               env=env, stdout=log, stderr=subprocess.STDOUT,
+                               preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    return Running(job, process, label, time.monotonic(), (job.out_dir / "checkpoint.pt").exists(), log)
+
+
+def _die_with_parent() -> None:
+    """In a job's process (Linux): get SIGTERM when the runner dies, even by SIGKILL. The
+    kernel follows its papermill process on its own (ipykernel's parent poller)."""
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error_line(job: Job, returncode: int) -> str:
+    """The exception the notebook raised ("ValueError: ..."), else the job log's last line."""
+    import nbformat
+
+    try:
+        executed = nbformat.read(job.out_dir / "run.ipynb", as_version=4)
+        errors = [output for cell in executed.cells if cell.cell_type == "code"
+                  for output in cell.get("outputs", []) if output.output_type == "error"]
+        if errors:
+            return _one_line(f"{errors[-1].ename}: {errors[-1].evalue}")
+    except (OSError, ValueError):
+        pass  # papermill failed before writing the notebook
+    log = job.out_dir / "job.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    tail = [line for line in lines if line.strip()]
+    return f"exit code {returncode}" + (f": {_one_line(tail[-1])}" if tail else "")
+
+
+def _finish(running: Running) -> Outcome:
+    running.log.close()
+    job, returncode = running.job, running.process.returncode
+    minutes = (time.monotonic() - running.started) / 60
+    how = "resumed" if running.resumed else "ran"
+    record = _read_record(job)
+    if returncode == 0 and record is not None:
+        return Outcome(job, "done", how, wall_minutes=minutes, record=record, slot=running.slot)
+    if returncode == 0 and (job.out_dir / "checkpoint.pt").exists():
+        return Outcome(job, "remaining", "time budget", wall_minutes=minutes, slot=running.slot)
+    if returncode == 0:
+        return Outcome(job, "failed", how, error="the notebook ran but left no record.json nor checkpoint.pt",
+                       wall_minutes=minutes, slot=running.slot)
+    return Outcome(job, "failed", how, error=_error_line(job, returncode), wall_minutes=minutes,
+                   slot=running.slot)
+
+
+def _stop(running: Running) -> Outcome:
+    """Stop a job (its kernel exits with it); its checkpoint keeps it resumable."""
+    running.process.terminate()
+    try:
+        running.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        running.process.kill()
+        running.process.wait()
+    running.log.close()
+    return Outcome(running.job, "remaining", "interrupted",
+                   wall_minutes=(time.monotonic() - running.started) / 60, slot=running.slot)
+
+
+class LiveView:
+    """One line per running job with its elapsed time and epoch, redrawn in place on a
+    terminal; plain lines when a job starts or ends otherwise."""
+
+    def __init__(self, stream: TextIO, total: int):
+        self.stream, self.total, self.tty, self.drawn = stream, total, stream.isatty(), 0
+
+    def event(self, text: str) -> None:
+        self._erase()
+        print(text, file=self.stream, flush=True)
+
+    def tick(self, running: list[Running], counts: dict[str, int]) -> None:
+        if not self.tty:
+            return
+        self._erase()
+        lines = [f"{counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
+                 f"{len(running)} running, {counts.get('pending', 0)} pending of {self.total}"]
+        for item in running:
+            elapsed = int(time.monotonic() - item.started)
+            log = item.job.out_dir / "log.jsonl"
+            epochs = len(log.read_text().splitlines()) if log.exists() else 0
+            lines.append(f"  [{item.slot}] {item.job.run_id}  {elapsed // 60}m{elapsed % 60:02d}s  "
+                         f"epoch {epochs}/{item.job.cfg.train.epochs}{'  (resumed)' if item.resumed else ''}")
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
+        self.drawn = len(lines)
+
+    def _erase(self) -> None:
+        if self.tty and self.drawn:
+            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
+            self.drawn = 0
+
+
+def run_jobs(jobs: list[Job], *, results_dir: Path | None = None, notebooks_dir: Path | None = None,
+             gpus: list[int] = (), jobs_per_gpu: int = 1, max_minutes: float | None = None,
+             data_dir: Path | None = None, stream: TextIO | None = None,
+             poll_s: float = 0.5) -> list[Outcome]:
+    """Run every job not finished yet, `jobs_per_gpu` at a time on each GPU (one at a time on
+    the CPU when `gpus` is empty); a failing job does not stop the others. Ctrl-C stops the
+    running jobs, which stay resumable."""
+    if not RUN_NOTEBOOK.exists():
+        raise FileNotFoundError(f"{RUN_NOTEBOOK} is missing: run `jupytext --sync book/run.md` first")
+    slots = [(f"gpu{gpu}" + (f"/{k + 1}" if jobs_per_gpu > 1 else ""), gpu)
+             for gpu in gpus for k in range(jobs_per_gpu)] or [("cpu", None)]
+    outcomes: dict[str, Outcome] = {}
+    pending: deque[Job] = deque()
+    view = LiveView(stream or sys.stdout, len(jobs))
+    for job in jobs:
+        before = _finished_before(job)
+        if before is None:
+            pending.append(job)
+        else:
+            outcomes[job.run_id] = before
+            _keep_results(before, results_dir, notebooks_dir, view)
+    view.event(f"{len(jobs)} jobs: {len(outcomes)} finished before, {len(pending)} to run on "
+               f"{'GPU ' + ','.join(map(str, gpus)) if gpus else 'CPU'}")
+    running: dict[tuple[str, int | None], Running] = {}
+    handlers = _interrupt_on((signal.SIGTERM, signal.SIGHUP))
+    try:
+        while pending or running:
+            for slot in slots:
+                if slot not in running and pending:
+                    job = pending.popleft()
+                    params = job.parameters(results_dir=results_dir, max_minutes=max_minutes,
+                                            data_dir=data_dir, device="cpu" if slot[1] is None else "auto")
+                    running[slot] = _start(job, slot, params, threads_share=len(slots))
+                    view.event(f"start  [{running[slot].slot}] {job.run_id}"
+                               f"{' (resuming)' if running[slot].resumed else ''}")
+            for slot, item in list(running.items()):
+                if item.process.poll() is not None:
+                    outcome = _finish(running.pop(slot))
+                    outcomes[item.job.run_id] = outcome
+                    _keep_results(outcome, results_dir, notebooks_dir, view)
+                    view.event(f"{outcome.status:<6} [{outcome.slot}] {item.job.run_id} "
+                               f"{outcome.wall_minutes:.1f} min"
+                               f"{': ' + outcome.error if outcome.error else ''}")
+            counts = Counter(outcome.status for outcome in outcomes.values())
+            view.tick(list(running.values()), {**counts, "pending": len(pending)})
+            if running:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        view.event("interrupted: stopping the running jobs (their checkpoints keep them resumable)")
+        for slot, item in list(running.items()):
+            outcomes[item.job.run_id] = _stop(running.pop(slot))
+        for job in pending:
+            outcomes[job.run_id] = Outcome(job, "remaining", "not started")
+        raise KeyboardInterruptWithOutcomes([outcomes[job.run_id] for job in jobs])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return [outcomes[job.run_id] for job in jobs]
+
+
+def _interrupt_on(signals) -> dict:
+    """Make `signals` (a scheduler's SIGTERM, a closed terminal's SIGHUP) act as Ctrl-C, so the
+    runner stops its jobs before it goes. Returns the handlers to restore."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    try:
+        return {sig: signal.signal(sig, interrupt) for sig in signals}
+    except ValueError:  # not the main thread: leave the handlers alone
+        return {}
+
+
+class KeyboardInterruptWithOutcomes(KeyboardInterrupt):
+    def __init__(self, outcomes: list[Outcome]):
+        super().__init__("interrupted")
+        self.outcomes = outcomes
+
+
+def summary_table(outcomes: list[Outcome]) -> pd.DataFrame:
+    """One row per job: status, how, minutes this session, GPU-minutes of the run, test metric, error."""
+    rows = []
+    for outcome in outcomes:
+        record = outcome.record or {}
+        rows.append(dict(status=outcome.status, run_id=outcome.job.run_id, how=outcome.how,
+                         minutes=round(outcome.wall_minutes, 2),
+                         gpu_minutes=round(record["gpu_minutes"], 2) if record else None,
+                         test_metric=round(record["test_metric"], 4) if record else None,
+                         error=outcome.error))
+    columns = ["status", "run_id", "how", "minutes", "gpu_minutes", "test_metric", "error"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def format_summary(outcomes: list[Outcome]) -> str:
+    table = summary_table(outcomes)
+    counts = table["status"].value_counts()
+    skipped = int((table["how"] == "skipped").sum())
+    gpu = sum((o.record or {}).get("gpu_minutes", 0.0) for o in outcomes)
+    text = table.astype(object).where(table.notna(), "").astype(str)
+    widths = {column: max([len(column), *text[column].map(len)]) for column in text}
+    lines = ["  ".join(column.ljust(widths[column]) for column in text)]
+    lines += ["  ".join(value.ljust(widths[column]) for column, value in row.items()).rstrip()
+              for _, row in text.iterrows()]
+    body = "\n".join(lines) if len(table) else "(no jobs)"
+    return (f"{body}\nsummary: {counts.get('done', 0)} done ({skipped} finished before), "
+            f"{counts.get('failed', 0)} failed, {counts.get('remaining', 0)} remaining; "
+            f"{gpu:.1f} GPU-minutes in the finished records")
+
+
+def exit_code(outcomes: list[Outcome]) -> int:
+    """0: all done; 1: a job failed; 3: none failed but some remain (re-issue the command)."""
+    statuses = {outcome.status for outcome in outcomes}
+    return EXIT_FAILED if "failed" in statuses else EXIT_REMAINING if "remaining" in statuses else 0
+
+
+# ---------------------------------------------------------------- the command line
+
+def default_gpus() -> list[int]:
+    import torch
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def parse_gpus(text: str) -> list[int]:
+    """'0,1,3' -> [0, 1, 3]; '' -> [] (the CPU)."""
+    import argparse
+    try:
+        gpus = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        gpus = [-1]
+    if any(gpu < 0 for gpu in gpus):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of GPU indices "
+                                         "such as 0,1,2,3 ('' for the CPU)")
+    return gpus
+
+
+def positive_int(text: str) -> int:
+    import argparse
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return int(text)
+
+
+def non_negative_float(text: str) -> float:
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+    return value
+
+
+def run_reproduce(args, stream: TextIO | None = None) -> int:
+    """`python -m rtlib reproduce` (arguments as `rtlib.__main__` parses them)."""
+    stream = stream or sys.stdout
+    profile = args.profile
+    if os.environ.get("RTLIB_SMOKE") == "1" and profile != "smoke":
+        print(f"RTLIB_SMOKE=1: profile {profile!r} -> 'smoke'", file=stream)
+        profile = "smoke"
+    tables = list(TABLE_TASKS) if args.table == "all" else [int(args.table)]
+    # absolute paths: the jobs run from the repo root, whatever the caller's folder
+    out = Path(args.out).resolve() if args.out else REPO / "runs"
+    results_dir = Path(args.results).resolve() if args.results else REPO / "results" / "records" / profile
+    notebooks_dir = Path(args.notebooks).resolve() if args.notebooks else notebooks_dir_for(results_dir)
+    notes: list[str] = []
+    jobs = expand_jobs(tables, args.models or list(MODELS), profile, args.seeds, args.lrs,
+                       args.variants or [""], out, notes)
+    data_dir = Path(args.data_dir).resolve() if args.data_dir else None
+    if args.plan:
+        for line in plan_commands(jobs, results_dir=results_dir, max_minutes=args.max_minutes,
+                                  data_dir=data_dir):
+            print(line, file=stream)
+        return 0
+    for note in notes:
+        print(note, file=stream)
+    gpus = args.gpus if args.gpus is not None else default_gpus()
+    try:
+        outcomes = run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir, gpus=gpus,
+                            jobs_per_gpu=args.jobs_per_gpu, max_minutes=args.max_minutes,
+                            data_dir=data_dir, stream=stream)
+    except KeyboardInterruptWithOutcomes as interrupted:
+        print(format_summary(interrupted.outcomes), file=stream)
+        return EXIT_INTERRUPTED
+    print(format_summary(outcomes), file=stream)
+    return exit_code(outcomes)

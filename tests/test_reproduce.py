@@ -1,0 +1,185 @@
+"""The batch runner and the run notebook: papermill really executes notebooks/run.ipynb here.
+
+Each notebook execution starts a kernel (seconds), so the runs are shared through two
+module-scoped fixtures: a 2-job grid (run, then re-issued), and a grid with one failing job and
+one stopped by its time budget (run, then re-issued to resume).
+"""
+import contextlib
+import io
+import json
+import shlex
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from rtlib.__main__ import main
+from rtlib.configs import TABLE_TASKS, run_config
+from rtlib.reproduce import (RUN_NOTEBOOK, expand_jobs, notebooks_dir_for, plan_commands,
+                             strip_notebook)
+
+REPO = Path(__file__).resolve().parents[1]
+NORM_POST = "ptb-word_rtransformer_smoke_norm-post_lr2_seed1111"
+TABLE4 = ["--table", "4", "--profile", "smoke", "--seeds", "1", "--lrs", "config", "--gpus", ""]
+
+
+def reproduce(argv: list[str]) -> tuple[int, str]:
+    """`python -m rtlib reproduce ...` in this process; its stdout."""
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["reproduce", *argv])
+    return code, stdout.getvalue()
+
+
+def folders(root: Path, data_dir: Path) -> list[str]:
+    return ["--out", str(root / "runs"), "--results", str(root / "records" / "smoke"),
+            "--data-dir", str(data_dir)]
+
+
+@pytest.fixture(scope="module")
+def grid(real_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    argv = [*TABLE4, "--models", "rtransformer", "transformer", *folders(root, real_data)]
+    first = reproduce(argv)
+    mtimes = {p: p.stat().st_mtime for p in (root / "runs").rglob("record.json")}
+    again = reproduce(argv)
+    return root, first, again, mtimes
+
+
+@pytest.fixture(scope="module")
+def fail_and_resume(real_data, tmp_path_factory):
+    """window=100 cannot fit the smoke sequence (24) and fails in the notebook's check cell;
+    norm=post runs after it and stops at once (--max-minutes 0); the re-issue, without the
+    time budget (and without the failing job, to save a kernel start), resumes it."""
+    root = tmp_path_factory.mktemp("fail")
+    argv = [*TABLE4, "--models", "rtransformer", *folders(root, real_data)]
+    first = reproduce([*argv, "--variants", "window=100", "norm=post", "--max-minutes", "0"])
+    stopped = sorted(p.name for p in (root / "runs" / NORM_POST).iterdir())
+    again = reproduce([*argv, "--variants", "norm=post"])
+    return root, first, stopped, again
+
+
+def test_grid_runs_every_job_through_the_notebook(grid):
+    root, (code, out), _, _ = grid
+    assert code == 0, out
+    assert "summary: 2 done" in out and "0 failed, 0 remaining" in out
+    for model in ("rtransformer", "transformer"):
+        run_id = f"ptb-word_{model}_smoke_lr2_seed1111"
+        run = root / "runs" / run_id
+        record = json.loads((run / "record.json").read_text())
+        assert record["run_id"] == run_id and record["epochs_run"] == 2 and "gpu_minutes" in record
+        assert (run / "checkpoint.pt").exists()
+        executed = nbformat.read(run / "run.ipynb", as_version=4)
+        assert any("image/png" in o.get("data", {}) for c in executed.cells if c.cell_type == "code"
+                   for o in c.outputs)  # the live learning curves
+        assert json.loads((root / "records" / "smoke" / f"{run_id}.json").read_text()) == record
+        kept = nbformat.read(root / "notebooks" / "smoke" / f"{run_id}.ipynb", as_version=4)
+        assert not any("image/png" in o.get("data", {}) for c in kept.cells if c.cell_type == "code"
+                       for o in c.outputs)
+        assert "paper" in json.dumps(kept.cells[-1].outputs)  # ends with ours beside the paper
+
+
+def test_reissued_grid_skips_finished_jobs(grid):
+    root, _, (code, out), mtimes = grid
+    assert code == 0 and "summary: 2 done (2 finished before)" in out
+    assert "start" not in out
+    assert {p: p.stat().st_mtime for p in (root / "runs").rglob("record.json")} == mtimes
+
+
+def test_failing_job_does_not_stop_the_others(fail_and_resume):
+    _, (code, out), stopped, _ = fail_and_resume
+    assert code == 1, out
+    assert "1 failed, 1 remaining" in out
+    failed = [line for line in out.splitlines() if line.startswith("failed ") and "window-100" in line]
+    assert failed and "ValueError: window=100 is larger than the sequence length 24" in failed[-1]
+    assert "checkpoint.pt" in stopped and "record.json" not in stopped  # ran after the failure
+
+
+def test_stopped_job_resumes_when_the_command_is_reissued(fail_and_resume):
+    root, _, _, (code, out) = fail_and_resume
+    assert code == 0 and "1 done" in out and "0 failed, 0 remaining" in out
+    run = root / "runs" / NORM_POST
+    assert "(resuming)" in out and "resumed" in out
+    assert "resumed" in (run / "run.ipynb").read_text()  # train() continued the checkpoint
+    record = json.loads((run / "record.json").read_text())
+    assert [entry["epoch"] for entry in record["curve"]] == [1, 2]
+    assert record["variant"] == "norm=post"
+
+
+def test_bad_notebook_parameter_fails_with_the_named_value(tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError) as error:
+        pm.execute_notebook(str(RUN_NOTEBOOK), str(tmp_path / "out.ipynb"), parameters=dict(task="nope"),
+                            kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    assert error.value.ename == "ValueError"
+    assert "task='nope'" in error.value.evalue and "ptb-word" in error.value.evalue
+
+
+def test_plan_prints_one_command_per_job(capsys):
+    code = main(["reproduce", "--table", "4", "--profile", "fast", "--seeds", "2", "--plan",
+                 "--out", "runs"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    expected = sum(2 * len(run_config("ptb-word", model, "fast").train.lr_grid)
+                   for model in ("rtransformer", "transformer", "tcn", "rnn", "gru", "lstm"))
+    assert code == 0 and len(lines) == expected
+    for line in lines:
+        mkdir, command = line.split(" && ")
+        args = shlex.split(command)
+        assert args[:2] == ["papermill", "notebooks/run.ipynb"] and args[2].endswith("/run.ipynb")
+        assert " ".join(args[-3:]) == "-p resume True" and "-p profile fast" in command
+        assert mkdir == f"mkdir -p {Path(args[2]).parent}"
+    assert len({line.split(" && ")[0] for line in lines}) == expected  # one folder per job
+
+
+def test_grid_expansion():
+    jobs = expand_jobs([4], ["rtransformer", "transformer"], "smoke", seeds=3, lrs="grid",
+                       variants=["", "position=none"], notes=(notes := []))
+    grid = run_config("ptb-word", "rtransformer", "smoke").train.lr_grid
+    # rtransformer: 1 variant (position is a Transformer setting); transformer: 2
+    assert len(jobs) == 3 * len(grid) * 3
+    assert {job.cfg.train.seed for job in jobs} == {1111, 1112, 1113}
+    assert len({job.run_id for job in jobs}) == len(jobs)
+    assert notes and "position=none" in notes[0]
+    all_tables = expand_jobs(list(TABLE_TASKS), ["rtransformer"], "paper", seeds=1, lrs="config")
+    assert [job.cfg.task for job in all_tables] == list(TABLE_TASKS.values())
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--table", "5", "--profile", "smoke", "--seeds", "1"], "'5'"),
+    (["--table", "4", "--profile", "huge", "--seeds", "1"], "'huge'"),
+    (["--table", "4", "--profile", "smoke", "--seeds", "0"], "'0'"),
+    (["--table", "4", "--profile", "smoke", "--seeds", "1", "--models", "gpt"], "'gpt'"),
+    (["--table", "4", "--profile", "smoke", "--seeds", "1", "--gpus", "a,b"], "'a,b'"),
+    (["--table", "4", "--profile", "smoke", "--seeds", "1", "--lrs", "all"], "'all'"),
+    (["--table", "4", "--profile", "smoke", "--seeds", "1", "--variants", "nrom=post", "--plan"], "'nrom"),
+])
+def test_bad_cli_values_exit_2_with_one_line(capsys, argv, named):
+    try:
+        code = main(["reproduce", *argv])  # a value argparse can check exits; the rest returns 2
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and named in err
+
+
+def test_strip_notebook_removes_images_and_large_outputs():
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="\r 10%|#\r 50%|#####"),
+        nbformat.v4.new_output("stream", name="stderr", text="\r100%|##########|\n"),
+        nbformat.v4.new_output("display_data", data={"image/png": "iVBOR", "text/plain": "<Figure>"}),
+        nbformat.v4.new_output("stream", name="stdout", text="x" * 30_000),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "small"}, execution_count=1),
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    kept = strip_notebook(notebook).cells[0].outputs
+    assert kept[0].text == "100%|##########|\n"  # merged, carriage returns collapsed
+    assert "image removed" in kept[1].text and "kB removed" in kept[2].text
+    assert kept[3].data["text/plain"] == "small"
+    nbformat.validate(strip_notebook(notebook))
+    assert len(notebook.cells[0].outputs) == 5  # the original is untouched
+
+
+def test_notebook_copies_go_beside_the_records():
+    assert notebooks_dir_for(REPO / "results" / "records" / "fast") == REPO / "results" / "notebooks" / "fast"
