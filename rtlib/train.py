@@ -2,7 +2,7 @@
 
 A run lives in one folder (``out_dir``): ``checkpoint.pt`` (everything needed to resume,
 rewritten atomically every few minutes and at every epoch end), ``best.pt`` (the weights of
-the best validation epoch), ``log.jsonl`` (one line per epoch) and, once finished,
+the best validation epoch; of the last epoch for seq-MNIST, which has no validation split), ``log.jsonl`` (one line per epoch) and, once finished,
 ``record.json``. A run killed at any moment and resumed from its checkpoint finishes with
 exactly the metrics of an uninterrupted run (bitwise on CPU): the checkpoint holds model,
 optimizer, schedule, every RNG state and the position in the epoch, and batch order is a
@@ -340,6 +340,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
         else:  # seq-MNIST: no validation split; test every epoch as the reference prints it
             test = evaluate(protocol, model, "test", amp)
             entry.update(test_loss=test["loss"], test_metric=test["metric"])
+            torch_save_atomic(model.state_dict(), best_path)  # the reported (final) epoch's weights
         factor = anneal(cfg.train.schedule, epoch, state.valid_losses, valid_loss)
         for group in optimizer.param_groups:
             group["lr"] *= factor
