@@ -1,4 +1,4 @@
-"""Command line: `python -m rtlib {train,reproduce,bench,data} ...`.
+"""Command line: `python -m rtlib {train,reproduce,bench,analyze,data} ...`.
 
 Bad values exit with code 2 and one line naming the value and the allowed ones.
 """
@@ -77,11 +77,20 @@ def add_reproduce_parser(commands) -> None:
                         help="print the jobs as shell commands (run from the repo root), run nothing")
 
 
+DELEGATED = {"bench": "rtlib.bench", "analyze": "rtlib.analysis"}  # commands with their own parser
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        import importlib
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     parser = OneLineParser(prog="rtlib", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_train_parser(commands)
     add_reproduce_parser(commands)
+    for name, module in DELEGATED.items():
+        commands.add_parser(name, help=f"see `python -m rtlib {name} --help` ({module})")
     verify = commands.add_parser("data", help="fetch and verify every data file")
     verify.add_argument("--data-dir", type=Path)
     args = parser.parse_args(argv)
