@@ -21,7 +21,7 @@ def comparable(record):
 
 @pytest.mark.parametrize("task,model,kill_at", [("ptb-word", "rtransformer", 7),
                                                 ("nottingham", "transformer", 7),
-                                                ("mnist", "rtransformer", 7)])
+                                                ("mnist", "tcn", 7)])
 def test_killed_and_resumed_run_equals_uninterrupted_run_bitwise(real_data, tmp_path, task, model, kill_at):
     cfg = run_config(task, model, "smoke", epochs=3, max_steps=4)
     whole = train(cfg, tmp_path / "whole", data_dir=real_data, **QUIET)
