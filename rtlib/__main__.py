@@ -59,7 +59,7 @@ def add_reproduce_parser(commands) -> None:
     parser.add_argument("--table", required=True, choices=["1", "2", "3", "4", "all"])
     parser.add_argument("--models", nargs="+", choices=MODELS, help="default: all six")
     parser.add_argument("--profile", required=True, choices=PROFILES)
-    parser.add_argument("--seeds", required=True, type=positive_int, help="N seeds: 1111, 1112, ...")
+    parser.add_argument("--seeds", default=1, type=positive_int, help="N seeds: 1111, 1112, ... (default 1)")
     parser.add_argument("--lrs", default="grid", choices=["grid", "config"],
                         help="the config's lr grid (default) or only its lr")
     parser.add_argument("--variants", nargs="+", help="ablations, e.g. '' norm=post window=3")

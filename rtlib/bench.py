@@ -242,6 +242,33 @@ def bench_music_epoch(device: torch.device, log: Callable[[str], None] = print) 
     return result
 
 
+def precision_check(table: int, device: torch.device, steps: int = 300,
+                    smoothing: int = 25) -> dict[str, Any]:
+    """Train the same model from the same seed on the same real batches in fp32 and in bf16
+    (fast path, eager) and compare the loss curves (moving averages of `smoothing` steps)."""
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        cfg = run_config(TABLE_TASKS[table], "rtransformer", "paper")
+        runner = StepRunner(cfg, device, precision, None, fused=True, real_data=True)
+        torch.manual_seed(cfg.train.seed)
+        losses = []
+        for batch in runner.protocol.train_batches(1)[:steps]:
+            runner.optimizer.zero_grad(set_to_none=True)
+            loss = runner.loss(batch)
+            loss.backward()
+            if cfg.train.grad_clip:
+                nn.utils.clip_grad_norm_(runner.model.parameters(), cfg.train.grad_clip)
+            runner.optimizer.step()
+            losses.append(loss.detach())
+        curve = torch.stack(losses).float().cpu()
+        curves[precision] = curve.unfold(0, smoothing, 1).mean(-1)
+    deviation = ((curves["bf16"] - curves["fp32"]).abs() / curves["fp32"]).max()
+    return dict(table=table, steps=steps, smoothing=smoothing,
+                max_rel_deviation_of_smoothed_loss=float(deviation),
+                final_smoothed_loss={k: float(v[-1]) for k, v in curves.items()},
+                curves={k: [round(float(x), 4) for x in v[::10]] for k, v in curves.items()})
+
+
 def profile_table(table: int, variant: str, device: torch.device, rows: int = 25) -> str:
     """The ops that take the GPU time of a few steps, for finding the bottleneck."""
     spec = VARIANTS[variant]
@@ -266,12 +293,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--precision-check", type=int, nargs="*", choices=[1, 2, 3, 4],
+                        help="only compare bf16 with fp32 training curves for these tables")
     parser.add_argument("--music-epoch", action="store_true",
                         help="also time a whole Nottingham epoch (needs the data)")
     parser.add_argument("--profile", choices=list(VARIANTS),
                         help="print the profiler's top ops for this variant instead of timing")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.precision_check:
+        checks = [precision_check(table, device) for table in args.precision_check]
+        for check in checks:
+            print(f"table {check['table']}: bf16 vs fp32 smoothed loss, max relative deviation "
+                  f"{check['max_rel_deviation_of_smoothed_loss']:.4f}; final {check['final_smoothed_loss']}")
+        out = args.out or REPO / "results" / "bench" / f"precision_{device_name(device).replace(' ', '_')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, dict(device=device_name(device), torch_version=torch.__version__,
+                                    git_commit=git_commit(), checks=checks))
+        return 0
     if args.profile:
         for table in args.tables:
             print(f"table {table}, {args.profile}:\n{profile_table(table, args.profile, device)}")
