@@ -3,12 +3,36 @@ PYTHON ?= python3
 # Override for your platform, e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 export RTLIB_DATA_MIRROR ?= $(if $(wildcard ../shared/data/SHA256SUMS),$(abspath ../shared/data),)
+# Warnings are errors: a broken cross reference, a missing figure or a failing cell fails the build.
+BOOK_FLAGS ?= -W -n --keep-going
+# The smoke build (RTLIB_SMOKE=1) has its own folder, so its execution cache never feeds the real book.
+SMOKE_BUILD ?= _build/smoke
+JUPYTER_BOOK ?= $(PYTHON) -c "from jupyter_book.cli.main import main; main()"
 
-.PHONY: setup book test
+.PHONY: setup book test unit nbval book-smoke sync
 
 setup:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(TORCH_SPEC)
 	$(PYTHON) -m pip install -q -e ".[book,test]"
 
+# The book: every chapter executed (cached by its code cells) into _build/html.
+book: setup
+	$(JUPYTER_BOOK) build . $(BOOK_FLAGS)
+
+# Every check: unit tests (incl. the book/*.md <-> notebooks/*.ipynb pairing), every notebook
+# executed by nbval in smoke mode, and a smoke-mode build of the whole book.
 test: setup
+	$(MAKE) unit nbval book-smoke
+
+unit:
 	$(PYTHON) -m pytest -q
+
+nbval:
+	RTLIB_SMOKE=1 $(PYTHON) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/
+
+book-smoke:
+	RTLIB_SMOKE=1 $(JUPYTER_BOOK) build . --path-output $(SMOKE_BUILD) $(BOOK_FLAGS)
+
+# After editing a chapter (book/<name>.md, the source), regenerate its notebook.
+sync:
+	$(PYTHON) -m jupytext --sync book/*.md

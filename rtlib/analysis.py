@@ -1,0 +1,463 @@
+"""What a trained model looks at: attention maps, attention distances, LocalRNN window saliency.
+
+Explained in the book's chapter "Inside trained models" (book/visualizations.md).
+
+- `attention_maps(model, x)`: the softmax weights (layers, B, heads, L, L) of every
+  `CausalSelfAttention` in the model. Forward pre-hooks capture what each attention layer
+  receives (after its LayerNorm), then `CausalSelfAttention.weights` recomputes the weights.
+- `mean_attention_distance(maps)`: sum_j w_ij (i - j), averaged over queries i: how far back a
+  head looks, in steps.
+- `window_saliency(model, x)`: for every `LocalRNN`, how much its output at t depends on each
+  offset t - k of its window (k = 0 the position itself, k = M - 1 the oldest input), by
+  gradient (Jacobian norms, estimated with random probes) or by occlusion (zeroing one offset
+  of every window).
+- `analyze_run(run_dir)`: loads a finished (or checkpointed) run, picks a real test example
+  (the first test digit, the first test tune, the first test sentences) and writes a small
+  JSON (well under 1 MB) that the book plots: ``python -m rtlib analyze --run DIR``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .configs import RunConfig
+from .models.layers import CausalSelfAttention
+from .models.local_rnn import LocalRNN
+
+REPO = Path(__file__).resolve().parents[1]
+ANALYSIS_DIR = REPO / "results" / "analysis"
+MAX_TOKENS = 64        # language-model and music excerpts: full maps of this many positions
+SIGNIFICANT = 4        # attention weights and saliencies are stored with 4 significant digits
+
+
+# ---------------------------------------------------------------------------------------------
+# Capturing what each layer receives
+
+
+def modules_of(model: nn.Module, kind: type) -> list[nn.Module]:
+    """The submodules of type `kind`, in the order the forward pass meets them."""
+    return [module for module in model.modules() if isinstance(module, kind)]
+
+
+def layer_inputs(model: nn.Module, x: Any, kind: type) -> list[Tensor]:
+    """Run `model(x)` once (no gradients) and return the input each `kind` module received."""
+    captured: list[Tensor] = []
+    hooks = [module.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+             for module in modules_of(model, kind)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return captured
+
+
+def attention_maps(model: nn.Module, x: Any) -> Tensor:
+    """Attention weights (layers, B, heads, L, L) of every causal attention layer for input x.
+
+    Rows sum to 1 and are zero above the diagonal (no query sees the future). The model is put
+    in eval mode (no dropout on the weights).
+    """
+    model.eval()
+    layers = modules_of(model, CausalSelfAttention)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no CausalSelfAttention layer")
+    inputs = layer_inputs(model, x, CausalSelfAttention)
+    with torch.no_grad():
+        return torch.stack([layer.weights(inp) for layer, inp in zip(layers, inputs)])
+
+
+def mean_attention_distance(maps: Tensor) -> Tensor:
+    """(layers, heads): sum_j w_ij * (i - j), averaged over queries i and the batch."""
+    length = maps.shape[-1]
+    steps = torch.arange(length, dtype=maps.dtype, device=maps.device)
+    distance = (steps[:, None] - steps[None, :]).clamp_min(0)  # (L, L), i - j for j <= i
+    return (maps * distance).sum(-1).mean(dim=(1, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# LocalRNN window saliency
+
+
+def _windows(x: Tensor, window: int) -> Tensor:
+    """(B, L, d) -> (B*L, M, d): the zero-padded window ending at every position."""
+    batch, length, d = x.shape
+    padded = F.pad(x, (0, 0, window - 1, 0))
+    return padded.unfold(1, window, 1).transpose(2, 3).reshape(batch * length, window, d)
+
+
+def _last_hidden(local_rnn: LocalRNN, windows: Tensor) -> Tensor:
+    return local_rnn.rnn(windows)[0][:, -1]
+
+
+def window_saliency_of(local_rnn: LocalRNN, x: Tensor, method: str = "gradient",
+                       probes: int = 8, seed: int = 0) -> Tensor:
+    """(M,) saliency of each window offset for one LocalRNN given its input x (B, L, d).
+
+    Index k is offset k: the input k steps before the output position. Only positions whose
+    window lies inside the sequence (t >= M - 1, when the sequence is that long) are used, so
+    the zero padding never counts. The result sums to 1.
+
+    ``gradient``: sqrt(E ||J_k^T r||^2) over `probes` random r ~ N(0, I), an unbiased estimate
+    of the Frobenius norm of the Jacobian d h_t / d x_{t-k}. ``occlusion``: mean ||h_t - h_t'||
+    where h_t' is the output with the input at offset k set to zero.
+    """
+    window = local_rnn.window
+    windows = _windows(x.detach(), window)
+    batch, length = x.shape[:2]
+    if length >= window:  # drop windows that reach into the padding
+        keep = (torch.arange(length) >= window - 1).repeat(batch)
+        windows = windows[keep]
+    if method == "gradient":
+        windows = windows.clone().requires_grad_()
+        with torch.enable_grad():
+            out = _last_hidden(local_rnn, windows)
+            generator = torch.Generator(device=out.device.type).manual_seed(seed)
+            total = torch.zeros(window, device=x.device)
+            for _ in range(probes):
+                probe = torch.randn(out.shape, generator=generator, device=out.device)
+                (grad,) = torch.autograd.grad((out * probe).sum(), windows, retain_graph=True)
+                total += grad.pow(2).sum(-1).mean(0)  # (M,) in window order, oldest first
+        saliency = (total / probes).sqrt()
+    elif method == "occlusion":
+        with torch.no_grad():
+            out = _last_hidden(local_rnn, windows)
+            saliency = torch.zeros(window, device=x.device)
+            for j in range(window):
+                occluded = windows.clone()
+                occluded[:, j] = 0
+                saliency[j] = (_last_hidden(local_rnn, occluded) - out).norm(dim=-1).mean()
+    else:
+        raise ValueError(f"method={method!r} is not one of ['gradient', 'occlusion']")
+    saliency = saliency.flip(0).detach()  # window order (oldest first) -> offset order
+    return saliency / saliency.sum().clamp_min(1e-12)
+
+
+def window_saliency(model: nn.Module, x: Any, method: str = "gradient", probes: int = 8) -> Tensor:
+    """(LocalRNN layers, M): `window_saliency_of` for every LocalRNN of the model, in order."""
+    model.eval()
+    layers = modules_of(model, LocalRNN)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no LocalRNN layer")
+    inputs = layer_inputs(model, x, LocalRNN)
+    return torch.stack([window_saliency_of(layer, inp, method, probes)
+                        for layer, inp in zip(layers, inputs)])
+
+
+# ---------------------------------------------------------------------------------------------
+# One run -> one small JSON
+
+
+def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
+             device: str = "cpu") -> tuple[RunConfig, nn.Module, Any]:
+    """(config, model with the run's weights in eval mode, protocol) of a run folder.
+
+    Weights come from ``best.pt`` (the epoch the run reports) when present, else from the
+    ``model`` of ``checkpoint.pt`` (a run stopped before it wrote ``best.pt``). The config comes
+    from ``record.json``, else from the checkpoint, else from a ``config.json``.
+    """
+    from .tasks import make_protocol
+    from .train import load_checkpoint
+
+    run_dir = Path(run_dir)
+    record_path, best_path, ckpt_path = (run_dir / name for name in
+                                         ("record.json", "best.pt", "checkpoint.pt"))
+    checkpoint = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    config_path = run_dir / "config.json"  # a run cut off before record/checkpoint came back
+    if record_path.exists():
+        config = json.loads(record_path.read_text())["config"]
+    elif checkpoint is not None:
+        config = checkpoint["config"]
+    elif config_path.exists():
+        config = json.loads(config_path.read_text())
+    else:
+        raise FileNotFoundError(f"{run_dir} has neither record.json, checkpoint.pt nor config.json")
+    if best_path.exists():
+        weights = load_checkpoint(best_path)
+    elif checkpoint is not None:
+        weights = checkpoint["model"]
+    else:
+        raise FileNotFoundError(f"{run_dir} has neither best.pt nor checkpoint.pt")
+    cfg = RunConfig.from_dict(config)
+    # only the model is needed from the protocol: keep its data slices tiny
+    small = replace(cfg, train=replace(cfg.train, train_limit=16, eval_limit=16))
+    protocol = make_protocol(small, device, data_dir)
+    model = protocol.build_model().to(device)
+    model.load_state_dict(weights)
+    return cfg, model.eval(), protocol
+
+
+def pick_example(cfg: RunConfig, protocol, data_dir: str | Path | None = None,
+                 max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
+    """A real test example for the run's task: {"input": model input (batch of 1), ...}."""
+    from .data import load_mnist, load_music, load_ptb, pixel_sequences, pmnist_permutation
+    from .tasks import PMNIST_PERMUTATION_SEED, TASKS
+
+    kind = TASKS[cfg.task].kind
+    if kind == "classify":
+        images, labels = load_mnist("test", data_dir)
+        permutation = pmnist_permutation(PMNIST_PERMUTATION_SEED) if cfg.task == "pmnist" else None
+        return dict(kind=kind, input=pixel_sequences(images[:1], permutation),
+                    description="the first test image", label=int(labels[0]),
+                    pixels=images[0].flatten().tolist(),
+                    permutation=None if permutation is None else permutation.tolist())
+    if kind == "music":
+        tune = load_music(cfg.task, "test", data_dir)[0][:max_tokens]
+        return dict(kind=kind, input=tune[None], description=f"the first {len(tune)} steps of the first test tune",
+                    keys=[torch.nonzero(step).flatten().tolist() for step in tune])
+    level = "char" if cfg.task == "ptb-char" else "word"
+    corpus = load_ptb(level, data_dir)
+    ids = corpus.test[:max_tokens]
+    tokens = [corpus.vocab[i] for i in ids.tolist()]
+    if level == "word" and "<eos>" in tokens:  # end at the last full sentence
+        end = len(tokens) - tokens[::-1].index("<eos>")
+        ids, tokens = ids[:end], tokens[:end]
+    return dict(kind=kind, input=ids[None], description=f"the first {len(tokens)} {level}s of the test set",
+                tokens=tokens)
+
+
+def _rounded(tensor: Tensor, significant: int = SIGNIFICANT) -> Any:
+    """Nested lists of floats with `significant` digits (a small JSON that still sums right)."""
+    def round_list(values):
+        if isinstance(values, list):
+            return [round_list(value) for value in values]
+        return float(f"{values:.{significant}g}")
+    return round_list(tensor.detach().double().cpu().tolist())
+
+
+def analyze(cfg: RunConfig, model: nn.Module, example: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
+    """The analysis of one model on one example, as plain JSON types."""
+    x = example["input"].to(device)
+    out: dict[str, Any] = dict(task=cfg.task, model=cfg.model, profile=cfg.profile, variant=cfg.variant,
+                               backbone=cfg.backbone,
+                               example={k: v for k, v in example.items() if k != "input"},
+                               length=int(x.shape[1]))
+    with torch.no_grad():
+        logits = model(x)
+    if example["kind"] == "classify":
+        out["example"]["prediction"] = int(logits.argmax(-1)[0])
+    has_attention = bool(modules_of(model, CausalSelfAttention))
+    if has_attention:
+        maps = attention_maps(model, x)[:, 0]  # (layers, heads, L, L)
+        out["layers"], out["heads"] = int(maps.shape[0]), int(maps.shape[1])
+        out["mean_distance"] = _rounded(mean_attention_distance(maps[:, None]))
+        if example["kind"] == "classify":  # 784 x 784 is too big: keep the last query's row
+            out["last_row"] = _rounded(maps[:, :, -1])
+        else:  # lower triangle of each map, row by row
+            out["maps"] = [[[_rounded(head[i, :i + 1]) for i in range(head.shape[0])] for head in layer]
+                           for layer in maps]
+    if modules_of(model, LocalRNN):
+        out["window"] = int(cfg.backbone.get("window", 0))
+        out["saliency"] = {method: _rounded(window_saliency(model, x, method))
+                           for method in ("gradient", "occlusion")}
+    if not has_attention:
+        out["note"] = f"{cfg.model} has no attention layer: no maps or distances"
+    return out
+
+
+def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
+                data_dir: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Analyze the run in `run_dir` on a real test example; write the JSON to `out_path`
+    (default ``results/analysis/<run id>.json``) and return it."""
+    from .train import run_id
+
+    cfg, model, protocol = load_run(run_dir, data_dir, device)
+    result = dict(run_id=run_id(cfg), run_dir=str(run_dir),
+                  **analyze(cfg, model, pick_example(cfg, protocol, data_dir), device))
+    record_path = Path(run_dir) / "record.json"
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        result.update(test_metric=record.get("test_metric"), metric=record.get("metric"),
+                      epochs_run=record.get("epochs_run"))
+    out_path = Path(out_path) if out_path else ANALYSIS_DIR / f"{result['run_id']}.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, separators=(",", ":")) + "\n")
+    return result
+
+
+def load_analyses(folder: str | Path = ANALYSIS_DIR) -> list[dict[str, Any]]:
+    """Every analysis JSON in `folder` (none: an empty list)."""
+    return [json.loads(path.read_text()) for path in sorted(Path(folder).glob("*.json"))]
+
+
+PROFILE_PREFERENCE = ("paper", "fast", "smoke")
+
+
+def pick_analyses(analyses: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(task, model) -> the analysis of its best-evidence run: no ablation variant, profile
+    `paper` before `fast` before `smoke`."""
+    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    for item in analyses:
+        if item.get("variant"):
+            continue
+        key = (item["task"], item["model"])
+        rank = PROFILE_PREFERENCE.index(item["profile"]) if item["profile"] in PROFILE_PREFERENCE else 9
+        old = chosen.get(key)
+        if old is None or rank < PROFILE_PREFERENCE.index(old["profile"]):
+            chosen[key] = item
+    return chosen
+
+
+def train_and_analyze(task: str, model: str, folder: str | Path, max_steps: int = 60,
+                      data_dir=None, **train_overrides) -> dict[str, Any]:
+    """Train a tiny `smoke`-sized model on CPU for one epoch of `max_steps` steps in
+    `folder/<task>_<model>` and analyze it: a stand-in when no GPU analyses exist.
+    `train_overrides` (e.g. eval_limit=16) replace further training settings."""
+    from .configs import run_config
+    from .train import train
+
+    run_dir = Path(folder) / f"{task}_{model}"
+    cfg = run_config(task, model, "smoke", epochs=1, max_steps=max_steps, **train_overrides)
+    train(cfg, run_dir, device="cpu", data_dir=data_dir, log=lambda message: None)
+    return analyze_run(run_dir, Path(folder) / f"{task}_{model}.json", data_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rtlib analyze --run DIR [--out FILE] [--data-dir DIR] [--device cpu]`."""
+    parser = argparse.ArgumentParser(prog="rtlib analyze", description=main.__doc__)
+    parser.add_argument("--run", type=Path, required=True, nargs="+", help="run folder(s)")
+    parser.add_argument("--out", type=Path, help="output JSON (one run only); default "
+                                                 "results/analysis/<run id>.json")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if args.out and len(args.run) > 1:
+        parser.error("--out takes one --run")
+    for run in args.run:
+        result = analyze_run(run, args.out, args.data_dir, args.device)
+        size = len(json.dumps(result, separators=(",", ":")))
+        print(f"{run}: {result['run_id']} -> {args.out or ANALYSIS_DIR / (result['run_id'] + '.json')} "
+              f"({size / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings and sizes of the paper's rows (the model and table chapters)
+
+
+def config_table(task: str, profile: str = "paper", models=None) -> "pd.DataFrame":
+    """One row per model: its size and training settings for `task` from `rtlib.configs`."""
+    import pandas as pd
+
+    from .configs import MODELS, run_config
+
+    rows = []
+    for model in models or MODELS:
+        cfg = run_config(task, model, profile)
+        b, t = cfg.backbone, cfg.train
+        size = (f"{b['levels']} / {b['d_model']}" if "d_model" in b else
+                f"{len(b['channels'])} / {b['channels'][0]}" if "channels" in b else
+                f"{b['num_layers']} / {b['hidden_size']}")
+        window = b.get("window") or b.get("kernel_size")
+        rows.append(dict(model=model, **{"layers / hidden": size}, heads=b.get("heads", "-"),
+                         **{"window / kernel": window or "-"}, cell=b.get("cell", "-"),
+                         dropout=b.get("dropout"), optimizer=t.optimizer, lr=f"{t.lr:g}",
+                         lr_grid=", ".join(f"{lr:g}" for lr in t.lr_grid),
+                         grad_clip=f"{t.grad_clip:g}" if t.grad_clip else "none",
+                         batch=t.batch_size, epochs=t.epochs,
+                         schedule=t.schedule.kind if t.schedule.factor != 1 else "none"))
+    return pd.DataFrame(rows)
+
+
+def paper_protocol(task: str, model: str, profile: str = "paper", data_dir=None):
+    """The task protocol of one row with tiny data slices: for its model, vocabulary and
+    windows, not for training."""
+    from .configs import run_config
+    from .tasks import make_protocol
+
+    cfg = run_config(task, model, profile)
+    small = replace(cfg, train=replace(cfg.train, train_limit=16, eval_limit=16))
+    return make_protocol(small, "cpu", data_dir)
+
+
+def build_paper_model(task: str, model: str, profile: str = "paper", data_dir=None) -> nn.Module:
+    """The model of one row, built by its task protocol (data are only read for the vocabulary)."""
+    return paper_protocol(task, model, profile, data_dir).build_model()
+
+
+def released_dead_parameters(backbone: dict[str, Any]) -> int:
+    """Parameters the released R-Transformer builds but never uses in `forward`: the stack's
+    LayerNorm and feed-forward network, and one Linear(d, d) (+ReLU) output layer per LocalRNN."""
+    from .models.layers import FeedForward, ReleasedLayerNorm
+
+    d = backbone["d_model"]
+    dead = [ReleasedLayerNorm(d), FeedForward(d, 0.0)]
+    dead += [nn.Linear(d, d) for _ in range(backbone["levels"] * backbone.get("n_local", 1))]
+    return sum(p.numel() for module in dead for p in module.parameters())
+
+
+def parameter_counts(models=("rtransformer", "transformer"), data_dir=None) -> "pd.DataFrame":
+    """Parameters of each table's paper-sized models; for the R-Transformer also the count the
+    released code would print (used + dead modules)."""
+    import pandas as pd
+
+    from .configs import TABLE_TASKS, run_config
+
+    rows = []
+    for table, task in TABLE_TASKS.items():
+        for model in models:
+            backbone = run_config(task, model, "paper").backbone
+            used = sum(p.numel() for p in build_paper_model(task, model, data_dir=data_dir).parameters())
+            dead = released_dead_parameters(backbone) if model == "rtransformer" else 0
+            rows.append(dict(table=table, task=task, model=model,
+                             size=f"{backbone['levels']} / {backbone['d_model']}",
+                             parameters=used, released_prints=used + dead if dead else None))
+    return pd.DataFrame(rows).astype({"released_prints": "Int64"})
+
+
+PARTS = (("LocalRNN", ".rnn."), ("attention", (".qkv.", ".out.")), ("feed-forward", ".net."),
+         ("LayerNorm", ".norm."))
+
+
+def parameter_breakdown(model: nn.Module) -> dict[str, int]:
+    """Parameters per component: LocalRNN, attention, feed-forward, LayerNorm, input/output
+    (embeddings, encoders, decoders; a tied decoder is counted once)."""
+    counts = {name: 0 for name, _ in PARTS} | {"input/output": 0}
+    for name, parameter in model.named_parameters():  # shared (tied) tensors appear once
+        part = next((part for part, keys in PARTS
+                     if any(key in f".{name}" for key in ((keys,) if isinstance(keys, str) else keys))),
+                    "input/output")
+        counts[part] += parameter.numel()
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference points for the table chapters: what a model that ignores all context scores
+
+
+def music_frequency_nll(name: str = "nottingham", data_dir=None) -> float:
+    """Test NLL per time step (nats, summed over 88 keys) of a model that predicts every key
+    independently with its training frequency, ignoring time altogether."""
+    from .data import load_music
+
+    train = torch.cat(load_music(name, "train", data_dir))
+    p = train.mean(0).clamp(1e-6, 1 - 1e-6)  # (88,)
+    test = torch.cat([tune[1:] for tune in load_music(name, "test", data_dir)])  # predicted steps
+    nll = -(test * p.log() + (1 - test) * (1 - p).log()).sum(1)
+    return float(nll.mean())
+
+
+def unigram_metric(level: str, data_dir=None) -> float:
+    """Test bits per character (level "char") or perplexity (level "word") of the training
+    unigram distribution: the score of a model that ignores all context."""
+    import math
+
+    from .data import load_ptb
+
+    corpus = load_ptb(level, data_dir)
+    counts = torch.bincount(corpus.train, minlength=corpus.vocab_size).double() + 1  # add-one
+    log_p = (counts / counts.sum()).log()
+    nats = float(-log_p[corpus.test].mean())
+    return nats / math.log(2) if level == "char" else math.exp(nats)

@@ -1,0 +1,335 @@
+"""Figures of the book: receptive fields, timings, toy results, data, attention and saliency.
+
+Every function draws on a matplotlib Axes (or returns a Figure) with labelled axes and returns
+it, so a chapter cell is one call. Used by book/intuition.md, book/model.md, the table
+chapters and book/visualizations.md.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import FancyArrowPatch
+
+PALETTE = {"rtransformer": "C3", "local-rnn": "C0", "conv": "C2", "transformer-none": "C7",
+           "transformer-sinusoidal": "C1", "transformer": "C1", "tcn": "C2", "lstm": "C4",
+           "gru": "C5", "rnn": "C6"}
+LABELS = {"rtransformer": "R-Transformer", "local-rnn": "LocalRNN alone", "conv": "causal conv (TCN block)",
+          "transformer-none": "Transformer, no positions", "transformer-sinusoidal": "Transformer, sinusoidal",
+          "transformer": "Transformer", "tcn": "TCN"}
+
+
+def label(model: str) -> str:
+    return LABELS.get(model, model)
+
+
+# ---------------------------------------------------------------------------------------------
+# What each position sees
+
+
+RECEPTIVE_KINDS = ("rnn", "local-rnn", "conv", "attention")
+RECEPTIVE_TITLES = {"rnn": "RNN: everything before t, one step at a time",
+                    "local-rnn": "LocalRNN: the last M inputs, in order",
+                    "conv": "causal convolution: the last k inputs, one weight per offset",
+                    "attention": "causal attention: everything before t, as a weighted set"}
+
+
+def _arrow(ax, start, end, color, style="-|>", alpha=1.0, lw=1.2, rad=0.0):
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=9, color=color,
+                                 alpha=alpha, lw=lw, connectionstyle=f"arc3,rad={rad}"))
+
+
+def receptive_field_panel(ax, kind: str, length: int = 10, window: int = 3, t: int = 7):
+    """One panel: inputs x_1..x_L (bottom row) and the output at position t (top) of `kind`."""
+    xs = np.arange(length)
+    seen = {"rnn": range(0, t + 1), "attention": range(0, t + 1),
+            "local-rnn": range(max(0, t - window + 1), t + 1),
+            "conv": range(max(0, t - window + 1), t + 1)}[kind]
+    for i in xs:
+        color = "C3" if i in seen else ("0.85" if i > t else "0.6")
+        ax.add_patch(plt.Circle((i, 0), 0.28, color=color, zorder=3))
+        ax.text(i, -0.5, f"$x_{{{i + 1}}}$", ha="center", va="top", fontsize=9)
+    ax.add_patch(plt.Rectangle((t - 0.35, 1.65), 0.7, 0.7, color="C0", zorder=3))
+    ax.text(t + 0.5, 2.0, f"$h_{{{t + 1}}}$", ha="left", va="center", fontsize=10)
+    if kind in ("rnn", "local-rnn"):  # a chain of hidden states through the seen positions
+        chain = list(seen)
+        for i in chain:
+            ax.add_patch(plt.Circle((i, 1.0), 0.16, color="C0", alpha=0.6, zorder=3))
+            _arrow(ax, (i, 0.3), (i, 0.84), "0.4")
+        for a, b in zip(chain, chain[1:]):
+            _arrow(ax, (a + 0.16, 1.0), (b - 0.16, 1.0), "C0")
+        _arrow(ax, (t, 1.16), (t, 1.63), "C0")
+        if kind == "local-rnn" and chain[0] > 0:
+            ax.text(chain[0] - 0.45, 1.0, "h=0", ha="right", va="center", fontsize=7, color="C0")
+    else:
+        weights = np.linspace(0.35, 1.0, len(seen))
+        for k, i in enumerate(seen):
+            color = f"C{(t - i) % 10}" if kind == "conv" else "C3"
+            _arrow(ax, (i, 0.3), (t, 1.63), color, alpha=weights[k] if kind == "attention" else 0.9,
+                   lw=1.0 + (1.2 * weights[k] if kind == "attention" else 0.6))
+            if kind == "conv":
+                ax.text(i - 0.1, 0.75, f"$w_{{{t - i}}}$", fontsize=9, color=color, ha="right")
+    ax.set_xlim(-0.8, length - 0.2)
+    ax.set_ylim(-1.2, 3.1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(RECEPTIVE_TITLES[kind], fontsize=10)
+    return ax
+
+
+def receptive_fields(length: int = 10, window: int = 3, t: int = 7):
+    """Figure: the four ways a position t can see its past (red inputs are seen)."""
+    fig, axes = plt.subplots(2, 2, figsize=(9, 4.4))
+    for ax, kind in zip(axes.flat, RECEPTIVE_KINDS):
+        receptive_field_panel(ax, kind, length, window, t)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Timings and toys
+
+
+def plot_timings(timings: pd.DataFrame, ax=None):
+    """Forward wall time (ms) against sequence length, log-log, one line per layer."""
+    ax = ax or plt.subplots(figsize=(6, 3.6))[1]
+    for layer, rows in timings.groupby("layer", sort=False):
+        ax.plot(rows["length"], rows["ms"], marker="o", label=layer)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length L")
+    ax.set_ylabel("forward time (ms, median)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return ax
+
+
+def plot_toy_accuracy(results: pd.DataFrame, ax=None, title: str = ""):
+    """Bar per model (mean over seeds), with the chance level as a dashed line."""
+    ax = ax or plt.subplots(figsize=(6, 3))[1]
+    rows = results.assign(name=results["model"].map(label) + np.where(
+        results["levels"].nunique() > 1, " (" + results["levels"].astype(str) + " layer"
+        + np.where(results["levels"] > 1, "s", "") + ")", ""))
+    means = rows.groupby("name", sort=False)["accuracy"].mean()
+    colors = [PALETTE.get(model, "C9") for model in rows.drop_duplicates("name")["model"]]
+    ax.barh(means.index, 100 * means.values, color=colors)
+    for i, value in enumerate(means.values):
+        ax.text(100 * value + 1, i, f"{100 * value:.1f}%", va="center", fontsize=8)
+    ax.axvline(100 * results["chance"].iloc[0], color="k", ls="--", lw=1, label="chance")
+    ax.set_xlim(0, 112)
+    ax.set_xlabel("test accuracy (%)")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_toy_curves(records: Sequence[dict], ax=None):
+    """Test accuracy during training, one line per toy run (records from `train_toy`)."""
+    ax = ax or plt.subplots(figsize=(6, 3))[1]
+    for record in records:
+        steps, accuracy = zip(*record["curve"])
+        ax.plot(steps, 100 * np.array(accuracy), marker=".", color=PALETTE.get(record["model"]),
+                label=label(record["model"]))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_window_sweep(sweep: pd.DataFrame, ax=None, ceiling: Callable[[int], float] | None = None,
+                      x: str = "receptive_field"):
+    """Accuracy against window M (or receptive field), one line per model; `ceiling(x)` draws
+    the best accuracy any model could reach seeing only that many inputs."""
+    ax = ax or plt.subplots(figsize=(6, 3.4))[1]
+    for model, rows in sweep.groupby("model", sort=False):
+        means = rows.groupby(x)["accuracy"].mean()
+        ax.plot(means.index, 100 * means.values, marker="o", color=PALETTE.get(model), label=label(model))
+    if ceiling is not None:
+        grid = np.arange(1, sweep[x].max() + 1)
+        ax.plot(grid, [100 * ceiling(int(g)) for g in grid], color="k", ls=":", lw=1.5,
+                label="best possible from what is seen")
+    ax.axhline(100 * sweep["chance"].iloc[0], color="k", ls="--", lw=1, label="chance")
+    ax.set_xlabel({"receptive_field": "inputs the last position sees", "window": "LocalRNN window M"}.get(x, x))
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def plot_digit(pixels, ax=None, title: str = ""):
+    """A 28 x 28 digit from 784 pixel values (image or normalized sequence)."""
+    ax = ax or plt.subplots(figsize=(2.5, 2.5))[1]
+    ax.imshow(np.asarray(pixels, dtype=float).reshape(28, 28), cmap="gray_r")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_sequence(values, ax=None, title: str = ""):
+    """A 784-step pixel sequence as the model reads it: value against time step."""
+    ax = ax or plt.subplots(figsize=(8, 1.8))[1]
+    ax.plot(np.asarray(values, dtype=float).ravel(), lw=0.8)
+    ax.set_xlabel("time step (pixel index, row by row)")
+    ax.set_ylabel("normalized pixel")
+    ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_piano_roll(roll, ax=None, title: str = ""):
+    """A (T, 88) piano roll: time across, keys up (only the range of keys that sound)."""
+    roll = np.asarray(roll)
+    ax = ax or plt.subplots(figsize=(8, 2.6))[1]
+    keys = np.nonzero(roll.any(0))[0]
+    low, high = (keys.min(), keys.max()) if len(keys) else (0, 87)
+    ax.imshow(roll[:, low:high + 1].T, origin="lower", aspect="auto", cmap="Greys",
+              interpolation="nearest", extent=(-0.5, len(roll) - 0.5, low - 0.5, high + 0.5))
+    ax.set_xlabel("time step")
+    ax.set_ylabel("key (0 = A0)")
+    ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_lm_windows(starts: Sequence[int], seq_len: int, scored: int, ax=None, max_windows: int = 4):
+    """The first language-model windows over a token stream: context part grey, scored part
+    coloured (every token is scored exactly once, each with >= seq_len - scored of context)."""
+    ax = ax or plt.subplots(figsize=(7, 1.8))[1]
+    for row, start in enumerate(starts[:max_windows]):
+        context = seq_len - scored
+        ax.barh(row, context, left=start, color="0.8", edgecolor="0.5")
+        ax.barh(row, scored, left=start + context, color="C0", edgecolor="0.3",
+                label="scored" if row == 0 else None)
+    ax.set_yticks(range(min(max_windows, len(starts))))
+    ax.set_yticklabels([f"window {i + 1}" for i in range(min(max_windows, len(starts)))], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("token position in the stream")
+    ax.legend(loc="upper right", fontsize=8)
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention and saliency (from rtlib.analysis results)
+
+
+def plot_attention_map(weights, ax=None, tokens: Sequence[str] | None = None, title: str = "",
+                       vmax: float | None = None):
+    """One (L, L) attention map: query rows attend to key columns (lower triangle)."""
+    weights = np.asarray(weights, dtype=float)
+    ax = ax or plt.subplots(figsize=(4, 4))[1]
+    image = ax.imshow(np.ma.masked_where(np.triu(np.ones_like(weights), 1) > 0, weights),
+                      cmap="viridis", vmin=0, vmax=vmax)
+    if tokens is not None:
+        every = max(1, len(tokens) // 24)  # at most ~24 labelled ticks
+        ticks = list(range(0, len(tokens), every))
+        labels = [repr(tokens[i])[1:-1] if len(tokens[i]) == 1 else tokens[i] for i in ticks]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(labels, rotation=90, fontsize=6)
+        ax.set_yticks(ticks)
+        ax.set_yticklabels(labels, fontsize=6)
+    ax.set_xlabel("key position (attended to)")
+    ax.set_ylabel("query position")
+    ax.set_title(title, fontsize=9)
+    return ax, image
+
+
+def lower_triangle_to_square(rows: Sequence[Sequence[float]]) -> np.ndarray:
+    """Rows of an `rtlib.analysis` map (row i has i + 1 entries) -> an (L, L) array."""
+    square = np.zeros((len(rows), len(rows)))
+    for i, row in enumerate(rows):
+        square[i, :len(row)] = row
+    return square
+
+
+def plot_analysis_maps(analysis: dict[str, Any], layers: Sequence[int] | None = None, heads=None):
+    """Figure: one attention map per (layer, head) of an `rtlib.analysis` result."""
+    layers = range(analysis["layers"]) if layers is None else layers
+    heads = range(analysis["heads"]) if heads is None else heads
+    example = analysis["example"]
+    tokens = example.get("tokens")
+    fig, axes = plt.subplots(len(layers), len(heads), figsize=(3.6 * len(heads), 3.6 * len(layers)),
+                             squeeze=False)
+    for r, layer in enumerate(layers):
+        for c, head in enumerate(heads):
+            square = lower_triangle_to_square(analysis["maps"][layer][head])
+            # colour scale from the bulk of the map: row 0 always puts all its weight on itself
+            vmax = float(np.quantile(square[np.tril_indices(len(square), -1)], 0.99)) if len(square) > 1 else 1.0
+            ax, _ = plot_attention_map(square, axes[r, c], tokens if len(heads) <= 2 else None,
+                                       f"layer {layer + 1}, head {head + 1}", vmax=max(vmax, 1e-6))
+            if c:
+                ax.set_ylabel("")
+            if r < len(layers) - 1:
+                ax.set_xlabel("")
+    fig.tight_layout()
+    return fig
+
+
+def digit_attention_image(analysis: dict[str, Any], layer: int, head: int) -> np.ndarray:
+    """The last pixel's attention over the 784 pixels, as a 28 x 28 image (pMNIST unpermuted)."""
+    row = np.asarray(analysis["last_row"][layer][head], dtype=float)
+    permutation = analysis["example"].get("permutation")
+    if permutation is not None:  # time step s holds pixel permutation[s]
+        image = np.zeros(784)
+        image[np.asarray(permutation)] = row
+        row = image
+    return row.reshape(28, 28)
+
+
+def plot_digit_attention(analysis: dict[str, Any], layers: Sequence[int] | None = None):
+    """Figure: the digit, then per layer and head where the last pixel's query attends."""
+    layers = list(range(analysis["layers"]) if layers is None else layers)
+    heads = analysis["heads"]
+    fig, axes = plt.subplots(heads, len(layers) + 1, figsize=(1.9 * (len(layers) + 1), 2.0 * heads),
+                             squeeze=False)
+    example = analysis["example"]
+    for h in range(heads):
+        plot_digit(example["pixels"], axes[h, 0],
+                   f"label {example['label']}, predicted {example.get('prediction')}" if h == 0 else "")
+        axes[h, 0].set_ylabel(f"head {h + 1}")
+        for c, layer in enumerate(layers, start=1):
+            image = digit_attention_image(analysis, layer, h)
+            axes[h, c].imshow(np.asarray(example["pixels"]).reshape(28, 28), cmap="gray_r", alpha=0.35)
+            axes[h, c].imshow(image, cmap="magma", alpha=0.75, vmin=0, vmax=max(image.max(), 1e-9))
+            axes[h, c].set_xticks([])
+            axes[h, c].set_yticks([])
+            if h == 0:
+                axes[h, c].set_title(f"layer {layer + 1}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention_distance(analyses: Sequence[dict[str, Any]], ax=None):
+    """Mean attention distance per layer (mean over heads; bars show the head range)."""
+    ax = ax or plt.subplots(figsize=(5, 3))[1]
+    for analysis in analyses:
+        distance = np.asarray(analysis["mean_distance"], dtype=float)  # (layers, heads)
+        layers = np.arange(1, len(distance) + 1)
+        mean = distance.mean(1)
+        ax.errorbar(layers, mean, yerr=[mean - distance.min(1), distance.max(1) - mean], marker="o",
+                    capsize=3, color=PALETTE.get(analysis["model"]),
+                    label=f"{label(analysis['model'])} ({analysis['task']}, {analysis['profile']})")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("mean attention distance (steps)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_window_saliency(analysis: dict[str, Any], ax=None, method: str = "gradient"):
+    """Heatmap: LocalRNN layer x window offset, share of the output's dependence on each offset."""
+    saliency = np.asarray(analysis["saliency"][method], dtype=float)
+    ax = ax or plt.subplots(figsize=(5, 0.4 * len(saliency) + 1.4))[1]
+    image = ax.imshow(saliency, cmap="Blues", aspect="auto", vmin=0)
+    ax.set_xticks(range(saliency.shape[1]))
+    ax.set_xticklabels([f"t-{k}" if k else "t" for k in range(saliency.shape[1])])
+    ax.set_yticks(range(len(saliency)))
+    ax.set_yticklabels([f"LocalRNN {i + 1}" for i in range(len(saliency))], fontsize=8)
+    ax.set_xlabel("input inside the window")
+    ax.set_title(f"{analysis['task']}: window saliency ({method})", fontsize=9)
+    plt.colorbar(image, ax=ax, fraction=0.04, label="share")
+    return ax

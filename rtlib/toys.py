@@ -1,0 +1,399 @@
+"""Toy tasks and small measurements for the chapter "Why a local RNN?" (book/intuition.md).
+
+Every toy is a classification of short token sequences read off the last position, trained on
+fresh samples each step (so there is nothing to overfit) and scored on one fixed test set.
+All of them run in seconds to a minute on a laptop CPU.
+
+- `order_task`: two events A and B fall inside the last `span` positions before a final query
+  token; the label is 1 when A comes first. Only the *order* inside a short window tells the
+  classes apart: both classes contain the same tokens.
+- `retrieval_task`: a marker A is followed by a value token v somewhere far back (more than
+  `min_distance` steps before the end); the label is v. Value tokens also appear as noise, so
+  the model must find the value that comes *right after* the marker: local order plus a
+  long-range look-up.
+
+`make_toy_model` builds the contenders from rtlib's real modules (`RTransformer`,
+`Transformer(position=...)`, `TCN`, `LocalRNN`) and `train_toy` trains one. `time_layers`
+measures forward wall time against sequence length for a whole-sequence GRU, a LocalRNN and a
+causal convolution.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .models import TCN, LocalRNN, RTransformer, SequenceClassifier, Transformer
+from .models.layers import FeedForward, Sublayer
+from .models.tcn import CausalConv1d
+from .train import seed_all
+
+# ---------------------------------------------------------------------------------------------
+# Tasks. A sample is (one-hot features (N, L, vocab), labels (N,)).
+
+
+@dataclass(frozen=True)
+class ToyTask:
+    """A toy classification task: `sample(n, generator)` -> (x, y)."""
+    name: str
+    length: int
+    vocab: int
+    num_classes: int
+    sample: Callable[[int, torch.Generator], tuple[Tensor, Tensor]]
+    symbols: str = ""  # one character per token id, for `render`
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / self.num_classes
+
+
+def one_hot(tokens: Tensor, vocab: int) -> Tensor:
+    return F.one_hot(tokens, vocab).float()
+
+
+def order_task(length: int = 24, span: int = 4, num_noise: int = 6) -> ToyTask:
+    """Label 1 when event A precedes event B; both sit in the `span` positions before the end.
+
+    Tokens: noise 0..num_noise-1, A = num_noise, B = num_noise + 1, query Q = num_noise + 2 (the
+    last position, where the label is read). To see both events from the last position, a
+    window must cover the last span + 1 positions.
+    """
+    if not 2 <= span < length:
+        raise ValueError(f"span={span} must be in 2..length-1={length - 1}")
+    a, b, query = num_noise, num_noise + 1, num_noise + 2
+
+    def sample(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        tokens = torch.randint(num_noise, (n, length), generator=generator)
+        tokens[:, -1] = query
+        # two distinct slots among the `span` positions before the query
+        slots = torch.rand(n, span, generator=generator).argsort(-1)[:, :2] + (length - 1 - span)
+        labels = torch.randint(2, (n,), generator=generator)
+        first, second = slots.min(-1).values, slots.max(-1).values
+        rows = torch.arange(n)
+        tokens[rows, first] = torch.where(labels == 1, a, b)
+        tokens[rows, second] = torch.where(labels == 1, b, a)
+        return one_hot(tokens, num_noise + 3), labels
+
+    symbols = "abcdefghijklmnopqrstuvwxyz"[:num_noise] + "AB?"
+    return ToyTask(f"order(span={span})", length, num_noise + 3, 2, sample, symbols)
+
+
+def order_ceiling(span: int, seen: int) -> float:
+    """Best accuracy on `order_task(span=span)` for a model whose last position sees only the
+    last `seen` inputs (the query and seen - 1 slots). If at least one event is seen, the order
+    is known (an unseen event is the older one); if neither is, it is a coin flip."""
+    visible = min(max(seen - 1, 0), span)
+    hidden = span - visible
+    both_hidden = hidden * (hidden - 1) / (span * (span - 1))
+    return 1.0 - 0.5 * both_hidden
+
+
+def retrieval_task(length: int = 32, min_distance: int = 12, num_values: int = 4,
+                   num_noise: int = 4) -> ToyTask:
+    """Label = the value token right after a marker that lies >= `min_distance` steps back.
+
+    Tokens: noise 0..num_noise-1, values num_noise..num_noise+num_values-1 (also used as noise),
+    marker M, query Q (the last position). The marker sits at a uniform position p with
+    length - 1 - (p + 1) >= min_distance, its value at p + 1.
+    """
+    if min_distance + 3 > length:
+        raise ValueError(f"min_distance={min_distance} leaves no room in length={length}")
+    values = torch.arange(num_noise, num_noise + num_values)
+    marker, query = num_noise + num_values, num_noise + num_values + 1
+    last_marker = length - 2 - min_distance  # value at last_marker + 1 is min_distance from the end
+
+    def sample(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        tokens = torch.randint(num_noise + num_values, (n, length), generator=generator)
+        tokens[:, -1] = query
+        position = torch.randint(last_marker + 1, (n,), generator=generator)
+        labels = torch.randint(num_values, (n,), generator=generator)
+        rows = torch.arange(n)
+        tokens[rows, position] = marker
+        tokens[rows, position + 1] = values[labels]
+        return one_hot(tokens, num_noise + num_values + 2), labels
+
+    symbols = "abcdefghijklmnopqrstuvwxyz"[:num_noise] + "0123456789"[:num_values] + "M?"
+    return ToyTask(f"retrieval(distance>={min_distance})", length, num_noise + num_values + 2,
+                   num_values, sample, symbols)
+
+
+def decode(x: Tensor) -> list[int]:
+    """The token ids of one one-hot sequence (L, vocab)."""
+    return x.argmax(-1).tolist()
+
+
+def render(task: ToyTask, x: Tensor) -> str:
+    """One sequence (L, vocab) as a string, one character per token."""
+    return "".join(task.symbols[token] for token in decode(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+class LocalRNNStack(nn.Module):
+    """R-Transformer blocks with the attention sublayer removed: `levels` x (LocalRNN, FFN).
+
+    Each output sees only the last levels * (window - 1) + 1 inputs, so it is the clean ablation
+    "LocalRNN alone".
+    """
+
+    def __init__(self, d_model: int, levels: int, window: int, cell: str = "gru"):
+        super().__init__()
+        self.input_size = self.output_size = d_model
+        self.sublayers = nn.ModuleList()
+        for _ in range(levels):
+            self.sublayers.append(Sublayer(LocalRNN(d_model, window, cell), d_model, 0.0, "pre", "released"))
+            self.sublayers.append(Sublayer(FeedForward(d_model, 0.0), d_model, 0.0, "pre", "released"))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for sublayer in self.sublayers:
+            x = sublayer(x)
+        return x
+
+
+TOY_MODELS = ("rtransformer", "local-rnn", "transformer-none", "transformer-sinusoidal", "conv")
+
+
+def make_toy_model(kind: str, vocab: int, num_classes: int, d_model: int = 32, levels: int = 2,
+                   heads: int = 2, window: int = 5) -> SequenceClassifier:
+    """A classifier around one of `TOY_MODELS`, all of width `d_model` and depth `levels`.
+
+    "conv" is one TCN block per level with kernel (window + 1) // 2, so one block's receptive
+    field, 2 * (kernel - 1) + 1, is the window (for odd windows).
+    """
+    if kind == "rtransformer":
+        backbone = RTransformer(d_model=d_model, levels=levels, heads=heads, n_local=1,
+                                window=window, dropout=0.0)
+    elif kind == "local-rnn":
+        backbone = LocalRNNStack(d_model, levels, window)
+    elif kind.startswith("transformer-"):
+        backbone = Transformer(d_model=d_model, levels=levels, heads=heads, dropout=0.0,
+                               position=kind.split("-", 1)[1])
+    elif kind == "conv":
+        backbone = TCN(d_model, [d_model] * levels, kernel_size=max(2, (window + 1) // 2), dropout=0.0)
+    else:
+        raise ValueError(f"kind={kind!r} is not one of {list(TOY_MODELS)}")
+    return SequenceClassifier(backbone, vocab, num_classes, project_input=True)
+
+
+def receptive_field(kind: str, levels: int, window: int, length: int) -> int:
+    """How many inputs the last position of `make_toy_model(kind, ...)` can see."""
+    if kind == "local-rnn":
+        return min(length, levels * (window - 1) + 1)
+    if kind == "conv":
+        kernel = max(2, (window + 1) // 2)
+        return min(length, 1 + sum(2 * (kernel - 1) * 2 ** level for level in range(levels)))
+    return length
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+@contextmanager
+def torch_threads(count: int):
+    """Run the block with `count` intra-op threads. Toy models are so small that one thread is
+    as fast as several, and it keeps their timing steady on a machine shared with other jobs
+    (idle threads spinning at barriers can slow small ops down many times over)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> float:
+    model.eval()
+    with torch.no_grad():
+        correct = sum(int((model(xb).argmax(-1) == yb).sum())
+                      for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
+    return correct / len(y)
+
+
+def train_toy(task: ToyTask, kind: str, steps: int = 600, batch_size: int = 64, lr: float = 3e-3,
+              seed: int = 0, num_test: int = 2000, eval_every: int = 100, threads: int = 1,
+              **model_args) -> dict:
+    """Train `make_toy_model(kind, ...)` on fresh samples of `task`; returns a small record.
+
+    The record holds the final test accuracy, the chance level, the receptive field, the number
+    of parameters and the learning curve (step, test accuracy) every `eval_every` steps.
+    Training uses `threads` intra-op threads (see `torch_threads`).
+    """
+    with torch_threads(threads):
+        return _train_toy(task, kind, steps, batch_size, lr, seed, num_test, eval_every, **model_args)
+
+
+def _train_toy(task, kind, steps, batch_size, lr, seed, num_test, eval_every, **model_args) -> dict:
+    seed_all(seed)
+    model = make_toy_model(kind, task.vocab, task.num_classes, **model_args)
+    test_x, test_y = task.sample(num_test, torch.Generator().manual_seed(10_000 + seed))
+    data = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    curve, start = [], time.perf_counter()
+    for step in range(1, steps + 1):
+        model.train()
+        x, y = task.sample(batch_size, data)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % eval_every == 0 or step == steps:
+            curve.append((step, accuracy(model, test_x, test_y)))
+    window = model_args.get("window", 5)
+    levels = model_args.get("levels", 2)
+    return dict(task=task.name, model=kind, window=window, levels=levels, seed=seed, steps=steps,
+                accuracy=curve[-1][1], chance=task.chance,
+                receptive_field=receptive_field(kind, levels, window, task.length),
+                parameters=sum(p.numel() for p in model.parameters()),
+                seconds=time.perf_counter() - start, curve=curve, net=model)
+
+
+def describe(accuracy: float, chance: float) -> str:
+    """A verb phrase for a measured accuracy, so that prose follows the numbers."""
+    if accuracy >= 0.95:
+        return "solves it"
+    if accuracy <= chance + 0.05:
+        return "stays at chance"
+    return "gets only part of it"
+
+
+def compare(task: ToyTask, kinds, seeds=(0,), **train_args) -> pd.DataFrame:
+    """`train_toy` for every kind and seed; one row per run (the models are dropped)."""
+    rows = []
+    for kind in kinds:
+        for seed in seeds:
+            record = train_toy(task, kind, seed=seed, **train_args)
+            record.pop("net")
+            rows.append(record)
+    return pd.DataFrame(rows)
+
+
+def window_sweep(task: ToyTask, kinds, windows, seeds=(0,), **train_args) -> pd.DataFrame:
+    """Test accuracy of each kind at each LocalRNN window M (one row per run)."""
+    frames = [compare(task, kinds, seeds, window=window, **train_args) for window in windows]
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Permutations: what a position-free attention layer cannot tell apart
+
+
+def permute_prefix(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """x (B, L, d) with positions 0..L-2 shuffled (the same shuffle for the whole batch) and the
+    last position kept in place."""
+    length = x.shape[1]
+    order = torch.randperm(length - 1, generator=generator)
+    return torch.cat([x[:, order], x[:, -1:]], dim=1)
+
+
+def last_output_change(module: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> float:
+    """Max |module(x)[:, -1] - module(permute_prefix(x))[:, -1]|: 0 when the last position's
+    output is blind to the order of what came before it."""
+    module.eval()
+    with torch.no_grad():
+        return float((module(x)[:, -1] - module(permute_prefix(x, generator))[:, -1]).abs().max())
+
+
+def bidirectional_attention(layer, x: Tensor) -> Tensor:
+    """What `CausalSelfAttention` layer computes for x (B, L, d) with its causal mask removed:
+    every position attends to every position (used to show permutation equivariance)."""
+    batch, length, d = x.shape
+    q, k, v = layer.qkv(x).view(batch, length, 3, layer.heads, d // layer.heads).permute(2, 0, 3, 1, 4)
+    y = F.scaled_dot_product_attention(q, k, v)  # no mask
+    return layer.out(y.transpose(1, 2).reshape(batch, length, d))
+
+
+# ---------------------------------------------------------------------------------------------
+# Wall time against sequence length
+
+
+def median_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of fn() in milliseconds over `repeats` calls, after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+class CausalConv(nn.Module):
+    """(B, L, d) -> (B, L, d) through one `CausalConv1d` of kernel `window`, for timing."""
+
+    def __init__(self, d: int, window: int):
+        super().__init__()
+        self.conv = CausalConv1d(d, d, window, dilation=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x.transpose(1, 2)).transpose(1, 2)
+
+
+def time_layers(lengths=(64, 256, 1024, 4096), d: int = 64, window: int = 8, batch: int = 8,
+                repeats: int = 5) -> pd.DataFrame:
+    """Forward wall time (ms, median of `repeats`) of three layers of width d on this machine:
+    a whole-sequence nn.GRU, a LocalRNN (fast path, GRU cell) and a causal Conv1d of kernel
+    `window`. One row per (layer, length)."""
+    torch.manual_seed(0)
+    layers = {"GRU (whole sequence)": nn.GRU(d, d, batch_first=True),
+              f"LocalRNN (M={window}, fast)": LocalRNN(d, window, "gru", "fast"),
+              f"causal Conv1d (k={window})": CausalConv(d, window)}
+    rows = []
+    with torch.no_grad():
+        for length in lengths:
+            x = torch.randn(batch, length, d)
+            for name, layer in layers.items():
+                rows.append(dict(layer=name, length=length, ms=median_ms(lambda: layer(x), repeats)))
+    return pd.DataFrame(rows)
+
+
+def sequential_steps(length: int, window: int) -> pd.DataFrame:
+    """Steps one layer must take one after another to process a sequence of `length`."""
+    return pd.DataFrame([
+        dict(layer="RNN over the whole sequence", sequential_steps=length),
+        dict(layer="LocalRNN (all windows in parallel)", sequential_steps=window),
+        dict(layer="causal convolution", sequential_steps=1),
+        dict(layer="causal self-attention", sequential_steps=1),
+    ])
+
+
+def load_gpu_bench(folder: str | Path) -> pd.DataFrame:
+    """GPU step timings written by `python -m rtlib bench` (results/bench/*.json), one row per
+    (file, table, variant): median ms per training step, speed-up over the released algorithm,
+    peak memory. Flat per-table entries with `reference_ms` / `fast_ms` / `speedup` are read
+    too. Returns an empty frame when there are none.
+    """
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        data = json.loads(path.read_text())
+        device = data.get("device", "")
+        tables = data.get("tables", [])
+        if isinstance(tables, dict):
+            tables = [dict(table=key, **value) for key, value in tables.items()]
+        for entry in tables:
+            base = dict(file=path.name, device=device, table=entry.get("table"), task=entry.get("task"))
+            variants = entry.get("variants") or {
+                name: dict(median_ms=entry[f"{name}_ms"]) for name in ("reference", "fast")
+                if f"{name}_ms" in entry}
+            for name, timing in variants.items():
+                if "median_ms" not in timing:
+                    continue
+                speedup = timing.get("speedup_vs_reference",
+                                     entry.get("speedup") if name == "fast" else None)
+                rows.append(dict(base, variant=name, ms_per_step=timing["median_ms"],
+                                 speedup=1.0 if name == "reference" else speedup,
+                                 peak_memory_mib=timing.get("peak_memory_bytes", 0) / 2**20 or None))
+    return pd.DataFrame(rows)

@@ -1,0 +1,188 @@
+"""Attention maps, attention distances, window saliency, analyze_run and the analysis figures."""
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from rtlib import analysis, plots  # noqa: E402
+from rtlib.configs import run_config  # noqa: E402
+from rtlib.models import LocalRNN, RTransformer, SequenceClassifier, Transformer  # noqa: E402
+from rtlib.train import train  # noqa: E402
+
+QUIET = dict(log=lambda message: None)
+
+
+@pytest.mark.parametrize("backbone", [
+    RTransformer(d_model=8, levels=2, heads=2, n_local=2, window=3),
+    Transformer(d_model=8, levels=3, heads=4, position="learned", max_len=16)])
+def test_attention_maps_are_causal_distributions_one_per_layer(backbone):
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 8)
+    maps = analysis.attention_maps(backbone, x)
+    levels, heads = backbone.config.levels, backbone.config.heads
+    assert maps.shape == (levels, 2, heads, 12, 12)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(levels, 2, heads, 12))
+    assert (maps.triu(1) == 0).all()
+
+
+def test_attention_maps_are_what_the_first_layer_computes_on_its_normalized_input():
+    torch.manual_seed(0)
+    backbone = Transformer(d_model=8, levels=2, heads=2, position="none").eval()
+    x = torch.randn(1, 7, 8)
+    sublayer = backbone.blocks[0].attention
+    with torch.no_grad():
+        expected = sublayer.layer.weights(sublayer.norm(x))
+    torch.testing.assert_close(analysis.attention_maps(backbone, x)[0], expected)
+
+
+def test_attention_maps_refuse_models_without_attention():
+    with pytest.raises(ValueError, match="no CausalSelfAttention"):
+        analysis.attention_maps(nn.Linear(4, 4), torch.randn(1, 3, 4))
+
+
+def test_mean_attention_distance_of_known_maps():
+    length = 9
+    self_only = torch.eye(length).expand(1, 1, 2, length, length)
+    uniform = torch.tril(torch.ones(length, length))
+    uniform = (uniform / uniform.sum(-1, keepdim=True)).expand(1, 1, 2, length, length)
+    assert analysis.mean_attention_distance(self_only).tolist() == [[0.0, 0.0]]
+    # row i spreads evenly over 0..i: mean distance i / 2, averaged over i: (L - 1) / 4
+    torch.testing.assert_close(analysis.mean_attention_distance(uniform),
+                               torch.full((1, 2), (length - 1) / 4))
+
+
+@pytest.mark.parametrize("method", ["gradient", "occlusion"])
+def test_window_saliency_has_one_share_per_offset(method):
+    torch.manual_seed(0)
+    local = LocalRNN(6, 4, "gru")
+    saliency = analysis.window_saliency_of(local, torch.randn(2, 10, 6), method)
+    assert saliency.shape == (4,) and (saliency >= 0).all()
+    assert float(saliency.sum()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method", ["gradient", "occlusion"])
+def test_window_saliency_of_a_memoryless_rnn_is_all_on_the_current_input(method):
+    torch.manual_seed(0)
+    local = LocalRNN(5, 3, "rnn")
+    with torch.no_grad():
+        local.rnn.weight_hh_l0.zero_()  # h_t = tanh(W x_t + b): nothing older reaches the output
+    saliency = analysis.window_saliency_of(local, torch.randn(2, 8, 5), method)
+    torch.testing.assert_close(saliency, torch.tensor([1.0, 0.0, 0.0]))
+
+
+def test_window_saliency_covers_every_local_rnn_of_a_model():
+    torch.manual_seed(0)
+    model = SequenceClassifier(RTransformer(d_model=8, levels=3, heads=2, n_local=2, window=5), 1, 10)
+    saliency = analysis.window_saliency(model, torch.randn(1, 20, 1))
+    assert saliency.shape == (6, 5)
+    with pytest.raises(ValueError, match="method"):
+        analysis.window_saliency_of(LocalRNN(4, 2), torch.randn(1, 5, 4), "magic")
+
+
+def _smoke_run(task, model, folder, data_dir):
+    train(run_config(task, model, "smoke", epochs=1), folder, data_dir=data_dir, **QUIET)
+    return folder
+
+
+def test_analyze_run_on_a_smoke_mnist_run_without_best_checkpoint(real_data, tmp_path):
+    run = _smoke_run("mnist", "rtransformer", tmp_path / "run", real_data)
+    (run / "best.pt").unlink(missing_ok=True)  # weights then come from checkpoint.pt's "model"
+    out = tmp_path / "analysis.json"
+    result = analysis.analyze_run(run, out, real_data)
+    assert out.stat().st_size < 1_000_000
+    saved = json.loads(out.read_text())
+    assert saved["run_id"] == result["run_id"] == "mnist_rtransformer_smoke_lr0.001_seed1111"
+    assert saved["layers"] == 2 and saved["heads"] == 2 and saved["window"] == 7
+    assert len(saved["last_row"][0][0]) == 784
+    assert sum(saved["last_row"][1][1]) == pytest.approx(1.0, abs=1e-2)
+    assert len(saved["saliency"]["gradient"]) == 2 and len(saved["saliency"]["gradient"][0]) == 7
+    assert len(saved["example"]["pixels"]) == 784 and saved["example"]["label"] == 7
+    assert saved["test_metric"] is not None
+
+
+@pytest.mark.parametrize("task,model", [("ptb-word", "rtransformer"), ("nottingham", "transformer")])
+def test_analyze_run_on_sequence_tasks_stores_full_lower_triangular_maps(real_data, tmp_path, task, model):
+    run = _smoke_run(task, model, tmp_path / "run", real_data)
+    result = analysis.analyze_run(run, tmp_path / "a.json", real_data)
+    rows = result["maps"][0][0]
+    assert len(rows) == result["length"] <= analysis.MAX_TOKENS
+    assert [len(row) for row in rows] == list(range(1, len(rows) + 1))
+    assert all(sum(row) == pytest.approx(1.0, abs=1e-2) for row in rows)
+    assert ("saliency" in result) == (model == "rtransformer")
+    if task == "ptb-word":
+        assert result["example"]["tokens"][-1] == "<eos>"
+
+
+def test_analyze_command_line_writes_the_json(real_data, tmp_path, capsys):
+    run = _smoke_run("ptb-char", "rtransformer", tmp_path / "run", real_data)
+    assert analysis.main(["--run", str(run), "--out", str(tmp_path / "x.json"),
+                          "--data-dir", str(real_data)]) == 0
+    assert json.loads((tmp_path / "x.json").read_text())["task"] == "ptb-char"
+    assert "KiB" in capsys.readouterr().out
+
+
+def test_pick_analyses_prefers_paper_then_fast_and_skips_ablations():
+    items = [dict(task="mnist", model="rtransformer", profile=profile, variant=variant, tag=tag)
+             for profile, variant, tag in [("smoke", "", 1), ("paper", "window=3", 2),
+                                           ("fast", "", 3), ("paper", "", 4)]]
+    assert analysis.pick_analyses(items)["mnist", "rtransformer"]["tag"] == 4
+    assert analysis.pick_analyses(items[:3])["mnist", "rtransformer"]["tag"] == 3
+
+
+def test_parameter_counts_breakdown_and_released_dead_weights(real_data):
+    model = analysis.build_paper_model("mnist", "rtransformer", data_dir=real_data)
+    parts = analysis.parameter_breakdown(model)
+    assert sum(parts.values()) == sum(p.numel() for p in model.parameters()) == 204_426
+    assert parts["LocalRNN"] == 16 * 3 * 2 * (32 * 32 + 32)  # 16 GRUs: 3 gates x (W_ih, W_hh, b_ih, b_hh)
+    d = 32  # final LayerNorm + final FFN + one Linear(d, d) per LocalRNN (8 levels x 2)
+    expected = 2 * d + (8 * d * d + 5 * d) + 16 * (d * d + d)
+    assert analysis.released_dead_parameters(run_config("mnist", "rtransformer", "paper").backbone) == expected
+    word = analysis.build_paper_model("ptb-word", "rtransformer", data_dir=real_data)
+    assert analysis.parameter_breakdown(word)["input/output"] == 10_000 * 128 + 10_000  # tied embedding + bias
+
+
+def test_config_table_lists_every_model_with_its_settings():
+    table = analysis.config_table("ptb-char").set_index("model")
+    assert len(table) == 6
+    assert table.loc["rtransformer", "layers / hidden"] == "3 / 512"
+    assert table.loc["rtransformer", "lr_grid"] == "1, 2, 3"
+    assert analysis.config_table("mnist").set_index("model").loc["rtransformer", "grad_clip"] == "none"
+
+
+def test_context_free_reference_scores(real_data):
+    assert 5 < analysis.music_frequency_nll("nottingham", real_data) < 20
+    assert 3.5 < analysis.unigram_metric("char", real_data) < 5.5  # bits per character
+    assert 400 < analysis.unigram_metric("word", real_data) < 1500  # perplexity
+
+
+def test_analysis_figures_draw(real_data, tmp_path):
+    run = _smoke_run("mnist", "rtransformer", tmp_path / "mnist", real_data)
+    digit = analysis.analyze_run(run, tmp_path / "mnist.json", real_data)
+    fig = plots.plot_digit_attention(digit)
+    assert len(fig.axes) == digit["heads"] * (digit["layers"] + 1)
+    assert plots.digit_attention_image(digit, 0, 0).shape == (28, 28)
+    assert plots.plot_attention_distance([digit]).get_ylabel() == "mean attention distance (steps)"
+    assert plots.plot_window_saliency(digit).get_xlabel() == "input inside the window"
+    run = _smoke_run("ptb-char", "rtransformer", tmp_path / "char", real_data)
+    text = analysis.analyze_run(run, tmp_path / "char.json", real_data)
+    assert len(plots.plot_analysis_maps(text, layers=[0], heads=[0, 1]).axes) >= 2
+    square = plots.lower_triangle_to_square([[1.0], [0.5, 0.5]])
+    assert square.tolist() == [[1.0, 0.0], [0.5, 0.5]]
+    plots.plot_piano_roll(torch.zeros(10, 88))
+    plots.plot_lm_windows([0, 320, 640], 400, 320)
+    matplotlib.pyplot.close("all")
+
+
+def test_analysis_of_the_largest_paper_model_stays_small(real_data, tmp_path):
+    """Table 3's model (3 layers x 8 heads, d=512): full maps of a 64-character excerpt."""
+    cfg = run_config("ptb-char", "rtransformer", "paper")
+    model = analysis.build_paper_model("ptb-char", "rtransformer", data_dir=real_data)
+    (tmp_path / "record.json").write_text(json.dumps(dict(config=cfg.to_dict())))
+    torch.save(model.state_dict(), tmp_path / "best.pt")
+    analysis.analyze_run(tmp_path, tmp_path / "a.json", real_data)
+    assert (tmp_path / "a.json").stat().st_size < 1_000_000

@@ -1,0 +1,84 @@
+"""The book's sources: every chapter's notebook is in sync with its markdown, output-free, in the
+table of contents, and opens with the Colab set-up cell and a launch badge."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rtlib.colab import FIRST_CELL, REPO_URL
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = sorted((REPO / "book").glob("*.md"))
+CHAPTERS = [path.stem for path in SOURCES if path.stem not in ("run", "report")]  # this book's prose
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [chapter["file"] for chapter in part["chapters"]]
+    return files
+
+
+def code_cells(name: str) -> list[dict]:
+    notebook = json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())
+    return [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+
+
+def test_notebooks_are_in_sync_with_their_markdown_sources(tmp_path):
+    """Regenerate each notebook from its .md (the source) as `jupytext --sync` does after an
+    edit, keeping the committed cell ids, and require the committed notebook byte for byte."""
+    (tmp_path / "book").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(REPO / "jupytext.toml", tmp_path)
+    now = time.time()
+    for source in SOURCES:
+        notebook = REPO / "notebooks" / f"{source.stem}.ipynb"
+        assert notebook.exists(), f"{source.name} has no notebooks/{notebook.name}: run `make sync`"
+        shutil.copy(notebook, tmp_path / "notebooks")
+        os.utime(tmp_path / "notebooks" / notebook.name, (now - 100, now - 100))
+        shutil.copy(source, tmp_path / "book")
+        os.utime(tmp_path / "book" / source.name, (now, now))  # the source is the newer file
+    subprocess.run([sys.executable, "-m", "jupytext", "--sync", "--quiet",
+                    *[f"book/{source.name}" for source in SOURCES]], cwd=tmp_path, check=True)
+    stale = [source.stem for source in SOURCES
+             if (tmp_path / "notebooks" / f"{source.stem}.ipynb").read_bytes()
+             != (REPO / "notebooks" / f"{source.stem}.ipynb").read_bytes()]
+    assert not stale, f"notebooks out of sync with book/*.md: {stale}; run `make sync`"
+
+
+@pytest.mark.parametrize("name", [path.stem for path in SOURCES])
+def test_notebooks_are_committed_without_outputs(name):
+    for cell in code_cells(name):
+        assert cell.get("outputs", []) == [] and cell.get("execution_count") is None
+
+
+def test_every_chapter_is_in_the_table_of_contents_and_exists():
+    listed = toc_files()
+    assert sorted(listed) == sorted(f"notebooks/{path.stem}" for path in SOURCES)
+    for entry in listed:
+        assert (REPO / f"{entry}.ipynb").exists(), entry
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_opens_with_a_colab_badge_and_the_colab_setup_cell(name):
+    text = (REPO / "book" / f"{name}.md").read_text()
+    badge = f"colab.research.google.com/github/{REPO_URL.split('github.com/')[1]}/blob/main/notebooks/{name}.ipynb"
+    assert badge in text.split("```")[0], f"{name}: no Colab badge for its own notebook before the first cell"
+    first = code_cells(name)[0]
+    assert "".join(first["source"]) == FIRST_CELL
+    assert "hide-cell" in first["metadata"].get("tags", [])
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_has_summary_and_exercises_and_short_cells(name):
+    text = (REPO / "book" / f"{name}.md").read_text()
+    assert "\n## Summary\n" in text and "\n## Exercises\n" in text
+    for cell in code_cells(name)[1:]:
+        assert len("".join(cell["source"]).splitlines()) <= 16, f"{name}: a code cell over 16 lines"

@@ -1,0 +1,164 @@
+"""Toy tasks, toy models, permutation checks, timings and the intuition chapter's figures."""
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from rtlib import plots, toys  # noqa: E402
+from rtlib.models import RTransformer, Transformer  # noqa: E402
+
+
+def tokens_of(x):
+    return x.argmax(-1)
+
+
+def test_order_task_label_is_the_order_of_a_and_b_inside_the_span():
+    task = toys.order_task(length=20, span=4, num_noise=6)
+    x, y = task.sample(500, torch.Generator().manual_seed(0))
+    tokens = tokens_of(x)
+    a, b, query = 6, 7, 8
+    assert x.shape == (500, 20, task.vocab) and set(y.tolist()) == {0, 1}
+    assert (tokens[:, -1] == query).all()
+    for row, label in zip(tokens, y):
+        pos_a, pos_b = (row == a).nonzero().flatten(), (row == b).nonzero().flatten()
+        assert len(pos_a) == len(pos_b) == 1
+        assert 20 - 1 - 4 <= min(pos_a, pos_b) and max(pos_a, pos_b) <= 20 - 2  # inside the span
+        assert int(label) == int(pos_a < pos_b)
+    # both classes hold the same multiset of event tokens: only the order differs
+    assert abs(float(y.float().mean()) - 0.5) < 0.1
+
+
+def test_retrieval_task_label_is_the_value_right_after_the_far_marker():
+    task = toys.retrieval_task(length=32, min_distance=12, num_values=4, num_noise=4)
+    x, y = task.sample(300, torch.Generator().manual_seed(1))
+    tokens = tokens_of(x)
+    marker, query = 8, 9
+    for row, label in zip(tokens, y):
+        (position,) = (row == marker).nonzero().flatten().tolist()
+        assert row[position + 1] == 4 + label                    # value token follows the marker
+        assert 32 - 1 - (position + 1) >= 12                     # at least min_distance back
+        assert row[-1] == query
+    assert task.chance == 0.25
+
+
+def test_render_and_decode_give_one_character_per_token():
+    task = toys.order_task(length=10, span=3)
+    x, _ = task.sample(1, torch.Generator().manual_seed(0))
+    text = toys.render(task, x[0])
+    assert len(text) == 10 and text.endswith("?") and "A" in text and "B" in text
+
+
+@pytest.mark.parametrize("seen,expected", [(1, 0.5), (2, 0.75), (3, 11 / 12), (4, 1.0), (9, 1.0)])
+def test_order_ceiling_counts_what_the_window_sees(seen, expected):
+    assert toys.order_ceiling(4, seen) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("kind", toys.TOY_MODELS)
+def test_toy_models_classify_and_their_receptive_field_is_exact(kind):
+    torch.manual_seed(0)
+    model = toys.make_toy_model(kind, vocab=9, num_classes=3, d_model=8, levels=2, heads=2, window=3).eval()
+    x = torch.randn(8, 16, 9)
+    with torch.no_grad():
+        assert model(x).shape == (8, 3)
+        field = toys.receptive_field(kind, levels=2, window=3, length=16)
+        inside, outside = x.clone(), x.clone()
+        inside[:, 16 - field] += 10 * torch.randn(8, 9)  # the oldest input the last position sees
+        if field < 16:
+            outside[:, 16 - field - 1] += 1.0   # one step further back
+            assert torch.equal(model(outside), model(x)), kind
+        assert (model(inside) - model(x)).abs().max() > 0, kind
+
+
+def test_make_toy_model_rejects_unknown_kinds():
+    with pytest.raises(ValueError, match="'mlp'"):
+        toys.make_toy_model("mlp", 4, 2)
+
+
+def test_local_rnn_learns_the_order_task_when_its_window_covers_the_span():
+    record = toys.train_toy(toys.order_task(span=4), "local-rnn", steps=150, num_test=400,
+                            eval_every=50, window=5, levels=1)
+    assert record["receptive_field"] == 5
+    assert record["accuracy"] > 0.9
+    assert [step for step, _ in record["curve"]] == [50, 100, 150]
+
+
+def test_compare_and_window_sweep_return_one_row_per_run():
+    task = toys.order_task(length=12, span=3)
+    frame = toys.window_sweep(task, ["local-rnn", "conv"], [1, 3], steps=3, num_test=20, levels=1)
+    assert len(frame) == 4 and "net" not in frame.columns
+    assert set(frame["window"]) == {1, 3} and (frame["chance"] == 0.5).all()
+
+
+def test_one_position_free_attention_layer_is_blind_to_the_order_of_its_prefix():
+    torch.manual_seed(0)
+    x = torch.randn(3, 10, 8)
+    small = dict(d_model=8, heads=2, dropout=0.0)
+    assert toys.last_output_change(Transformer(levels=1, position="none", **small), x) < 1e-5
+    assert toys.last_output_change(RTransformer(levels=1, n_local=1, window=3, **small), x) > 1e-3
+    assert toys.last_output_change(Transformer(levels=1, **small), x) > 1e-3
+
+
+def test_attention_without_its_mask_is_permutation_equivariant():
+    torch.manual_seed(0)
+    layer = Transformer(d_model=8, levels=1, heads=2, position="none").blocks[0].attention.layer
+    x, order = torch.randn(2, 9, 8), torch.randperm(9)
+    with torch.no_grad():
+        torch.testing.assert_close(toys.bidirectional_attention(layer, x)[:, order],
+                                   toys.bidirectional_attention(layer, x[:, order]), atol=1e-5, rtol=1e-5)
+
+
+def test_permute_prefix_keeps_the_last_position_and_the_multiset():
+    x = torch.arange(10.0).view(1, 10, 1)
+    shuffled = toys.permute_prefix(x, torch.Generator().manual_seed(0))
+    assert shuffled[0, -1, 0] == 9 and sorted(shuffled.flatten().tolist()) == list(range(10))
+
+
+def test_describe_follows_the_numbers():
+    assert toys.describe(0.99, 0.5) == "solves it"
+    assert toys.describe(0.52, 0.5) == "stays at chance"
+    assert toys.describe(0.8, 0.5) == "gets only part of it"
+
+
+def test_time_layers_measures_every_layer_at_every_length():
+    timings = toys.time_layers(lengths=(8, 16), d=8, window=3, batch=2, repeats=1)
+    assert len(timings) == 6 and (timings["ms"] > 0).all()
+    assert timings["layer"].nunique() == 3
+    steps = toys.sequential_steps(100, 7).set_index("layer")["sequential_steps"]
+    assert steps.tolist() == [100, 7, 1, 1]
+
+
+def test_load_gpu_bench_reads_the_bench_format_and_tolerates_none(tmp_path):
+    assert toys.load_gpu_bench(tmp_path).empty
+    report = dict(device="NVIDIA H100", tables=[dict(table=1, task="mnist", variants=dict(
+        reference=dict(median_ms=30.0, peak_memory_bytes=2**30),
+        fast=dict(median_ms=10.0, speedup_vs_reference=3.0, peak_memory_bytes=2**29),
+        compiled=dict(error="failed")))])
+    (tmp_path / "h100.json").write_text(json.dumps(report))
+    (tmp_path / "flat.json").write_text(json.dumps(dict(device="GPU", tables={
+        "2": dict(reference_ms=8.0, fast_ms=2.0, speedup=4.0)})))
+    bench = toys.load_gpu_bench(tmp_path).set_index(["file", "variant"])
+    assert bench.loc[("h100.json", "fast"), "speedup"] == 3.0
+    assert bench.loc[("h100.json", "reference"), "peak_memory_mib"] == 1024
+    assert bench.loc[("flat.json", "fast"), "ms_per_step"] == 2.0
+    assert len(bench) == 4  # the failed variant is left out
+
+
+def test_intuition_figures_draw():
+    fig = plots.receptive_fields(length=8, window=3, t=5)
+    assert len(fig.axes) == 4
+    results = pd.DataFrame([dict(model="local-rnn", levels=1, accuracy=0.9, chance=0.5, window=3,
+                                 receptive_field=3),
+                            dict(model="conv", levels=1, accuracy=0.6, chance=0.5, window=3,
+                                 receptive_field=3)])
+    assert plots.plot_toy_accuracy(results).get_xlabel() == "test accuracy (%)"
+    ax = plots.plot_window_sweep(results, ceiling=lambda seen: toys.order_ceiling(4, seen))
+    assert ax.get_ylabel() == "test accuracy (%)"
+    timings = pd.DataFrame([dict(layer="a", length=8, ms=1.0), dict(layer="a", length=16, ms=2.0)])
+    assert plots.plot_timings(timings).get_xlabel() == "sequence length L"
+    plots.plot_toy_curves([dict(model="conv", curve=[(10, 0.5), (20, 0.7)])])
+    matplotlib.pyplot.close("all")
