@@ -249,7 +249,7 @@ def with_variant(cfg: RunConfig, variant: str) -> RunConfig:
     if not variant:
         return cfg
     sections: dict[str, dict[str, Any]] = {"backbone": dict(cfg.backbone), "head": dict(cfg.head), "train": {}}
-    allowed = {"backbone": set(cfg.backbone) | set(_OPTIONAL_BACKBONE_KEYS.get(cfg.model, ())),
+    allowed = {"backbone": set(cfg.backbone) | set(_backbone_defaults(cfg.model)),
                "head": set(cfg.head), "train": {f.name for f in fields(TrainSettings)}}
     for item in variant.split(","):
         key, sep, raw = item.partition("=")
@@ -267,15 +267,12 @@ def with_variant(cfg: RunConfig, variant: str) -> RunConfig:
 
 
 def _backbone_defaults(model: str) -> dict[str, Any]:
+    """Every setting of the attention backbones, with its default (for ablations)."""
     from .models import RTransformerConfig, TransformerConfig
     config = {"rtransformer": RTransformerConfig, "transformer": TransformerConfig}.get(model)
     return asdict(config()) if config else {}
 
 
-_OPTIONAL_BACKBONE_KEYS = {
-    "rtransformer": ("norm", "layer_norm", "local_rnn_impl", "attention_impl"),
-    "transformer": ("norm", "layer_norm", "position", "max_len", "attention_impl"),
-}
 
 
 def _parse_value(raw: str) -> Any:

@@ -253,15 +253,14 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
 
     session_start = time.monotonic()
     last_checkpoint = session_start
+    elapsed_before = state.elapsed_s  # wall time of earlier sessions of this run
     check_every = 1 if run_device.type == "cpu" else 50
 
     def save_checkpoint() -> None:
-        state.elapsed_s += time.monotonic() - session_start - state_elapsed_added[0]
-        state_elapsed_added[0] = time.monotonic() - session_start
+        state.elapsed_s = elapsed_before + time.monotonic() - session_start
         torch_save_atomic(dict(config=config, model=model.state_dict(), optimizer=optimizer.state_dict(),
                                scaler=scaler.state_dict(), state=vars(state).copy(), rng=rng_states()),
                           ckpt_path)
-    state_elapsed_added = [0.0]
 
     def check_finite(loss_sum: torch.Tensor) -> None:
         value = float(loss_sum)
@@ -347,7 +346,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
         if valid_loss is not None:
             state.valid_losses.append(valid_loss)
         state.epoch, state.step, state.train_loss_sum, state.train_count = epoch, 0, 0.0, 0.0
-        entry["elapsed_s"] = state.elapsed_s + time.monotonic() - session_start - state_elapsed_added[0]
+        entry["elapsed_s"] = elapsed_before + time.monotonic() - session_start
         with open(out / "log.jsonl", "a") as log_file:
             log_file.write(json.dumps(entry) + "\n")
         save_checkpoint()
