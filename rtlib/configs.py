@@ -216,6 +216,8 @@ def run_config(task: str, model: str, profile: str = "smoke", **train_overrides:
         changes.append(f"task {task} is not in the paper: {family}'s settings")
     if profile == "fast":
         fast_train, why = FAST[family]
+        if train.optimizer != "sgd":  # Adam is invariant to the loss scale: the SGD lr rescaling
+            fast_train = {k: v for k, v in fast_train.items() if k != "lr"}  # is not for it
         changes += [f"{key}: {getattr(train, key)} -> {value}" for key, value in fast_train.items()
                     if getattr(train, key) != value]
         changes.append(f"why: {why}")
