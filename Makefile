@@ -17,7 +17,8 @@ setup:
 
 # The book: every chapter executed (cached by its code cells) into _build/html.
 book: setup
-	$(JUPYTER_BOOK) build . $(BOOK_FLAGS)
+	$(PYTHON) scripts/refresh_book_cache.py
+	$(JUPYTER_BOOK) build . --all $(BOOK_FLAGS)
 
 # Every check: unit tests (incl. the book/*.md <-> notebooks/*.ipynb pairing), every notebook
 # executed by nbval in smoke mode, and a smoke-mode build of the whole book.
