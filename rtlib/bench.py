@@ -17,7 +17,6 @@ It also checks, in fp32, that the fast path computes the reference's outputs and
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from dataclasses import replace
@@ -31,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .models.local_rnn import enable_compile
 from .configs import TABLE_TASKS, RunConfig, run_config, with_variant
 from .tasks import TASKS, make_protocol
-from .train import atomic_write_json, autocast_dtype, device_name, git_commit, make_optimizer
+from .train import atomic_write_json, autocast_dtype, device_name, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 # Dense bf16 tensor-core peaks (no sparsity) by GPU name, for MFU.

@@ -11,7 +11,7 @@ notebook, the batch runner and the report all read this file. Three profiles:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 TASKS = ("mnist", "pmnist", "nottingham", "jsb", "muse", "piano", "ptb-char", "ptb-word")

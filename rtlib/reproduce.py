@@ -29,7 +29,7 @@ from typing import Any, Callable, TextIO
 import pandas as pd
 
 from .configs import MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
-from .results import QUALIFIER, TOLERANCE, verdict
+from .results import QUALIFIER, verdict
 from .tasks import TASKS, check_sequence_lengths
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,8 +15,7 @@ import pytest
 
 from rtlib.__main__ import main
 from rtlib.configs import TABLE_TASKS, run_config
-from rtlib.reproduce import (RUN_NOTEBOOK, expand_jobs, notebooks_dir_for, plan_commands,
-                             strip_notebook)
+from rtlib.reproduce import (RUN_NOTEBOOK, expand_jobs, notebooks_dir_for, strip_notebook)
 
 REPO = Path(__file__).resolve().parents[1]
 NORM_POST = "ptb-word_rtransformer_smoke_norm-post_lr2_seed1111"
