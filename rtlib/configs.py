@@ -106,17 +106,24 @@ def _attention(d_model, levels, heads, dropout, **extra):
 # (family, model) -> (backbone, head, train, source). Backbone keys follow the model class.
 PAPER: dict[tuple[str, str], tuple[dict, dict, TrainSettings, str]] = {}
 
+
+def _add_rnn_rows(family: str, hidden_sizes: dict[str, int], num_layers: int, dropout: float,
+                  head: dict[str, Any], train: TrainSettings, lstm_table: int | None = None) -> None:
+    """The RNN/GRU/LSTM rows the paper copied from Bai et al.: sizes matched to one parameter
+    count; `lstm_table` names the table that gives the LSTM's size, where one does."""
+    for cell, hidden in hidden_sizes.items():
+        given = f"LSTM size from the paper (Table {lstm_table}); " if cell == "lstm" and lstm_table else ""
+        PAPER[family, cell] = (dict(hidden_size=hidden, num_layers=num_layers, dropout=dropout),
+                               dict(head), train, given + OURS)
+
 _mnist_train = TrainSettings("adam", 1e-3, (1e-3,), None, 32, 32, 50, MNIST_STEP)
 PAPER["mnist", "rtransformer"] = (
     _attention(32, 8, 2, 0.05, n_local=2, window=7, cell="gru"), {}, _mnist_train, RELEASED)
 PAPER["mnist", "transformer"] = (_attention(32, 8, 2, 0.05), {}, _mnist_train, RELEASED)
 PAPER["mnist", "tcn"] = (dict(channels=[25] * 8, kernel_size=7, dropout=0.05), {},
                          TrainSettings("adam", 2e-3, (2e-3,), None, 64, 64, 20, NO_DECAY), TCN_SUITE)
-_rnn_mnist = TrainSettings("adam", 1e-3, (1e-4, 1e-3, 2e-3), 1.0, 64, 64, 20, NO_DECAY)
-PAPER["mnist", "lstm"] = (dict(hidden_size=130, num_layers=1, dropout=0.0), {}, _rnn_mnist,
-                          "size from the paper (Table 1); " + OURS)
-PAPER["mnist", "gru"] = (dict(hidden_size=150, num_layers=1, dropout=0.0), {}, _rnn_mnist, OURS)
-PAPER["mnist", "rnn"] = (dict(hidden_size=260, num_layers=1, dropout=0.0), {}, _rnn_mnist, OURS)
+_add_rnn_rows("mnist", dict(lstm=130, gru=150, rnn=260), 1, 0.0, {},
+              TrainSettings("adam", 1e-3, (1e-4, 1e-3, 2e-3), 1.0, 64, 64, 20, NO_DECAY), lstm_table=1)
 
 # The released music script is SGD lr 5e-5 on the per-tune *summed* NLL, one tune a step.
 _music_train = TrainSettings("sgd", 5e-5, (5e-4, 5e-5, 5e-6), 0.15, 1, 1, 100, MUSIC_PLATEAU)
@@ -126,10 +133,8 @@ PAPER["nottingham", "transformer"] = (_attention(160, 3, 4, 0.1), {}, _music_tra
 PAPER["nottingham", "tcn"] = (dict(channels=[150] * 4, kernel_size=5, dropout=0.25), {},
                               TrainSettings("adam", 1e-3, (1e-3,), 0.2, 1, 1, 100, MUSIC_PLATEAU),
                               TCN_SUITE)
-_rnn_music = TrainSettings("adam", 1e-3, (1e-4, 1e-3), 0.2, 1, 1, 100, MUSIC_PLATEAU)
-for _cell, _hidden in [("lstm", 252), ("gru", 294), ("rnn", 514)]:
-    PAPER["nottingham", _cell] = (dict(hidden_size=_hidden, num_layers=2, dropout=0.1), {},
-                                  _rnn_music, OURS)
+_add_rnn_rows("nottingham", dict(lstm=252, gru=294, rnn=514), 2, 0.1, {},
+              TrainSettings("adam", 1e-3, (1e-4, 1e-3), 0.2, 1, 1, 100, MUSIC_PLATEAU))
 
 _char_train = TrainSettings("sgd", 2.0, (1.0, 2.0, 3.0), 0.15, 16, 1, 100, CHAR_PLATEAU,
                             seq_len=400, scored=320)
@@ -142,13 +147,10 @@ PAPER["ptb-char", "tcn"] = (
     dict(emb_dropout=0.1, tied=True, init="normal", init_scale=0.01),
     TrainSettings("sgd", 4.0, (4.0,), 0.15, 32, 1, 100, CHAR_PLATEAU, seq_len=400, scored=320),
     TCN_SUITE)
-_rnn_char = TrainSettings("sgd", 4.0, (1.0, 4.0, 20.0), 0.15, 32, 1, 100, CHAR_PLATEAU,
-                          seq_len=400, scored=320)
-for _cell, _hidden in [("lstm", 600), ("gru", 692), ("rnn", 1198)]:
-    PAPER["ptb-char", _cell] = (dict(hidden_size=_hidden, num_layers=2, dropout=0.1),
-                                dict(emb_dropout=0.1, tied=True, init="uniform", init_scale=0.1),
-                                _rnn_char, ("LSTM size from the paper (Table 3); " if _cell == "lstm"
-                                            else "") + OURS)
+_add_rnn_rows("ptb-char", dict(lstm=600, gru=692, rnn=1198), 2, 0.1,
+              dict(emb_dropout=0.1, tied=True, init="uniform", init_scale=0.1),
+              TrainSettings("sgd", 4.0, (1.0, 4.0, 20.0), 0.15, 32, 1, 100, CHAR_PLATEAU,
+                            seq_len=400, scored=320), lstm_table=3)
 
 _word_train = TrainSettings("sgd", 2.0, (1.0, 2.0, 3.0), 0.35, 16, 10, 100, WORD_PLATEAU,
                             seq_len=80, scored=40)
@@ -161,13 +163,10 @@ PAPER["ptb-word", "tcn"] = (
     dict(emb_dropout=0.25, tied=True, init="normal", init_scale=0.01),
     TrainSettings("sgd", 4.0, (4.0,), 0.35, 16, 10, 100, WORD_PLATEAU, seq_len=80, scored=40),
     TCN_SUITE)
-_rnn_word = TrainSettings("sgd", 20.0, (4.0, 20.0), 0.25, 16, 10, 100, WORD_PLATEAU,
-                          seq_len=80, scored=40)
-for _cell, _hidden in [("lstm", 700), ("gru", 780), ("rnn", 1122)]:
-    PAPER["ptb-word", _cell] = (dict(hidden_size=_hidden, num_layers=3, dropout=0.35),
-                                dict(emb_dropout=0.25, tied=True, init="uniform", init_scale=0.1),
-                                _rnn_word, ("LSTM size from the paper (Table 4); " if _cell == "lstm"
-                                            else "") + OURS)
+_add_rnn_rows("ptb-word", dict(lstm=700, gru=780, rnn=1122), 3, 0.35,
+              dict(emb_dropout=0.25, tied=True, init="uniform", init_scale=0.1),
+              TrainSettings("sgd", 20.0, (4.0, 20.0), 0.25, 16, 10, 100, WORD_PLATEAU,
+                            seq_len=80, scored=40), lstm_table=4)
 
 # fast profile: (family) -> (train changes, why). The same for every model of a table; each
 # changed field is listed in the config's `changes` as "field: paper -> fast".
