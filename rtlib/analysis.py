@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +163,7 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
     ``model`` of ``checkpoint.pt`` (a run stopped before it wrote ``best.pt``). The config comes
     from ``record.json``, else from the checkpoint, else from a ``config.json``.
     """
-    from .tasks import make_protocol
+    from .tasks import model_protocol
     from .train import load_checkpoint
 
     run_dir = Path(run_dir)
@@ -187,9 +186,7 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
     else:
         raise FileNotFoundError(f"{run_dir} has neither best.pt nor checkpoint.pt")
     cfg = RunConfig.from_dict(config)
-    # only the model is needed from the protocol: keep its data slices tiny
-    small = replace(cfg, train=replace(cfg.train, train_limit=16, eval_limit=16))
-    protocol = make_protocol(small, device, data_dir)
+    protocol = model_protocol(cfg, device, data_dir)
     model = protocol.build_model().to(device)
     model.load_state_dict(weights)
     return cfg, model.eval(), protocol
@@ -375,11 +372,9 @@ def paper_protocol(task: str, model: str, profile: str = "paper", data_dir=None)
     """The task protocol of one row with tiny data slices: for its model, vocabulary and
     windows, not for training."""
     from .configs import run_config
-    from .tasks import make_protocol
+    from .tasks import model_protocol
 
-    cfg = run_config(task, model, profile)
-    small = replace(cfg, train=replace(cfg.train, train_limit=16, eval_limit=16))
-    return make_protocol(small, "cpu", data_dir)
+    return model_protocol(run_config(task, model, profile), "cpu", data_dir)
 
 
 def build_paper_model(task: str, model: str, profile: str = "paper", data_dir=None) -> nn.Module:

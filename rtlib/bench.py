@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,8 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .models.local_rnn import enable_compile
 from .configs import TABLE_TASKS, RunConfig, run_config, with_variant
-from .tasks import TASKS, make_protocol
-from .train import atomic_write_json, autocast_dtype, device_name, git_commit
+from .tasks import TASKS, make_protocol, model_protocol
+from .train import atomic_write_json, autocast, autocast_dtype, device_name, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 # Dense bf16 tensor-core peaks (no sparsity) by GPU name, for MFU.
@@ -51,8 +50,7 @@ class StepRunner:
         torch.manual_seed(seed)
         self.cfg, self.device, self.kind = cfg, device, TASKS[cfg.task].kind
         # the protocol gives the model, the vocabulary and the loss (and, if asked, the data)
-        limits = {} if real_data else dict(train_limit=2, eval_limit=2)
-        self.protocol = make_protocol(replace(cfg, train=replace(cfg.train, **limits)), device)
+        self.protocol = make_protocol(cfg, device) if real_data else model_protocol(cfg, device)
         self.model = self.protocol.build_model().to(device)
         if compiled:
             enable_compile()
@@ -82,18 +80,19 @@ class StepRunner:
         return train.batch_size * length
 
     def loss(self, batch=None) -> torch.Tensor:
-        autocast = (torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None
-                    else torch.autocast(self.device.type, enabled=False))
-        with autocast:
+        with autocast(self.device, self.amp):
             loss, _ = self.protocol.batch_loss(self.step_model, self.batch if batch is None else batch)
         return loss
 
-    def step(self, batch=None) -> None:
+    def step(self, batch=None) -> torch.Tensor:
+        """One training step (on the fixed synthetic batch unless given one); returns the loss."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.loss(batch).backward()
+        loss = self.loss(batch)
+        loss.backward()
         if self.cfg.train.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         self.optimizer.step()
+        return loss.detach()
 
 
 def time_steps(runner: StepRunner, warmup: int, repeats: int) -> dict[str, float]:
@@ -250,15 +249,7 @@ def precision_check(table: int, device: torch.device, steps: int = 300,
         cfg = run_config(TABLE_TASKS[table], "rtransformer", "paper")
         runner = StepRunner(cfg, device, precision, None, fused=True, real_data=True)
         torch.manual_seed(cfg.train.seed)
-        losses = []
-        for batch in runner.protocol.train_batches(1)[:steps]:
-            runner.optimizer.zero_grad(set_to_none=True)
-            loss = runner.loss(batch)
-            loss.backward()
-            if cfg.train.grad_clip:
-                nn.utils.clip_grad_norm_(runner.model.parameters(), cfg.train.grad_clip)
-            runner.optimizer.step()
-            losses.append(loss.detach())
+        losses = [runner.step(batch) for batch in runner.protocol.train_batches(1)[:steps]]
         curve = torch.stack(losses).float().cpu()
         curves[precision] = curve.unfold(0, smoothing, 1).mean(-1)
     deviation = ((curves["bf16"] - curves["fp32"]).abs() / curves["fp32"]).max()

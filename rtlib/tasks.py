@@ -17,7 +17,7 @@ the exact batch it stopped at.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -272,6 +272,14 @@ PROTOCOLS = {"classify": ClassifyProtocol, "music": MusicProtocol, "lm": Languag
 def make_protocol(cfg: RunConfig, device: torch.device | str = "cpu",
                   data_dir: str | Path | None = None) -> Protocol:
     return PROTOCOLS[TASKS[cfg.task].kind](cfg, device, data_dir)
+
+
+def model_protocol(cfg: RunConfig, device: torch.device | str = "cpu",
+                   data_dir: str | Path | None = None) -> Protocol:
+    """The protocol of `cfg` with tiny data slices: for its model, vocabulary and loss, not
+    for training (benchmarks, analyses, chapters)."""
+    small = replace(cfg, train=replace(cfg.train, train_limit=16, eval_limit=16))
+    return make_protocol(small, device, data_dir)
 
 
 def check_sequence_lengths(cfg: RunConfig) -> None:

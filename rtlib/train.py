@@ -173,7 +173,7 @@ def evaluate(protocol: Protocol, model: nn.Module, split: str, amp: torch.dtype 
     """Loss and metric of `model` on a split (eagerly: evaluation is a small share of a run)."""
     model.eval()
     totals: dict[str, torch.Tensor] = {}
-    with torch.no_grad(), _autocast(protocol.device, amp):
+    with torch.no_grad(), autocast(protocol.device, amp):
         for batch in protocol.eval_batches(split):
             _, stats = protocol.batch_loss(model, batch)
             for key, value in stats.items():
@@ -188,7 +188,8 @@ def _shape(batch: Any) -> tuple:
     return tuple(tuple(t.shape) for t in tensors)
 
 
-def _autocast(device: torch.device, amp: torch.dtype | None):
+def autocast(device: torch.device, amp: torch.dtype | None):
+    """Autocast to `amp` (bf16/fp16), or nothing when it is None (fp32)."""
     return torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
 
 
@@ -294,7 +295,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
             # the compiled model serves the epoch's common batch shape; a ragged last batch
             # runs eagerly rather than triggering another compilation
             batch_model = step_model if _shape(batch) == main_shape else model
-            with _autocast(run_device, amp):
+            with autocast(run_device, amp):
                 loss, stats = protocol.batch_loss(batch_model, batch)
             scaler.scale(loss).backward()
             if cfg.train.grad_clip and not cfg.train.clip_before_backward:
