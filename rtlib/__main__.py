@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .configs import MODELS, PROFILES, TASKS, run_config, with_variant
+from .configs import MODELS, PROFILES, TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,10 +42,11 @@ def add_train_parser(commands) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .train import run_id, train
-    cfg = with_variant(run_config(args.task, args.model, args.profile, lr=args.lr, seed=args.seed,
-                                  epochs=args.epochs), args.variant)
-    out = args.out or REPO / "runs" / run_id(cfg)
+    from .reproduce import prepare_run
+    from .train import train
+    cfg, out = prepare_run(args.task, args.model, args.profile, lr=args.lr, seed=args.seed,
+                           epochs=args.epochs, variant=args.variant, device=args.device,
+                           max_minutes=args.max_minutes, out_dir=args.out)
     results = args.results or default_results_dir(args.profile)
     record = train(cfg, out, device=args.device, data_dir=args.data_dir, resume=args.resume,
                    max_minutes=args.max_minutes, results_dir=results,
