@@ -116,6 +116,14 @@ class Protocol:
         """(loss to minimize, summed statistics for the metric)."""
         raise NotImplementedError
 
+    def as_tensors(self, batch: Any) -> tuple[Tensor, ...]:
+        """A training batch as a tuple of tensors of few distinct shapes, for `tensor_loss`
+        (what a CUDA graph of the training step takes as its inputs)."""
+        return tuple(batch)
+
+    def tensor_loss(self, model: nn.Module, tensors: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.batch_loss(model, tensors)
+
     def _limit(self, items, limit: int | None):
         return items if limit is None else items[:limit]
 
@@ -176,6 +184,9 @@ class ClassifyProtocol(Protocol):
 
 
 class MusicProtocol(Protocol):
+    # batches for CUDA graphs are padded to a multiple of this many steps: ~30 shapes in all
+    length_multiple = 64
+
     def __init__(self, cfg: RunConfig, device="cpu", data_dir=None):
         super().__init__(cfg, device, data_dir)
         self.data = {}
@@ -187,10 +198,17 @@ class MusicProtocol(Protocol):
     def build_model(self) -> nn.Module:
         return PianoRollModel(self._backbone(88), 88, project_input=self.projects_input)
 
-    def _pad(self, tunes: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        rolls = nn.utils.rnn.pad_sequence(tunes, batch_first=True)  # (B, T_max, 88)
-        lengths = torch.tensor([len(t) - 1 for t in tunes], device=self.device)
-        mask = torch.arange(rolls.shape[1] - 1, device=self.device)[None, :] < lengths[:, None]
+    def collate(self, tunes: list[Tensor], pad_to: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+        """(inputs, targets, mask) of a batch of tunes, zero-padded at the end to the longest
+        tune's length rounded up to a multiple of `pad_to` (so that a few shapes serve all
+        batches). Padding never changes the loss: the model is causal and the mask drops it."""
+        length = max(len(t) for t in tunes) - 1
+        length = -(-length // pad_to) * pad_to
+        rolls = tunes[0].new_zeros(len(tunes), length + 1, tunes[0].shape[-1])
+        for row, tune in zip(rolls, tunes):
+            row[:len(tune)] = tune
+        lengths = torch.tensor([len(t) - 1 for t in tunes]).to(self.device, non_blocking=True)
+        mask = torch.arange(length, device=self.device)[None, :] < lengths[:, None]
         return rolls[:, :-1], rolls[:, 1:], mask
 
     def train_batches(self, epoch: int):
@@ -212,7 +230,13 @@ class MusicProtocol(Protocol):
         return iter([tunes[j:j + size] for j in range(0, len(tunes), size)])
 
     def batch_loss(self, model, batch):
-        inputs, targets, mask = self._pad(batch)
+        return self.tensor_loss(model, self.collate(batch))
+
+    def as_tensors(self, batch):
+        return self.collate(batch, pad_to=self.length_multiple)
+
+    def tensor_loss(self, model, tensors):
+        inputs, targets, mask = tensors
         logits = model(inputs).float()
         nll = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
         loss_sum = (nll * mask).sum()

@@ -47,6 +47,19 @@ def test_music_batches_pad_and_mask_without_changing_the_metric(real_data):
     assert totals[0][0] == pytest.approx(totals[1][0], rel=1e-5)
 
 
+def test_music_padding_to_a_bucket_length_leaves_the_loss_unchanged(real_data):
+    protocol = make_protocol(run_config("nottingham", "rtransformer", "smoke"), data_dir=real_data)
+    torch.manual_seed(0)
+    model = protocol.build_model().eval()
+    tunes = protocol.data["train"][:3]
+    exact, padded = protocol.collate(tunes), protocol.as_tensors(tunes)
+    assert padded[0].shape[1] % protocol.length_multiple == 0 and padded[0].shape[1] >= exact[0].shape[1]
+    with torch.no_grad():
+        (loss, stats), (padded_loss, padded_stats) = [protocol.tensor_loss(model, b) for b in (exact, padded)]
+    assert float(padded_stats["count"]) == float(stats["count"]) == sum(len(t) - 1 for t in tunes)
+    assert float(padded_loss) == pytest.approx(float(loss), rel=1e-5)
+
+
 def test_music_train_order_depends_on_seed_and_epoch_only(real_data):
     protocol = make_protocol(run_config("nottingham", "rtransformer", "smoke", batch_size=1), data_dir=real_data)
     first = [id(b[0]) for b in protocol.train_batches(1)]
