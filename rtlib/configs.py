@@ -17,7 +17,7 @@ from typing import Any
 TASKS = ("mnist", "pmnist", "nottingham", "jsb", "muse", "piano", "ptb-char", "ptb-word")
 MODELS = ("rtransformer", "transformer", "tcn", "rnn", "gru", "lstm")
 PROFILES = ("paper", "fast", "smoke")
-COMPILE_MODES = ("none", "default", "reduce-overhead")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "step-graph", "default+step-graph")
 TABLE_TASKS = {1: "mnist", 2: "nottingham", 3: "ptb-char", 4: "ptb-word"}
 # Tasks outside the paper's tables reuse the settings of the table of their family.
 FAMILY = {"mnist": "mnist", "pmnist": "mnist", "nottingham": "nottingham", "jsb": "nottingham",
@@ -57,8 +57,10 @@ class TrainSettings:
     eval_limit: int | None = None
     max_steps: int | None = None      # smoke: cap on steps per epoch
     precision: str = "auto"           # "auto" (bf16/fp16 on GPU, fp32 on CPU), "fp32", "bf16", "fp16"
-    compile: str = "none"             # GPU only: "none", "default" (fusion) or
-                                      # "reduce-overhead" (fusion + CUDA graphs; fixed shapes)
+    compile: str = "none"             # GPU only: "none", "default" (fusion), "reduce-overhead"
+                                      # (fusion + CUDA graphs of forward and backward), "step-graph"
+                                      # (the whole step as one CUDA graph a batch shape) or
+                                      # "default+step-graph" (both)
     seed: int = 1111
 
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from .configs import RunConfig, Schedule
 from .models.local_rnn import enable_compile
+from .step_graph import StepGraphs
 from .tasks import TASKS, Protocol, check_sequence_lengths, make_protocol, metric_from_stats
 
 RECORD_VERSION = 1
@@ -182,6 +183,13 @@ def evaluate(protocol: Protocol, model: nn.Module, split: str, amp: torch.dtype 
     return dict(loss=stats["loss_sum"] / stats["count"], metric=metric_from_stats(protocol.task, stats))
 
 
+def compile_plan(mode: str) -> tuple[str | None, bool]:
+    """TrainSettings.compile -> (torch.compile mode or None, whether whole steps are CUDA graphs)."""
+    graphed = mode.endswith("step-graph")
+    compile_mode = mode.removesuffix("step-graph").rstrip("+")
+    return (compile_mode if compile_mode not in ("", "none") else None), graphed
+
+
 def _shape(batch: Any) -> tuple:
     """Shapes of a batch's tensors (music batches are lists of tunes)."""
     tensors = batch if isinstance(batch, (list, tuple)) else [batch]
@@ -243,13 +251,18 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
         state = TrainState(**checkpoint["state"])
         set_rng_states(checkpoint["rng"])
         log(f"resumed {out} at epoch {state.epoch + 1}, step {state.step}")
-    step_model, mark_step = model, lambda: None
-    if cfg.train.compile != "none" and run_device.type == "cuda":
+    step_model, mark_step, graphs = model, lambda: None, None
+    compile_mode, graphed = compile_plan(cfg.train.compile)
+    if compile_mode and run_device.type == "cuda":
         enable_compile()
-        step_model = torch.compile(model, mode=cfg.train.compile)
-        if cfg.train.compile == "reduce-overhead":  # CUDA graphs: a new step may reuse output memory
+        step_model = torch.compile(model, mode=compile_mode)
+        if compile_mode == "reduce-overhead":  # CUDA graphs: a new step may reuse output memory
             mark_step = torch.compiler.cudagraph_mark_step_begin
     parameters = [p for p in model.parameters() if p.requires_grad]
+    if graphed and run_device.type == "cuda":
+        # the released music script clips before backward, which does nothing: left out here
+        clip = None if cfg.train.clip_before_backward else cfg.train.grad_clip
+        graphs = StepGraphs(step_model, protocol.tensor_loss, optimizer, clip, amp)
     num_parameters = sum(p.numel() for p in parameters)
 
     session_start = time.monotonic()
@@ -278,33 +291,37 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
             batches = batches[:cfg.train.max_steps]
         main_shape = _shape(batches[0])
         model.train()
-        running = torch.zeros((), device=run_device, dtype=torch.float64)
-        running += state.train_loss_sum
-        count = state.train_count
+        # summed on the device: reading them every step would stall the GPU
+        running = torch.zeros((), device=run_device, dtype=torch.float64) + state.train_loss_sum
+        count = torch.zeros((), device=run_device, dtype=torch.float64) + state.train_count
         bar = _progress(len(batches), f"epoch {epoch}/{cfg.train.epochs}", progress)
         bar.update(state.step)
         for step_index in range(state.step, len(batches)):
             if fail_at_step is not None and state.global_step == fail_at_step:
                 raise RunInterrupted(f"simulated kill before global step {fail_at_step}")
-            mark_step()
-            optimizer.zero_grad(set_to_none=True)
-            if cfg.train.clip_before_backward and cfg.train.grad_clip:
-                # the released music script's order: clips the zeroed gradients, so a no-op
-                nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
             batch = batches[step_index]
-            # the compiled model serves the epoch's common batch shape; a ragged last batch
-            # runs eagerly rather than triggering another compilation
-            batch_model = step_model if _shape(batch) == main_shape else model
-            with autocast(run_device, amp):
-                loss, stats = protocol.batch_loss(batch_model, batch)
-            scaler.scale(loss).backward()
-            if cfg.train.grad_clip and not cfg.train.clip_before_backward:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            graph_result = graphs.step(protocol.as_tensors(batch)) if graphs is not None else None
+            if graph_result is not None:
+                stats = graph_result[1]
+            else:
+                mark_step()
+                optimizer.zero_grad(set_to_none=True)
+                if cfg.train.clip_before_backward and cfg.train.grad_clip:
+                    # the released music script's order: clips the zeroed gradients, so a no-op
+                    nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
+                # the compiled model serves the epoch's common batch shape; a ragged last batch
+                # runs eagerly rather than triggering another compilation
+                batch_model = step_model if _shape(batch) == main_shape else model
+                with autocast(run_device, amp):
+                    loss, stats = protocol.batch_loss(batch_model, batch)
+                scaler.scale(loss).backward()
+                if cfg.train.grad_clip and not cfg.train.clip_before_backward:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
             running += stats["loss_sum"]
-            count += float(stats["count"])
+            count += stats["count"]
             state.step, state.global_step = step_index + 1, state.global_step + 1
             bar.update(1)
             if state.global_step % check_every == 0:
@@ -313,12 +330,12 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
             due_by_steps = checkpoint_every_steps and state.global_step % checkpoint_every_steps == 0
             if due_by_steps or now - last_checkpoint > 60 * checkpoint_minutes:
                 check_finite(running)
-                state.train_loss_sum, state.train_count = float(running), count
+                state.train_loss_sum, state.train_count = float(running), float(count)
                 save_checkpoint()
                 last_checkpoint = now
             if max_minutes is not None and now - session_start > 60 * max_minutes and state.step < len(batches):
                 check_finite(running)
-                state.train_loss_sum, state.train_count = float(running), count
+                state.train_loss_sum, state.train_count = float(running), float(count)
                 save_checkpoint()
                 bar.close()
                 log(f"time budget of {max_minutes} min reached in epoch {epoch}; checkpoint saved, "
@@ -326,7 +343,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
                 return None
         bar.close()
         check_finite(running)
-        train_loss = float(running) / max(count, 1.0)
+        train_loss = float(running) / max(float(count), 1.0)
 
         entry = dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"], train_loss=train_loss)
         valid_loss = None

@@ -7,9 +7,9 @@ import torch
 
 import rtlib.train as train_module
 from rtlib.__main__ import main
-from rtlib.configs import Schedule, run_config, with_variant
+from rtlib.configs import COMPILE_MODES, Schedule, run_config, with_variant
 from rtlib.train import (ConfigMismatchError, NonFiniteLossError, RunInterrupted, anneal,
-                         load_checkpoint, train)
+                         compile_plan, load_checkpoint, train)
 
 QUIET = dict(log=lambda message: None)
 
@@ -125,6 +125,27 @@ def test_clip_before_backward_reproduces_the_released_no_op(real_data, tmp_path)
     results = [comparable(train(cfg, tmp_path / str(i), data_dir=real_data, **QUIET))
                for i, cfg in enumerate([base, released, unclipped])]
     assert results[1] == results[2] != results[0]
+
+
+def test_compile_modes_name_the_compiler_and_the_step_graph():
+    assert [compile_plan(mode) for mode in COMPILE_MODES] == [
+        (None, False), ("default", False), ("reduce-overhead", False), (None, True), ("default", True)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("task", ["nottingham", "ptb-word"])
+def test_step_graph_training_follows_eager_training(real_data, tmp_path, task):
+    """Whole-step CUDA graphs (one per padded tune length for music; captured again when the
+    lr anneals) train like eager steps: same curve within fp32 rounding."""
+    no_dropout = "dropout=0" + (",emb_dropout=0" if task == "ptb-word" else "")
+    base = with_variant(run_config(task, "rtransformer", "smoke", epochs=3, max_steps=None, lr=1e-3),
+                        no_dropout)
+    curves = []
+    for mode in ("none", "step-graph"):
+        record = train(with_variant(base, f"compile={mode}"), tmp_path / mode, device="cuda",
+                       data_dir=real_data, **QUIET)
+        curves.append([entry[key] for entry in record["curve"] for key in ("train_loss", "valid_loss")])
+    assert curves[1] == pytest.approx(curves[0], rel=1e-3)
 
 
 @pytest.mark.parametrize("argv,message", [
