@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models.local_rnn import enable_compile
+from .step_graph import StepGraphs
 from .configs import TABLE_TASKS, RunConfig, run_config, with_variant
 from .tasks import TASKS, make_protocol, model_protocol
 from .train import atomic_write_json, autocast, autocast_dtype, device_name, git_commit
@@ -43,10 +44,14 @@ def peak_flops(name: str) -> float | None:
 
 
 class StepRunner:
-    """One model + optimizer + a fixed synthetic batch of a table's paper shapes."""
+    """One model + optimizer + a fixed synthetic batch of a table's paper shapes.
+
+    With `graphed`, a whole step runs as one CUDA graph (`StepGraphs`), one graph per batch
+    shape, captured on first use.
+    """
 
     def __init__(self, cfg: RunConfig, device: torch.device, precision: str, compiled: str | None,
-                 fused: bool, seed: int = 0, real_data: bool = False):
+                 fused: bool, graphed: bool = False, seed: int = 0, real_data: bool = False):
         torch.manual_seed(seed)
         self.cfg, self.device, self.kind = cfg, device, TASKS[cfg.task].kind
         # the protocol gives the model, the vocabulary and the loss (and, if asked, the data)
@@ -59,9 +64,13 @@ class StepRunner:
         optimizer_cls = torch.optim.Adam if cfg.train.optimizer == "adam" else torch.optim.SGD
         self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.train.lr,
                                        **({"fused": True} if fused else {"foreach": False}))
+        # music batches are lists of tunes; every batch below is a tuple of tensors
+        self.loss_fn = self.protocol.tensor_loss
+        self.graphs = (StepGraphs(self.step_model, self.loss_fn, self.optimizer, cfg.train.grad_clip,
+                                  self.amp) if graphed else None)
         self.batch = self._synthetic_batch()
 
-    def _synthetic_batch(self):
+    def _synthetic_batch(self) -> tuple[torch.Tensor, ...]:
         train = self.cfg.train
         g = torch.Generator().manual_seed(1)
         if self.kind == "classify":
@@ -69,7 +78,7 @@ class StepRunner:
             return x.to(self.device), torch.randint(0, 10, (train.batch_size,), generator=g).to(self.device)
         if self.kind == "music":
             roll = (torch.rand(train.batch_size, MUSIC_STEPS_PER_TUNE + 1, 88, generator=g) < 0.05).float()
-            return [tune.to(self.device) for tune in roll]
+            return self.protocol.collate([tune.to(self.device) for tune in roll])
         tokens = torch.randint(0, len(self.protocol.vocab), (train.batch_size, train.seq_len + 1), generator=g)
         return tokens[:, :-1].to(self.device), tokens[:, 1:].to(self.device)
 
@@ -81,11 +90,14 @@ class StepRunner:
 
     def loss(self, batch=None) -> torch.Tensor:
         with autocast(self.device, self.amp):
-            loss, _ = self.protocol.batch_loss(self.step_model, self.batch if batch is None else batch)
+            loss, _ = self.loss_fn(self.step_model, self.batch if batch is None else batch)
         return loss
 
     def step(self, batch=None) -> torch.Tensor:
         """One training step (on the fixed synthetic batch unless given one); returns the loss."""
+        batch = self.batch if batch is None else batch
+        if self.graphs is not None:
+            return self.graphs.step(batch)[0]
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss(batch)
         loss.backward()
@@ -173,9 +185,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "reference": dict(variant=REFERENCE_VARIANT, precision="fp32", compiled=None, fused=False),
     "fast": dict(variant="", precision="auto", compiled=None, fused=True),
     "fast+compile": dict(variant="", precision="auto", compiled="default", fused=True),
-    # compile + CUDA graphs: removes the per-kernel launch cost that dominates small models
+    # compile + CUDA graphs of forward and backward: removes most per-kernel launch cost
     "fast+graphs": dict(variant="", precision="auto", compiled="reduce-overhead", fused=True),
+    # the whole step (forward, backward, clipping, optimizer) as one CUDA graph
+    "fast+step-graph": dict(variant="", precision="auto", compiled=None, fused=True, graphed=True),
+    "fast+compile+step-graph": dict(variant="", precision="auto", compiled="default", fused=True,
+                                    graphed=True),
 }
+
+
+def variant_runner(cfg: RunConfig, name: str, device: torch.device, **kwargs) -> StepRunner:
+    spec = dict(VARIANTS[name])
+    variant = spec.pop("variant")
+    return StepRunner(with_variant(cfg, variant) if variant else cfg, device, **spec, **kwargs)
 
 
 def bench_table(table: int, device: torch.device, warmup: int, repeats: int,
@@ -185,12 +207,10 @@ def bench_table(table: int, device: torch.device, warmup: int, repeats: int,
     result: dict[str, Any] = dict(table=table, task=task, batch_size=cfg.train.batch_size,
                                   backbone=cfg.backbone, variants={})
     for name in variants:
-        spec = VARIANTS[name]
-        run_cfg = with_variant(cfg, spec["variant"]) if spec["variant"] else cfg
         try:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            runner = StepRunner(run_cfg, device, spec["precision"], spec["compiled"], spec["fused"])
+            runner = variant_runner(cfg, name, device)
             timing = time_steps(runner, warmup, repeats)
             if name == "fast":
                 timing["flops_per_step"] = step_flops(runner)
@@ -216,27 +236,45 @@ def bench_table(table: int, device: torch.device, warmup: int, repeats: int,
     return result
 
 
-def bench_music_epoch(device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
+MUSIC_EPOCH_SETUPS = {  # name: (variant, tunes a step)
+    "reference": ("reference", 1),
+    "fast, 8 tunes a step": ("fast", 8),
+    "fast+step-graph, 8 tunes a step": ("fast+step-graph", 8),
+}
+
+
+def bench_music_epoch(device: torch.device, setups: list[str] | None = None,
+                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Table 2 per epoch on the real 694 training tunes: one tune a step through the released
-    algorithm (paper) vs 8 tunes of similar length a step through the fast path (fast profile)."""
-    setups = {"reference": (REFERENCE_VARIANT, 1, "fp32", False),
-              "fast, 8 tunes a step": ("", 8, "auto", True)}
+    algorithm (paper) vs 8 tunes of similar length a step through the fast path (fast profile).
+    With step graphs, batches are padded to a multiple of `MusicProtocol.length_multiple` steps:
+    one graph per length, captured the first time it occurs, so the epoch is timed after a
+    warm-up epoch."""
     result: dict[str, Any] = {}
-    for name, (variant, batch_size, precision, fused) in setups.items():
+    for name in setups or list(MUSIC_EPOCH_SETUPS):
+        variant, batch_size = MUSIC_EPOCH_SETUPS[name]
         cfg = run_config("nottingham", "rtransformer", "paper", batch_size=batch_size)
-        runner = StepRunner(with_variant(cfg, variant) if variant else cfg, device, precision,
-                            None, fused, real_data=True)
-        batches = runner.protocol.train_batches(1)
-        for batch in batches[:3]:
-            runner.step(batch)
+        runner = variant_runner(cfg, variant, device, real_data=True)
+        protocol = runner.protocol
+        batches = protocol.train_batches(1)
+        graphed = runner.graphs is not None
+        for tunes in batches if graphed else batches[:3]:
+            runner.step(protocol.as_tensors(tunes))
         _synchronize(device)
         began = time.perf_counter()
-        for batch in batches:
-            runner.step(batch)
+        for tunes in batches:
+            runner.step(protocol.as_tensors(tunes))
         _synchronize(device)
         result[name] = dict(epoch_s=time.perf_counter() - began, steps=len(batches))
-        log(f"table 2 epoch {name:22s} {result[name]['epoch_s']:7.2f} s ({len(batches)} steps)")
-    result["speedup_per_epoch"] = result["reference"]["epoch_s"] / result["fast, 8 tunes a step"]["epoch_s"]
+        if graphed:
+            result[name].update(graphs=len(runner.graphs), padded_to_multiple_of=protocol.length_multiple)
+        log(f"table 2 epoch {name:32s} {result[name]['epoch_s']:7.2f} s ({len(batches)} steps)")
+        del runner
+        torch._dynamo.reset()
+    reference = result.get("reference", {}).get("epoch_s")
+    for name, timing in result.items():
+        if reference:
+            timing["speedup_vs_reference"] = reference / timing["epoch_s"]
     return result
 
 
@@ -249,7 +287,8 @@ def precision_check(table: int, device: torch.device, steps: int = 300,
         cfg = run_config(TABLE_TASKS[table], "rtransformer", "paper")
         runner = StepRunner(cfg, device, precision, None, fused=True, real_data=True)
         torch.manual_seed(cfg.train.seed)
-        losses = [runner.step(batch) for batch in runner.protocol.train_batches(1)[:steps]]
+        batches = runner.protocol.train_batches(1)[:steps]
+        losses = [runner.step(runner.protocol.as_tensors(batch)) for batch in batches]
         curve = torch.stack(losses).float().cpu()
         curves[precision] = curve.unfold(0, smoothing, 1).mean(-1)
     deviation = ((curves["bf16"] - curves["fp32"]).abs() / curves["fp32"]).max()
@@ -261,10 +300,7 @@ def precision_check(table: int, device: torch.device, steps: int = 300,
 
 def profile_table(table: int, variant: str, device: torch.device, rows: int = 25) -> str:
     """The ops that take the GPU time of a few steps, for finding the bottleneck."""
-    spec = VARIANTS[variant]
-    cfg = run_config(TABLE_TASKS[table], "rtransformer", "paper")
-    runner = StepRunner(with_variant(cfg, spec["variant"]) if spec["variant"] else cfg, device,
-                        spec["precision"], spec["compiled"], spec["fused"])
+    runner = variant_runner(run_config(TABLE_TASKS[table], "rtransformer", "paper"), variant, device)
     time_steps(runner, warmup=3, repeats=1)
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as profiler:
@@ -285,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--precision-check", type=int, nargs="*", choices=[1, 2, 3, 4],
                         help="only compare bf16 with fp32 training curves for these tables")
-    parser.add_argument("--music-epoch", action="store_true",
-                        help="also time a whole Nottingham epoch (needs the data)")
+    parser.add_argument("--music-epoch", nargs="*", choices=list(MUSIC_EPOCH_SETUPS),
+                        help="also time a whole Nottingham epoch with these setups (default: all; "
+                             "needs the data)")
     parser.add_argument("--profile", choices=list(VARIANTS),
                         help="print the profiler's top ops for this variant instead of timing")
     args = parser.parse_args(argv)
@@ -313,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     for table in args.tables:  # written after each table, so a cut-off run keeps what it measured
         report["tables"].append(bench_table(table, device, args.warmup, args.repeats, args.variants))
-        if table == 2 and args.music_epoch:
-            report["tables"][-1]["epoch"] = bench_music_epoch(device)
+        if table == 2 and args.music_epoch is not None:
+            report["tables"][-1]["epoch"] = bench_music_epoch(device, args.music_epoch)
         atomic_write_json(out, report)
     print(f"wrote {out}")
     return 0

@@ -51,10 +51,32 @@ def test_fast_path_matches_released_algorithm_in_a_training_step(real_data, monk
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fused cell kernels run on CUDA only")
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_fused_cuda_cells_match_reference(cell):
+def test_fused_cuda_cells_match_reference(cell, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the reference runs in cuDNN
     torch.manual_seed(0)
     reference = LocalRNN(16, 4, cell, "reference").cuda()
     fast = LocalRNN(16, 4, cell, "fast").cuda()
     fast.load_state_dict(reference.state_dict())
     x = torch.randn(3, 20, 16, device="cuda", requires_grad=True)
     torch.testing.assert_close(fast(x), reference(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("task", ["mnist", "nottingham", "ptb-word"])
+def test_graphed_whole_step_trains_like_eager_steps(task):
+    cfg = with_variant(run_config(task, "rtransformer", "smoke"), "dropout=0" + (",emb_dropout=0" if task == "ptb-word" else ""))
+    device = torch.device("cuda")
+    eager, graphed = (StepRunner(cfg, device, "fp32", None, fused=True, graphed=g) for g in (False, True))
+    graphed.model.load_state_dict(eager.model.state_dict())
+    batches = [eager.batch, tuple(t.flip(0) for t in eager.batch)]
+    for _ in range(3):
+        for batch in batches:
+            torch.testing.assert_close(graphed.step(batch), eager.step(batch), rtol=1e-4, atol=1e-5)
+    assert len(graphed.graphs) == 1 and graphed.graphs.captures == 1
+    for runner in (eager, graphed):  # an annealed lr is captured again
+        for group in runner.optimizer.param_groups:
+            group["lr"] /= 2
+    torch.testing.assert_close(graphed.step(batches[0]), eager.step(batches[0]), rtol=1e-4, atol=1e-5)
+    assert graphed.graphs.captures == 2
+    for (name, p), q in zip(eager.model.named_parameters(), graphed.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
