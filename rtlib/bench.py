@@ -149,36 +149,47 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def check_equivalence(cfg: RunConfig, device: torch.device) -> dict[str, float]:
-    """fp32: max relative error of the fast path's loss and gradients against the reference."""
+def check_equivalence(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
+    """fp32: relative error of the fast path's loss and gradients against the reference path,
+    and of both against a float64 computation on the CPU (which of the two is off, if any)."""
     matmul_tf32, cudnn_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         # no dropout, so both paths compute one function (cuDNN's RNN backward needs train mode)
         no_dropout = "dropout=0" + (",emb_dropout=0" if "emb_dropout" in cfg.head else "")
-        runners = [StepRunner(with_variant(cfg, f"{variant},{no_dropout}".lstrip(",")), device, "fp32",
+        runners = [StepRunner(with_variant(cfg, f"{variant},{no_dropout}".lstrip(",")), on, "fp32",
                               compiled=None, fused=False)
-                   for variant in (REFERENCE_VARIANT, "")]
-        runners[1].model.load_state_dict(runners[0].model.state_dict())
-        results = []
-        for runner in runners:
-            runner.optimizer.zero_grad(set_to_none=True)
-            loss = runner.loss()
-            loss.backward()
-            grads = {name: p.grad for name, p in runner.model.named_parameters() if p.grad is not None}
-            results.append((loss.detach(), grads))
-        (ref_loss, ref_grads), (fast_loss, fast_grads) = results
-        per_tensor = {name: float((fast_grads[name] - g).norm() / g.norm().clamp_min(1e-30))
-                      for name, g in ref_grads.items()}
+                   for variant, on in ((REFERENCE_VARIANT, device), ("", device), ("", torch.device("cpu")))]
+        exact = runners[2]
+        exact.model.double()
+        exact.batch = tuple(t.double() if t.is_floating_point() else t for t in exact.batch)
+        for runner in runners[1:]:
+            runner.model.load_state_dict(runners[0].model.state_dict())
+        (ref_loss, ref_grads), (fast_loss, fast_grads), (exact_loss, exact_grads) = map(_loss_and_grads, runners)
+        per_tensor = {name: _relative_error({name: fast_grads[name]}, {name: g}) for name, g in ref_grads.items()}
         worst = max(per_tensor, key=per_tensor.get)
-        flat = lambda grads: torch.cat([g.flatten() for g in grads.values()])  # noqa: E731
-        global_error = float((flat(fast_grads) - flat(ref_grads)).norm() / flat(ref_grads).norm())
         return dict(loss_rel_error=float((fast_loss - ref_loss).abs() / ref_loss.abs()),
-                    grad_rel_error=global_error, worst_tensor=worst,
+                    grad_rel_error=_relative_error(fast_grads, ref_grads), worst_tensor=worst,
                     worst_tensor_grad_rel_error=per_tensor[worst],
-                    worst_tensor_grad_norm=float(ref_grads[worst].norm()))
+                    worst_tensor_grad_norm=float(ref_grads[worst].norm()),
+                    reference_grad_rel_error_vs_float64=_relative_error(ref_grads, exact_grads),
+                    fast_grad_rel_error_vs_float64=_relative_error(fast_grads, exact_grads))
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
+
+
+def _loss_and_grads(runner: StepRunner) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    runner.optimizer.zero_grad(set_to_none=True)
+    loss = runner.loss()
+    loss.backward()
+    grads = {name: p.grad.double().cpu() for name, p in runner.model.named_parameters() if p.grad is not None}
+    return loss.detach().double().cpu(), grads
+
+
+def _relative_error(grads: dict[str, torch.Tensor], exact: dict[str, torch.Tensor]) -> float:
+    """|| grads - exact || / || exact || over all the tensors together."""
+    difference = torch.cat([(grads[name] - g).flatten() for name, g in exact.items()])
+    return float(difference.norm() / torch.cat([g.flatten() for g in exact.values()]).norm().clamp_min(1e-300))
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -324,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--music-epoch", nargs="*", choices=list(MUSIC_EPOCH_SETUPS),
                         help="also time a whole Nottingham epoch with these setups (default: all; "
                              "needs the data)")
+    parser.add_argument("--equivalence", action="store_true",
+                        help="only check the fp32 equivalence (with a float64 CPU ground truth)")
     parser.add_argument("--profile", choices=list(VARIANTS),
                         help="print the profiler's top ops for this variant instead of timing")
     args = parser.parse_args(argv)
@@ -337,6 +350,17 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out, dict(device=device_name(device), torch_version=torch.__version__,
                                     git_commit=git_commit(), checks=checks))
+        return 0
+    if args.equivalence:
+        checks = {table: check_equivalence(run_config(TABLE_TASKS[table], "rtransformer", "paper"), device)
+                  for table in args.tables}
+        for table, check in checks.items():
+            print(f"table {table}: fast vs reference {check['grad_rel_error']:.2e}; vs float64: reference "
+                  f"{check['reference_grad_rel_error_vs_float64']:.2e}, fast {check['fast_grad_rel_error_vs_float64']:.2e}")
+        out = args.out or REPO / "results" / "bench" / f"equivalence_{device_name(device).replace(' ', '_')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, dict(device=device_name(device), torch_version=torch.__version__,
+                                    git_commit=git_commit(), tables=checks))
         return 0
     if args.profile:
         for table in args.tables:
