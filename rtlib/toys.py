@@ -397,3 +397,20 @@ def load_gpu_bench(folder: str | Path) -> pd.DataFrame:
                                  speedup=1.0 if name == "reference" else speedup,
                                  peak_memory_mib=timing.get("peak_memory_bytes", 0) / 2**20 or None))
     return pd.DataFrame(rows)
+
+
+def load_music_epochs(folder: str | Path) -> pd.DataFrame:
+    """Whole Nottingham training epochs timed by `python -m rtlib bench --music-epoch`, one row
+    per (file, setup): seconds, steps and speed-up over one tune a step through the released
+    algorithm. Empty when no benchmark timed an epoch."""
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        data = json.loads(path.read_text())
+        tables = data.get("tables", [])
+        for entry in tables if isinstance(tables, list) else []:
+            for setup, timing in entry.get("epoch", {}).items():
+                if isinstance(timing, dict) and "epoch_s" in timing:
+                    rows.append(dict(file=path.name, device=data.get("device", ""), setup=setup,
+                                     epoch_s=timing["epoch_s"], steps=timing["steps"],
+                                     speedup=timing.get("speedup_vs_reference")))
+    return pd.DataFrame(rows)

@@ -162,3 +162,16 @@ def test_intuition_figures_draw():
     assert plots.plot_timings(timings).get_xlabel() == "sequence length L"
     plots.plot_toy_curves([dict(model="conv", curve=[(10, 0.5), (20, 0.7)])])
     matplotlib.pyplot.close("all")
+
+
+def test_load_music_epochs_reads_the_epoch_timings(tmp_path):
+    assert toys.load_music_epochs(tmp_path).empty
+    epoch = {"reference": dict(epoch_s=10.0, steps=694, speedup_vs_reference=1.0),
+             "fast, 8 tunes a step": dict(epoch_s=0.5, steps=87, speedup_vs_reference=20.0),
+             "speedup_per_epoch": 20.0}
+    (tmp_path / "gpu.json").write_text(json.dumps(dict(device="GPU", tables=[
+        dict(table=1, variants={}), dict(table=2, variants={}, epoch=epoch)])))
+    (tmp_path / "equivalence.json").write_text(json.dumps(dict(tables={"1": dict(grad_rel_error=1e-6)})))
+    epochs = toys.load_music_epochs(tmp_path).set_index("setup")
+    assert epochs.loc["fast, 8 tunes a step", "speedup"] == 20.0
+    assert len(epochs) == 2 and epochs.loc["reference", "steps"] == 694
