@@ -322,6 +322,16 @@ def profile_table(table: int, variant: str, device: torch.device, rows: int = 25
     return profiler.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=60)
 
 
+def _write_check(out: Path | None, kind: str, device: torch.device, **results: Any) -> None:
+    """A check's JSON, by default results/bench/<kind>_<gpu>.json."""
+    name = device_name(device)
+    out = out or REPO / "results" / "bench" / f"{kind}_{name.replace(' ', '_')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, dict(device=name, torch_version=torch.__version__, git_commit=git_commit(),
+                                **results))
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rtlib bench", description=__doc__.splitlines()[0])
     parser.add_argument("--tables", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
@@ -346,10 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         for check in checks:
             print(f"table {check['table']}: bf16 vs fp32 smoothed loss, max relative deviation "
                   f"{check['max_rel_deviation_of_smoothed_loss']:.4f}; final {check['final_smoothed_loss']}")
-        out = args.out or REPO / "results" / "bench" / f"precision_{device_name(device).replace(' ', '_')}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out, dict(device=device_name(device), torch_version=torch.__version__,
-                                    git_commit=git_commit(), checks=checks))
+        _write_check(args.out, "precision", device, checks=checks)
         return 0
     if args.equivalence:
         checks = {table: check_equivalence(run_config(TABLE_TASKS[table], "rtransformer", "paper"), device)
@@ -357,10 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         for table, check in checks.items():
             print(f"table {table}: fast vs reference {check['grad_rel_error']:.2e}; vs float64: reference "
                   f"{check['reference_grad_rel_error_vs_float64']:.2e}, fast {check['fast_grad_rel_error_vs_float64']:.2e}")
-        out = args.out or REPO / "results" / "bench" / f"equivalence_{device_name(device).replace(' ', '_')}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out, dict(device=device_name(device), torch_version=torch.__version__,
-                                    git_commit=git_commit(), tables=checks))
+        _write_check(args.out, "equivalence", device, tables=checks)
         return 0
     if args.profile:
         for table in args.tables:
