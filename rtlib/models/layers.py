@@ -16,7 +16,7 @@ NORM_POSITIONS = ("pre", "post")
 LAYER_NORMS = ("released", "torch")
 ATTENTION_IMPLS = ("sdpa", "explicit")
 # Not cuDNN's attention: it builds a new execution plan for every new sequence length
-# (~70 ms each on an H100), which made batches of tunes of varying length 10x slower.
+# (~70 ms each on an H100), which made an epoch of batched tunes 3x slower (7.5 s vs 2.5 s).
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
