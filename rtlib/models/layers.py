@@ -15,8 +15,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 NORM_POSITIONS = ("pre", "post")
 LAYER_NORMS = ("released", "torch")
 ATTENTION_IMPLS = ("sdpa", "explicit")
-# Not cuDNN's attention: it builds a new execution plan for every new sequence length
-# (~70 ms each on an H100), which made an epoch of batched tunes 3x slower (7.5 s vs 2.5 s).
+# Not cuDNN's attention: it builds a new execution plan for every new sequence length, which
+# made an eager epoch of batched tunes take 7.5 s instead of 2.7 s on an H100
+# (results/bench/diagnostics/before_sdpa_fix_*.json vs results/bench/NVIDIA_H100_*.json).
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
