@@ -202,12 +202,10 @@ class MusicProtocol(Protocol):
         """(inputs, targets, mask) of a batch of tunes, zero-padded at the end to the longest
         tune's length rounded up to a multiple of `pad_to` (so that a few shapes serve all
         batches). Padding never changes the loss: the model is causal and the mask drops it."""
-        length = max(len(t) for t in tunes) - 1
-        length = -(-length // pad_to) * pad_to
-        rolls = tunes[0].new_zeros(len(tunes), length + 1, tunes[0].shape[-1])
-        for row, tune in zip(rolls, tunes):
-            row[:len(tune)] = tune
-        lengths = torch.tensor([len(t) - 1 for t in tunes]).to(self.device, non_blocking=True)
+        rolls = nn.utils.rnn.pad_sequence(tunes, batch_first=True)  # (B, T_max, 88)
+        length = -(-(rolls.shape[1] - 1) // pad_to) * pad_to
+        rolls = F.pad(rolls, (0, 0, 0, length + 1 - rolls.shape[1]))
+        lengths = torch.tensor([len(t) - 1 for t in tunes], device=self.device)
         mask = torch.arange(length, device=self.device)[None, :] < lengths[:, None]
         return rolls[:, :-1], rolls[:, 1:], mask
 
