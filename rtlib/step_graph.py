@@ -138,5 +138,9 @@ def _restore(saved, parameters: list[Tensor], optimizer: torch.optim.Optimizer) 
     for p, s in optimizer.state.items():
         before = state.get(id(p), {})
         for key, value in s.items():
-            if isinstance(value, Tensor):
-                value.copy_(before[key]) if key in before else value.zero_()
+            if not isinstance(value, Tensor):
+                continue
+            if key in before:
+                value.copy_(before[key])
+            else:
+                value.zero_()
