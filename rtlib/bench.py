@@ -151,29 +151,44 @@ def _synchronize(device: torch.device) -> None:
 
 def check_equivalence(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
     """fp32: relative error of the fast path's loss and gradients against the reference path,
-    and of both against a float64 computation on the CPU (which of the two is off, if any)."""
+    and of both against a float64 computation on the CPU (which of the two is off, if any).
+
+    On CUDA the reference runs twice: through cuDNN's RNN as released, and with cuDNN off
+    (PyTorch's own RNN kernels). cuDNN's fp32 RNN is not exact (the float64 comparison shows
+    it), so the fast path is held to the second: the same algorithm in exact fp32 kernels.
+    """
     matmul_tf32, cudnn_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         # no dropout, so both paths compute one function (cuDNN's RNN backward needs train mode)
         no_dropout = "dropout=0" + (",emb_dropout=0" if "emb_dropout" in cfg.head else "")
-        runners = [StepRunner(with_variant(cfg, f"{variant},{no_dropout}".lstrip(",")), on, "fp32",
-                              compiled=None, fused=False)
-                   for variant, on in ((REFERENCE_VARIANT, device), ("", device), ("", torch.device("cpu")))]
-        exact = runners[2]
+        runners = {name: StepRunner(with_variant(cfg, f"{variant},{no_dropout}".lstrip(",")), on, "fp32",
+                                    compiled=None, fused=False)
+                   for name, variant, on in (("reference", REFERENCE_VARIANT, device), ("fast", "", device),
+                                             ("float64", "", torch.device("cpu")))}
+        exact = runners["float64"]
         exact.model.double()
         exact.batch = tuple(t.double() if t.is_floating_point() else t for t in exact.batch)
-        for runner in runners[1:]:
-            runner.model.load_state_dict(runners[0].model.state_dict())
-        (ref_loss, ref_grads), (fast_loss, fast_grads), (exact_loss, exact_grads) = map(_loss_and_grads, runners)
+        for runner in list(runners.values())[1:]:
+            runner.model.load_state_dict(runners["reference"].model.state_dict())
+        results = {name: _loss_and_grads(runner) for name, runner in runners.items()}
+        with torch.backends.cudnn.flags(enabled=False):
+            results["reference_no_cudnn"] = _loss_and_grads(runners["reference"])
+        (ref_loss, ref_grads), (fast_loss, fast_grads) = results["reference_no_cudnn"], results["fast"]
         per_tensor = {name: _relative_error({name: fast_grads[name]}, {name: g}) for name, g in ref_grads.items()}
         worst = max(per_tensor, key=per_tensor.get)
-        return dict(loss_rel_error=float((fast_loss - ref_loss).abs() / ref_loss.abs()),
-                    grad_rel_error=_relative_error(fast_grads, ref_grads), worst_tensor=worst,
-                    worst_tensor_grad_rel_error=per_tensor[worst],
-                    worst_tensor_grad_norm=float(ref_grads[worst].norm()),
-                    reference_grad_rel_error_vs_float64=_relative_error(ref_grads, exact_grads),
-                    fast_grad_rel_error_vs_float64=_relative_error(fast_grads, exact_grads))
+        exact_grads = results["float64"][1]
+        check = dict(loss_rel_error=float((fast_loss - ref_loss).abs() / ref_loss.abs()),
+                     grad_rel_error=_relative_error(fast_grads, ref_grads), worst_tensor=worst,
+                     worst_tensor_grad_rel_error=per_tensor[worst],
+                     worst_tensor_grad_norm=float(ref_grads[worst].norm()),
+                     reference_grad_rel_error_vs_float64=_relative_error(ref_grads, exact_grads),
+                     fast_grad_rel_error_vs_float64=_relative_error(fast_grads, exact_grads))
+        if device.type == "cuda":
+            cudnn_grads = results["reference"][1]
+            check.update(grad_rel_error_vs_cudnn_reference=_relative_error(fast_grads, cudnn_grads),
+                         cudnn_reference_grad_rel_error_vs_float64=_relative_error(cudnn_grads, exact_grads))
+        return check
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
 
@@ -309,17 +324,45 @@ def precision_check(table: int, device: torch.device, steps: int = 300,
                 curves={k: [round(float(x), 4) for x in v[::10]] for k, v in curves.items()})
 
 
-def profile_table(table: int, variant: str, device: torch.device, rows: int = 25) -> str:
-    """The ops that take the GPU time of a few steps, for finding the bottleneck."""
+KERNEL_KINDS = (  # (kind, substrings of CUDA kernel names), first match wins
+    ("attention", ("flash", "fmha", "attention")),
+    ("LocalRNN GRU windows (triton)", ("_gru_windows", "_sum_step_gradients")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "sm90_xmma", "cublas")),
+    ("fused pointwise/reduction (triton)", ("triton_",)),
+)
+
+
+def kernel_kind(name: str) -> str:
+    lowered = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(key in lowered for key in keys)), "other")
+
+
+def profile_table(table: int, variant: str, device: torch.device, steps: int = 3,
+                  rows: int = 40) -> dict[str, Any]:
+    """Where the GPU time of a training step goes: every CUDA kernel of a few steps, summed by
+    name and by kind (matmul, attention, fused pointwise, other), in microseconds per step."""
     runner = variant_runner(run_config(TABLE_TASKS[table], "rtransformer", "paper"), variant, device)
     time_steps(runner, warmup=3, repeats=1)
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as profiler:
-        for _ in range(3):
+        for _ in range(steps):
             runner.step()
         _synchronize(device)
-    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    return profiler.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=60)
+    kernels: dict[str, list[float]] = {}
+    for event in profiler.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            total = kernels.setdefault(event.name, [0.0, 0])
+            total[0] += event.device_time / steps
+            total[1] += 1
+    by_kind: dict[str, float] = {}
+    for name, (micros, _) in kernels.items():
+        by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + micros
+    top = sorted(kernels.items(), key=lambda item: -item[1][0])[:rows]
+    return dict(variant=variant, steps=steps, gpu_us_per_step=sum(by_kind.values()),
+                launches_per_step=sum(calls for _, calls in kernels.values()) / steps,
+                us_per_step_by_kind=dict(sorted(by_kind.items(), key=lambda item: -item[1])),
+                kernels=[dict(name=name[:120], us_per_step=micros, launches_per_step=calls / steps)
+                         for name, (micros, calls) in top])
 
 
 def _write_check(out: Path | None, kind: str, device: torch.device, **results: Any) -> None:
@@ -348,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--equivalence", action="store_true",
                         help="only check the fp32 equivalence (with a float64 CPU ground truth)")
     parser.add_argument("--profile", choices=list(VARIANTS),
-                        help="print the profiler's top ops for this variant instead of timing")
+                        help="only profile this variant: GPU time a step by kernel and by kind")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.precision_check:
@@ -362,13 +405,22 @@ def main(argv: list[str] | None = None) -> int:
         checks = {table: check_equivalence(run_config(TABLE_TASKS[table], "rtransformer", "paper"), device)
                   for table in args.tables}
         for table, check in checks.items():
-            print(f"table {table}: fast vs reference {check['grad_rel_error']:.2e}; vs float64: reference "
-                  f"{check['reference_grad_rel_error_vs_float64']:.2e}, fast {check['fast_grad_rel_error_vs_float64']:.2e}")
+            print(f"table {table}: fast vs reference {check['grad_rel_error']:.2e} (vs cuDNN reference "
+                  f"{check.get('grad_rel_error_vs_cudnn_reference', float('nan')):.2e}); vs float64: reference "
+                  f"{check['reference_grad_rel_error_vs_float64']:.2e}, fast {check['fast_grad_rel_error_vs_float64']:.2e}"
+                  f", cuDNN reference {check.get('cudnn_reference_grad_rel_error_vs_float64', float('nan')):.2e}")
         _write_check(args.out, "equivalence", device, tables=checks)
         return 0
     if args.profile:
-        for table in args.tables:
-            print(f"table {table}, {args.profile}:\n{profile_table(table, args.profile, device)}")
+        profiles = {table: profile_table(table, args.profile, device) for table in args.tables}
+        for table, profile in profiles.items():
+            print(f"table {table}, {args.profile}: {profile['gpu_us_per_step']:.0f} us of GPU time a step "
+                  f"in {profile['launches_per_step']:.0f} kernels")
+            for kind, micros in profile["us_per_step_by_kind"].items():
+                print(f"  {kind:36s} {micros:8.0f} us")
+            for kernel in profile["kernels"][:15]:
+                print(f"  {kernel['us_per_step']:8.1f} us {kernel['launches_per_step']:5.1f}x {kernel['name'][:90]}")
+        _write_check(args.out, "profile", device, tables=profiles)
         return 0
     name = device_name(device)
     report = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(),
