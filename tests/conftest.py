@@ -5,10 +5,16 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 MIRROR_ENV = "RTLIB_DATA_MIRROR"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MIRROR = REPO_ROOT.parent / "shared" / "data"  # the workspace's copy of the data sets
+
+# Without a GPU, Triton kernels (rtlib/models/gru_windows.py) run in Triton's interpreter; it is
+# chosen when a kernel is defined, so before any test imports rtlib.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 if not os.environ.get(MIRROR_ENV) and SHARED_MIRROR.is_dir():
     os.environ[MIRROR_ENV] = str(SHARED_MIRROR)
