@@ -201,3 +201,17 @@ def test_heads_reject_mismatched_sizes():
         LanguageModel(TCN(8, [16], 3, 0.0), 30)
     with pytest.raises(ValueError, match="position='rope'"):
         Transformer(position="rope")
+
+
+def test_fp32_attention_uses_the_exact_math_kernel_unless_tf32_is_allowed():
+    from torch.nn.attention import SDPBackend
+    from rtlib.models.layers import SDPA_BACKENDS, sdpa_backends
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert sdpa_backends(torch.float32) == [SDPBackend.MATH]
+        assert sdpa_backends(torch.bfloat16) == SDPA_BACKENDS
+        torch.set_float32_matmul_precision("high")
+        assert sdpa_backends(torch.float32) == SDPA_BACKENDS
+    finally:
+        torch.set_float32_matmul_precision(previous)

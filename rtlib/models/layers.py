@@ -21,6 +21,15 @@ ATTENTION_IMPLS = ("sdpa", "explicit")
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
+def sdpa_backends(dtype: torch.dtype) -> list[SDPBackend]:
+    """The attention kernels allowed for inputs of `dtype`. In fp32 only the math kernel is
+    exact: the efficient kernel put Table 4's fp32 gradients 2.4e-4 off float64 on an H100
+    (math: 5e-7), so fp32 uses it only where torch allows TF32 matmuls anyway."""
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+        return [SDPBackend.MATH]
+    return SDPA_BACKENDS
+
+
 class ReleasedLayerNorm(nn.Module):
     """The released code's LayerNorm: gain * (x - mean) / (std + eps) + bias, unbiased std."""
 
@@ -89,7 +98,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, d_head)
         dropout = self.dropout if self.training else 0.0
         if self.impl == "sdpa":
-            with sdpa_kernel(SDPA_BACKENDS):
+            with sdpa_kernel(sdpa_backends(q.dtype)):
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         else:
             y = F.dropout(self.attention_weights(q, k), dropout, self.training) @ v
