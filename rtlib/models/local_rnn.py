@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import gru_windows
-from .gru_steps import gru_steps
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 IMPLS = ("reference", "unfold", "batched", "fast")
@@ -86,9 +85,6 @@ class LocalRNN(nn.Module):
         b_hh = rnn.bias_hh_l0.to(projected.dtype)
         if self.impl == "fast" and gru_windows.supported(self.cell, d, projected):
             h = gru_windows.gru_windows(projected, w_hh, b_hh, batch, self.window)
-            return h.view(length, batch, d).transpose(0, 1)
-        if self.impl == "fast" and self.cell == "gru":
-            h = gru_steps(projected, w_hh, b_hh, batch, self.window)
             return h.view(length, batch, d).transpose(0, 1)
         # eager CUDA: PyTorch's fused cell kernels; under torch.compile the plain gate math,
         # which the compiler fuses itself
