@@ -5,6 +5,7 @@ before anything imports Triton), so their arithmetic is checked on every CI mach
 """
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from rtlib.models import gru_windows
 from rtlib.models.local_rnn import LocalRNN, gru_update
@@ -65,6 +66,16 @@ def test_kernels_in_bf16_stay_close_to_fp32():
 def test_custom_op_registration_passes_opcheck():
     projected, w_hh, b_hh = inputs(2, 6, 16, 3, torch.float32)
     torch.library.opcheck(torch.ops.rtlib.gru_windows.default, (projected, w_hh, b_hh, 2, 3))
+
+
+def test_flop_counter_counts_the_kernels_matmuls():
+    batch, length, d, window = 2, 6, 16, 3
+    projected, w_hh, b_hh = inputs(batch, length, d, window, torch.float32)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        gru_windows.gru_windows(projected, w_hh, b_hh, batch, window).sum().backward()
+    recurrent = 2 * (batch * length) * (3 * d) * d * (window - 1)  # W_hh h, steps 2..window
+    assert counter.get_total_flops() == 3 * recurrent  # forward, gradient of h, gradient of W_hh
 
 
 def test_bad_shapes_are_refused():

@@ -25,6 +25,7 @@ torch.compile and CUDA graphs treat it like any other kernel.
 from __future__ import annotations
 
 import torch
+from torch.utils.flop_counter import register_flop_formula
 
 try:
     import triton
@@ -280,6 +281,24 @@ def _backward(ctx, grad_out, _grad_states):
 
 
 _gru_windows.register_autograd(_backward, setup_context=_setup_context)
+
+
+def recurrent_flops(projected_shape, w_hh_shape, batch: int, window: int) -> int:
+    """The forward's matmul FLOPs: W_hh h at the window-1 steps after the first, every window."""
+    windows = projected_shape[0] - (window - 1) * batch
+    gates, d = w_hh_shape
+    return 2 * windows * gates * d * (window - 1)
+
+
+# so that FlopCounterMode (the benchmark's MFU) counts the matmuls done inside the kernels
+@register_flop_formula(torch.ops.rtlib.gru_windows)
+def _(projected, w_hh, b_hh, batch, window, *args, **kwargs) -> int:
+    return recurrent_flops(projected, w_hh, batch, window)
+
+
+@register_flop_formula(torch.ops.rtlib.gru_windows_backward)
+def _(grad_out, projected, w_hh, b_hh, states, batch, window, *args, **kwargs) -> int:
+    return 2 * recurrent_flops(projected, w_hh, batch, window)  # gradients of h and of W_hh
 
 
 def gru_windows(projected: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, batch: int,
