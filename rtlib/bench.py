@@ -13,6 +13,9 @@ steps (forward, loss, backward, clipping, optimizer) of:
 and reports the median ms per step after warm-up, tokens/s, peak memory, and the MFU of the
 fast path (FLOPs it performs, counted by `FlopCounterMode`, over the GPU's dense bf16 peak).
 It also checks, in fp32, that the fast path computes the reference's outputs and gradients.
+
+Diagnostics, each written to its own JSON: ``--profile VARIANT`` (GPU time by kernel),
+``--bound`` (what a faster LocalRNN could still buy), ``--equivalence``, ``--precision-check``.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models.local_rnn import enable_compile
+from .models.local_rnn import LocalRNN, enable_compile
 from .step_graph import StepGraphs
 from .configs import TABLE_TASKS, RunConfig, run_config, with_variant
 from .tasks import TASKS, make_protocol, model_protocol
@@ -41,6 +44,11 @@ MUSIC_STEPS_PER_TUNE = 254  # mean Nottingham training tune length (176,561 step
 
 def peak_flops(name: str) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+def sequence_length(cfg: RunConfig) -> int:
+    """Positions per sequence in a benchmark step (music: the mean training tune)."""
+    return {"classify": 784, "music": MUSIC_STEPS_PER_TUNE, "lm": cfg.train.seq_len}[TASKS[cfg.task].kind]
 
 
 class StepRunner:
@@ -84,9 +92,7 @@ class StepRunner:
 
     @property
     def tokens_per_step(self) -> int:
-        train = self.cfg.train
-        length = {"classify": 784, "music": MUSIC_STEPS_PER_TUNE, "lm": train.seq_len}[self.kind]
-        return train.batch_size * length
+        return self.cfg.train.batch_size * sequence_length(self.cfg)
 
     def loss(self, batch=None) -> torch.Tensor:
         with autocast(self.device, self.amp):
@@ -113,26 +119,31 @@ def time_steps(runner: StepRunner, warmup: int, repeats: int) -> dict[str, float
     Peak memory counts everything since the caller reset the counter before building the
     runner: weights, optimizer state, activations and compiled graphs' memory pools.
     """
+    times = _times_ms(runner.step, runner.device, warmup, repeats)
+    peak = torch.cuda.max_memory_allocated(runner.device) if runner.device.type == "cuda" else 0
+    median = statistics.median(times)
+    return dict(median_ms=median, min_ms=min(times), max_ms=max(times), repeats=repeats,
+                tokens_per_s=runner.tokens_per_step / (median / 1e3), peak_memory_bytes=peak)
+
+
+def _times_ms(call: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> list[float]:
     for _ in range(warmup):
-        runner.step()
-    _synchronize(runner.device)
+        call()
+    _synchronize(device)
     times = []
     for _ in range(repeats):
-        if runner.device.type == "cuda":
+        if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            runner.step()
+            call()
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end))
         else:
             began = time.perf_counter()
-            runner.step()
+            call()
             times.append(1e3 * (time.perf_counter() - began))
-    peak = torch.cuda.max_memory_allocated(runner.device) if runner.device.type == "cuda" else 0
-    median = statistics.median(times)
-    return dict(median_ms=median, min_ms=min(times), max_ms=max(times), repeats=repeats,
-                tokens_per_s=runner.tokens_per_step / (median / 1e3), peak_memory_bytes=peak)
+    return times
 
 
 def step_flops(runner: StepRunner) -> int:
@@ -226,6 +237,26 @@ def variant_runner(cfg: RunConfig, name: str, device: torch.device, **kwargs) ->
     return StepRunner(with_variant(cfg, variant) if variant else cfg, device, **spec, **kwargs)
 
 
+def timed_variant(cfg: RunConfig, name: str, device: torch.device, warmup: int, repeats: int,
+                  count_flops: bool = False,
+                  prepare: Callable[[nn.Module], None] | None = None) -> dict[str, float]:
+    """`time_steps` of one variant, built fresh (peak memory counted from its construction) and
+    freed afterwards; `prepare` may change the model before its first (compiling) step."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    runner = variant_runner(cfg, name, device)
+    if prepare:
+        prepare(runner.model)
+    timing = time_steps(runner, warmup, repeats)
+    if count_flops:
+        timing["flops_per_step"] = step_flops(runner)
+    del runner
+    torch._dynamo.reset()  # frees compiled graphs and their memory pools
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return timing
+
+
 def bench_table(table: int, device: torch.device, warmup: int, repeats: int,
                 variants: list[str], log: Callable[[str], None] = print) -> dict[str, Any]:
     task = TABLE_TASKS[table]
@@ -234,22 +265,15 @@ def bench_table(table: int, device: torch.device, warmup: int, repeats: int,
                                   backbone=cfg.backbone, variants={})
     for name in variants:
         try:
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            runner = variant_runner(cfg, name, device)
-            timing = time_steps(runner, warmup, repeats)
-            if name == "fast":
-                timing["flops_per_step"] = step_flops(runner)
+            timing = timed_variant(cfg, name, device, warmup, repeats, count_flops=name == "fast")
             result["variants"][name] = timing
             log(f"table {table} {name:13s} {timing['median_ms']:8.2f} ms/step "
                 f"{timing['peak_memory_bytes'] / 2**20:8.0f} MiB")
-            del runner
-            torch._dynamo.reset()  # frees compiled graphs and their memory pools
         except Exception as error:  # a variant that fails (e.g. compile) is reported, not fatal
             result["variants"][name] = dict(error=f"{type(error).__name__}: {error}"[:500])
             log(f"table {table} {name}: {result['variants'][name]['error']}")
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     reference = result["variants"].get("reference", {}).get("median_ms")
     flops = result["variants"].get("fast", {}).get("flops_per_step")
     peak = peak_flops(device_name(device))
@@ -365,6 +389,99 @@ def profile_table(table: int, variant: str, device: torch.device, steps: int = 3
                          for name, (micros, calls) in top])
 
 
+GATES = {"gru": 3, "lstm": 4, "rnn": 1}
+
+
+def local_rnn_bound(cfg: RunConfig, device: torch.device, warmup: int, repeats: int,
+                    variant: str = "fast+compile+step-graph") -> dict[str, Any]:
+    """How fast the training step could get from a faster LocalRNN alone.
+
+    Times, in one process: the reference step; `variant`'s step; that step with every LocalRNN
+    replaced by the identity (the rest of the model's cost); and, alone, the matmuls that the
+    step's LocalRNNs cannot avoid (`local_rnn_matmuls`), in cuBLAS, in the fast path's dtype. A
+    LocalRNN that cost no more than its matmuls would make the step ``without + matmuls``
+    (`bound_ms`): no kernel work on the LocalRNN beats that unless it beats cuBLAS at the
+    matmuls themselves, and only work on the rest of the model goes below it.
+    """
+    reference, best, without = (
+        timed_variant(cfg, name, device, warmup, repeats, prepare=prepare)["median_ms"]
+        for name, prepare in (("reference", None), (variant, None), (variant, remove_local_rnns)))
+    flops = step_flops(variant_runner(cfg, "fast", device))
+    batch, length = cfg.train.batch_size, sequence_length(cfg)
+    matmuls, matmul_flops = local_rnn_matmuls(cfg, batch, length, device,
+                                              autocast_dtype("auto", device) or torch.float32)
+    matmul_ms = statistics.median(_times_ms(_graphed(matmuls, device), device, warmup, repeats))
+    bound = without + matmul_ms
+    result = dict(table_task=cfg.task, variant=variant, batch_size=batch, length=length,
+                  reference_ms=reference, variant_ms=best, without_local_rnn_ms=without,
+                  local_rnn_matmuls_ms=matmul_ms, local_rnn_matmul_flops=matmul_flops,
+                  local_rnn_matmul_tflops_per_s=matmul_flops / matmul_ms / 1e9, bound_ms=bound,
+                  flops_per_step=flops, speedup_vs_reference=reference / best,
+                  bound_speedup_vs_reference=reference / bound,
+                  without_local_rnn_speedup_vs_reference=reference / without)
+    peak = peak_flops(device_name(device))
+    if peak:
+        result.update(mfu=flops / (best / 1e3) / peak, bound_mfu=flops / (bound / 1e3) / peak)
+    return result
+
+
+def remove_local_rnns(model: nn.Module) -> None:
+    """Replace every LocalRNN of `model` by the identity."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, LocalRNN):
+                setattr(module, name, nn.Identity())
+
+
+def local_rnn_matmuls(cfg: RunConfig, batch: int, length: int, device: torch.device,
+                      dtype: torch.dtype) -> tuple[Callable[[], None], int]:
+    """A call that does the matmuls of one training step's LocalRNNs, and their FLOPs.
+
+    Per LocalRNN: the input projection of the padded sequence and its two gradients; the
+    window-1 recurrent matmuls W_hh h and their input gradients; W_hh's gradient as one matmul
+    over all steps. Random operands of the real shapes; the results are thrown away.
+    """
+    backbone = cfg.backbone
+    d, window = backbone["d_model"], backbone["window"]
+    gates = GATES[backbone["cell"]] * d
+    local_rnns = backbone["levels"] * backbone["n_local"]
+    windows, padded = batch * length, batch * (length + window - 1)
+
+    def operand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=device, dtype=dtype)
+
+    x, grad_projected, w_ih, w_hh = operand(padded, d), operand(padded, gates), operand(gates, d), operand(gates, d)
+    states, grad_gates = operand(window - 1, windows, d), operand(window - 1, windows, gates)
+
+    def matmuls() -> None:
+        for _ in range(local_rnns):
+            x @ w_ih.t()
+            for step in range(window - 1):
+                states[step] @ w_hh.t()
+                grad_gates[step] @ w_hh
+            grad_gates.view(-1, gates).t() @ states.view(-1, d)
+            grad_projected @ w_ih
+            grad_projected.t() @ x
+
+    flops = local_rnns * 2 * d * gates * (3 * padded + 3 * (window - 1) * windows)
+    return matmuls, flops
+
+
+def _graphed(call: Callable[[], None], device: torch.device) -> Callable[[], None]:
+    """On CUDA, `call` captured once as a CUDA graph (its replay has no launch overhead)."""
+    if device.type != "cuda":
+        return call
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):  # cuBLAS sets up its workspace outside the capture
+        call()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    return graph.replay
+
+
 def _write_check(out: Path | None, kind: str, device: torch.device, **results: Any) -> None:
     """A check's JSON, by default results/bench/<kind>_<gpu>.json."""
     name = device_name(device)
@@ -392,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only check the fp32 equivalence (with a float64 CPU ground truth)")
     parser.add_argument("--profile", choices=list(VARIANTS),
                         help="only profile this variant: GPU time a step by kernel and by kind")
+    parser.add_argument("--bound", action="store_true",
+                        help="only bound what a faster LocalRNN can buy: the step without LocalRNNs "
+                             "plus their matmuls alone, against the reference and the fastest variant")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.precision_check:
@@ -421,6 +541,17 @@ def main(argv: list[str] | None = None) -> int:
             for kernel in profile["kernels"][:15]:
                 print(f"  {kernel['us_per_step']:8.1f} us {kernel['launches_per_step']:5.1f}x {kernel['name'][:90]}")
         _write_check(args.out, "profile", device, tables=profiles)
+        return 0
+    if args.bound:
+        bounds = {}
+        for table in args.tables:
+            cfg = run_config(TABLE_TASKS[table], "rtransformer", "paper")
+            bound = bounds[table] = local_rnn_bound(cfg, device, args.warmup, args.repeats)
+            print(f"table {table}: reference {bound['reference_ms']:.2f} ms, {bound['variant']} "
+                  f"{bound['variant_ms']:.2f} ms ({bound['speedup_vs_reference']:.1f}x); without LocalRNNs "
+                  f"{bound['without_local_rnn_ms']:.2f} ms + their matmuls {bound['local_rnn_matmuls_ms']:.2f} ms"
+                  f" = {bound['bound_ms']:.2f} ms ({bound['bound_speedup_vs_reference']:.1f}x)")
+            _write_check(args.out, "bound", device, tables=bounds)  # after each table: a cut-off run keeps it
         return 0
     name = device_name(device)
     report = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(),

@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rtlib.bench import REFERENCE_VARIANT, StepRunner, check_equivalence, step_flops, time_steps
+from rtlib.bench import (REFERENCE_VARIANT, StepRunner, check_equivalence, local_rnn_bound,
+                         local_rnn_matmuls, remove_local_rnns, step_flops, time_steps)
 from rtlib.configs import run_config, with_variant
 from rtlib.models.local_rnn import LocalRNN
 
@@ -37,6 +38,38 @@ def test_bench_runner_times_steps_and_counts_flops_on_cpu(real_data, monkeypatch
     assert timing["median_ms"] > 0 and timing["repeats"] == 2
     assert timing["tokens_per_s"] == pytest.approx(runner.tokens_per_step / (timing["median_ms"] / 1e3))
     assert step_flops(runner) > 0
+
+
+def counted_flops(call) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        call()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("task", ["mnist", "ptb-char"])
+def test_bound_matmuls_are_the_fast_local_rnns_matmuls(task):
+    cfg = with_variant(run_config(task, "rtransformer", "smoke"), "window=4")
+    backbone, batch, length = cfg.backbone, 3, 10
+    matmuls, flops = local_rnn_matmuls(cfg, batch, length, torch.device("cpu"), torch.float32)
+    assert counted_flops(matmuls) == flops
+    local_rnn = LocalRNN(backbone["d_model"], backbone["window"], backbone["cell"], "fast")
+    x = torch.randn(batch, length, backbone["d_model"], requires_grad=True)
+    one_training_step = counted_flops(lambda: local_rnn(x).sum().backward())
+    assert one_training_step * backbone["levels"] * backbone["n_local"] == flops
+
+
+def test_bound_runs_without_local_rnns_on_cpu(real_data, monkeypatch):
+    monkeypatch.setenv("RTLIB_DATA_DIR", str(real_data))
+    cfg = run_config("ptb-word", "rtransformer", "smoke")
+    runner = StepRunner(cfg, torch.device("cpu"), "fp32", None, fused=False)
+    remove_local_rnns(runner.model)
+    assert not any(isinstance(m, LocalRNN) for m in runner.model.modules())
+    assert torch.isfinite(runner.step())
+    bound = local_rnn_bound(cfg, torch.device("cpu"), warmup=1, repeats=2, variant="fast")
+    assert bound["bound_ms"] == pytest.approx(bound["without_local_rnn_ms"] + bound["local_rnn_matmuls_ms"])
+    assert bound["bound_speedup_vs_reference"] == pytest.approx(bound["reference_ms"] / bound["bound_ms"])
+    assert bound["flops_per_step"] > bound["local_rnn_matmul_flops"] > 0
 
 
 @pytest.mark.parametrize("task", ["mnist", "nottingham", "ptb-word"])
