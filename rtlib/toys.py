@@ -373,29 +373,35 @@ def sequential_steps(length: int, window: int) -> pd.DataFrame:
 def load_gpu_bench(folder: str | Path) -> pd.DataFrame:
     """GPU step timings written by `python -m rtlib bench` (results/bench/*.json), one row per
     (file, table, variant): median ms per training step, speed-up over the released algorithm,
-    peak memory. Flat per-table entries with `reference_ms` / `fast_ms` / `speedup` are read
-    too. Returns an empty frame when there are none.
+    peak memory. The checks' JSON beside them is skipped. Empty when there are none.
     """
     rows = []
     for path in sorted(Path(folder).glob("*.json")):
         data = json.loads(path.read_text())
-        device = data.get("device", "")
         tables = data.get("tables", [])
-        if isinstance(tables, dict):
-            tables = [dict(table=key, **value) for key, value in tables.items()]
-        for entry in tables:
-            base = dict(file=path.name, device=device, table=entry.get("table"), task=entry.get("task"))
-            variants = entry.get("variants") or {
-                name: dict(median_ms=entry[f"{name}_ms"]) for name in ("reference", "fast")
-                if f"{name}_ms" in entry}
-            for name, timing in variants.items():
+        for entry in tables if isinstance(tables, list) else []:
+            base = dict(file=path.name, device=data.get("device", ""), table=entry.get("table"),
+                        task=entry.get("task"))
+            for name, timing in entry.get("variants", {}).items():
                 if "median_ms" not in timing:
                     continue
-                speedup = timing.get("speedup_vs_reference",
-                                     entry.get("speedup") if name == "fast" else None)
                 rows.append(dict(base, variant=name, ms_per_step=timing["median_ms"],
-                                 speedup=1.0 if name == "reference" else speedup,
+                                 speedup=1.0 if name == "reference" else timing.get("speedup_vs_reference"),
                                  peak_memory_mib=timing.get("peak_memory_bytes", 0) / 2**20 or None))
+    return pd.DataFrame(rows)
+
+
+def load_local_rnn_bounds(folder: str | Path) -> pd.DataFrame:
+    """`python -m rtlib bench --bound` results (results/bench/bound_*.json), one row per (device,
+    table): ms per step of the reference, of the fastest variant, of that step without its
+    LocalRNNs and of the LocalRNNs' matmuls alone, and the speed-ups and MFU these allow."""
+    columns = ("reference_ms", "variant_ms", "without_local_rnn_ms", "local_rnn_matmuls_ms", "bound_ms",
+               "speedup_vs_reference", "bound_speedup_vs_reference", "mfu", "bound_mfu")
+    rows = [dict(device=data.get("device", ""), table=int(table), task=bound["table_task"],
+                 **{column: bound.get(column) for column in columns})
+            for path in sorted(Path(folder).glob("bound_*.json"))
+            for data in [json.loads(path.read_text())]
+            for table, bound in data.get("tables", {}).items()]
     return pd.DataFrame(rows)
 
 

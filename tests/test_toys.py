@@ -139,13 +139,18 @@ def test_load_gpu_bench_reads_the_bench_format_and_tolerates_none(tmp_path):
         fast=dict(median_ms=10.0, speedup_vs_reference=3.0, peak_memory_bytes=2**29),
         compiled=dict(error="failed")))])
     (tmp_path / "h100.json").write_text(json.dumps(report))
-    (tmp_path / "flat.json").write_text(json.dumps(dict(device="GPU", tables={
-        "2": dict(reference_ms=8.0, fast_ms=2.0, speedup=4.0)})))
+    bound = dict(device="NVIDIA H100", tables={"3": dict(
+        table_task="ptb-char", reference_ms=34.0, variant_ms=5.8, without_local_rnn_ms=2.7,
+        local_rnn_matmuls_ms=1.15, bound_ms=3.85, speedup_vs_reference=5.9,
+        bound_speedup_vs_reference=8.8, mfu=0.18, bound_mfu=0.28)})
+    (tmp_path / "bound_h100.json").write_text(json.dumps(bound))
     bench = toys.load_gpu_bench(tmp_path).set_index(["file", "variant"])
     assert bench.loc[("h100.json", "fast"), "speedup"] == 3.0
     assert bench.loc[("h100.json", "reference"), "peak_memory_mib"] == 1024
-    assert bench.loc[("flat.json", "fast"), "ms_per_step"] == 2.0
-    assert len(bench) == 4  # the failed variant is left out
+    assert len(bench) == 2  # the failed variant and the bound's file are left out
+    bounds = toys.load_local_rnn_bounds(tmp_path).set_index("table")
+    assert bounds.loc[3, "bound_ms"] == 3.85 and bounds.loc[3, "task"] == "ptb-char"
+    assert toys.load_local_rnn_bounds(tmp_path / "h100.json").empty  # no bound_*.json there
 
 
 def test_intuition_figures_draw():
