@@ -3,13 +3,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rtlib.bench import (REFERENCE_VARIANT, StepRunner, check_equivalence, local_rnn_bound,
+from rtlib.bench import (GATES, REFERENCE_VARIANT, StepRunner, check_equivalence, local_rnn_bound,
                          local_rnn_matmuls, remove_local_rnns, step_flops, time_steps)
 from rtlib.configs import run_config, with_variant
 from rtlib.models.local_rnn import LocalRNN
-
-GATES = {"gru": 3, "lstm": 4, "rnn": 1}
-
 
 def forward_flops(module: LocalRNN, x: torch.Tensor) -> int:
     counter = FlopCounterMode(display=False)
