@@ -8,11 +8,17 @@ from rtlib.bench import (GATES, REFERENCE_VARIANT, StepRunner, check_equivalence
 from rtlib.configs import run_config, with_variant
 from rtlib.models.local_rnn import LocalRNN
 
-def forward_flops(module: LocalRNN, x: torch.Tensor) -> int:
+
+def counted_flops(call) -> int:
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        module(x)
+    with counter:
+        call()
     return counter.get_total_flops()
+
+
+def forward_flops(module: LocalRNN, x: torch.Tensor) -> int:
+    with torch.no_grad():
+        return counted_flops(lambda: module(x))
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -35,13 +41,6 @@ def test_bench_runner_times_steps_and_counts_flops_on_cpu(real_data, monkeypatch
     assert timing["median_ms"] > 0 and timing["repeats"] == 2
     assert timing["tokens_per_s"] == pytest.approx(runner.tokens_per_step / (timing["median_ms"] / 1e3))
     assert step_flops(runner) > 0
-
-
-def counted_flops(call) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        call()
-    return counter.get_total_flops()
 
 
 @pytest.mark.parametrize("task", ["mnist", "ptb-char"])
