@@ -215,3 +215,26 @@ def test_fp32_attention_uses_the_exact_math_kernel_unless_tf32_is_allowed():
         assert sdpa_backends(torch.float32) == SDPA_BACKENDS
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+def test_tcn_convolutions_start_from_pytorchs_default_init_as_the_tcn_suite_really_does():
+    """The suite's normal_(0, 0.01) on a weight-normalised conv's weight is overwritten by the
+    weight-norm hook; only the (plain) 1x1 downsample keeps N(0, 0.01)."""
+    from torch.nn.utils.parametrizations import weight_norm
+
+    from rtlib.models.tcn import CausalConv1d, TemporalBlock
+    torch.manual_seed(0)
+    ours = CausalConv1d(6, 8, 3, dilation=2)
+    torch.manual_seed(0)
+    default = weight_norm(torch.nn.Conv1d(6, 8, 3, dilation=2))
+    assert torch.equal(ours.conv.weight, default.weight) and torch.equal(ours.conv.bias, default.bias)
+    block = TemporalBlock(64, 256, 3, 1, 0.0)
+    assert abs(float(block.downsample.weight.detach().std()) - 0.01) < 0.001
+    assert float(block.net[0].conv.weight.detach().std()) > 0.02  # kaiming-uniform's scale, not 0.01
+
+
+def test_sinusoidal_positions_are_built_on_the_inputs_device():
+    from rtlib.models.transformer import sinusoidal_positions
+    table = sinusoidal_positions(5, 4, torch.device("meta"))
+    assert table.device.type == "meta" and table.shape == (5, 4)
+    assert torch.equal(sinusoidal_positions(7, 6), sinusoidal_positions(7, 6, "cpu"))

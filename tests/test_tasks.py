@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from rtlib.configs import MODELS, PAPER, TABLE_TASKS, run_config
+from rtlib.configs import ABLATIONS, MODELS, PAPER, TABLE_TASKS, run_config, with_variant
 from rtlib.tasks import TASKS, LanguageModelProtocol, MusicProtocol, make_protocol, metric_from_stats
 
 
@@ -97,6 +97,44 @@ def test_fast_profile_lists_every_change_from_paper():
             changed = {k for k, v in vars(fast.train).items() if vars(paper.train)[k] != v}
             listed = {change.split(":")[0] for change in fast.changes}
             assert changed and changed <= listed, (task, model, changed - listed)
+
+
+OPTIMISATION = ("optimizer", "lr", "lr_grid", "grad_clip", "clip_before_backward", "batch_size", "precision")
+
+
+def test_fast_profile_keeps_the_paper_optimisation_and_only_shortens_the_schedule():
+    for task in TABLE_TASKS.values():
+        for model in MODELS:
+            paper, fast = run_config(task, model, "paper").train, run_config(task, model, "fast").train
+            assert [getattr(fast, key) for key in OPTIMISATION] == [getattr(paper, key) for key in OPTIMISATION]
+            assert fast.epochs < paper.epochs
+
+
+def test_music_rows_of_the_released_scripts_clip_before_backward_as_released():
+    for model in MODELS:
+        cfg = run_config("nottingham", model, "paper")
+        released = model in ("rtransformer", "transformer", "tcn")
+        assert cfg.train.clip_before_backward == released, model
+        assert ("before backward()" in cfg.source) == released
+    paper_text = [a for a in ABLATIONS if a.variant == "clip_before_backward=false"]
+    assert [(a.table, a.model) for a in paper_text] == [(2, "rtransformer")]
+
+
+def test_tcn_rows_follow_the_tcn_suite():
+    mnist = run_config("mnist", "tcn", "paper").train
+    assert (mnist.schedule.kind, mnist.schedule.factor, mnist.schedule.every) == ("step", 0.1, 10)
+    char = run_config("ptb-char", "tcn", "paper").head
+    assert (char["init"], char["init_scale"], char["tied"]) == ("uniform", 0.1, True)
+
+
+def test_every_ablation_is_a_valid_variant_of_its_row():
+    for ablation in ABLATIONS:
+        cfg = with_variant(run_config(TABLE_TASKS[ablation.table], ablation.model, "paper"), ablation.variant)
+        assert cfg.variant == ablation.variant and cfg.train.seed == 1111
+    windows = {(a.table, a.variant) for a in ABLATIONS if a.variant.startswith("window=")}
+    assert windows == {(2, "window=1"), (2, "window=3"), (2, "window=12"),
+                       (4, "window=1"), (4, "window=3"), (4, "window=18")}
+    assert {a.table for a in ABLATIONS if a.variant == "precision=fp32"} == {1, 2, 3, 4}
 
 
 def test_rnn_rows_are_matched_in_parameter_count(real_data):

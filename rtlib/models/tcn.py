@@ -13,14 +13,17 @@ from torch.nn.utils.parametrizations import weight_norm
 
 
 class CausalConv1d(nn.Module):
-    """Conv1d whose output t sees inputs t - (k-1)*dilation .. t (left padding, no chomp needed)."""
+    """Conv1d whose output t sees inputs t - (k-1)*dilation .. t (left padding, no chomp needed).
+
+    Initialised as PyTorch initialises a Conv1d, as the TCN suite's really is: its
+    ``conv.weight.data.normal_(0, 0.01)`` after ``weight_norm`` writes a tensor that the
+    weight-norm hook recomputes from g and v before every forward, so it changes nothing.
+    """
 
     def __init__(self, n_in: int, n_out: int, kernel_size: int, dilation: int):
         super().__init__()
         self.left_pad = (kernel_size - 1) * dilation
-        conv = nn.Conv1d(n_in, n_out, kernel_size, dilation=dilation)
-        nn.init.normal_(conv.weight, 0.0, 0.01)
-        self.conv = weight_norm(conv)
+        self.conv = weight_norm(nn.Conv1d(n_in, n_out, kernel_size, dilation=dilation))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, L)
         return self.conv(F.pad(x, (self.left_pad, 0)))
@@ -33,7 +36,7 @@ class TemporalBlock(nn.Module):
             CausalConv1d(n_in, n_out, kernel_size, dilation), nn.ReLU(), nn.Dropout(dropout),
             CausalConv1d(n_out, n_out, kernel_size, dilation), nn.ReLU(), nn.Dropout(dropout))
         self.downsample = nn.Conv1d(n_in, n_out, 1) if n_in != n_out else None
-        if self.downsample is not None:
+        if self.downsample is not None:  # not weight-normalised: the suite's N(0, 0.01) holds here
             nn.init.normal_(self.downsample.weight, 0.0, 0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, L)
