@@ -32,11 +32,13 @@ class TransformerConfig:
     attention_impl: str = "sdpa"
 
 
-def sinusoidal_positions(length: int, d: int) -> torch.Tensor:
-    """Vaswani et al.'s table: (L, d), sin on even and cos on odd features."""
-    position = torch.arange(length, dtype=torch.float32)[:, None]
-    frequency = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
-    table = torch.zeros(length, d)
+def sinusoidal_positions(length: int, d: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Vaswani et al.'s table: (L, d), sin on even and cos on odd features, computed on
+    `device` (a copy from the CPU could not be captured in a CUDA graph)."""
+    position = torch.arange(length, dtype=torch.float32, device=device)[:, None]
+    frequency = torch.exp(torch.arange(0, d, 2, dtype=torch.float32, device=device)
+                          * (-math.log(10000.0) / d))
+    table = torch.zeros(length, d, device=device)
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency)[:, : d // 2]
     return table
@@ -74,7 +76,7 @@ class Transformer(nn.Module):
             if length > self.config.max_len:
                 raise ValueError(f"sequence length {length} exceeds max_len={self.config.max_len}")
             return self.learned_positions(torch.arange(length, device=device))
-        return sinusoidal_positions(length, self.config.d_model).to(device)
+        return sinusoidal_positions(length, self.config.d_model, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         table = self.positions(x.shape[1], x.device)
