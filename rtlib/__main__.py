@@ -36,9 +36,17 @@ def add_train_parser(commands) -> None:
                                                      "(default results/records/<profile>)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    add_compile_argument(parser)
     parser.add_argument("--max-minutes", type=float, help="stop (checkpointed) after this long")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--progress", action="store_true", help="progress bars even without a TTY")
+
+
+def add_compile_argument(parser) -> None:
+    from .runtime import COMPILE_MODES
+    parser.add_argument("--compile", default="auto", choices=COMPILE_MODES,
+                        help="engine mode on CUDA (default auto: the model's fastest measured mode); "
+                             "not part of the run's identity")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -48,7 +56,8 @@ def run_train(args: argparse.Namespace) -> int:
                            epochs=args.epochs, variant=args.variant, device=args.device,
                            max_minutes=args.max_minutes, out_dir=args.out)
     results = args.results or default_results_dir(args.profile)
-    record = train(cfg, out, device=args.device, data_dir=args.data_dir, resume=args.resume,
+    record = train(cfg, out, device=args.device, compile_mode=args.compile, data_dir=args.data_dir,
+                   resume=args.resume,
                    max_minutes=args.max_minutes, results_dir=results,
                    progress=True if args.progress else None)
     return 0 if record is not None else 3  # 3: stopped by --max-minutes, resumable
@@ -61,12 +70,17 @@ def add_reproduce_parser(commands) -> None:
     parser.add_argument("--models", nargs="+", choices=MODELS, help="default: all six")
     parser.add_argument("--profile", required=True, choices=PROFILES)
     parser.add_argument("--seeds", default=1, type=positive_int, help="N seeds: 1111, 1112, ... (default 1)")
-    parser.add_argument("--lrs", default="grid", choices=["grid", "config"],
-                        help="the config's lr grid (default) or only its lr")
+    parser.add_argument("--lrs", default="grid", choices=["grid", "config", "sweep"],
+                        help="the config's lr grid at every seed (default), only its lr, or sweep: "
+                             "the config's lr at every seed, the grid at the first seed, then the "
+                             "lr chosen on validation at the other seeds")
     parser.add_argument("--variants", nargs="+", help="ablations, e.g. '' norm=post window=3")
+    parser.add_argument("--ablations", action="store_true",
+                        help="the sweep's ablations of the tables (rtlib.configs.ABLATIONS), seed 1111")
     parser.add_argument("--gpus", type=parse_gpus, help="e.g. 0,1,2,3; '' for the CPU "
                                                         "(default: every visible GPU)")
     parser.add_argument("--jobs-per-gpu", type=positive_int, default=1)
+    add_compile_argument(parser)
     parser.add_argument("--max-minutes", type=non_negative_float,
                         help="per job: stop (checkpointed, resumable) after this long")
     parser.add_argument("--out", type=Path, help="run folders (default runs/)")
@@ -95,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     verify = commands.add_parser("data", help="fetch and verify every data file")
     verify.add_argument("--data-dir", type=Path)
     args = parser.parse_args(argv)
+    from .train import NonFiniteLossError
     try:
         if args.command == "train":
             return run_train(args)
@@ -105,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in verify_all(args.data_dir).items():
             print(f"ok  {name}  {path}")
         return 0
-    except (ValueError, FileExistsError) as error:
+    except (ValueError, FileExistsError, NonFiniteLossError) as error:
         print(f"rtlib {args.command}: error: {error}", file=sys.stderr)
         return 2
 

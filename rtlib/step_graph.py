@@ -117,6 +117,58 @@ class StepGraphs:
         return self.graphs[shapes].step(batch)
 
 
+class EvalGraphs:
+    """Evaluation batches as CUDA graph replays: `stats(batch)` is `loss_fn(model, batch)[1]`
+    under `no_grad`, one graph per batch shape, captured on first use.
+
+    Evaluation batches of the language and music tasks are one stream or one tune each, so an
+    eager evaluation is as launch-bound as a small training step. The graphs are captured with
+    the model in eval mode (no dropout) and must be replayed in it. Beyond `max_graphs` shapes,
+    `stats` returns None and the caller evaluates eagerly.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, autocast_dtype: torch.dtype | None,
+                 max_graphs: int = 64):
+        self.model, self.loss_fn, self.autocast_dtype = model, loss_fn, autocast_dtype
+        self.max_graphs = max_graphs
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, tuple[Tensor, ...], dict[str, Tensor]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    @torch.no_grad()
+    def _forward(self, inputs: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        with _autocast(self.autocast_dtype):
+            return self.loss_fn(self.model, inputs)[1]
+
+    def _capture(self, batch: tuple[Tensor, ...]):
+        inputs = tuple(t.clone() for t in batch)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # the first call of a compiled model in eval mode compiles it
+                self._forward(inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            stats = self._forward(inputs)
+        return graph, inputs, stats
+
+    def stats(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor] | None:
+        if getattr(self.model, "_orig_mod", self.model).training:  # a compiled model's own module
+            raise ValueError("EvalGraphs.stats needs the model in eval mode (model.eval())")
+        shapes = tuple(tuple(t.shape) for t in batch)
+        if shapes not in self.graphs:
+            if len(self.graphs) >= self.max_graphs:
+                return None
+            self.graphs[shapes] = self._capture(batch)
+        graph, inputs, stats = self.graphs[shapes]
+        for static, value in zip(inputs, batch):
+            static.copy_(value, non_blocking=True)
+        graph.replay()
+        return stats
+
+
 def _autocast(dtype: torch.dtype | None):
     return torch.autocast("cuda", dtype=dtype, enabled=dtype is not None)
 

@@ -78,7 +78,7 @@ def metric_from_stats(task: Task, stats: dict[str, float]) -> float:
     if task.metric == "bpc":
         return mean_loss / math.log(2)
     if task.metric == "perplexity":
-        return math.exp(mean_loss)
+        return math.exp(mean_loss) if mean_loss < 709.0 else math.inf  # exp overflows past ~709.78
     return mean_loss
 
 

@@ -29,10 +29,11 @@ from torch import nn
 
 from .configs import RunConfig, Schedule
 from .models.local_rnn import enable_compile
-from .step_graph import StepGraphs
+from .runtime import compile_plan, resolve_compile
+from .step_graph import EvalGraphs, StepGraphs
 from .tasks import TASKS, Protocol, check_sequence_lengths, make_protocol, metric_from_stats
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: test metric every epoch, selections, precision, engine, deviations
 
 
 class ConfigMismatchError(ValueError):
@@ -40,7 +41,7 @@ class ConfigMismatchError(ValueError):
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or inf; the last good checkpoint is kept."""
+    """The training loss became NaN or inf: the run is recorded as diverged."""
 
 
 class RunInterrupted(Exception):
@@ -170,24 +171,22 @@ def run_id(cfg: RunConfig) -> str:
     return f"{cfg.task}_{cfg.model}_{cfg.profile}{variant}_lr{cfg.train.lr:g}_seed{cfg.train.seed}"
 
 
-def evaluate(protocol: Protocol, model: nn.Module, split: str, amp: torch.dtype | None) -> dict[str, float]:
-    """Loss and metric of `model` on a split (eagerly: evaluation is a small share of a run)."""
+def evaluate(protocol: Protocol, model: nn.Module, split: str, amp: torch.dtype | None,
+             graphs: EvalGraphs | None = None) -> dict[str, float]:
+    """Loss and metric of `model` on a split; with `graphs`, batches replay CUDA graphs of the
+    (compiled) model's forward where they can, else run eagerly."""
     model.eval()
     totals: dict[str, torch.Tensor] = {}
-    with torch.no_grad(), autocast(protocol.device, amp):
+    with torch.no_grad():
         for batch in protocol.eval_batches(split):
-            _, stats = protocol.batch_loss(model, batch)
+            stats = graphs.stats(protocol.as_tensors(batch)) if graphs is not None else None
+            if stats is None:
+                with autocast(protocol.device, amp):
+                    _, stats = protocol.batch_loss(model, batch)
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0) + value
     stats = {key: float(value) for key, value in totals.items()}
     return dict(loss=stats["loss_sum"] / stats["count"], metric=metric_from_stats(protocol.task, stats))
-
-
-def compile_plan(mode: str) -> tuple[str | None, bool]:
-    """TrainSettings.compile -> (torch.compile mode or None, whether whole steps are CUDA graphs)."""
-    graphed = mode.endswith("step-graph")
-    compile_mode = mode.removesuffix("step-graph").rstrip("+")
-    return (compile_mode if compile_mode not in ("", "none") else None), graphed
 
 
 def _shape(batch: Any) -> tuple:
@@ -207,7 +206,7 @@ def _progress(total: int, desc: str, enabled: bool | None):
     return tqdm(total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True)
 
 
-def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
+def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None, compile_mode: str = "auto",
           data_dir: str | Path | None = None, resume: bool = False,
           max_minutes: float | None = None, checkpoint_minutes: float = 5.0,
           checkpoint_every_steps: int | None = None, results_dir: str | Path | None = None,
@@ -217,6 +216,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
 
     `resume=True` continues from ``out_dir/checkpoint.pt`` (or returns the finished record);
     without it an existing checkpoint is an error rather than silently overwritten.
+    `compile_mode` is the engine mode (`rtlib.runtime`); it is not part of the run's identity, so a run may be
+    resumed under another one.
     """
     out = Path(out_dir)
     ckpt_path, best_path, record_path = out / "checkpoint.pt", out / "best.pt", out / "record.json"
@@ -231,9 +232,9 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
     if ckpt_path.exists() and not resume:
         raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) to continue that run, "
                               "or choose another out_dir")
-    out.mkdir(parents=True, exist_ok=True)
-
     run_device = resolve_device(device)
+    engine_mode = resolve_compile(compile_mode, cfg.model, run_device)
+    out.mkdir(parents=True, exist_ok=True)
     amp = autocast_dtype(cfg.train.precision, run_device)
     seed_all(cfg.train.seed)
     protocol = make_protocol(cfg, run_device, data_dir)
@@ -251,18 +252,19 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
         state = TrainState(**checkpoint["state"])
         set_rng_states(checkpoint["rng"])
         log(f"resumed {out} at epoch {state.epoch + 1}, step {state.step}")
-    step_model, mark_step, graphs = model, lambda: None, None
-    compile_mode, graphed = compile_plan(cfg.train.compile)
-    if compile_mode and run_device.type == "cuda":
+    step_model, mark_step, graphs, eval_graphs = model, lambda: None, None, None
+    torch_compile_mode, graphed = compile_plan(engine_mode)
+    if torch_compile_mode:
         enable_compile()
-        step_model = torch.compile(model, mode=compile_mode)
-        if compile_mode == "reduce-overhead":  # CUDA graphs: a new step may reuse output memory
+        step_model = torch.compile(model, mode=torch_compile_mode)
+        if torch_compile_mode == "reduce-overhead":  # CUDA graphs: a new step may reuse output memory
             mark_step = torch.compiler.cudagraph_mark_step_begin
     parameters = [p for p in model.parameters() if p.requires_grad]
-    if graphed and run_device.type == "cuda":
+    if graphed:
         # the released music script clips before backward, which does nothing: left out here
         clip = None if cfg.train.clip_before_backward else cfg.train.grad_clip
         graphs = StepGraphs(step_model, protocol.tensor_loss, optimizer, clip, amp)
+        eval_graphs = EvalGraphs(step_model, protocol.tensor_loss, amp)
     num_parameters = sum(p.numel() for p in parameters)
 
     session_start = time.monotonic()
@@ -276,13 +278,25 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
                                scaler=scaler.state_dict(), state=vars(state).copy(), rng=rng_states()),
                           ckpt_path)
 
+    engine = dict(compile=engine_mode, requested=compile_mode, fused_optimizer=run_device.type == "cuda")
+
+    def write_record(record: dict[str, Any]) -> None:
+        atomic_write_json(record_path, record)
+        if results_dir is not None:
+            Path(results_dir).mkdir(parents=True, exist_ok=True)
+            atomic_write_json(Path(results_dir) / f"{run_id(cfg)}.json", record)
+
     def check_finite(loss_sum: torch.Tensor) -> None:
         value = float(loss_sum)
         if not math.isfinite(value):
-            raise NonFiniteLossError(
-                f"training loss became {value} in epoch {state.epoch + 1} near step {state.step}; "
-                f"the last good checkpoint {ckpt_path} is kept; lower the lr "
-                f"(now {optimizer.param_groups[0]['lr']:g}) or clip gradients")
+            message = (f"training loss became {value} in epoch {state.epoch + 1} near step "
+                       f"{state.step} at lr {optimizer.param_groups[0]['lr']:g}: the run diverged; "
+                       f"its record ({record_path}) says so. Lower the lr or clip gradients")
+            state.elapsed_s = elapsed_before + time.monotonic() - session_start
+            write_record(_record(cfg, amp, state, out, num_parameters, run_device, engine,
+                                 status="diverged", valid=None, test=None, selection="none (diverged)",
+                                 error=message))
+            raise NonFiniteLossError(message)
 
     while state.epoch < cfg.train.epochs:
         epoch = state.epoch + 1
@@ -348,16 +362,18 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
         entry = dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"], train_loss=train_loss)
         valid_loss = None
         if protocol.valid_split:
-            valid = evaluate(protocol, model, "valid", amp)
+            valid = evaluate(protocol, model, "valid", amp, eval_graphs)
             valid_loss = valid["loss"]
             entry.update(valid_loss=valid_loss, valid_metric=valid["metric"])
             if state.best_valid_loss is None or valid_loss < state.best_valid_loss:
                 state.best_valid_loss, state.best_epoch = valid_loss, epoch
                 torch_save_atomic(model.state_dict(), best_path)
-        else:  # seq-MNIST: no validation split; test every epoch as the reference prints it
-            test = evaluate(protocol, model, "test", amp)
-            entry.update(test_loss=test["loss"], test_metric=test["metric"])
-            torch_save_atomic(model.state_dict(), best_path)  # the reported (final) epoch's weights
+        else:  # seq-MNIST has no validation split: the reported weights are the final epoch's
+            torch_save_atomic(model.state_dict(), best_path)
+        # test every epoch, as the released scripts print it, for the report's side-by-side
+        # selection rules; selection itself never looks at it
+        test = evaluate(protocol, model, "test", amp, eval_graphs)
+        entry.update(test_loss=test["loss"], test_metric=test["metric"])
         factor = anneal(cfg.train.schedule, epoch, state.valid_losses, valid_loss)
         for group in optimizer.param_groups:
             group["lr"] *= factor
@@ -373,39 +389,94 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None,
         for callback in callbacks:
             callback(entry)
 
-    record = _finish(cfg, protocol, model, amp, state, out, num_parameters, run_device)
-    atomic_write_json(record_path, record)
-    if results_dir is not None:
-        Path(results_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_json(Path(results_dir) / f"{run_id(cfg)}.json", record)
+    record = _finish(cfg, protocol, model, amp, state, out, num_parameters, run_device, engine, eval_graphs)
+    write_record(record)
     log(f"finished {run_id(cfg)}: test {record['metric']} = {record['test_metric']:.4f} "
         f"(paper {record['paper_value']})")
     return record
 
 
-def _finish(cfg, protocol, model, amp, state, out, num_parameters, run_device) -> dict[str, Any]:
-    task = TASKS[cfg.task]
-    log_entries = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+def selection_rules(curve: list[dict[str, Any]], higher_is_better: bool) -> dict[str, dict[str, Any]]:
+    """The test metric under four reporting rules, from the per-epoch log: the best validation
+    epoch (how our runs select; absent without a validation split), the last epoch, the mean of
+    the last 3 epochs (what Bai et al. say they report) and the best test epoch (optimistic:
+    it selects on test)."""
+    tested = [entry for entry in curve if "test_metric" in entry]
+    if not tested:
+        return {}
+    last_3 = tested[-3:]
+    rules = dict(
+        last_epoch=dict(epoch=tested[-1]["epoch"], test_metric=tested[-1]["test_metric"]),
+        mean_last_3=dict(epochs=[entry["epoch"] for entry in last_3],
+                         test_metric=sum(entry["test_metric"] for entry in last_3) / len(last_3)))
+    validated = [entry for entry in tested if "valid_loss" in entry]
+    if validated:
+        best = min(validated, key=lambda entry: entry["valid_loss"])  # the first of equals, as the engine
+        rules["best_valid"] = dict(epoch=best["epoch"], test_metric=best["test_metric"])
+    pick = max if higher_is_better else min
+    best_test = pick(tested, key=lambda entry: entry["test_metric"])
+    rules["best_test"] = dict(epoch=best_test["epoch"], test_metric=best_test["test_metric"],
+                              optimistic=True)
+    return rules
+
+
+def runtime_deviations(amp: torch.dtype | None, engine: dict[str, Any]) -> list[str]:
+    """How this run's execution differs from the released scripts' (fp32, eager, PyTorch 1.0)."""
+    deviations = []
+    if amp is not None:
+        name = {torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+        deviations.append(f"precision: {name} autocast (the released scripts train in fp32)")
+    if engine["compile"] != "none":
+        deviations.append(f"engine: {engine['compile']} (the same computation compiled and/or "
+                          "replayed as CUDA graphs; rounding differs from eager)")
+    if engine["fused_optimizer"]:
+        deviations.append("optimizer: PyTorch's fused CUDA kernel (the same update rule)")
+    return deviations
+
+
+def _finish(cfg, protocol, model, amp, state, out, num_parameters, run_device, engine,
+            eval_graphs) -> dict[str, Any]:
+    """The record of a finished run: the selected weights evaluated once more."""
     if protocol.valid_split:
-        model.load_state_dict(load_checkpoint(out / "best.pt"))
-        valid = evaluate(protocol, model, "valid", amp)
-        test = evaluate(protocol, model, "test", amp)
+        model.load_state_dict(load_checkpoint(out / "best.pt"))  # in place: the graphs stay valid
+        valid = evaluate(protocol, model, "valid", amp, eval_graphs)
+        test = evaluate(protocol, model, "test", amp, eval_graphs)
         selection = f"best validation epoch ({state.best_epoch} of {state.epoch})"
     else:
         valid = None
-        test = dict(loss=log_entries[-1]["test_loss"], metric=log_entries[-1]["test_metric"])
+        last = _log_entries(out)[-1]
+        test = dict(loss=last["test_loss"], metric=last["test_metric"])
         selection = "final epoch (no validation split; never the best test epoch)"
+    return _record(cfg, amp, state, out, num_parameters, run_device, engine, status="finished",
+                   valid=valid, test=test, selection=selection)
+
+
+def _log_entries(out: Path) -> list[dict[str, Any]]:
+    log = out / "log.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _record(cfg, amp, state, out, num_parameters, run_device, engine, *, status: str,
+            valid: dict | None, test: dict | None, selection: str, error: str | None = None) -> dict[str, Any]:
+    """A run record: `status` "finished", or "diverged" (no test metric; `error` says where)."""
+    task = TASKS[cfg.task]
+    log_entries = _log_entries(out)
     wall_s = state.elapsed_s
     return dict(
-        record_version=RECORD_VERSION, run_id=run_id(cfg), task=cfg.task, table=task.table,
-        model=cfg.model, profile=cfg.profile, variant=cfg.variant, seed=cfg.train.seed,
-        lr=cfg.train.lr, metric=task.metric, higher_is_better=task.higher_is_better,
+        record_version=RECORD_VERSION, run_id=run_id(cfg), status=status, task=cfg.task,
+        table=task.table, model=cfg.model, profile=cfg.profile, variant=cfg.variant,
+        seed=cfg.train.seed, lr=cfg.train.lr, metric=task.metric, higher_is_better=task.higher_is_better,
         best_valid_loss=None if valid is None else valid["loss"],
         best_valid_metric=None if valid is None else valid["metric"],
-        best_epoch=state.best_epoch, test_loss=test["loss"], test_metric=test["metric"],
-        selection=selection, epochs_run=state.epoch, wall_time_s=wall_s,
+        best_epoch=state.best_epoch, test_loss=None if test is None else test["loss"],
+        test_metric=None if test is None else test["metric"], selection=selection,
+        selections=selection_rules(log_entries, task.higher_is_better) if test is not None else {},
+        error=error, epochs_run=state.epoch, wall_time_s=wall_s,
         gpu_minutes=wall_s / 60 if run_device.type == "cuda" else 0.0,
-        device=device_name(run_device), torch_version=torch.__version__, git_commit=git_commit(),
+        device=device_name(run_device), precision={None: "fp32", torch.bfloat16: "bf16",
+                                                   torch.float16: "fp16"}[amp],
+        engine=engine, deviations=runtime_deviations(amp, engine),
+        torch_version=torch.__version__, git_commit=git_commit(),
         num_parameters=num_parameters, paper_value=task.paper.get(cfg.model),
         paper_value_copied_from_bai=cfg.model in task.copied, note=task.note,
         changes=list(cfg.changes), config=cfg.to_dict(), curve=log_entries,

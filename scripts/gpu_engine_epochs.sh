@@ -9,7 +9,7 @@ for setting in "nottingham 4 none" "nottingham 4 step-graph" \
                "ptb-word 3 reduce-overhead" "ptb-word 3 default+step-graph"; do
   set -- $setting
   timeout 160 python3 -m rtlib train --task $1 --model rtransformer --profile fast --epochs $2 \
-    --device cuda --variant compile=$3 --out "$RUNS/$1_$3" 2>&1 | grep -v -i warn | tail -2
+    --device cuda --compile $3 --out "$RUNS/$1_$3" 2>&1 | grep -v -i warn | tail -2
 done
 python3 - "$RUNS" "$OUT/engine_epochs.json" <<'PY'
 import json, sys, time

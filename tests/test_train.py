@@ -7,9 +7,10 @@ import torch
 
 import rtlib.train as train_module
 from rtlib.__main__ import main
-from rtlib.configs import COMPILE_MODES, Schedule, run_config, with_variant
+from rtlib.configs import Schedule, run_config, with_variant
+from rtlib.runtime import COMPILE_MODES, FASTEST_ON_CUDA, compile_plan, resolve_compile
 from rtlib.train import (ConfigMismatchError, NonFiniteLossError, RunInterrupted, anneal,
-                         compile_plan, load_checkpoint, train)
+                         load_checkpoint, run_id, selection_rules, train)
 
 QUIET = dict(log=lambda message: None)
 
@@ -59,7 +60,7 @@ def test_resume_with_other_settings_is_refused(real_data, tmp_path):
         train(cfg, tmp_path, data_dir=real_data, **QUIET)
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(real_data, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_with_a_diverged_record(real_data, tmp_path, monkeypatch):
     real_make_protocol = train_module.make_protocol
 
     def poisoned(*args, **kwargs):
@@ -77,11 +78,14 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(real_data, tmp_pat
 
     monkeypatch.setattr(train_module, "make_protocol", poisoned)
     cfg = run_config("ptb-word", "rtransformer", "smoke", epochs=1, max_steps=5)
-    with pytest.raises(NonFiniteLossError, match="nan.*last good checkpoint"):
-        train(cfg, tmp_path, data_dir=real_data, checkpoint_every_steps=2, **QUIET)
-    kept = load_checkpoint(tmp_path / "checkpoint.pt")
+    with pytest.raises(NonFiniteLossError, match="nan in epoch 1 near step 3.*diverged"):
+        train(cfg, tmp_path / "run", data_dir=real_data, checkpoint_every_steps=2,
+              results_dir=tmp_path / "results", **QUIET)
+    kept = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert kept["state"]["global_step"] == 2 and math.isfinite(kept["state"]["train_loss_sum"])
-    assert not (tmp_path / "record.json").exists()
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["status"] == "diverged" and record["test_metric"] is None and "nan" in record["error"]
+    assert json.loads((tmp_path / "results" / f"{record['run_id']}.json").read_text()) == record
 
 
 def test_record_fields(real_data, tmp_path):
@@ -93,7 +97,7 @@ def test_record_fields(real_data, tmp_path):
                 "epochs_run", "wall_time_s", "device", "torch_version", "git_commit",
                 "num_parameters", "paper_value", "changes"]:
         assert key in record, key
-    assert record["paper_value"] == 2.37 and record["metric"] == "nll"
+    assert record["paper_value"] == 2.37 and record["metric"] == "nll" and record["status"] == "finished"
     assert record["num_parameters"] == sum(p.numel() for p in torch.load(
         tmp_path / "run" / "best.pt", weights_only=True).values())
 
@@ -118,18 +122,65 @@ def test_plateau_and_step_schedules_follow_released_rules():
     assert [anneal(step, e, [], None) for e in (9, 10, 11, 20)] == [1.0, 0.1, 1.0, 0.1]
 
 
-def test_clip_before_backward_reproduces_the_released_no_op(real_data, tmp_path):
-    base = run_config("nottingham", "rtransformer", "smoke", epochs=1, max_steps=2, grad_clip=1e-6)
-    released = with_variant(base, "clip_before_backward=true")
-    unclipped = with_variant(base, "grad_clip=none")
+def test_released_clip_order_is_a_no_op_and_the_paper_text_clipping_is_not(real_data, tmp_path):
+    released = run_config("nottingham", "rtransformer", "smoke", epochs=1, max_steps=2, grad_clip=1e-6)
+    assert released.train.clip_before_backward  # the paper profile's rule, inherited by smoke
+    paper_text = with_variant(released, "clip_before_backward=false")
+    unclipped = with_variant(released, "grad_clip=none")
     results = [comparable(train(cfg, tmp_path / str(i), data_dir=real_data, **QUIET))
-               for i, cfg in enumerate([base, released, unclipped])]
-    assert results[1] == results[2] != results[0]
+               for i, cfg in enumerate([released, unclipped, paper_text])]
+    assert results[0] == results[1] != results[2]
 
 
 def test_compile_modes_name_the_compiler_and_the_step_graph():
-    assert [compile_plan(mode) for mode in COMPILE_MODES] == [
+    assert [compile_plan(mode) for mode in COMPILE_MODES if mode != "auto"] == [
         (None, False), ("default", False), ("reduce-overhead", False), (None, True), ("default", True)]
+
+
+def test_auto_engine_mode_is_the_models_fastest_on_cuda_and_eager_on_cpu():
+    for model, fastest in FASTEST_ON_CUDA.items():
+        assert resolve_compile("auto", model, torch.device("cuda")) == fastest
+        assert resolve_compile("auto", model, torch.device("cpu")) == "none"
+        assert resolve_compile("step-graph", model, torch.device("cpu")) == "none"
+    assert resolve_compile("default", "tcn", torch.device("cuda")) == "default"
+    with pytest.raises(ValueError, match=r"compile='fastest' is not one of \['auto'"):
+        resolve_compile("fastest", "tcn", torch.device("cuda"))
+
+
+def test_engine_mode_is_not_part_of_the_run_identity(real_data, tmp_path):
+    cfg = run_config("ptb-word", "rtransformer", "smoke", epochs=2)
+    with pytest.raises(ValueError, match="engine setting, not part of the experiment: pass it as --compile"):
+        with_variant(cfg, "compile=step-graph")
+    with pytest.raises(RunInterrupted):
+        train(cfg, tmp_path, data_dir=real_data, compile_mode="none", checkpoint_every_steps=1,
+              fail_at_step=2, **QUIET)
+    record = train(cfg, tmp_path, data_dir=real_data, compile_mode="step-graph", resume=True, **QUIET)
+    assert record["run_id"] == run_id(cfg) and "compile" not in record["config"]["train"]
+    assert record["engine"]["requested"] == "step-graph" and record["engine"]["compile"] == "none"  # CPU
+    assert record["precision"] == "fp32" and record["deviations"] == []
+
+
+def test_test_metric_is_logged_every_epoch_and_selection_stays_on_validation(real_data, tmp_path):
+    cfg = run_config("ptb-char", "rtransformer", "smoke", epochs=3)
+    record = train(cfg, tmp_path, data_dir=real_data, **QUIET)
+    assert all("test_metric" in entry and "valid_metric" in entry for entry in record["curve"])
+    rules = record["selections"]
+    assert rules["best_valid"]["epoch"] == record["best_epoch"]
+    assert rules["best_valid"]["test_metric"] == pytest.approx(record["test_metric"], rel=1e-12)
+    assert rules["last_epoch"]["epoch"] == 3 and rules["mean_last_3"]["epochs"] == [1, 2, 3]
+    assert rules["best_test"]["test_metric"] == min(e["test_metric"] for e in record["curve"])
+
+
+def test_selection_rules_of_a_curve():
+    curve = [dict(epoch=1, valid_loss=3.0, test_metric=1.5), dict(epoch=2, valid_loss=2.0, test_metric=1.4),
+             dict(epoch=3, valid_loss=2.5, test_metric=1.2), dict(epoch=4, valid_loss=2.0, test_metric=1.3)]
+    rules = selection_rules(curve, higher_is_better=False)
+    assert rules["best_valid"] == dict(epoch=2, test_metric=1.4)  # the first of two equal losses
+    assert rules["last_epoch"] == dict(epoch=4, test_metric=1.3)
+    assert rules["mean_last_3"] == dict(epochs=[2, 3, 4], test_metric=pytest.approx(1.3))
+    assert rules["best_test"] == dict(epoch=3, test_metric=1.2, optimistic=True)
+    no_validation = selection_rules([{k: v for k, v in e.items() if k != "valid_loss"} for e in curve], True)
+    assert "best_valid" not in no_validation and no_validation["best_test"]["epoch"] == 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -142,9 +193,9 @@ def test_step_graph_training_follows_eager_training(real_data, tmp_path, task):
                         no_dropout)
     curves = []
     for mode in ("none", "step-graph"):
-        record = train(with_variant(base, f"compile={mode}"), tmp_path / mode, device="cuda",
-                       data_dir=real_data, **QUIET)
-        curves.append([entry[key] for entry in record["curve"] for key in ("train_loss", "valid_loss")])
+        record = train(base, tmp_path / mode, device="cuda", compile_mode=mode, data_dir=real_data, **QUIET)
+        curves.append([entry[key] for entry in record["curve"]
+                       for key in ("train_loss", "valid_loss", "test_loss")])
     assert curves[1] == pytest.approx(curves[0], rel=1e-3)
 
 
