@@ -11,6 +11,7 @@ shell commands for an existing scheduler (a Slurm array, GNU parallel).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -19,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections import Counter, deque
@@ -28,7 +30,7 @@ from typing import Any, Callable, TextIO
 
 import pandas as pd
 
-from .configs import MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
+from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
 from .results import QUALIFIER, verdict
 from .tasks import TASKS, check_sequence_lengths
 
@@ -143,13 +145,13 @@ class Job:
     out_dir: Path
 
     def parameters(self, *, results_dir: Path | None, max_minutes: float | None,
-                   data_dir: Path | None, device: str = "auto") -> dict[str, Any]:
+                   data_dir: Path | None, device: str = "auto", compile_mode: str = "auto") -> dict[str, Any]:
         """The run notebook's parameters for this job (paths relative to the repo when inside)."""
         train = self.cfg.train
         return dict(task=self.cfg.task, model=self.cfg.model, profile=self.cfg.profile, lr=train.lr,
                     seed=train.seed, variant=self.cfg.variant, max_minutes=max_minutes, device=device,
-                    out_dir=_shown(self.out_dir), results_dir=_shown(results_dir),
-                    resume=True, data_dir=_shown(data_dir))
+                    compile_mode=compile_mode, out_dir=_shown(self.out_dir),
+                    results_dir=_shown(results_dir), resume=True, data_dir=_shown(data_dir))
 
 
 def _shown(path: Path | None) -> str | None:
@@ -163,18 +165,23 @@ def _shown(path: Path | None) -> str | None:
         return str(path)
 
 
+LR_MODES = ("grid", "config", "sweep")
+
+
 def expand_jobs(tables: list[int], models: list[str], profile: str, seeds: int, lrs: str = "grid",
                 variants: list[str] = ("",), out: Path = REPO / "runs",
-                notes: list[str] | None = None) -> list[Job]:
-    """table's task x models x lr (the config's grid, or its lr) x seeds (1111, 1112, ...) x
-    variants. A variant that is not a setting of a model is left out for that model (said in
-    `notes`); one that fits none of the models is an error."""
-    from .train import run_id
+                notes: list[str] | None = None, finished: dict[str, dict] | None = None) -> list[Job]:
+    """table's task x models x lr x seeds (1111, 1112, ...) x variants.
 
+    `lrs`: ``grid`` (every lr of the config's grid, every seed), ``config`` (the config's lr) or
+    ``sweep``: the config's lr at every seed, the rest of the grid at the first seed, and, once
+    that grid is finished (`finished`: run id -> record), the lr chosen on validation at the
+    other seeds too. A variant that is not a setting of a model is left out for that model
+    (said in `notes`); one that fits none of the models is an error."""
     if seeds < 1:
         raise ValueError(f"seeds={seeds!r} must be >= 1")
-    if lrs not in ("grid", "config"):
-        raise ValueError(f"lrs={lrs!r} is not one of ['grid', 'config']")
+    if lrs not in LR_MODES:
+        raise ValueError(f"lrs={lrs!r} is not one of {list(LR_MODES)}")
     jobs, fits, why = [], dict.fromkeys(variants, False), {}
     for table in tables:
         task = TABLE_TASKS[table]
@@ -189,25 +196,95 @@ def expand_jobs(tables: list[int], models: list[str], profile: str, seeds: int, 
                         notes.append(f"left out: {task} {model} variant {variant!r} ({error})")
                     continue
                 fits[variant] = True
-                for lr in (base.train.lr_grid if lrs == "grid" else (base.train.lr,)):
-                    for seed in range(FIRST_SEED, FIRST_SEED + seeds):
-                        cfg = with_variant(run_config(task, model, profile, lr=lr, seed=seed), variant)
-                        jobs.append(Job(cfg, run_id(cfg), Path(out) / run_id(cfg)))
+                all_seeds = range(FIRST_SEED, FIRST_SEED + seeds)
+                for lr, lr_seeds in _lr_seeds(task, model, profile, variant, lrs, all_seeds,
+                                              finished or {}, notes):
+                    for seed in lr_seeds:
+                        jobs.append(_job(task, model, profile, lr, seed, variant, out))
     unfit = [variant for variant, fit in fits.items() if not fit]
     if unfit:
         raise ValueError(f"variant {unfit[0]!r} fits none of the models {list(models)}: {why[unfit[0]]}")
     return jobs
 
 
+def _job(task: str, model: str, profile: str, lr: float, seed: int, variant: str, out: Path) -> Job:
+    from .train import run_id
+    cfg = with_variant(run_config(task, model, profile, lr=lr, seed=seed), variant)
+    return Job(cfg, run_id(cfg), Path(out) / run_id(cfg))
+
+
+def _lr_seeds(task, model, profile, variant, lrs, seeds, finished, notes):
+    """[(lr, seeds to run at it)] for one row under the `lrs` mode of `expand_jobs`."""
+    train = run_config(task, model, profile).train
+    if lrs == "grid":
+        return [(lr, seeds) for lr in train.lr_grid]
+    if lrs == "config" or len(train.lr_grid) == 1 or TASKS[task].kind == "classify":
+        return [(train.lr, seeds)]  # seq-MNIST has no validation split to choose an lr on
+    first, rest = seeds[:1], seeds[1:]
+    plan = [(train.lr, seeds)] + [(lr, first) for lr in train.lr_grid if lr != train.lr]
+    grid = [_job(task, model, profile, lr, first[0], variant, Path()) for lr in train.lr_grid]
+    if rest and all(_is_finished(job, finished) for job in grid):
+        chosen = chosen_lr([finished[job.run_id] for job in grid], TASKS[task].higher_is_better)
+        if chosen != train.lr:
+            plan.append((chosen, rest))
+            if notes is not None:
+                notes.append(f"{task} {model} {variant or 'row'}: lr {chosen:g} chosen on validation "
+                             f"at seed {first[0]} (config {train.lr:g}); seeds {list(rest)} follow it")
+    elif rest and notes is not None:
+        notes.append(f"{task} {model} {variant or 'row'}: the lr grid at seed {first[0]} is not "
+                     f"finished; seeds {list(rest)} run at the config's lr {train.lr:g} for now")
+    return plan
+
+
+def _is_finished(job: Job, finished: dict[str, dict[str, Any]]) -> bool:
+    record = finished.get(job.run_id)
+    return record is not None and record.get("config") == job.cfg.to_dict()
+
+
+def chosen_lr(records: list[dict[str, Any]], higher_is_better: bool) -> float:
+    """The lr of the record with the best validation metric (a diverged run never wins)."""
+    def score(record):
+        value = record.get("best_valid_metric")
+        if value is None or record.get("status", "finished") != "finished" or value != value:
+            return float("-inf")
+        return value if higher_is_better else -value
+    return max(records, key=score)["lr"]
+
+
+def finished_records(jobs_out: Path, results_dir: Path | None) -> dict[str, dict[str, Any]]:
+    """run id -> record of every finished run under `jobs_out` (run folders) and `results_dir`."""
+    found: dict[str, dict[str, Any]] = {}
+    paths = sorted(Path(jobs_out).glob("*/record.json")) if Path(jobs_out).is_dir() else []
+    if results_dir is not None and Path(results_dir).is_dir():
+        paths += sorted(Path(results_dir).glob("*.json"))
+    for path in paths:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and "run_id" in record:
+            found[record["run_id"]] = record
+    return found
+
+
+def ablation_jobs(profile: str, tables: list[int], out: Path = REPO / "runs") -> list[Job]:
+    """The sweep's ablations (`rtlib.configs.ABLATIONS`) of `tables`, at the first seed."""
+    return [_job(TABLE_TASKS[a.table], a.model, profile, run_config(TABLE_TASKS[a.table], a.model,
+                                                                    profile).train.lr,
+                 FIRST_SEED, a.variant, out)
+            for a in ABLATIONS if a.table in tables]
+
+
 def plan_commands(jobs: list[Job], *, results_dir: Path | None, max_minutes: float | None = None,
-                  data_dir: Path | None = None) -> list[str]:
+                  data_dir: Path | None = None, compile_mode: str = "auto") -> list[str]:
     """One shell line per job, to be run from the repo root by any scheduler."""
     lines = []
     for job in jobs:
-        params = job.parameters(results_dir=results_dir, max_minutes=max_minutes, data_dir=data_dir)
+        params = job.parameters(results_dir=results_dir, max_minutes=max_minutes, data_dir=data_dir,
+                                compile_mode=compile_mode)
         args = ["papermill", _shown(RUN_NOTEBOOK), f"{params['out_dir']}/run.ipynb", "-k", KERNEL]
         for key, value in params.items():
-            if value is not None and not (key == "device" and value == "auto"):
+            if value is not None and not (key in ("device", "compile_mode") and value == "auto"):
                 args += ["-p", key, str(value)]
         lines.append(f"mkdir -p {shlex.quote(params['out_dir'])} && {shlex.join(args)}")
     return lines
@@ -291,19 +368,23 @@ class Running:
     log: Any = field(repr=False, default=None)
 
 
-def _read_record(job: Job) -> dict[str, Any] | None:
-    path = job.out_dir / "record.json"
-    return json.loads(path.read_text()) if path.exists() else None
+def _read_record(job: Job, results_dir: Path | None = None) -> dict[str, Any] | None:
+    """The job's record from its run folder, else its copy in `results_dir` (say, committed
+    records of a run made on another machine)."""
+    for path in [job.out_dir / "record.json"] + ([results_dir / f"{job.run_id}.json"] if results_dir else []):
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
 
 
-def _finished_before(job: Job) -> Outcome | None:
-    record = _read_record(job)
+def _finished_before(job: Job, results_dir: Path | None = None) -> Outcome | None:
+    record = _read_record(job, results_dir)
     if record is None:
         return None
     if record.get("config") != job.cfg.to_dict():
         return Outcome(job, "failed", "stale", error=(
-            f"ConfigMismatchError: {job.out_dir}/record.json was made with other settings "
-            "(configs.py changed?); move that folder away to rerun it"))
+            f"ConfigMismatchError: the record of {job.run_id} was made with other settings "
+            "(configs.py changed?); move it away to rerun it"))
     return Outcome(job, "done", "skipped", record=record)
 
 
@@ -398,6 +479,8 @@ def _finish(running: Running) -> Outcome:
     minutes = (time.monotonic() - running.started) / 60
     how = "resumed" if running.resumed else "ran"
     record = _read_record(job)
+    if record is not None and record.get("status") == "diverged":  # a result too, never a gap
+        return Outcome(job, "done", "diverged", wall_minutes=minutes, record=record, slot=running.slot)
     if returncode == 0 and record is not None:
         return Outcome(job, "done", how, wall_minutes=minutes, record=record, slot=running.slot)
     if returncode == 0 and (job.out_dir / "checkpoint.pt").exists():
@@ -457,20 +540,66 @@ class LiveView:
 
 def run_jobs(jobs: list[Job], *, results_dir: Path | None = None, notebooks_dir: Path | None = None,
              gpus: list[int] = (), jobs_per_gpu: int = 1, max_minutes: float | None = None,
-             data_dir: Path | None = None, stream: TextIO | None = None,
+             data_dir: Path | None = None, compile_mode: str = "auto", stream: TextIO | None = None,
              poll_s: float = 0.5) -> list[Outcome]:
     """Run every job not finished yet, `jobs_per_gpu` at a time on each GPU (one at a time on
     the CPU when `gpus` is empty); a failing job does not stop the others. Ctrl-C stops the
-    running jobs, which stay resumable."""
+    running jobs, which stay resumable. With several jobs a GPU, NVIDIA MPS runs them side by
+    side where its control daemon can be started (`mps_daemon`)."""
+    view = LiveView(stream or sys.stdout, len(jobs))
+    with mps_daemon(enabled=bool(gpus) and jobs_per_gpu > 1, log=view.event):
+        return _run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir, gpus=gpus,
+                         jobs_per_gpu=jobs_per_gpu, max_minutes=max_minutes, data_dir=data_dir,
+                         compile_mode=compile_mode, view=view, poll_s=poll_s)
+
+
+@contextlib.contextmanager
+def mps_daemon(enabled: bool, log: Callable[[str], None] = print):
+    """Start an NVIDIA MPS control daemon of our own for the jobs started inside (they inherit
+    its pipe folder through the environment), and quit it after. Without the daemon's binary,
+    or when it cannot start, the jobs share the GPU by time-slicing, as without MPS."""
+    binary = shutil.which("nvidia-cuda-mps-control")
+    if not enabled or binary is None:
+        if enabled:
+            log("MPS: nvidia-cuda-mps-control not found; jobs share each GPU by time-slicing")
+        yield False
+        return
+    root = Path(tempfile.mkdtemp(prefix="rtlib-mps-"))
+    env = {"CUDA_MPS_PIPE_DIRECTORY": str(root / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(root / "log")}
+    for folder in env.values():
+        Path(folder).mkdir()
+    started = subprocess.run([binary, "-d"], env={**os.environ, **env}, capture_output=True, text=True)
+    if started.returncode != 0:
+        log(f"MPS: the control daemon did not start ({_one_line(started.stderr) or started.returncode}); "
+            "jobs share each GPU by time-slicing")
+        yield False
+        return
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    log(f"MPS: control daemon started (pipe folder {env['CUDA_MPS_PIPE_DIRECTORY']})")
+    try:
+        yield True
+    finally:
+        subprocess.run([binary], input="quit\n", env={**os.environ, **env}, capture_output=True,
+                       text=True, timeout=60)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        log("MPS: control daemon stopped")
+
+
+def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu, max_minutes,
+              data_dir, compile_mode, view: "LiveView", poll_s: float) -> list[Outcome]:
     if not RUN_NOTEBOOK.exists():
         raise FileNotFoundError(f"{RUN_NOTEBOOK} is missing: run `jupytext --sync book/run.md` first")
     slots = [(f"gpu{gpu}" + (f"/{k + 1}" if jobs_per_gpu > 1 else ""), gpu)
              for gpu in gpus for k in range(jobs_per_gpu)] or [("cpu", None)]
     outcomes: dict[str, Outcome] = {}
     pending: deque[Job] = deque()
-    view = LiveView(stream or sys.stdout, len(jobs))
     for job in jobs:
-        before = _finished_before(job)
+        before = _finished_before(job, results_dir)
         if before is None:
             pending.append(job)
         else:
@@ -486,7 +615,8 @@ def run_jobs(jobs: list[Job], *, results_dir: Path | None = None, notebooks_dir:
                 if slot not in running and pending:
                     job = pending.popleft()
                     params = job.parameters(results_dir=results_dir, max_minutes=max_minutes,
-                                            data_dir=data_dir, device="cpu" if slot[1] is None else "auto")
+                                            data_dir=data_dir, device="cpu" if slot[1] is None else "auto",
+                                            compile_mode=compile_mode)
                     running[slot] = _start(job, slot, params, threads_share=len(slots))
                     view.event(f"start  [{running[slot].slot}] {job.run_id}"
                                f"{' (resuming)' if running[slot].resumed else ''}")
@@ -540,7 +670,8 @@ def summary_table(outcomes: list[Outcome]) -> pd.DataFrame:
         rows.append(dict(status=outcome.status, run_id=outcome.job.run_id, how=outcome.how,
                          minutes=round(outcome.wall_minutes, 2),
                          gpu_minutes=round(record["gpu_minutes"], 2) if record else None,
-                         test_metric=round(record["test_metric"], 4) if record else None,
+                         test_metric=round(record["test_metric"], 4)
+                         if record.get("test_metric") is not None else None,
                          error=outcome.error))
     columns = ["status", "run_id", "how", "minutes", "gpu_minutes", "test_metric", "error"]
     return pd.DataFrame(rows, columns=columns)
@@ -619,12 +750,23 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
     results_dir = Path(args.results).resolve() if args.results else REPO / "results" / "records" / profile
     notebooks_dir = Path(args.notebooks).resolve() if args.notebooks else notebooks_dir_for(results_dir)
     notes: list[str] = []
-    jobs = expand_jobs(tables, args.models or list(MODELS), profile, args.seeds, args.lrs,
-                       args.variants or [""], out, notes)
+    finished = finished_records(out, results_dir)
+    if args.ablations:
+        jobs = ablation_jobs(profile, tables, out)
+    else:
+        jobs = expand_jobs(tables, args.models or list(MODELS), profile, args.seeds, args.lrs,
+                           args.variants or [""], out, notes, finished)
     data_dir = Path(args.data_dir).resolve() if args.data_dir else None
-    if args.plan:
-        for line in plan_commands(jobs, results_dir=results_dir, max_minutes=args.max_minutes,
-                                  data_dir=data_dir):
+    if args.plan:  # what is still missing, as shell lines
+        missing = [job for job in jobs if not _is_finished(job, finished)]
+        print(f"# {len(missing)} of {len(jobs)} jobs have no record yet", file=stream)
+        for job in missing:
+            if job.run_id in finished:
+                print(f"# {job.run_id}: its record was made with other settings (stale)", file=stream)
+        for note in notes:
+            print(f"# {note}", file=stream)
+        for line in plan_commands(missing, results_dir=results_dir, max_minutes=args.max_minutes,
+                                  data_dir=data_dir, compile_mode=args.compile):
             print(line, file=stream)
         return 0
     for note in notes:
@@ -633,7 +775,7 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
     try:
         outcomes = run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir, gpus=gpus,
                             jobs_per_gpu=args.jobs_per_gpu, max_minutes=args.max_minutes,
-                            data_dir=data_dir, stream=stream)
+                            data_dir=data_dir, compile_mode=args.compile, stream=stream)
     except KeyboardInterruptWithOutcomes as interrupted:
         print(format_summary(interrupted.outcomes), file=stream)
         return EXIT_INTERRUPTED

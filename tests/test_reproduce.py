@@ -15,7 +15,8 @@ import pytest
 
 from rtlib.__main__ import main
 from rtlib.configs import TABLE_TASKS, run_config
-from rtlib.reproduce import (RUN_NOTEBOOK, expand_jobs, notebooks_dir_for, strip_notebook)
+from rtlib.reproduce import (RUN_NOTEBOOK, ablation_jobs, expand_jobs, notebooks_dir_for,
+                             strip_notebook)
 
 REPO = Path(__file__).resolve().parents[1]
 NORM_POST = "ptb-word_rtransformer_smoke_norm-post_lr2_seed1111"
@@ -118,7 +119,7 @@ def test_bad_notebook_parameter_fails_with_the_named_value(tmp_path):
 def test_plan_prints_one_command_per_job(capsys):
     code = main(["reproduce", "--table", "4", "--profile", "fast", "--seeds", "2", "--plan",
                  "--out", "runs"])
-    lines = capsys.readouterr().out.strip().splitlines()
+    lines = [line for line in capsys.readouterr().out.strip().splitlines() if not line.startswith("#")]
     expected = sum(2 * len(run_config("ptb-word", model, "fast").train.lr_grid)
                    for model in ("rtransformer", "transformer", "tcn", "rnn", "gru", "lstm"))
     assert code == 0 and len(lines) == expected
@@ -142,6 +143,30 @@ def test_grid_expansion():
     assert notes and "position=none" in notes[0]
     all_tables = expand_jobs(list(TABLE_TASKS), ["rtransformer"], "paper", seeds=1, lrs="config")
     assert [job.cfg.task for job in all_tables] == list(TABLE_TASKS.values())
+
+
+def test_sweep_runs_the_grid_at_the_first_seed_and_follows_the_lr_chosen_on_validation():
+    def ids(jobs):
+        return sorted((job.cfg.train.lr, job.cfg.train.seed) for job in jobs)
+
+    jobs = expand_jobs([4], ["rtransformer"], "paper", seeds=3, lrs="sweep", notes=(notes := []))
+    assert ids(jobs) == [(1.0, 1111), (2.0, 1111), (2.0, 1112), (2.0, 1113), (3.0, 1111)]
+    assert "not finished" in notes[0]
+    grid = [job for job in jobs if job.cfg.train.seed == 1111]
+    finished = {job.run_id: dict(config=job.cfg.to_dict(), lr=job.cfg.train.lr, status="finished",
+                                 best_valid_metric={1.0: 90.0, 2.0: 95.0, 3.0: 88.0}[job.cfg.train.lr])
+                for job in grid}
+    finished[grid[-1].run_id]["status"] = "diverged"  # lr 3: a diverged run never wins
+    again = expand_jobs([4], ["rtransformer"], "paper", seeds=3, lrs="sweep", finished=finished)
+    assert ids(again) == sorted(ids(jobs) + [(1.0, 1112), (1.0, 1113)])
+    mnist = expand_jobs([1], ["rtransformer"], "paper", seeds=3, lrs="sweep")
+    assert ids(mnist) == [(1e-3, 1111), (1e-3, 1112), (1e-3, 1113)]  # no validation split
+
+
+def test_ablations_run_at_the_first_seed_of_the_paper_profile():
+    jobs = ablation_jobs("paper", [2, 4])
+    assert jobs and all(job.cfg.train.seed == 1111 and job.cfg.variant for job in jobs)
+    assert {job.cfg.task for job in jobs} == {"nottingham", "ptb-word"}
 
 
 @pytest.mark.parametrize("argv,named", [
