@@ -66,7 +66,8 @@ def run_train(args: argparse.Namespace) -> int:
 def add_reproduce_parser(commands) -> None:
     from .reproduce import non_negative_float, parse_gpus, positive_int
     parser = commands.add_parser("reproduce", help="run a table's grid through the run notebook")
-    parser.add_argument("--table", required=True, choices=["1", "2", "3", "4", "all"])
+    parser.add_argument("--table", required=True, nargs="+", choices=["1", "2", "3", "4", "all"],
+                        help="one or more tables, run in the order given, or all")
     parser.add_argument("--models", nargs="+", choices=MODELS, help="default: all six")
     parser.add_argument("--profile", required=True, choices=PROFILES)
     parser.add_argument("--seeds", default=1, type=positive_int, help="N seeds: 1111, 1112, ... (default 1)")
@@ -83,6 +84,9 @@ def add_reproduce_parser(commands) -> None:
     add_compile_argument(parser)
     parser.add_argument("--max-minutes", type=non_negative_float,
                         help="per job: stop (checkpointed, resumable) after this long")
+    parser.add_argument("--deadline-minutes", type=non_negative_float,
+                        help="the whole batch: jobs stop (checkpointed) before this many minutes "
+                             "from now, and none starts in the last minute")
     parser.add_argument("--out", type=Path, help="run folders (default runs/)")
     parser.add_argument("--results", type=Path, help="record copies (default results/records/<profile>)")
     parser.add_argument("--notebooks", type=Path, help="stripped notebook copies "

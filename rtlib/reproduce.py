@@ -540,17 +540,23 @@ class LiveView:
 
 def run_jobs(jobs: list[Job], *, results_dir: Path | None = None, notebooks_dir: Path | None = None,
              gpus: list[int] = (), jobs_per_gpu: int = 1, max_minutes: float | None = None,
-             data_dir: Path | None = None, compile_mode: str = "auto", stream: TextIO | None = None,
+             deadline_minutes: float | None = None, data_dir: Path | None = None,
+             compile_mode: str = "auto", stream: TextIO | None = None,
              poll_s: float = 0.5) -> list[Outcome]:
     """Run every job not finished yet, `jobs_per_gpu` at a time on each GPU (one at a time on
     the CPU when `gpus` is empty); a failing job does not stop the others. Ctrl-C stops the
     running jobs, which stay resumable. With several jobs a GPU, NVIDIA MPS runs them side by
-    side where its control daemon can be started (`mps_daemon`)."""
+    side where its control daemon can be started (`mps_daemon`).
+
+    `deadline_minutes` bounds the whole batch (say, a lease on a machine): every job gets at
+    most what is left of it as its `max_minutes`, so each stops with a fresh checkpoint in
+    time, and no job starts in its last minute."""
     view = LiveView(stream or sys.stdout, len(jobs))
     with mps_daemon(enabled=bool(gpus) and jobs_per_gpu > 1, log=view.event):
+        deadline = None if deadline_minutes is None else time.monotonic() + 60 * deadline_minutes
         return _run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir, gpus=gpus,
-                         jobs_per_gpu=jobs_per_gpu, max_minutes=max_minutes, data_dir=data_dir,
-                         compile_mode=compile_mode, view=view, poll_s=poll_s)
+                         jobs_per_gpu=jobs_per_gpu, max_minutes=max_minutes, deadline=deadline,
+                         data_dir=data_dir, compile_mode=compile_mode, view=view, poll_s=poll_s)
 
 
 @contextlib.contextmanager
@@ -559,6 +565,11 @@ def mps_daemon(enabled: bool, log: Callable[[str], None] = print):
     its pipe folder through the environment), and quit it after. Without the daemon's binary,
     or when it cannot start, the jobs share the GPU by time-slicing, as without MPS."""
     binary = shutil.which("nvidia-cuda-mps-control")
+    running = os.environ.get("CUDA_MPS_PIPE_DIRECTORY")
+    if enabled and running and (Path(running) / "control").exists():
+        log(f"MPS: using the control daemon already running (pipe folder {running})")
+        yield True
+        return
     if not enabled or binary is None:
         if enabled:
             log("MPS: nvidia-cuda-mps-control not found; jobs share each GPU by time-slicing")
@@ -590,8 +601,16 @@ def mps_daemon(enabled: bool, log: Callable[[str], None] = print):
         log("MPS: control daemon stopped")
 
 
+def _job_minutes(max_minutes: float | None, deadline: float | None) -> float | None:
+    """A new job's time budget: `max_minutes`, cut to what is left before `deadline`."""
+    if deadline is None:
+        return max_minutes
+    left = (deadline - time.monotonic()) / 60
+    return left if max_minutes is None else min(max_minutes, left)
+
+
 def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu, max_minutes,
-              data_dir, compile_mode, view: "LiveView", poll_s: float) -> list[Outcome]:
+              deadline, data_dir, compile_mode, view: "LiveView", poll_s: float) -> list[Outcome]:
     if not RUN_NOTEBOOK.exists():
         raise FileNotFoundError(f"{RUN_NOTEBOOK} is missing: run `jupytext --sync book/run.md` first")
     slots = [(f"gpu{gpu}" + (f"/{k + 1}" if jobs_per_gpu > 1 else ""), gpu)
@@ -611,10 +630,16 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
     handlers = _interrupt_on((signal.SIGTERM, signal.SIGHUP))
     try:
         while pending or running:
+            budget = _job_minutes(max_minutes, deadline)
+            if budget is not None and budget < 1 and deadline is not None and pending:
+                view.event(f"deadline: {len(pending)} jobs not started (less than a minute left)")
+                while pending:
+                    job = pending.popleft()
+                    outcomes[job.run_id] = Outcome(job, "remaining", "not started")
             for slot in slots:
                 if slot not in running and pending:
                     job = pending.popleft()
-                    params = job.parameters(results_dir=results_dir, max_minutes=max_minutes,
+                    params = job.parameters(results_dir=results_dir, max_minutes=budget,
                                             data_dir=data_dir, device="cpu" if slot[1] is None else "auto",
                                             compile_mode=compile_mode)
                     running[slot] = _start(job, slot, params, threads_share=len(slots))
@@ -744,7 +769,7 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
     if os.environ.get("RTLIB_SMOKE") == "1" and profile != "smoke":
         print(f"RTLIB_SMOKE=1: profile {profile!r} -> 'smoke'", file=stream)
         profile = "smoke"
-    tables = list(TABLE_TASKS) if args.table == "all" else [int(args.table)]
+    tables = list(TABLE_TASKS) if "all" in args.table else list(dict.fromkeys(int(t) for t in args.table))
     # absolute paths: the jobs run from the repo root, whatever the caller's folder
     out = Path(args.out).resolve() if args.out else REPO / "runs"
     results_dir = Path(args.results).resolve() if args.results else REPO / "results" / "records" / profile
@@ -775,7 +800,8 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
     try:
         outcomes = run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir, gpus=gpus,
                             jobs_per_gpu=args.jobs_per_gpu, max_minutes=args.max_minutes,
-                            data_dir=data_dir, compile_mode=args.compile, stream=stream)
+                            deadline_minutes=args.deadline_minutes, data_dir=data_dir,
+                            compile_mode=args.compile, stream=stream)
     except KeyboardInterruptWithOutcomes as interrupted:
         print(format_summary(interrupted.outcomes), file=stream)
         return EXIT_INTERRUPTED

@@ -207,3 +207,24 @@ def test_strip_notebook_removes_images_and_large_outputs():
 
 def test_notebook_copies_go_beside_the_records():
     assert notebooks_dir_for(REPO / "results" / "records" / "fast") == REPO / "results" / "notebooks" / "fast"
+
+
+def test_a_deadline_cuts_each_new_jobs_time_budget():
+    import time
+
+    from rtlib.reproduce import _job_minutes
+    assert _job_minutes(None, None) is None and _job_minutes(7.5, None) == 7.5
+    assert _job_minutes(None, time.monotonic() + 120) == pytest.approx(2.0, abs=0.01)
+    assert _job_minutes(1.0, time.monotonic() + 600) == 1.0
+
+
+def test_mps_falls_back_to_time_slicing_without_its_daemon(monkeypatch):
+    import rtlib.reproduce as reproduce
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    monkeypatch.setattr(reproduce.shutil, "which", lambda name: None)
+    said = []
+    with reproduce.mps_daemon(enabled=True, log=said.append) as on:
+        assert on is False
+    assert "not found" in said[0]
+    with reproduce.mps_daemon(enabled=False, log=said.append) as on:
+        assert on is False and len(said) == 1

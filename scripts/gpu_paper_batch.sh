@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One batch of the paper-profile sweep on a lent one-GPU machine with no network, in three
+# steps of at most 10 minutes each, called back to back while the machine stays warm:
+#
+#   scripts/gpu_paper_batch.sh start DEADLINE_MIN "RUNNER ARGS" ["RUNNER ARGS" ...]
+#   scripts/gpu_paper_batch.sh wait SECONDS
+#   scripts/gpu_paper_batch.sh finish
+#
+# `start` installs the notebook tools from carried wheels, starts NVIDIA MPS and one
+# `python -m rtlib reproduce` per quoted argument set, each in its own process session (so they
+# outlive the command), all bound by the same deadline; then it runs the GPU engine tests
+# beside them. `wait` sleeps, then packs what has landed. `finish` waits for the runners, packs
+# records, logs and the checkpoints of unfinished runs (resumable elsewhere), and stops MPS.
+# Every step leaves $OUT/records.tgz, so a lost machine loses at most one step's records.
+set -u
+export RTLIB_DATA_MIRROR=$PWD/data_mirror PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+export RTLIB_GIT_COMMIT=$(cat gpu_commit.txt 2>/dev/null || echo unknown)
+export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mpslog
+OUT=${OUT:-/tmp/out}
+mkdir -p logs
+
+pack() {
+  tar czf "$OUT/records.tgz" runs/*/record.json runs/*/log.jsonl runs/*/job.log \
+    results/records/paper results/notebooks/paper results/analysis logs 2>/dev/null
+  ls runs 2>/dev/null | while read -r run; do
+    if [ -f "runs/$run/record.json" ]; then echo "done      $run"
+    else echo "running   $run  epochs $(wc -l < "runs/$run/log.jsonl" 2>/dev/null || echo 0)"; fi
+  done
+}
+
+case "$1" in
+  start)
+    deadline=$2; shift 2
+    python3 -m pip install -q --no-index --find-links wheels312 papermill ipykernel jupytext \
+      nbformat nbclient pytest > logs/pip.log 2>&1 || tail -3 logs/pip.log
+    nvidia-smi -L
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    nvidia-cuda-mps-control -d && echo "MPS started"
+    i=0
+    for runner_args in "$@"; do
+      i=$((i + 1))
+      # shellcheck disable=SC2086
+      setsid nohup python3 -m rtlib reproduce $runner_args --profile paper --gpus 0 --out runs \
+        --deadline-minutes "$deadline" > "logs/runner$i.log" 2>&1 < /dev/null &
+      echo "runner $i: $runner_args"
+    done
+    timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_engine_on_gpu.py \
+      tests/test_train.py -k "gpu or step_graph or every_cell" > logs/gpu_tests.log 2>&1
+    tail -n 15 logs/gpu_tests.log
+    pack ;;
+  wait)
+    sleep "$2"
+    tail -n 3 logs/runner*.log
+    pack ;;
+  finish)
+    while pgrep -f "rtlib reproduce" > /dev/null; do sleep 5; done
+    tail -n 40 logs/runner*.log
+    finished=$(for d in runs/*_paper_lr*_seed1111; do [ -f "$d/record.json" ] && echo "$d"; done)
+    # shellcheck disable=SC2086
+    [ -n "$finished" ] && timeout 240 python3 -m rtlib analyze --run $finished --device cuda > logs/analyze.log 2>&1
+    pack
+    unfinished=$(for d in runs/*; do [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] && echo "$d/checkpoint.pt"; done)
+    if [ -n "$unfinished" ]; then
+      # shellcheck disable=SC2086
+      tar cf - $unfinished | split -b 15M - "$OUT/checkpoints.tar.part-"
+    fi
+    echo quit | nvidia-cuda-mps-control
+    ls -la "$OUT" ;;
+esac

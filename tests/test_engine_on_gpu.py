@@ -1,0 +1,33 @@
+"""Every model of every table trains in its default (fastest) engine mode on a GPU.
+
+CUDA only (skipped elsewhere): the CPU never compiles or captures graphs. A smoke run of each
+of the 24 cells in `compile_mode="auto"` must finish with finite numbers, in the mode that
+`rtlib.runtime.FASTEST_ON_CUDA` names, and train like the same run done eagerly (the smoke
+models without dropout, so that both runs compute the same function).
+"""
+import math
+
+import pytest
+import torch
+
+from rtlib.configs import MODELS, TABLE_TASKS, run_config, with_variant
+from rtlib.runtime import FASTEST_ON_CUDA
+from rtlib.train import train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="engine modes need a GPU")
+
+
+@pytest.mark.parametrize("task", list(TABLE_TASKS.values()))
+@pytest.mark.parametrize("model", MODELS)
+def test_default_engine_mode_trains_every_cell_like_eager(real_data, tmp_path, task, model):
+    cfg = run_config(task, model, "smoke", epochs=2, precision="fp32")
+    cfg = with_variant(cfg, "dropout=0" + (",emb_dropout=0" if "emb_dropout" in cfg.head else ""))
+    auto = train(cfg, tmp_path / "auto", device="cuda", compile_mode="auto", data_dir=real_data,
+                 log=lambda message: None)
+    assert auto["engine"]["compile"] == FASTEST_ON_CUDA[model]
+    assert all(math.isfinite(entry["train_loss"]) for entry in auto["curve"])
+    eager = train(cfg, tmp_path / "eager", device="cuda", compile_mode="none", data_dir=real_data,
+                  log=lambda message: None)
+    losses = [[entry["train_loss"], entry["test_loss"]] for entry in auto["curve"]]
+    assert losses == pytest.approx([[entry["train_loss"], entry["test_loss"]] for entry in eager["curve"]],
+                                   rel=1e-3)
