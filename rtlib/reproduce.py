@@ -566,7 +566,7 @@ def mps_daemon(enabled: bool, log: Callable[[str], None] = print):
     or when it cannot start, the jobs share the GPU by time-slicing, as without MPS."""
     binary = shutil.which("nvidia-cuda-mps-control")
     running = os.environ.get("CUDA_MPS_PIPE_DIRECTORY")
-    if enabled and running and (Path(running) / "control").exists():
+    if enabled and running and Path(running).is_dir() and any(Path(running).iterdir()):
         log(f"MPS: using the control daemon already running (pipe folder {running})")
         yield True
         return

@@ -35,7 +35,7 @@ case "$1" in
       nbformat nbclient pytest > logs/pip.log 2>&1 || tail -3 logs/pip.log
     nvidia-smi -L
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-    nvidia-cuda-mps-control -d && echo "MPS started"
+    nvidia-cuda-mps-control -d && echo "MPS started: $(ls $CUDA_MPS_PIPE_DIRECTORY | tr '\n' ' ')"
     i=0
     for runner_args in "$@"; do
       i=$((i + 1))
