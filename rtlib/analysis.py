@@ -117,7 +117,8 @@ def window_saliency_of(local_rnn: LocalRNN, x: Tensor, method: str = "gradient",
         windows = windows[keep]
     if method == "gradient":
         windows = windows.clone().requires_grad_()
-        with torch.enable_grad():
+        # cuDNN's RNN has no backward in eval mode (no dropout here either way): its own kernels
+        with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
             out = _last_hidden(local_rnn, windows)
             generator = torch.Generator(device=out.device.type).manual_seed(seed)
             total = torch.zeros(window, device=x.device)

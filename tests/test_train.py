@@ -188,7 +188,8 @@ def test_selection_rules_of_a_curve():
 def test_step_graph_training_follows_eager_training(real_data, tmp_path, task):
     """Whole-step CUDA graphs (one per padded tune length for music; captured again when the
     lr anneals) train like eager steps: same curve within fp32 rounding."""
-    no_dropout = "dropout=0" + (",emb_dropout=0" if task == "ptb-word" else "")
+    # clipped after backward: the music rows' released (unclipped) rule diverges at lr 1e-3
+    no_dropout = "dropout=0" + (",emb_dropout=0" if task == "ptb-word" else ",clip_before_backward=false")
     base = with_variant(run_config(task, "rtransformer", "smoke", epochs=3, max_steps=None, lr=1e-3),
                         no_dropout)
     curves = []
