@@ -59,10 +59,15 @@ case "$1" in
     # shellcheck disable=SC2086
     [ -n "$finished" ] && timeout 240 python3 -m rtlib analyze --run $finished --device cuda > logs/analyze.log 2>&1
     pack
-    unfinished=$(for d in runs/*; do [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] && echo "$d/checkpoint.pt"; done)
+    # checkpoints of unfinished runs, smallest first, up to 48 MB in 15 MB parts ($OUT's limits)
+    unfinished=$(for d in runs/*; do [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] && \
+      echo "$(stat -c %s "$d/checkpoint.pt") $d/checkpoint.pt"; done | sort -n | \
+      awk '{ total += $1; if (total < 48e6) print $2; else print $2 > "/dev/stderr" }' 2> logs/left_behind.txt)
+    echo "checkpoints left behind: $(cat logs/left_behind.txt)"
+    tar czf "$OUT/notebooks.tgz" runs/*/run.ipynb 2>/dev/null
     if [ -n "$unfinished" ]; then
       # shellcheck disable=SC2086
-      tar cf - $unfinished | split -b 15M - "$OUT/checkpoints.tar.part-"
+      tar cf - $unfinished runs/*/log.jsonl | split -b 15M - "$OUT/checkpoints.tar.part-"
     fi
     echo quit | nvidia-cuda-mps-control
     ls -la "$OUT" ;;
