@@ -11,18 +11,21 @@
 # outlive the command), all bound by the same deadline; then it runs the GPU engine tests
 # beside them. `wait` sleeps, then packs what has landed. `finish` waits for the runners, packs
 # records, logs and the checkpoints of unfinished runs (resumable elsewhere), and stops MPS.
-# Every step leaves $OUT/records.tgz, so a lost machine loses at most one step's records.
+# Every step leaves $OUT/records.tgz, so a lost machine loses at most one step's records. Logs
+# go to runs/_logs: runs/ is ignored by git, so the next call's copy of the working tree keeps
+# it (it replaces every file git does not ignore, records copied under results/ included).
 set -u
 export RTLIB_DATA_MIRROR=$PWD/data_mirror PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 export RTLIB_GIT_COMMIT=$(cat gpu_commit.txt 2>/dev/null || echo unknown)
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mpslog
 OUT=${OUT:-/tmp/out}
-mkdir -p logs
+LOGS=runs/_logs
+mkdir -p $LOGS
 
 pack() {
   tar czf "$OUT/records.tgz" runs/*/record.json runs/*/log.jsonl runs/*/job.log \
-    results/records/paper results/notebooks/paper results/analysis logs 2>/dev/null
-  ls runs 2>/dev/null | while read -r run; do
+    results/analysis $LOGS 2>/dev/null
+  ls runs 2>/dev/null | grep -v '^_' | while read -r run; do
     if [ -f "runs/$run/record.json" ]; then echo "done      $run"
     else echo "running   $run  epochs $(wc -l < "runs/$run/log.jsonl" 2>/dev/null || echo 0)"; fi
   done
@@ -32,7 +35,7 @@ case "$1" in
   start)
     deadline=$2; shift 2
     python3 -m pip install -q --no-index --find-links wheels312 papermill ipykernel jupytext \
-      nbformat nbclient pytest > logs/pip.log 2>&1 || tail -3 logs/pip.log
+      nbformat nbclient pytest > $LOGS/pip.log 2>&1 || tail -3 $LOGS/pip.log
     nvidia-smi -L
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     nvidia-cuda-mps-control -d && echo "MPS started: $(ls $CUDA_MPS_PIPE_DIRECTORY | tr '\n' ' ')"
@@ -41,33 +44,34 @@ case "$1" in
       i=$((i + 1))
       # shellcheck disable=SC2086
       setsid nohup python3 -m rtlib reproduce $runner_args --profile paper --gpus 0 --out runs \
-        --deadline-minutes "$deadline" > "logs/runner$i.log" 2>&1 < /dev/null &
+        --deadline-minutes "$deadline" > "$LOGS/runner$i.log" 2>&1 < /dev/null &
       echo "runner $i: $runner_args"
     done
     timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_engine_on_gpu.py \
-      tests/test_train.py -k "gpu or step_graph or every_cell" > logs/gpu_tests.log 2>&1
-    tail -n 15 logs/gpu_tests.log
+      tests/test_train.py -k "gpu or step_graph or every_cell" > $LOGS/gpu_tests.log 2>&1
+    tail -n 15 $LOGS/gpu_tests.log
     pack ;;
   wait)
     sleep "$2"
-    tail -n 3 logs/runner*.log
+    tail -n 3 $LOGS/runner*.log
     pack ;;
   finish)
     while pgrep -f "rtlib reproduce" > /dev/null; do sleep 5; done
-    tail -n 40 logs/runner*.log
+    tail -n 40 $LOGS/runner*.log
     finished=$(for d in runs/*_paper_lr*_seed1111; do [ -f "$d/record.json" ] && echo "$d"; done)
     # shellcheck disable=SC2086
-    [ -n "$finished" ] && timeout 240 python3 -m rtlib analyze --run $finished --device cuda > logs/analyze.log 2>&1
+    [ -n "$finished" ] && timeout 240 python3 -m rtlib analyze --run $finished --device cuda > $LOGS/analyze.log 2>&1
     pack
-    # checkpoints of unfinished runs, smallest first, up to 48 MB in 15 MB parts ($OUT's limits)
+    # unfinished runs (checkpoint + best weights), smallest first, up to 48 MB in 15 MB parts
     unfinished=$(for d in runs/*; do [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] && \
-      echo "$(stat -c %s "$d/checkpoint.pt") $d/checkpoint.pt"; done | sort -n | \
-      awk '{ total += $1; if (total < 48e6) print $2; else print $2 > "/dev/stderr" }' 2> logs/left_behind.txt)
-    echo "checkpoints left behind: $(cat logs/left_behind.txt)"
+      echo "$(du -cb "$d"/*.pt | tail -1 | cut -f1) $d"; done | sort -n | \
+      awk '{ total += $1; if (total < 48e6) print $2; else print $2 > "/dev/stderr" }' 2> $LOGS/left_behind.txt)
+    echo "checkpoints left behind: $(cat $LOGS/left_behind.txt)"
     tar czf "$OUT/notebooks.tgz" runs/*/run.ipynb 2>/dev/null
     if [ -n "$unfinished" ]; then
       # shellcheck disable=SC2086
-      tar cf - $unfinished runs/*/log.jsonl | split -b 15M - "$OUT/checkpoints.tar.part-"
+      tar cf - $(for d in $unfinished; do ls "$d"/*.pt "$d"/log.jsonl; done) | \
+        split -b 15M - "$OUT/checkpoints.tar.part-"
     fi
     echo quit | nvidia-cuda-mps-control
     ls -la "$OUT" ;;
