@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .models.local_rnn import LocalRNN, enable_compile
 from .step_graph import StepGraphs
-from .configs import TABLE_TASKS, RunConfig, run_config, with_variant
+from .configs import MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
 from .tasks import TASKS, make_protocol, model_protocol
 from .train import atomic_write_json, autocast, autocast_dtype, device_name, git_commit
 
@@ -482,6 +482,86 @@ def _graphed(call: Callable[[], None], device: torch.device) -> Callable[[], Non
     return graph.replay
 
 
+ENGINE_MODES = ("none", "default", "step-graph", "default+step-graph")
+
+
+def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
+                 data_dir: Path | None = None, modes: tuple[str, ...] = ENGINE_MODES,
+                 timing_profile: str = "paper") -> dict[str, Any]:
+    """Which engine mode (`rtlib.runtime`) trains one cell fastest, and correctly, through the
+    engine itself (`rtlib.train.train`).
+
+    Speed: the `timing_profile` configuration in its precision, 3 epochs of `steps` steps with
+    a small evaluation; the third epoch's seconds (after compilation and graph capture) a step.
+    Correctness: the smoke model in fp32 without dropout trains 2 epochs in each mode and
+    eagerly; the largest relative difference of their losses. Dropout: two steps on one batch
+    with lr 0 must see different dropout masks (a graph that replayed one mask would not).
+    """
+    import tempfile
+
+    from .train import train
+
+    task = TABLE_TASKS[table]
+    quiet = dict(log=lambda message: None, data_dir=data_dir, device=str(device))
+    timing = run_config(task, model, timing_profile, epochs=3, max_steps=steps, eval_limit=_small_eval(task))
+    smoke = run_config(task, model, "smoke", epochs=2, precision="fp32")
+    no_dropout = with_variant(smoke, "dropout=0" + (",emb_dropout=0" if "emb_dropout" in smoke.head else ""))
+
+    def curve(cfg, mode, folder):
+        return train(cfg, Path(folder) / mode, compile_mode=mode, **quiet)["curve"]
+
+    def losses(entries):
+        return [entry[key] for entry in entries for key in ("train_loss", "test_loss")]
+
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        eager = losses(curve(no_dropout, "none", folder + "/eager"))
+        for mode in modes:
+            try:
+                timed = curve(timing, mode, folder + "/timed")
+                same = losses(curve(no_dropout, mode, folder + "/same"))
+                masks_vary = dropout_masks_vary(smoke, mode, device, data_dir)
+            except Exception as error:  # a mode that fails is a finding, not a crash
+                results[mode] = dict(works=False, error=f"{type(error).__name__}: {error}"[:300])
+                continue
+            results[mode] = dict(
+                works=True, ms_per_step=1000 * (timed[2]["elapsed_s"] - timed[1]["elapsed_s"]) / steps,
+                max_rel_loss_difference_vs_eager=max(abs(a - b) / abs(b) for a, b in zip(same, eager)),
+                dropout_masks_vary=masks_vary)
+    correct = {mode: r for mode, r in results.items() if r["works"] and r["dropout_masks_vary"] is not False
+               and r["max_rel_loss_difference_vs_eager"] < 1e-3}
+    fastest = min(correct, key=lambda mode: correct[mode]["ms_per_step"]) if correct else None
+    return dict(table=table, task=task, model=model, steps=steps, timing_profile=timing_profile,
+                modes=results, fastest_correct=fastest)
+
+
+def dropout_masks_vary(cfg: RunConfig, mode: str, device: torch.device,
+                       data_dir: Path | None = None) -> bool | None:
+    """Two training steps of `mode` on one batch with lr 0: do their losses differ, as fresh
+    dropout masks make them? None where the model has no dropout."""
+    from .runtime import compile_plan, resolve_compile
+
+    if not (cfg.backbone.get("dropout") or cfg.head.get("emb_dropout")):
+        return None
+    protocol = model_protocol(cfg, device, data_dir)
+    model = protocol.build_model().to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    compiled, graphed = compile_plan(resolve_compile(mode, cfg.model, device))
+    step_model = torch.compile(model, mode=compiled) if compiled else model
+    batch = protocol.as_tensors(protocol.train_batches(1)[0])
+    if graphed:
+        graphs = StepGraphs(step_model, protocol.tensor_loss, optimizer, None, None)
+        first, second = (float(graphs.step(batch)[0]) for _ in range(2))
+    else:
+        first, second = (float(protocol.tensor_loss(step_model, batch)[0]) for _ in range(2))
+    return first != second
+
+
+def _small_eval(task: str) -> int:
+    """An evaluation limit that keeps the timed epochs' evaluation short (examples, tunes, tokens)."""
+    return {"mnist": 320, "nottingham": 8, "ptb-char": 4000, "ptb-word": 2000}[task]
+
+
 def _write_check(out: Path | None, kind: str, device: torch.device, **results: Any) -> None:
     """A check's JSON, by default results/bench/<kind>_<gpu>.json."""
     name = device_name(device)
@@ -509,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only check the fp32 equivalence (with a float64 CPU ground truth)")
     parser.add_argument("--profile", choices=list(VARIANTS),
                         help="only profile this variant: GPU time a step by kernel and by kind")
+    parser.add_argument("--engine-modes", nargs="+", choices=list(MODELS), metavar="MODEL",
+                        help="only time and check every engine mode of these models (needs the data)")
+    parser.add_argument("--steps", type=int, default=100, help="steps an epoch for --engine-modes")
     parser.add_argument("--bound", action="store_true",
                         help="only bound what a faster LocalRNN can buy: the step without LocalRNNs "
                              "plus their matmuls alone, against the reference and the fastest variant")
@@ -541,6 +624,16 @@ def main(argv: list[str] | None = None) -> int:
             for kernel in profile["kernels"][:15]:
                 print(f"  {kernel['us_per_step']:8.1f} us {kernel['launches_per_step']:5.1f}x {kernel['name'][:90]}")
         _write_check(args.out, "profile", device, tables=profiles)
+        return 0
+    if args.engine_modes:
+        cells = []
+        for table in args.tables:
+            for model in args.engine_modes:
+                cells.append(engine_modes(table, model, device, args.steps))
+                timing = {mode: round(r["ms_per_step"], 2) if r["works"] else r["error"][:60]
+                          for mode, r in cells[-1]["modes"].items()}
+                print(f"table {table} {model}: fastest correct {cells[-1]['fastest_correct']}; ms/step {timing}")
+                _write_check(args.out, "engine_modes", device, cells=cells)  # a cut-off run keeps it
         return 0
     if args.bound:
         bounds = {}

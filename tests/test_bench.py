@@ -110,3 +110,14 @@ def test_graphed_whole_step_trains_like_eager_steps(task):
     assert graphed.graphs.captures == 2
     for (name, p), q in zip(eager.model.named_parameters(), graphed.model.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_engine_modes_times_and_checks_each_mode_through_the_engine(real_data):
+    from rtlib.bench import dropout_masks_vary, engine_modes
+    result = engine_modes(4, "rtransformer", torch.device("cpu"), steps=2, data_dir=real_data,
+                          modes=("none",), timing_profile="smoke")
+    none = result["modes"]["none"]
+    assert none["works"] and none["ms_per_step"] > 0 and none["dropout_masks_vary"] is True
+    assert none["max_rel_loss_difference_vs_eager"] == 0.0 and result["fastest_correct"] == "none"
+    no_dropout = run_config("mnist", "rnn", "smoke")  # the seq-MNIST RNN rows have no dropout
+    assert dropout_masks_vary(no_dropout, "none", torch.device("cpu"), real_data) is None
