@@ -553,7 +553,8 @@ def dropout_masks_vary(cfg: RunConfig, mode: str, device: torch.device,
         graphs = StepGraphs(step_model, protocol.tensor_loss, optimizer, None, None)
         first, second = (float(graphs.step(batch)[0]) for _ in range(2))
     else:
-        first, second = (float(protocol.tensor_loss(step_model, batch)[0]) for _ in range(2))
+        with torch.no_grad():
+            first, second = (float(protocol.tensor_loss(step_model, batch)[0]) for _ in range(2))
     return first != second
 
 
