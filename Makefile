@@ -1,28 +1,34 @@
 # Two entry points (README): `make book` sets up and builds the book; `make test` runs every check.
+# Both check the data first, before installing anything: a file missing from the cache, the mirror
+# ($RTLIB_DATA_MIRROR) and its canonical host stops them within seconds, with one line saying so.
 PYTHON ?= python3
 # Override for your platform, e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
-export RTLIB_DATA_MIRROR ?= $(if $(wildcard ../shared/data/SHA256SUMS),$(abspath ../shared/data),)
 # Warnings are errors: a broken cross reference, a missing figure or a failing cell fails the build.
 BOOK_FLAGS ?= -W -n --keep-going
 # The smoke build (RTLIB_SMOKE=1) has its own folder, so its execution cache never feeds the real book.
 SMOKE_BUILD ?= _build/smoke
 JUPYTER_BOOK ?= $(PYTHON) -c "from jupyter_book.cli.main import main; main()"
 
-.PHONY: setup book test unit nbval book-smoke sync
+.PHONY: data setup book test unit nbval book-smoke sync
+# Prerequisites run in the order written: the data check before the install.
+.NOTPARALLEL:
+
+data:
+	$(PYTHON) -m rtlib data
 
 setup:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(TORCH_SPEC)
 	$(PYTHON) -m pip install -q -e ".[book,test]"
 
 # The book: every chapter executed (cached by its code cells) into _build/html.
-book: setup
+book: data setup
 	$(PYTHON) scripts/refresh_book_cache.py
 	$(JUPYTER_BOOK) build . --all $(BOOK_FLAGS)
 
 # Every check: unit tests (incl. the book/*.md <-> notebooks/*.ipynb pairing), every notebook
 # executed by nbval in smoke mode, and a smoke-mode build of the whole book.
-test: setup
+test: data setup
 	$(MAKE) unit nbval book-smoke
 
 unit:
