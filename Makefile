@@ -2,8 +2,12 @@
 # Both check the data first, before installing anything: a file missing from the cache, the mirror
 # ($RTLIB_DATA_MIRROR) and its canonical host stops them within seconds, with one line saying so.
 PYTHON ?= python3
-# Override for your platform, e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
-TORCH_SPEC ?= torch==2.13.0
+# PyTorch is installed only when `import torch` fails. PyPI's Linux wheel is the CUDA build (with
+# its CUDA wheels, several GB), so where there is no NVIDIA driver (no nvidia-smi) the CPU wheel is
+# taken. Override, e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_SPEC ?= torch==$(TORCH_VERSION)$(if $(shell command -v nvidia-smi 2>/dev/null),, --index-url $(TORCH_CPU_INDEX))
 # Warnings are errors: a broken cross reference, a missing figure or a failing cell fails the build.
 BOOK_FLAGS ?= -W -n --keep-going
 # The smoke build (RTLIB_SMOKE=1) has its own folder, so its execution cache never feeds the real book.
@@ -17,9 +21,12 @@ JUPYTER_BOOK ?= $(PYTHON) -c "from jupyter_book.cli.main import main; main()"
 data:
 	$(PYTHON) -m rtlib data
 
+# `make book` installs the book's extra only; `make test` adds the test tools (pytest, nbval, Triton, ...).
+EXTRAS ?= book,test
+book: EXTRAS = book
 setup:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(TORCH_SPEC)
-	$(PYTHON) -m pip install -q -e ".[book,test]"
+	$(PYTHON) -m pip install -q -e ".[$(EXTRAS)]"
 
 # The book: every chapter executed (cached by its code cells) into _build/html.
 book: data setup
@@ -40,6 +47,7 @@ nbval:
 book-smoke:
 	RTLIB_SMOKE=1 $(JUPYTER_BOOK) build . --path-output $(SMOKE_BUILD) $(BOOK_FLAGS)
 
-# After editing a chapter (book/<name>.md, the source), regenerate its notebook.
+# After editing a chapter (book/<name>.md, the source), regenerate its notebook (needs jupytext,
+# from the test extra).
 sync:
 	$(PYTHON) -m jupytext --sync book/*.md
