@@ -28,9 +28,10 @@ setup:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(TORCH_SPEC)
 	$(PYTHON) -m pip install -q -e ".[$(EXTRAS)]"
 
-# The book: every chapter executed (cached by its code cells) into _build/html.
+# The book: every chapter executed (cached; re-executed when its code cells, rtlib/ or, for the
+# chapters that read it, results/ changed) into _build/html.
 book: data setup
-	$(PYTHON) scripts/refresh_book_cache.py
+	$(PYTHON) scripts/refresh_book_cache.py _build/.jupyter_cache
 	$(JUPYTER_BOOK) build . --all $(BOOK_FLAGS)
 
 # Every check: unit tests (incl. the book/*.md <-> notebooks/*.ipynb pairing), every notebook
@@ -45,6 +46,7 @@ nbval:
 	RTLIB_SMOKE=1 $(PYTHON) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/
 
 book-smoke:
+	$(PYTHON) scripts/refresh_book_cache.py $(SMOKE_BUILD)/_build/.jupyter_cache
 	RTLIB_SMOKE=1 $(JUPYTER_BOOK) build . --path-output $(SMOKE_BUILD) $(BOOK_FLAGS)
 
 # After editing a chapter (book/<name>.md, the source), regenerate its notebook (needs jupytext,
