@@ -49,7 +49,8 @@ book-smoke:
 	$(PYTHON) scripts/refresh_book_cache.py $(SMOKE_BUILD)/_build/.jupyter_cache
 	RTLIB_SMOKE=1 $(JUPYTER_BOOK) build . --path-output $(SMOKE_BUILD) $(BOOK_FLAGS)
 
-# After editing a chapter (book/<name>.md, the source), regenerate its notebook (needs jupytext,
-# from the test extra).
+# After editing a chapter (book/<name>.md, the source): write its set-up cell and Colab badge
+# (rtlib/colab.py), then regenerate its notebook (needs jupytext, from the test extra).
 sync:
+	$(PYTHON) -m rtlib.colab
 	$(PYTHON) -m jupytext --sync book/*.md

@@ -1,5 +1,5 @@
 """The book's sources: every chapter's notebook is in sync with its markdown, output-free, in the
-table of contents, and opens with the Colab set-up cell and a launch badge."""
+table of contents, and opens with the set-up cell and a Colab badge."""
 import json
 import os
 import shutil
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rtlib.colab import FIRST_CELL, REPO_URL
+from rtlib.colab import REPO_URL, SETUP_CELL, badge, with_setup_cell
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted((REPO / "book").glob("*.md"))
@@ -66,14 +66,20 @@ def test_every_chapter_is_in_the_table_of_contents_and_exists():
         assert (REPO / f"{entry}.ipynb").exists(), entry
 
 
-@pytest.mark.parametrize("name", CHAPTERS)
-def test_chapter_opens_with_a_colab_badge_and_the_colab_setup_cell(name):
+@pytest.mark.parametrize("name", [path.stem for path in SOURCES])
+def test_every_page_opens_with_its_colab_badge_and_the_setup_cell(name):
     text = (REPO / "book" / f"{name}.md").read_text()
-    badge = f"colab.research.google.com/github/{REPO_URL.split('github.com/')[1]}/blob/main/notebooks/{name}.ipynb"
-    assert badge in text.split("```")[0], f"{name}: no Colab badge for its own notebook before the first cell"
+    assert with_setup_cell(name, text) == text, f"book/{name}.md: set-up cell or badge not current: run `make sync`"
+    assert badge(name) in text.split("```")[0], f"{name}: its badge is not above its first cell"
     first = code_cells(name)[0]
-    assert "".join(first["source"]) == FIRST_CELL
+    assert "".join(first["source"]) == SETUP_CELL
     assert "hide-cell" in first["metadata"].get("tags", [])
+
+
+def test_the_book_and_the_setup_cell_name_one_repository():
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
+    assert config["repository"]["url"] == REPO_URL
+    assert SETUP_CELL.count("github.com") == 1
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
