@@ -13,6 +13,11 @@ BOOK_FLAGS ?= -W -n --keep-going
 # The smoke build (RTLIB_SMOKE=1) has its own folder, so its execution cache never feeds the real book.
 SMOKE_BUILD ?= _build/smoke
 JUPYTER_BOOK ?= $(PYTHON) -c "from jupyter_book.cli.main import main; main()"
+# The kernel the build, nbval and papermill start: the standard python3 one, quiet about its TCP
+# transport (ipykernel warns on every start that loopback TCP is not encrypted).
+export JUPYTER_PATH := $(CURDIR)/jupyter$(if $(JUPYTER_PATH),:$(JUPYTER_PATH))
+# `$(call timed,WHAT,COMMAND)`: run COMMAND, then say how long it took.
+timed = echo '$(2)' && start=$$(date +%s) && $(2) && echo "$(1) took $$(( $$(date +%s) - start )) s"
 
 .PHONY: data setup book test unit nbval book-smoke sync
 # Prerequisites run in the order written: the data check before the install.
@@ -32,22 +37,25 @@ setup:
 # chapters that read it, results/ changed) into _build/html.
 book: data setup
 	$(PYTHON) scripts/refresh_book_cache.py _build/.jupyter_cache
-	$(JUPYTER_BOOK) build . --all $(BOOK_FLAGS)
+	@$(call timed,the book build,$(JUPYTER_BOOK) build . --all $(BOOK_FLAGS))
 
 # Every check: unit tests (incl. the book/*.md <-> notebooks/*.ipynb pairing), every notebook
 # executed by nbval in smoke mode, and a smoke-mode build of the whole book.
 test: data setup
-	$(MAKE) unit nbval book-smoke
+	@$(call timed,the checks,$(MAKE) unit nbval book-smoke)
 
 unit:
-	$(PYTHON) -m pytest -q
+	@$(call timed,the unit tests,$(PYTHON) -m pytest -q)
 
 nbval:
-	RTLIB_SMOKE=1 $(PYTHON) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/
+	@$(call timed,nbval,RTLIB_SMOKE=1 $(PYTHON) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/)
 
+# The smoke book lands in $(SMOKE_BUILD)/_build/html; its pages are then checked for what a reader
+# should never see (object addresses, <NA>, the build machine's paths).
 book-smoke:
 	$(PYTHON) scripts/refresh_book_cache.py $(SMOKE_BUILD)/_build/.jupyter_cache
-	RTLIB_SMOKE=1 $(JUPYTER_BOOK) build . --path-output $(SMOKE_BUILD) $(BOOK_FLAGS)
+	@$(call timed,the smoke build,RTLIB_SMOKE=1 $(JUPYTER_BOOK) build . --path-output $(SMOKE_BUILD) $(BOOK_FLAGS))
+	$(PYTHON) scripts/check_pages.py $(SMOKE_BUILD)/_build/html
 
 # After editing a chapter (book/<name>.md, the source): write its set-up cell and Colab badge
 # (rtlib/colab.py), then regenerate its notebook (needs jupytext, from the test extra).

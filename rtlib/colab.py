@@ -9,7 +9,8 @@ it calls `setup()`, which works the same everywhere:
   steps and smaller sizes, so CI can execute all of them in seconds each (`setup()` returns it);
 - on Colab, which runtime type to pick (`runtime_advice`);
 - figures: one consistent matplotlib style and resolution;
-- tables: pandas shows floats with 4 significant digits.
+- tables: pandas shows floats with 4 significant digits, missing values as "–" and large
+  integers with thousands separators (`table_html`).
 
 The repository's URL is written once, in `REPO_URL`: `make sync` runs `write_setup_cells`, which
 writes the set-up cell and the Colab badge into every chapter source (book/*.md).
@@ -23,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 REPO_URL = "https://github.com/r-transformer-book/r-transformer-book"
 SMOKE_ENV = "RTLIB_SMOKE"
+MISSING = "–"  # how tables show a value that is not there (pandas: NaN, <NA>, None)
 
 SETUP_CELL = f'''\
 # Set-up. On Colab: fetch and install this book's code. Everywhere: display defaults and SMOKE.
@@ -66,6 +68,30 @@ def runtime_advice(gpu: str | None) -> str:
             f"every other page runs on a CPU runtime ({pick} > CPU), which spares your GPU quota.")
 
 
+def table_html(frame) -> str:
+    """`frame` as HTML the way notebooks show a DataFrame, but with missing values as `MISSING`
+    (not NaN, <NA> or None) and thousands separators in integer columns that reach 10,000
+    (parameter and token counts; not seeds or table numbers)."""
+    import numpy as np
+    import pandas as pd
+
+    def separated(value) -> str:
+        return MISSING if pd.isna(value) else f"{value:,}"
+
+    def missing_as_nan(column):  # pandas writes its na_rep only for NaN, not for pd.NA or None
+        plain = column.dtype.kind in "fiub" and not isinstance(column.dtype, pd.api.extensions.ExtensionDtype)
+        return column if plain or not column.isna().any() else column.astype(object).where(column.notna(), np.nan)
+
+    large = {name: separated for name, column in frame.items()
+             if pd.api.types.is_integer_dtype(column) and not pd.api.types.is_bool_dtype(column)
+             and (column.abs() >= 10_000).any()}
+    shown = frame.apply(missing_as_nan) if frame.size else frame
+    return shown.to_html(notebook=True, na_rep=MISSING, formatters=large,
+                         max_rows=pd.get_option("display.max_rows"),
+                         max_cols=pd.get_option("display.max_columns"),
+                         show_dimensions=pd.get_option("display.show_dimensions"))
+
+
 def setup(dpi: int = 110) -> bool:
     """Set plotting and display defaults, advise on the Colab runtime; returns `smoke_mode()`."""
     import warnings
@@ -79,10 +105,26 @@ def setup(dpi: int = 110) -> bool:
                          "axes.titlesize": 10, "axes.labelsize": 9, "legend.frameon": False})
     pd.set_option("display.precision", 4)
     pd.set_option("display.max_colwidth", 80)
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        get_ipython = lambda: None  # noqa: E731
+    if get_ipython() is not None:
+        get_ipython().display_formatter.formatters["text/html"].for_type(pd.DataFrame, table_html)
     if in_colab():
         import torch
         print(runtime_advice(torch.cuda.get_device_name() if torch.cuda.is_available() else None))
     return smoke_mode()
+
+
+def repo_relative(path: str | Path) -> str:
+    """`path` relative to the repository when it lies inside it (pages never show the build
+    machine's folders), else as given."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def badge(name: str) -> str:

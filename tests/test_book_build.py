@@ -1,5 +1,6 @@
 """The scripts around the book build: refresh_book_cache.py re-executes a cached page when rtlib's
-source changes, and a page that reads results/ when results/ change, and nothing else."""
+source changes, and a page that reads results/ when results/ change, and nothing else;
+check_pages.py fails on what a reader should not see."""
 import importlib.util
 from pathlib import Path
 
@@ -65,3 +66,20 @@ def test_pages_are_dropped_when_their_inputs_change(refresh, tmp_path, capsys):
     refresh.main(str(cache_dir))
     assert cached(cache_dir) == []
 
+
+@pytest.mark.parametrize("shown, problem", [
+    ("<pre>&lt;torch._C.Generator at 0x7f11aad901b0&gt;</pre>", "memory address"),
+    ("<td>NaN</td>", "table cell"),
+    ("<td>&lt;NA&gt;</td>", "table cell"),
+    ('<div class="output stderr"><pre>UserWarning</pre></div>', "warning output"),
+    ("<p>14 run records read from {repo}/results/records</p>", "build machine's path"),
+])
+def test_check_pages_names_what_a_reader_should_not_see(tmp_path, capsys, shown, problem):
+    check_pages = script("check_pages")
+    (tmp_path / "clean.html").write_text("<p>14 run records read from results/records</p><td>–</td>")
+    assert check_pages.main(str(tmp_path)) == 0
+    page = shown.format(repo=check_pages.REPO)
+    (tmp_path / "page.html").write_text(page)
+    assert check_pages.main(str(tmp_path)) == 1
+    assert "page.html: shows" in capsys.readouterr().err
+    assert [problem in found for found in check_pages.problems(page)] == [True]

@@ -1,12 +1,16 @@
-"""rtlib.colab: the set-up cell on Colab and elsewhere, and the runtime advice."""
+"""rtlib.colab: the set-up cell on Colab and elsewhere, the runtime advice, how tables show."""
 import importlib.util
+import re
 import subprocess
 import sys
 import types
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from rtlib.colab import REPO_URL, SETUP_CELL, badge, runtime_advice, with_setup_cell
+from rtlib.colab import (MISSING, REPO, REPO_URL, SETUP_CELL, badge, repo_relative, runtime_advice,
+                         table_html, with_setup_cell)
 
 
 @pytest.fixture
@@ -60,6 +64,20 @@ def test_runtime_advice_names_the_runtime_type_to_pick():
     assert "needs a GPU" in runtime_advice(None) and "T4 GPU" in runtime_advice(None)
     on_gpu = runtime_advice("Tesla T4")
     assert "Tesla T4" in on_gpu and "> CPU" in on_gpu
+
+
+def test_tables_show_missing_values_and_large_counts_readably():
+    frame = pd.DataFrame({"seed": [1111, 1112], "parameters": [204426, 9],
+                          "released": pd.array([229738, None], dtype="Int64"),
+                          "metric": [0.5, np.nan], "verdict": ["reproduced", None]})
+    rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table_html(frame), re.S)]
+    assert [row for row in rows if row] == [["1111", "204,426", "229,738", "0.5", "reproduced"],
+                                            ["1112", "9", MISSING, MISSING, MISSING]]
+
+
+def test_repo_relative_hides_the_build_machines_folders(tmp_path):
+    assert repo_relative(REPO / "results" / "records") == "results/records"
+    assert repo_relative(tmp_path) == str(tmp_path)
 
 
 def test_with_setup_cell_replaces_an_old_one_or_inserts_it_first():
