@@ -1,6 +1,7 @@
 """The book's sources: every chapter's notebook is in sync with its markdown, output-free, in the
 table of contents, and opens with the set-up cell and a Colab badge."""
 import json
+import ast
 import os
 import shutil
 import subprocess
@@ -88,3 +89,31 @@ def test_chapter_has_summary_and_exercises_and_short_cells(name):
     assert "\n## Summary\n" in text and "\n## Exercises\n" in text
     for cell in code_cells(name)[1:]:
         assert len("".join(cell["source"]).splitlines()) <= 16, f"{name}: a code cell over 16 lines"
+
+
+
+def timing_leaks(cells: list[str]) -> tuple[set[str], list[str]]:
+    """Follow `toys.time_layers`'s result through the cells' assignments, in order; returns the
+    names that hold it or something computed from it, and those that reach a Markdown(...)."""
+    def names(node) -> set[str]:
+        return {name.id for name in ast.walk(node) if isinstance(name, ast.Name)}
+
+    tainted, leaks = set(), []
+    for cell in cells:
+        for statement in ast.parse(cell).body:
+            for node in ast.walk(statement):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Markdown":
+                    leaks += sorted(names(node) & tainted)
+                if isinstance(node, (ast.Assign, ast.For)):
+                    value = node.value if isinstance(node, ast.Assign) else node.iter
+                    targets = names(node.target) if isinstance(node, ast.For) else set().union(*map(names, node.targets))
+                    timed = any(getattr(call, "attr", "") == "time_layers" for call in ast.walk(value))
+                    tainted = tainted | targets if timed or names(value) & tainted else tainted - targets
+    return tainted, leaks
+
+
+def test_no_sentence_of_the_intuition_chapter_depends_on_the_build_machines_timings():
+    """Wall times on the build machine flip with its load, so no Markdown the chapter writes uses
+    `toys.time_layers`'s result or anything computed from it."""
+    tainted, leaks = timing_leaks(["".join(cell["source"]) for cell in code_cells("intuition")])
+    assert "timings" in tainted and leaks == []
