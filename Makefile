@@ -19,7 +19,7 @@ export JUPYTER_PATH := $(CURDIR)/jupyter$(if $(JUPYTER_PATH),:$(JUPYTER_PATH))
 # `$(call timed,WHAT,COMMAND)`: run COMMAND, then say how long it took.
 timed = echo '$(2)' && start=$$(date +%s) && $(2) && echo "$(1) took $$(( $$(date +%s) - start )) s"
 
-.PHONY: data setup book test unit nbval book-smoke sync
+.PHONY: data setup book test unit nbval book-smoke linkcheck sync
 # Prerequisites run in the order written: the data check before the install.
 .NOTPARALLEL:
 
@@ -56,6 +56,11 @@ book-smoke:
 	$(PYTHON) scripts/refresh_book_cache.py $(SMOKE_BUILD)/_build/.jupyter_cache
 	@$(call timed,the smoke build,RTLIB_SMOKE=1 $(JUPYTER_BOOK) build . --path-output $(SMOKE_BUILD) $(BOOK_FLAGS))
 	$(PYTHON) scripts/check_pages.py $(SMOKE_BUILD)/_build/html
+
+# Every external link of the book answers (needs the network; the publishing workflow runs it
+# after `make book`, whose execution cache it reuses).
+linkcheck:
+	$(JUPYTER_BOOK) build . --builder linkcheck $(BOOK_FLAGS)
 
 # After editing a chapter (book/<name>.md, the source): write its set-up cell and Colab badge
 # (rtlib/colab.py), then regenerate its notebook (needs jupytext, from the test extra).
