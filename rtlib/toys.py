@@ -354,7 +354,7 @@ def layer_costs(length: int = 256, d: int = 64, window: int = 8, batch: int = 8)
                 layer(x)
             flops = counter.get_total_flops()
             rows.append(dict(layer=name, length=length, sequential_steps=steps(length), flops=flops,
-                             flops_per_position=flops / (batch * length)))
+                             flops_per_position=round(flops / (batch * length))))
     costs = pd.DataFrame(rows)
     return costs.assign(flops_vs_gru=costs["flops"] / costs["flops"].iloc[0])
 
