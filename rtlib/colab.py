@@ -9,7 +9,7 @@ it calls `setup()`, which works the same everywhere:
   steps and smaller sizes, so CI can execute all of them in seconds each (`setup()` returns it);
 - on Colab, which runtime type to pick (`runtime_advice`);
 - figures: one consistent matplotlib style and resolution;
-- tables: pandas shows floats with 4 significant digits, missing values as "–" and large
+- tables: pandas shows floats to 4 decimals, missing values as "–" and large
   integers with thousands separators (`table_html`).
 
 The repository's URL is written once, in `REPO_URL`: `make sync` runs `write_setup_cells`, which
