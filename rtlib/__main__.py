@@ -96,7 +96,8 @@ def add_reproduce_parser(commands) -> None:
                         help="print the jobs as shell commands (run from the repo root), run nothing")
 
 
-DELEGATED = {"bench": "rtlib.bench", "analyze": "rtlib.analysis"}  # commands with their own parser
+# commands with their own parser; `data` needs only the standard library (it runs before the install)
+DELEGATED = {"bench": "rtlib.bench", "analyze": "rtlib.analysis", "data": "rtlib.data.fetch"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,20 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     add_reproduce_parser(commands)
     for name, module in DELEGATED.items():
         commands.add_parser(name, help=f"see `python -m rtlib {name} --help` ({module})")
-    verify = commands.add_parser("data", help="fetch and verify every data file")
-    verify.add_argument("--data-dir", type=Path)
     args = parser.parse_args(argv)
     from .train import NonFiniteLossError
     try:
         if args.command == "train":
             return run_train(args)
-        if args.command == "reproduce":
-            from .reproduce import run_reproduce
-            return run_reproduce(args)
-        from .data import verify_all
-        for name, path in verify_all(args.data_dir).items():
-            print(f"ok  {name}  {path}")
-        return 0
+        from .reproduce import run_reproduce
+        return run_reproduce(args)
     except (ValueError, FileExistsError, NonFiniteLossError) as error:
         print(f"rtlib {args.command}: error: {error}", file=sys.stderr)
         return 2

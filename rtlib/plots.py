@@ -93,14 +93,17 @@ def receptive_fields(length: int = 10, window: int = 3, t: int = 7):
 
 
 def plot_timings(timings: pd.DataFrame, ax=None):
-    """Forward wall time (ms) against sequence length, log-log, one line per layer."""
+    """Forward wall time (ms) against sequence length, log-log, one line per layer: the fastest
+    repeat, with a band up to the slowest (`ms_max`) where the timings have one."""
     ax = ax or plt.subplots(figsize=(6, 3.6))[1]
     for layer, rows in timings.groupby("layer", sort=False):
-        ax.plot(rows["length"], rows["ms"], marker="o", label=layer)
+        line, = ax.plot(rows["length"], rows["ms"], marker="o", label=layer)
+        if "ms_max" in rows:
+            ax.fill_between(rows["length"], rows["ms"], rows["ms_max"], color=line.get_color(), alpha=0.2)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length L")
-    ax.set_ylabel("forward time (ms, median)")
+    ax.set_ylabel("forward time (ms)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     return ax

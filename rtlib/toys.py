@@ -13,14 +13,13 @@ All of them run in seconds to a minute on a laptop CPU.
   long-range look-up.
 
 `make_toy_model` builds the contenders from rtlib's real modules (`RTransformer`,
-`Transformer(position=...)`, `TCN`, `LocalRNN`) and `train_toy` trains one. `time_layers`
-measures forward wall time against sequence length for a whole-sequence GRU, a LocalRNN and a
-causal convolution.
+`Transformer(position=...)`, `TCN`, `LocalRNN`) and `train_toy` trains one. For a whole-sequence
+GRU, a LocalRNN and a causal convolution, `layer_costs` counts what a forward pass costs on any
+machine (sequential steps, FLOPs) and `time_layers` measures its wall time on this one.
 """
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +29,9 @@ from typing import Callable
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import torch.utils.benchmark as benchmark
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from .models import TCN, LocalRNN, RTransformer, SequenceClassifier, Transformer
 from .models.layers import FeedForward, Sublayer
@@ -319,18 +320,6 @@ def bidirectional_attention(layer, x: Tensor) -> Tensor:
 # Wall time against sequence length
 
 
-def median_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall time of fn() in milliseconds over `repeats` calls, after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
-
-
 class CausalConv(nn.Module):
     """(B, L, d) -> (B, L, d) through one `CausalConv1d` of kernel `window`, for timing."""
 
@@ -342,21 +331,51 @@ class CausalConv(nn.Module):
         return self.conv(x.transpose(1, 2)).transpose(1, 2)
 
 
-def time_layers(lengths=(64, 256, 1024, 4096), d: int = 64, window: int = 8, batch: int = 8,
-                repeats: int = 5) -> pd.DataFrame:
-    """Forward wall time (ms, median of `repeats`) of three layers of width d on this machine:
-    a whole-sequence nn.GRU, a LocalRNN (fast path, GRU cell) and a causal Conv1d of kernel
-    `window`. One row per (layer, length)."""
+def cost_layers(d: int, window: int) -> dict[str, tuple[nn.Module, Callable[[int], int]]]:
+    """The three layers of width d whose cost the chapter compares, each with its number of
+    sequential steps as a function of the length: a whole-sequence nn.GRU, a LocalRNN (fast
+    path, GRU cell) and a causal Conv1d of kernel `window`."""
     torch.manual_seed(0)
-    layers = {"GRU (whole sequence)": nn.GRU(d, d, batch_first=True),
-              f"LocalRNN (M={window}, fast)": LocalRNN(d, window, "gru", "fast"),
-              f"causal Conv1d (k={window})": CausalConv(d, window)}
+    return {"GRU (whole sequence)": (nn.GRU(d, d, batch_first=True), lambda length: length),
+            f"LocalRNN (M={window}, fast)": (LocalRNN(d, window, "gru", "fast"), lambda length: window),
+            f"causal Conv1d (k={window})": (CausalConv(d, window), lambda length: 1)}
+
+
+def layer_costs(length: int = 256, d: int = 64, window: int = 8, batch: int = 8) -> pd.DataFrame:
+    """What one forward pass of each of `cost_layers` costs on any machine, at one length: the
+    steps it takes one after another and its FLOPs (counted by `FlopCounterMode` on the ops it
+    runs), in all and per position. Per position they hardly depend on the length (the LocalRNN
+    also projects window - 1 padding positions); `flops_vs_gru` compares with the GRU."""
+    x = torch.randn(batch, length, d)
+    rows = []
+    with torch.no_grad():
+        for name, (layer, steps) in cost_layers(d, window).items():
+            with FlopCounterMode(display=False) as counter:
+                layer(x)
+            flops = counter.get_total_flops()
+            rows.append(dict(layer=name, length=length, sequential_steps=steps(length), flops=flops,
+                             flops_per_position=round(flops / (batch * length))))
+    costs = pd.DataFrame(rows)
+    return costs.assign(flops_vs_gru=costs["flops"] / costs["flops"].iloc[0])
+
+
+def time_layers(lengths=(64, 256, 1024, 4096), d: int = 64, window: int = 8, batch: int = 8,
+                repeats: int = 5, min_run_time: float = 0.2, threads: int = 1) -> pd.DataFrame:
+    """Forward wall time (ms) of each of `cost_layers` on this machine, measured as steadily as a
+    shared machine allows: `torch.utils.benchmark`'s blocked autorange (warm-up, then blocks of
+    calls for at least `min_run_time` s, median over blocks) on `threads` intra-op threads, done
+    `repeats` times. One row per (layer, length): `ms`, the fastest repeat (the least disturbed by
+    other load), `ms_max` the slowest, and `spread` their ratio."""
     rows = []
     with torch.no_grad():
         for length in lengths:
             x = torch.randn(batch, length, d)
-            for name, layer in layers.items():
-                rows.append(dict(layer=name, length=length, ms=median_ms(lambda: layer(x), repeats)))
+            for name, (layer, _) in cost_layers(d, window).items():
+                timer = benchmark.Timer("layer(x)", globals=dict(layer=layer, x=x), num_threads=threads)
+                medians = [1000 * timer.blocked_autorange(min_run_time=min_run_time).median
+                           for _ in range(repeats)]
+                rows.append(dict(layer=name, length=length, ms=min(medians), ms_max=max(medians),
+                                 spread=max(medians) / min(medians), threads=threads))
     return pd.DataFrame(rows)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -206,6 +208,43 @@ def test_every_file_verifies_from_the_mirror(real_data: Path):
         assert path == real_data / name
         assert sha256_of(path) == checksums[name]
     assert files_under(real_data) == sorted(paths.values())
+
+
+def test_write_mirror_from_downloads_serves_every_file(
+    data_mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Without $RTLIB_DATA_MIRROR the tests build their mirror from the canonical hosts' files."""
+    served_name = {url: name + ".gz" if url.endswith(".gz") else name for name, url in SOURCES.items()}
+    monkeypatch.setattr(fetch_module, "download", lambda url: (data_mirror / served_name[url]).read_bytes())
+    monkeypatch.delenv(MIRROR_ENV)
+    mirror = fetch_module.write_mirror(tmp_path / "mirror", tmp_path / "downloaded")
+    assert sorted(path.relative_to(mirror).as_posix() for path in files_under(mirror)) == sorted(served_name.values())
+
+    monkeypatch.setenv(MIRROR_ENV, str(mirror))
+    monkeypatch.setattr(fetch_module, "download", lambda url: pytest.fail(f"downloaded {url}"))
+    assert set(verify_all(tmp_path / "from_mirror")) == set(SOURCES)
+
+
+def test_data_command_without_data_says_where_to_get_it_in_one_line(
+    tmp_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    monkeypatch.setattr(fetch_module, "download", lambda url: (_ for _ in ()).throw(urllib.error.URLError("offline")))
+    assert fetch_module.main(["--data-dir", str(tmp_data_dir)]) == 1
+    out, err = capsys.readouterr()
+    first_url = SOURCES[next(iter(read_checksums()))]
+    assert out == "" and err.count("\n") == 1 and err.startswith("rtlib data: error:")
+    assert MIRROR_ENV in err and first_url in err
+
+
+def test_data_command_verifies_every_file_with_the_standard_library_only(real_data: Path):
+    """`make book` runs `python -m rtlib data` before it installs anything."""
+    blocked = "import sys; sys.modules.update(dict.fromkeys(['torch', 'numpy', 'scipy', 'pandas']))"
+    run = subprocess.run([sys.executable, "-c", f"{blocked}; from rtlib.__main__ import main; "
+                          f"sys.exit(main(['data', '--data-dir', {str(real_data)!r}]))"],
+                         capture_output=True, text=True, cwd=REPO_DATA_DIR.parent)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"rtlib data: all {len(SOURCES)} files present and verified in {real_data}\n"
 
 
 # --- MNIST -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The book's sources: every chapter's notebook is in sync with its markdown, output-free, in the
-table of contents, and opens with the Colab set-up cell and a launch badge."""
+table of contents, and opens with the set-up cell and a Colab badge."""
 import json
+import ast
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rtlib.colab import FIRST_CELL, REPO_URL
+from rtlib.colab import REPO_URL, SETUP_CELL, badge, with_setup_cell
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted((REPO / "book").glob("*.md"))
@@ -66,14 +67,20 @@ def test_every_chapter_is_in_the_table_of_contents_and_exists():
         assert (REPO / f"{entry}.ipynb").exists(), entry
 
 
-@pytest.mark.parametrize("name", CHAPTERS)
-def test_chapter_opens_with_a_colab_badge_and_the_colab_setup_cell(name):
+@pytest.mark.parametrize("name", [path.stem for path in SOURCES])
+def test_every_page_opens_with_its_colab_badge_and_the_setup_cell(name):
     text = (REPO / "book" / f"{name}.md").read_text()
-    badge = f"colab.research.google.com/github/{REPO_URL.split('github.com/')[1]}/blob/main/notebooks/{name}.ipynb"
-    assert badge in text.split("```")[0], f"{name}: no Colab badge for its own notebook before the first cell"
+    assert with_setup_cell(name, text) == text, f"book/{name}.md: set-up cell or badge not current: run `make sync`"
+    assert badge(name) in text.split("```")[0], f"{name}: its badge is not above its first cell"
     first = code_cells(name)[0]
-    assert "".join(first["source"]) == FIRST_CELL
+    assert "".join(first["source"]) == SETUP_CELL
     assert "hide-cell" in first["metadata"].get("tags", [])
+
+
+def test_the_book_and_the_setup_cell_name_one_repository():
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
+    assert config["repository"]["url"] == REPO_URL
+    assert SETUP_CELL.count("github.com") == 1
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
@@ -82,3 +89,31 @@ def test_chapter_has_summary_and_exercises_and_short_cells(name):
     assert "\n## Summary\n" in text and "\n## Exercises\n" in text
     for cell in code_cells(name)[1:]:
         assert len("".join(cell["source"]).splitlines()) <= 16, f"{name}: a code cell over 16 lines"
+
+
+
+def timing_leaks(cells: list[str]) -> tuple[set[str], list[str]]:
+    """Follow `toys.time_layers`'s result through the cells' assignments, in order; returns the
+    names that hold it or something computed from it, and those that reach a Markdown(...)."""
+    def names(node) -> set[str]:
+        return {name.id for name in ast.walk(node) if isinstance(name, ast.Name)}
+
+    tainted, leaks = set(), []
+    for cell in cells:
+        for statement in ast.parse(cell).body:
+            for node in ast.walk(statement):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Markdown":
+                    leaks += sorted(names(node) & tainted)
+                if isinstance(node, (ast.Assign, ast.For)):
+                    value = node.value if isinstance(node, ast.Assign) else node.iter
+                    targets = names(node.target) if isinstance(node, ast.For) else set().union(*map(names, node.targets))
+                    timed = any(getattr(call, "attr", "") == "time_layers" for call in ast.walk(value))
+                    tainted = tainted | targets if timed or names(value) & tainted else tainted - targets
+    return tainted, leaks
+
+
+def test_no_sentence_of_the_intuition_chapter_depends_on_the_build_machines_timings():
+    """Wall times on the build machine flip with its load, so no Markdown the chapter writes uses
+    `toys.time_layers`'s result or anything computed from it."""
+    tainted, leaks = timing_leaks(["".join(cell["source"]) for cell in code_cells("intuition")])
+    assert "timings" in tainted and leaks == []

@@ -124,12 +124,27 @@ def test_describe_follows_the_numbers():
     assert toys.describe(0.8, 0.5) == "gets only part of it"
 
 
-def test_time_layers_measures_every_layer_at_every_length():
-    timings = toys.time_layers(lengths=(8, 16), d=8, window=3, batch=2, repeats=1)
-    assert len(timings) == 6 and (timings["ms"] > 0).all()
-    assert timings["layer"].nunique() == 3
+def test_time_layers_measures_every_layer_at_every_length_with_its_spread():
+    timings = toys.time_layers(lengths=(8, 16), d=8, window=3, batch=2, repeats=2, min_run_time=0.01)
+    assert len(timings) == 6 and timings["layer"].nunique() == 3
+    assert (timings["ms"] > 0).all() and (timings["ms_max"] >= timings["ms"]).all()
+    assert (timings["spread"] >= 1).all() and (timings["threads"] == 1).all()
     steps = toys.sequential_steps(100, 7).set_index("layer")["sequential_steps"]
     assert steps.tolist() == [100, 7, 1, 1]
+
+
+def test_layer_costs_count_sequential_steps_and_flops():
+    d, window, batch, length = 16, 4, 2, 32
+    costs = toys.layer_costs(length, d=d, window=window, batch=batch).set_index("layer")
+    assert costs["sequential_steps"].tolist() == [length, window, 1]
+    positions = batch * length
+    gru, local, conv = costs["flops"]
+    assert gru == positions * 2 * 2 * d * 3 * d  # input and hidden projections, 3 gates
+    assert conv == positions * 2 * window * d * d
+    # the LocalRNN projects every input (and window - 1 padding positions) once, then takes
+    # window - 1 hidden steps from a zero state for every position
+    assert local == 2 * d * 3 * d * (batch * (length + window - 1) + positions * (window - 1))
+    assert costs["flops_vs_gru"].iloc[0] == 1 and costs["flops_per_position"].iloc[2] == 2 * window * d * d
 
 
 def test_load_gpu_bench_reads_the_bench_format_and_tolerates_none(tmp_path):
