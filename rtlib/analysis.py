@@ -345,6 +345,44 @@ if __name__ == "__main__":
 # Settings and sizes of the paper's rows (the model and table chapters)
 
 
+def model_size(task: str, model: str, profile: str = "paper") -> str:
+    """'layers / hidden' of one row's model, as the paper's tables print it."""
+    from .configs import run_config
+
+    backbone = run_config(task, model, profile).backbone
+    if "d_model" in backbone:
+        return f"{backbone['levels']} / {backbone['d_model']}"
+    if "channels" in backbone:
+        return f"{len(backbone['channels'])} / {backbone['channels'][0]}"
+    return f"{backbone['num_layers']} / {backbone['hidden_size']}"
+
+
+def describe_schedule(schedule) -> str:
+    """A `rtlib.configs.Schedule` in words: '÷10 every 10 epochs', '÷2 when the validation loss
+    ≥ the max of the last 5 (after epoch 5)', 'none'."""
+    if schedule.factor == 1:
+        return "none"
+    divide = f"÷{1 / schedule.factor:g}"
+    if schedule.kind == "step":
+        return f"{divide} every {schedule.every} epochs"
+    compare = ">" if schedule.strict else "≥"
+    return (f"{divide} when the validation loss {compare} the max of the last {schedule.window} "
+            f"(after epoch {schedule.after})")
+
+
+def profile_changes(task: str, profile: str = "fast") -> list[str]:
+    """What `profile` changes from the paper profile for `task`'s rows, in words."""
+    from .configs import FAMILY, FAST, PAPER, Schedule
+
+    if profile != "fast":
+        return []
+    changed, why = FAST[FAMILY[task]]
+    paper = PAPER[FAMILY[task], "rtransformer"][2]
+    shown = lambda value: describe_schedule(value) if isinstance(value, Schedule) else f"{value}"
+    return [f"{key}: {shown(getattr(paper, key))} → {shown(value)}" for key, value in changed.items()
+            if getattr(paper, key) != value] + [f"why: {why}"]
+
+
 def config_table(task: str, profile: str = "paper", models=None) -> "pd.DataFrame":
     """One row per model: its size and training settings for `task` from `rtlib.configs`."""
     import pandas as pd
@@ -355,17 +393,13 @@ def config_table(task: str, profile: str = "paper", models=None) -> "pd.DataFram
     for model in models or MODELS:
         cfg = run_config(task, model, profile)
         b, t = cfg.backbone, cfg.train
-        size = (f"{b['levels']} / {b['d_model']}" if "d_model" in b else
-                f"{len(b['channels'])} / {b['channels'][0]}" if "channels" in b else
-                f"{b['num_layers']} / {b['hidden_size']}")
         window = b.get("window") or b.get("kernel_size")
-        rows.append(dict(model=model, **{"layers / hidden": size}, heads=b.get("heads", "-"),
-                         **{"window / kernel": window or "-"}, cell=b.get("cell", "-"),
-                         dropout=b.get("dropout"), optimizer=t.optimizer, lr=f"{t.lr:g}",
-                         lr_grid=", ".join(f"{lr:g}" for lr in t.lr_grid),
+        rows.append(dict(model=model, **{"layers / hidden": model_size(task, model, profile)},
+                         heads=b.get("heads", "-"), **{"window / kernel": window or "-"},
+                         cell=b.get("cell", "-"), dropout=b.get("dropout"), optimizer=t.optimizer,
+                         lr=f"{t.lr:g}", lr_grid=", ".join(f"{lr:g}" for lr in t.lr_grid),
                          grad_clip=f"{t.grad_clip:g}" if t.grad_clip else "none",
-                         batch=t.batch_size, epochs=t.epochs,
-                         schedule=t.schedule.kind if t.schedule.factor != 1 else "none"))
+                         batch=t.batch_size, epochs=t.epochs, schedule=describe_schedule(t.schedule)))
     return pd.DataFrame(rows)
 
 
