@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, run_config
-from .results import (CLAIMS, EVIDENCE_PROFILE, MIN_SEEDS, RESULTS_DIR, HTMLTable, ablations, cell, cells,
+from .results import (CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, RESULTS_DIR, HTMLTable, ablations, cell, cells,
                       claims, evidence, fmt, lr_cuts, model_name, ours_text, plural, rounding, select_lr,
                       selections, signed)
 from .tasks import TASKS
@@ -161,6 +161,20 @@ def gaps_table(records: pd.DataFrame) -> HTMLTable:
                     "evidence": "<br>".join(found["evidence"])})
     return HTMLTable(pd.DataFrame(out, columns=["table", "model", "ours", "paper", "verdict", "explanation",
                                                 "evidence"]), "verdict", html_columns=["evidence"])
+
+
+def paper_numbers(task: str) -> str:
+    """One sentence with the paper's numbers for `task`: the R-Transformer against TCN and the
+    Transformer, and the paper's best row where that is not the R-Transformer."""
+    info = TASKS[task]
+    paper = info.paper
+    best = (max if info.higher_is_better else min)(paper, key=paper.get)
+    text = (f"The paper reports {fmt(paper['rtransformer'], task)} for the R-Transformer against "
+            f"{fmt(paper['tcn'], task)} for TCN and {fmt(paper['transformer'], task)} for the Transformer "
+            f"({METRIC_NAMES[info.metric]}, {'higher' if info.higher_is_better else 'lower'} is better)")
+    if best != "rtransformer":
+        text += f"; its best row is the {model_name(best)} ({fmt(paper[best], task)}), not the R-Transformer"
+    return text + "."
 
 
 def results_paragraph(records: pd.DataFrame, task: str) -> str:

@@ -43,7 +43,7 @@ MODEL_NAMES = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM", "tcn": "TCN", "transf
 EVIDENCE_PROFILE = "paper"
 MIN_SEEDS = 3
 PAPER_DECIMALS = {"mnist": 1, "nottingham": 2, "ptb-char": 2, "ptb-word": 2}  # as Tables 1-4 print
-METRIC_NAMES = {"accuracy": "test accuracy (%)", "nll": "NLL", "bpc": "bits per character",
+METRIC_NAMES = {"accuracy": "test accuracy in %", "nll": "NLL", "bpc": "bits per character",
                 "perplexity": "perplexity"}
 COLUMNS = ("run_id", "record_version", "status", "task", "table", "model", "profile", "variant",
            "seed", "lr", "metric", "higher_is_better", "best_valid_loss", "best_valid_metric",
