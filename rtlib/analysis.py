@@ -463,6 +463,22 @@ def parameter_breakdown(model: nn.Module) -> dict[str, int]:
     return counts
 
 
+def breakdown_sentence(breakdown: "pd.DataFrame") -> str:
+    """Markdown: per table (a column of `parameter_breakdown` counts), which part holds the most
+    of a block's parameters and its share, and the input/output layers' share of the model."""
+    lines = []
+    for column in breakdown.columns:
+        counts = breakdown[column]
+        blocks = counts.drop(index="input/output")
+        top = blocks.idxmax()
+        name = {"LocalRNN": "LocalRNN", "feed-forward": "feed-forward network"}.get(top, top)
+        lines.append(f"- {column}: the largest part of the blocks is the {name}, with "
+                     f"{100 * blocks[top] / blocks.sum():.0f}% of their parameters (" + ", ".join(f"{part} {100 * value / blocks.sum():.0f}%" for part, value
+                                                  in blocks.drop(index=top).items()) + "); the input and output "
+                     f"layers hold {100 * counts['input/output'] / counts.sum():.0f}% of the model.")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # Reference points for the table chapters: what a model that ignores all context scores
 
