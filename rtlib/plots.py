@@ -106,17 +106,25 @@ def plot_timings(timings: pd.DataFrame, ax=None):
     return ax
 
 
+def _toy_names(results: pd.DataFrame) -> pd.Series:
+    layers = results["levels"].astype(str) + " layer" + np.where(results["levels"] > 1, "s", "")
+    return results["model"].map(label) + np.where(results["levels"].nunique() > 1, " (" + layers + ")", "")
+
+
 def plot_toy_accuracy(results: pd.DataFrame, ax=None, title: str = ""):
-    """Bar per model (mean over seeds), with the chance level as a dashed line."""
+    """Bar per model: mean test accuracy over seeds, ± one standard deviation where there are
+    several, each seed a dot; the chance level as a dashed line."""
     ax = ax or plt.subplots(figsize=(6, 3))[1]
-    rows = results.assign(name=results["model"].map(label) + np.where(
-        results["levels"].nunique() > 1, " (" + results["levels"].astype(str) + " layer"
-        + np.where(results["levels"] > 1, "s", "") + ")", ""))
-    means = rows.groupby("name", sort=False)["accuracy"].mean()
+    rows = results.assign(name=_toy_names(results))
+    stats = rows.groupby("name", sort=False)["accuracy"].agg(["mean", "std", "count"])
     colors = [PALETTE.get(model, "C9") for model in rows.drop_duplicates("name")["model"]]
-    ax.barh(means.index, 100 * means.values, color=colors)
-    for i, value in enumerate(means.values):
-        ax.text(100 * value + 1, i, f"{100 * value:.1f}%", va="center", fontsize=8)
+    ax.barh(stats.index, 100 * stats["mean"], color=colors, alpha=0.8,
+            xerr=100 * stats["std"].fillna(0), error_kw=dict(capsize=3, lw=1))
+    position = {name: i for i, name in enumerate(stats.index)}
+    ax.scatter(100 * rows["accuracy"], rows["name"].map(position), color="k", s=8, zorder=3,
+               label=f"one seed (n={int(stats['count'].max())})")
+    for i, value in enumerate(stats["mean"]):
+        ax.text(min(100 * value + 2, 101), i, f"{100 * value:.1f}%", va="center", fontsize=8)
     ax.axvline(100 * results["chance"].iloc[0], color="k", ls="--", lw=1, label="chance")
     ax.set_xlim(0, 112)
     ax.set_xlabel("test accuracy (%)")
@@ -126,27 +134,34 @@ def plot_toy_accuracy(results: pd.DataFrame, ax=None, title: str = ""):
     return ax
 
 
-def plot_toy_curves(records: Sequence[dict], ax=None):
-    """Test accuracy during training, one line per toy run (records from `train_toy`)."""
+def plot_toy_curves(results: pd.DataFrame, ax=None, level: float = 0.95):
+    """Test accuracy during training, per model the mean over seeds with a band of ± one
+    standard deviation, and the `level` that counts as solved (rows from `toys.compare`)."""
     ax = ax or plt.subplots(figsize=(6, 3))[1]
-    for record in records:
-        steps, accuracy = zip(*record["curve"])
-        ax.plot(steps, 100 * np.array(accuracy), marker=".", color=PALETTE.get(record["model"]),
-                label=label(record["model"]))
+    rows = results.assign(name=_toy_names(results))
+    for name, group in rows.groupby("name", sort=False):
+        steps = [step for step, _ in group["curve"].iloc[0]]
+        accuracy = 100 * np.array([[a for _, a in curve] for curve in group["curve"]])
+        mean, std = accuracy.mean(0), accuracy.std(0)
+        line, = ax.plot(steps, mean, color=PALETTE.get(group["model"].iloc[0]), label=name)
+        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
+    ax.axhline(100 * level, color="k", ls=":", lw=1, label=f"{100 * level:.0f}%")
     ax.set_xlabel("training step")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     return ax
 
 
 def plot_window_sweep(sweep: pd.DataFrame, ax=None, ceiling: Callable[[int], float] | None = None,
                       x: str = "receptive_field"):
-    """Accuracy against window M (or receptive field), one line per model; `ceiling(x)` draws
-    the best accuracy any model could reach seeing only that many inputs."""
+    """Accuracy against window M (or receptive field), one line per model (mean over seeds, bars
+    ± one standard deviation); `ceiling(x)` draws the best accuracy any model could reach seeing
+    only that many inputs."""
     ax = ax or plt.subplots(figsize=(6, 3.4))[1]
     for model, rows in sweep.groupby("model", sort=False):
-        means = rows.groupby(x)["accuracy"].mean()
-        ax.plot(means.index, 100 * means.values, marker="o", color=PALETTE.get(model), label=label(model))
+        stats = rows.groupby(x)["accuracy"].agg(["mean", "std"]).fillna(0)
+        ax.errorbar(stats.index, 100 * stats["mean"], yerr=100 * stats["std"], marker="o", capsize=3,
+                    color=PALETTE.get(model), label=label(model))
     if ceiling is not None:
         grid = np.arange(1, sweep[x].max() + 1)
         ax.plot(grid, [100 * ceiling(int(g)) for g in grid], color="k", ls=":", lw=1.5,
