@@ -489,22 +489,24 @@ def profile_changes(task: str, profile: str = "fast") -> list[str]:
 
 
 def config_table(task: str, profile: str = "paper", models=None) -> "pd.DataFrame":
-    """One row per model: its size and training settings for `task` from `rtlib.configs`."""
+    """One row per model (its name as the paper prints it): size and training settings for
+    `task` from `rtlib.configs`, under readable headers."""
     import pandas as pd
 
     from .configs import MODELS, run_config
+    from .results import model_name
 
     rows = []
     for model in models or MODELS:
         cfg = run_config(task, model, profile)
         b, t = cfg.backbone, cfg.train
         window = b.get("window") or b.get("kernel_size")
-        rows.append(dict(model=model, **{"layers / hidden": model_size(task, model, profile)},
-                         heads=b.get("heads", "-"), **{"window / kernel": window or "-"},
-                         cell=b.get("cell", "-"), dropout=b.get("dropout"), optimizer=t.optimizer,
-                         lr=f"{t.lr:g}", lr_grid=", ".join(f"{lr:g}" for lr in t.lr_grid),
-                         grad_clip=f"{t.grad_clip:g}" if t.grad_clip else "none",
-                         batch=t.batch_size, epochs=t.epochs, schedule=describe_schedule(t.schedule)))
+        rows.append({"model": model_name(model), "layers / hidden": model_size(task, model, profile),
+                     "heads": b.get("heads", "–"), "window / kernel": window or "–", "cell": b.get("cell", "–"),
+                     "dropout": b.get("dropout"), "optimizer": t.optimizer, "lr": f"{t.lr:g}",
+                     "lr grid": ", ".join(f"{lr:g}" for lr in t.lr_grid),
+                     "gradient clip": f"{t.grad_clip:g}" if t.grad_clip else "none", "batch": t.batch_size,
+                     "epochs": t.epochs, "lr schedule": describe_schedule(t.schedule)})
     return pd.DataFrame(rows)
 
 

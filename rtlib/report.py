@@ -487,6 +487,17 @@ def scope(records: pd.DataFrame, batches: list[dict]) -> str:
     return text
 
 
+def how_sure() -> str:
+    """The verdict rules in words, from the constants that apply them."""
+    return (f"**How sure.** A verdict needs at least {MIN_SEEDS} seeds at the paper profile; below that a "
+            "cell or a comparison is *inconclusive*, however close its number. That one model beats "
+            "another is tested on the difference of the two means over seeds, with a Welch 95% interval: "
+            "*supported* when the interval lies on the side the paper claims, *contradicted* when it lies "
+            "on the other side, *inconclusive* when it straddles 0. A claim is supported only when every "
+            "comparison it makes is, and contradicted when any one is; *not tested* means that no "
+            "comparison of it has runs on both sides.")
+
+
 def _prose(row) -> str:
     """'Table 2 R-Transformer: 2.54 ± 0.26 over 3 seeds against the paper's 2.37'."""
     spread = f" ± {fmt(row['std'], row['task'])}" if row["n"] > 1 else ""

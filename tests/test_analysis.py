@@ -180,9 +180,10 @@ def test_parameter_counts_breakdown_and_released_dead_weights(real_data):
 def test_config_table_lists_every_model_with_its_settings():
     table = analysis.config_table("ptb-char").set_index("model")
     assert len(table) == 6
-    assert table.loc["rtransformer", "layers / hidden"] == "3 / 512"
-    assert table.loc["rtransformer", "lr_grid"] == "1, 2, 3"
-    assert analysis.config_table("mnist").set_index("model").loc["rtransformer", "grad_clip"] == "none"
+    assert table.loc["R-Transformer", "layers / hidden"] == "3 / 512"
+    assert table.loc["R-Transformer", "lr grid"] == "1, 2, 3"
+    assert analysis.config_table("mnist").set_index("model").loc["R-Transformer", "gradient clip"] == "none"
+    assert analysis.config_table("mnist").set_index("model").loc["TCN", "lr schedule"] == "÷10 every 10 epochs"
 
 
 def test_context_free_reference_scores(real_data):
