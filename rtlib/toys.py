@@ -472,6 +472,19 @@ def load_local_rnn_bounds(folder: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+BENCH_HEADERS = {"reference_ms": "reference (ms)", "variant_ms": "fastest (ms)",
+                 "without_local_rnn_ms": "without LocalRNNs (ms)", "local_rnn_matmuls_ms": "LocalRNN matmuls (ms)",
+                 "bound_ms": "bound (ms)", "speedup_vs_reference": "speed-up", "bound_speedup_vs_reference":
+                 "speed-up at the bound", "mfu": "MFU", "bound_mfu": "MFU at the bound", "epoch_s": "epoch (s)",
+                 "steps": "steps", "speedup": "speed-up"}
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """A bench table for the page: readable headers, '–' where a value was not measured."""
+    shown = frame.rename(columns=BENCH_HEADERS)
+    return shown.astype(object).where(shown.notna(), "–")
+
+
 def load_music_epochs(folder: str | Path) -> pd.DataFrame:
     """Whole Nottingham training epochs timed by `python -m rtlib bench --music-epoch`, one row
     per (file, setup): seconds, steps and speed-up over one tune a step through the released

@@ -197,6 +197,11 @@ def test_intuition_figures_draw():
     matplotlib.pyplot.close("all")
 
 
+def test_bench_tables_read_as_words_and_never_show_nan():
+    frame = pd.DataFrame({"bound_ms": [1.0], "speedup": [float("nan")]})
+    assert toys.readable(frame).to_dict("records") == [{"bound (ms)": 1.0, "speed-up": "–"}]
+
+
 def test_load_music_epochs_reads_the_epoch_timings(tmp_path):
     assert toys.load_music_epochs(tmp_path).empty
     epoch = {"reference": dict(epoch_s=10.0, steps=694, speedup_vs_reference=1.0),
