@@ -82,6 +82,19 @@ def mean_attention_distance(maps: Tensor) -> Tensor:
     return (maps * distance).sum(-1).mean(dim=(1, 3))
 
 
+def normalized_entropy(maps: Tensor) -> Tensor:
+    """(layers, heads): the entropy of each query's weights over the positions it may see,
+    divided by the log of their number (1: uniform attention, 0: all on one position), averaged
+    over queries that see at least 2 positions. `maps` is (layers, heads, queries, L); a query
+    row r of a full map sees r + 1 positions, a single row (queries = 1) sees all L."""
+    layers, heads, queries, length = maps.shape
+    seen = torch.arange(1, queries + 1, dtype=maps.dtype) if queries == length else torch.full((1,), float(length))
+    p = maps.clamp_min(0)
+    entropy = -(p * p.clamp_min(1e-30).log()).sum(-1)  # (layers, heads, queries)
+    keep = seen >= 2
+    return (entropy[..., keep] / seen[keep].log()).mean(-1)
+
+
 # ---------------------------------------------------------------------------------------------
 # LocalRNN window saliency
 
@@ -194,8 +207,9 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
 
 
 def pick_example(cfg: RunConfig, protocol, data_dir: str | Path | None = None,
-                 max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
-    """A real test example for the run's task: {"input": model input (batch of 1), ...}."""
+                 max_tokens: int = MAX_TOKENS, index: int = 0) -> dict[str, Any]:
+    """A real test example for the run's task: {"input": model input (batch of 1), ...}: test
+    image `index`, the start of test tune `index`, or the `index`-th stretch of test text."""
     from .data import load_mnist, load_music, load_ptb, pixel_sequences, pmnist_permutation
     from .tasks import PMNIST_PERMUTATION_SEED, TASKS
 
@@ -203,23 +217,24 @@ def pick_example(cfg: RunConfig, protocol, data_dir: str | Path | None = None,
     if kind == "classify":
         images, labels = load_mnist("test", data_dir)
         permutation = pmnist_permutation(PMNIST_PERMUTATION_SEED) if cfg.task == "pmnist" else None
-        return dict(kind=kind, input=pixel_sequences(images[:1], permutation),
-                    description="the first test image", label=int(labels[0]),
-                    pixels=images[0].flatten().tolist(),
+        return dict(kind=kind, input=pixel_sequences(images[index:index + 1], permutation),
+                    description=f"test image {index + 1}", label=int(labels[index]),
+                    pixels=images[index].flatten().tolist(),
                     permutation=None if permutation is None else permutation.tolist())
     if kind == "music":
-        tune = load_music(cfg.task, "test", data_dir)[0][:max_tokens]
-        return dict(kind=kind, input=tune[None], description=f"the first {len(tune)} steps of the first test tune",
+        tune = load_music(cfg.task, "test", data_dir)[index][:max_tokens]
+        return dict(kind=kind, input=tune[None], description=f"the first {len(tune)} steps of test tune {index + 1}",
                     keys=[torch.nonzero(step).flatten().tolist() for step in tune])
     level = "char" if cfg.task == "ptb-char" else "word"
     corpus = load_ptb(level, data_dir)
-    ids = corpus.test[:max_tokens]
+    start = index * max_tokens
+    ids = corpus.test[start:start + max_tokens]
     tokens = [corpus.vocab[i] for i in ids.tolist()]
     if level == "word" and "<eos>" in tokens:  # end at the last full sentence
         end = len(tokens) - tokens[::-1].index("<eos>")
         ids, tokens = ids[:end], tokens[:end]
-    return dict(kind=kind, input=ids[None], description=f"the first {len(tokens)} {level}s of the test set",
-                tokens=tokens)
+    return dict(kind=kind, input=ids[None], tokens=tokens,
+                description=f"{len(tokens)} {level}s of the test set from {level} {start + 1}")
 
 
 def _rounded(tensor: Tensor, significant: int = SIGNIFICANT) -> Any:
@@ -247,6 +262,7 @@ def analyze(cfg: RunConfig, model: nn.Module, example: dict[str, Any], device: s
         maps = attention_maps(model, x)[:, 0]  # (layers, heads, L, L)
         out["layers"], out["heads"] = int(maps.shape[0]), int(maps.shape[1])
         out["mean_distance"] = _rounded(mean_attention_distance(maps[:, None]))
+        out["entropy"] = _rounded(normalized_entropy(maps[:, :, -1:] if example["kind"] == "classify" else maps))
         if example["kind"] == "classify":  # 784 x 784 is too big: keep the last query's row
             out["last_row"] = _rounded(maps[:, :, -1])
         else:  # lower triangle of each map, row by row
@@ -261,20 +277,35 @@ def analyze(cfg: RunConfig, model: nn.Module, example: dict[str, Any], device: s
     return out
 
 
+SUMMARY_KEYS = ("length", "mean_distance", "entropy", "saliency")
+
+
 def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
-                data_dir: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
-    """Analyze the run in `run_dir` on a real test example; write the JSON to `out_path`
-    (default ``results/analysis/<run id>.json``) and return it."""
+                data_dir: str | Path | None = None, device: str = "cpu", examples: int = 1) -> dict[str, Any]:
+    """Analyze the run in `run_dir` on `examples` real test examples: the first in full (maps),
+    the others as distances, entropies and saliency (``more_examples``); record where the weights
+    come from (``provenance``); write the JSON to `out_path` (default
+    ``results/analysis/<run id>.json``) and return it."""
     from .train import run_id
 
     cfg, model, protocol = load_run(run_dir, data_dir, device)
     result = dict(run_id=run_id(cfg), run_dir=str(run_dir),
                   **analyze(cfg, model, pick_example(cfg, protocol, data_dir), device))
-    record_path = Path(run_dir) / "record.json"
-    if record_path.exists():
-        record = json.loads(record_path.read_text())
-        result.update(test_metric=record.get("test_metric"), metric=record.get("metric"),
-                      epochs_run=record.get("epochs_run"))
+    result["more_examples"] = []
+    for index in range(1, examples):
+        other = analyze(cfg, model, pick_example(cfg, protocol, data_dir, index=index), device)
+        result["more_examples"].append(dict(description=other["example"]["description"],
+                                            **{key: other[key] for key in SUMMARY_KEYS if key in other}))
+    run = Path(run_dir)
+    record = json.loads((run / "record.json").read_text()) if (run / "record.json").exists() else {}
+    result.update(test_metric=record.get("test_metric"), metric=record.get("metric"),
+                  epochs_run=record.get("epochs_run"))
+    result["provenance"] = dict(
+        weights="best.pt" if (run / "best.pt").exists() else "checkpoint.pt (no best.pt)",
+        # seq-MNIST has no validation split: its best.pt is the last epoch's weights
+        epoch=(record.get("best_epoch") or record.get("epochs_run")) if (run / "best.pt").exists() else None,
+        epochs_run=record.get("epochs_run"), precision=record.get("precision", "not recorded"),
+        git_commit=record.get("git_commit"), analysed_on=device)
     out_path = Path(out_path) if out_path else ANALYSIS_DIR / f"{result['run_id']}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, separators=(",", ":")) + "\n")
@@ -304,8 +335,81 @@ def pick_analyses(analyses: list[dict[str, Any]]) -> dict[tuple[str, str], dict[
     return chosen
 
 
+def _entropy_of(item: dict[str, Any]) -> list[list[float]]:
+    """(layers, heads) normalized entropy of an analysis, computed from its maps where the JSON
+    predates the ``entropy`` field."""
+    if "entropy" in item:
+        return item["entropy"]
+    import numpy as np
+
+    def normalized(row):
+        p = np.asarray(row, dtype=float)
+        p = p[p > 0] / p.sum()
+        return float(-(p * np.log(p)).sum() / np.log(len(row)))
+
+    if "maps" in item:
+        return [[float(np.mean([normalized(row) for row in head[1:]])) for head in layer] for layer in item["maps"]]
+    return [[normalized(row) for row in layer] for layer in item["last_row"]]
+
+
+def head_uniformity(items) -> "pd.DataFrame":
+    """One row per (task, model, layer, head) of the analyses: mean attention distance (over the
+    examples analysed), that of a uniform head over the same positions ((L - 1) / 4), their
+    ratio, and the normalized entropy of the head's weights (1: uniform)."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for item in items:
+        if "mean_distance" not in item:
+            continue
+        examples = [item] + item.get("more_examples", [])
+        distance = np.mean([np.asarray(e["mean_distance"], dtype=float) for e in examples], axis=0)
+        entropy = np.mean([np.asarray(_entropy_of(e) if e is item else e["entropy"], dtype=float)
+                           for e in examples if e is item or "entropy" in e], axis=0)
+        uniform = (item["length"] - 1) / 4
+        for layer, head in np.ndindex(distance.shape):
+            rows.append(dict(task=item["task"], model=item["model"], layer=layer + 1, head=head + 1,
+                             examples=len(examples), distance=distance[layer, head], uniform=uniform,
+                             ratio=distance[layer, head] / uniform, entropy=entropy[layer, head]))
+    return pd.DataFrame(rows)
+
+
+def uniformity_sentence(heads: "pd.DataFrame", threshold: float = 0.9) -> str:
+    """Markdown: how many heads are near uniform (normalized entropy >= `threshold`), per model
+    and task, and the least uniform heads."""
+    if heads.empty:
+        return "No attention was analysed."
+    near = heads["entropy"] >= threshold
+    per = heads.assign(near=near).groupby(["task", "model"])["near"].agg(["sum", "count"])
+    parts = [f"{task} {model}: {int(row['sum'])} of {int(row['count'])}" for (task, model), row in per.iterrows()]
+    least = heads.nsmallest(3, "entropy")
+    tail = "; ".join(f"{r.task} {r.model} layer {r.layer} head {r.head} (entropy {r.entropy:.2f}, "
+                     f"{r.ratio:.2f}x a uniform head's distance)" for r in least.itertuples())
+    return (f"**{int(near.sum())} of {len(heads)} heads are near uniform** (normalized entropy of their "
+            f"weights ≥ {threshold}): " + "; ".join(parts) + f". The least uniform: {tail}.")
+
+
+def provenance(items) -> "pd.DataFrame":
+    """Where each analysis' weights come from: run id, profile, weights file, epoch, precision,
+    examples analysed ("not recorded" where an older JSON does not say)."""
+    import pandas as pd
+
+    rows = []
+    for item in items:
+        origin = item.get("provenance", {})
+        epoch = origin.get("epoch")
+        rows.append({"task": item["task"], "model": item["model"], "run": item["run_id"], "profile": item["profile"],
+                     "weights": origin.get("weights", "not recorded"),
+                     "epoch": "not recorded" if epoch is None else f"{epoch} of {origin.get('epochs_run', '?')}",
+                     "precision": origin.get("precision") or "not recorded",
+                     "examples": 1 + len(item.get("more_examples", [])),
+                     "note": origin.get("note", "")})
+    return pd.DataFrame(rows)
+
+
 def train_and_analyze(task: str, model: str, folder: str | Path, max_steps: int = 60,
-                      data_dir=None, **train_overrides) -> dict[str, Any]:
+                      data_dir=None, examples: int = 1, **train_overrides) -> dict[str, Any]:
     """Train a tiny `smoke`-sized model on CPU for one epoch of `max_steps` steps in
     `folder/<task>_<model>` and analyze it: a stand-in when no GPU analyses exist.
     `train_overrides` (e.g. eval_limit=16) replace further training settings."""
@@ -315,7 +419,7 @@ def train_and_analyze(task: str, model: str, folder: str | Path, max_steps: int 
     run_dir = Path(folder) / f"{task}_{model}"
     cfg = run_config(task, model, "smoke", epochs=1, max_steps=max_steps, **train_overrides)
     train(cfg, run_dir, device="cpu", data_dir=data_dir, log=lambda message: None)
-    return analyze_run(run_dir, Path(folder) / f"{task}_{model}.json", data_dir)
+    return analyze_run(run_dir, Path(folder) / f"{task}_{model}.json", data_dir, examples=examples)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,11 +430,12 @@ def main(argv: list[str] | None = None) -> int:
                                                  "results/analysis/<run id>.json")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--examples", type=int, default=4, help="test examples to analyse (default 4)")
     args = parser.parse_args(argv)
     if args.out and len(args.run) > 1:
         parser.error("--out takes one --run")
     for run in args.run:
-        result = analyze_run(run, args.out, args.data_dir, args.device)
+        result = analyze_run(run, args.out, args.data_dir, args.device, args.examples)
         size = len(json.dumps(result, separators=(",", ":")))
         print(f"{run}: {result['run_id']} -> {args.out or ANALYSIS_DIR / (result['run_id'] + '.json')} "
               f"({size / 1024:.0f} KiB)")
@@ -345,27 +450,63 @@ if __name__ == "__main__":
 # Settings and sizes of the paper's rows (the model and table chapters)
 
 
+def model_size(task: str, model: str, profile: str = "paper") -> str:
+    """'layers / hidden' of one row's model, as the paper's tables print it."""
+    from .configs import run_config
+
+    backbone = run_config(task, model, profile).backbone
+    if "d_model" in backbone:
+        return f"{backbone['levels']} / {backbone['d_model']}"
+    if "channels" in backbone:
+        return f"{len(backbone['channels'])} / {backbone['channels'][0]}"
+    return f"{backbone['num_layers']} / {backbone['hidden_size']}"
+
+
+def describe_schedule(schedule) -> str:
+    """A `rtlib.configs.Schedule` in words: '÷10 every 10 epochs', '÷2 when the validation loss
+    ≥ the max of the last 5 (after epoch 5)', 'none'."""
+    if schedule.factor == 1:
+        return "none"
+    divide = f"÷{1 / schedule.factor:g}"
+    if schedule.kind == "step":
+        return f"{divide} every {schedule.every} epochs"
+    compare = ">" if schedule.strict else "≥"
+    return (f"{divide} when the validation loss {compare} the max of the last {schedule.window} "
+            f"(after epoch {schedule.after})")
+
+
+def profile_changes(task: str, profile: str = "fast") -> list[str]:
+    """What `profile` changes from the paper profile for `task`'s rows, in words."""
+    from .configs import FAMILY, FAST, PAPER, Schedule
+
+    if profile != "fast":
+        return []
+    changed, why = FAST[FAMILY[task]]
+    paper = PAPER[FAMILY[task], "rtransformer"][2]
+    shown = lambda value: describe_schedule(value) if isinstance(value, Schedule) else f"{value}"
+    return [f"{key}: {shown(getattr(paper, key))} → {shown(value)}" for key, value in changed.items()
+            if getattr(paper, key) != value] + [f"why: {why}"]
+
+
 def config_table(task: str, profile: str = "paper", models=None) -> "pd.DataFrame":
-    """One row per model: its size and training settings for `task` from `rtlib.configs`."""
+    """One row per model (its name as the paper prints it): size and training settings for
+    `task` from `rtlib.configs`, under readable headers."""
     import pandas as pd
 
     from .configs import MODELS, run_config
+    from .results import model_name
 
     rows = []
     for model in models or MODELS:
         cfg = run_config(task, model, profile)
         b, t = cfg.backbone, cfg.train
-        size = (f"{b['levels']} / {b['d_model']}" if "d_model" in b else
-                f"{len(b['channels'])} / {b['channels'][0]}" if "channels" in b else
-                f"{b['num_layers']} / {b['hidden_size']}")
         window = b.get("window") or b.get("kernel_size")
-        rows.append(dict(model=model, **{"layers / hidden": size}, heads=b.get("heads", "-"),
-                         **{"window / kernel": window or "-"}, cell=b.get("cell", "-"),
-                         dropout=b.get("dropout"), optimizer=t.optimizer, lr=f"{t.lr:g}",
-                         lr_grid=", ".join(f"{lr:g}" for lr in t.lr_grid),
-                         grad_clip=f"{t.grad_clip:g}" if t.grad_clip else "none",
-                         batch=t.batch_size, epochs=t.epochs,
-                         schedule=t.schedule.kind if t.schedule.factor != 1 else "none"))
+        rows.append({"model": model_name(model), "layers / hidden": model_size(task, model, profile),
+                     "heads": b.get("heads", "–"), "window / kernel": window or "–", "cell": b.get("cell", "–"),
+                     "dropout": b.get("dropout"), "optimizer": t.optimizer, "lr": f"{t.lr:g}",
+                     "lr grid": ", ".join(f"{lr:g}" for lr in t.lr_grid),
+                     "gradient clip": f"{t.grad_clip:g}" if t.grad_clip else "none", "batch": t.batch_size,
+                     "epochs": t.epochs, "lr schedule": describe_schedule(t.schedule)})
     return pd.DataFrame(rows)
 
 
@@ -427,6 +568,22 @@ def parameter_breakdown(model: nn.Module) -> dict[str, int]:
                     "input/output")
         counts[part] += parameter.numel()
     return counts
+
+
+def breakdown_sentence(breakdown: "pd.DataFrame") -> str:
+    """Markdown: per table (a column of `parameter_breakdown` counts), which part holds the most
+    of a block's parameters and its share, and the input/output layers' share of the model."""
+    lines = []
+    for column in breakdown.columns:
+        counts = breakdown[column]
+        blocks = counts.drop(index="input/output")
+        top = blocks.idxmax()
+        name = {"LocalRNN": "LocalRNN", "feed-forward": "feed-forward network"}.get(top, top)
+        lines.append(f"- {column}: the largest part of the blocks is the {name}, with "
+                     f"{100 * blocks[top] / blocks.sum():.0f}% of their parameters (" + ", ".join(f"{part} {100 * value / blocks.sum():.0f}%" for part, value
+                                                  in blocks.drop(index=top).items()) + "); the input and output "
+                     f"layers hold {100 * counts['input/output'] / counts.sum():.0f}% of the model.")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------

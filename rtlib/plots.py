@@ -109,17 +109,25 @@ def plot_timings(timings: pd.DataFrame, ax=None):
     return ax
 
 
+def _toy_names(results: pd.DataFrame) -> pd.Series:
+    layers = results["levels"].astype(str) + " layer" + np.where(results["levels"] > 1, "s", "")
+    return results["model"].map(label) + np.where(results["levels"].nunique() > 1, " (" + layers + ")", "")
+
+
 def plot_toy_accuracy(results: pd.DataFrame, ax=None, title: str = ""):
-    """Bar per model (mean over seeds), with the chance level as a dashed line."""
+    """Bar per model: mean test accuracy over seeds, ± one standard deviation where there are
+    several, each seed a dot; the chance level as a dashed line."""
     ax = ax or plt.subplots(figsize=(6, 3))[1]
-    rows = results.assign(name=results["model"].map(label) + np.where(
-        results["levels"].nunique() > 1, " (" + results["levels"].astype(str) + " layer"
-        + np.where(results["levels"] > 1, "s", "") + ")", ""))
-    means = rows.groupby("name", sort=False)["accuracy"].mean()
+    rows = results.assign(name=_toy_names(results))
+    stats = rows.groupby("name", sort=False)["accuracy"].agg(["mean", "std", "count"])
     colors = [PALETTE.get(model, "C9") for model in rows.drop_duplicates("name")["model"]]
-    ax.barh(means.index, 100 * means.values, color=colors)
-    for i, value in enumerate(means.values):
-        ax.text(100 * value + 1, i, f"{100 * value:.1f}%", va="center", fontsize=8)
+    ax.barh(stats.index, 100 * stats["mean"], color=colors, alpha=0.8,
+            xerr=100 * stats["std"].fillna(0), error_kw=dict(capsize=3, lw=1))
+    position = {name: i for i, name in enumerate(stats.index)}
+    ax.scatter(100 * rows["accuracy"], rows["name"].map(position), color="k", s=8, zorder=3,
+               label=f"one seed (n={int(stats['count'].max())})")
+    for i, value in enumerate(stats["mean"]):
+        ax.text(min(100 * value + 2, 101), i, f"{100 * value:.1f}%", va="center", fontsize=8)
     ax.axvline(100 * results["chance"].iloc[0], color="k", ls="--", lw=1, label="chance")
     ax.set_xlim(0, 112)
     ax.set_xlabel("test accuracy (%)")
@@ -129,27 +137,34 @@ def plot_toy_accuracy(results: pd.DataFrame, ax=None, title: str = ""):
     return ax
 
 
-def plot_toy_curves(records: Sequence[dict], ax=None):
-    """Test accuracy during training, one line per toy run (records from `train_toy`)."""
+def plot_toy_curves(results: pd.DataFrame, ax=None, level: float = 0.95):
+    """Test accuracy during training, per model the mean over seeds with a band of ± one
+    standard deviation, and the `level` that counts as solved (rows from `toys.compare`)."""
     ax = ax or plt.subplots(figsize=(6, 3))[1]
-    for record in records:
-        steps, accuracy = zip(*record["curve"])
-        ax.plot(steps, 100 * np.array(accuracy), marker=".", color=PALETTE.get(record["model"]),
-                label=label(record["model"]))
+    rows = results.assign(name=_toy_names(results))
+    for name, group in rows.groupby("name", sort=False):
+        steps = [step for step, _ in group["curve"].iloc[0]]
+        accuracy = 100 * np.array([[a for _, a in curve] for curve in group["curve"]])
+        mean, std = accuracy.mean(0), accuracy.std(0)
+        line, = ax.plot(steps, mean, color=PALETTE.get(group["model"].iloc[0]), label=name)
+        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
+    ax.axhline(100 * level, color="k", ls=":", lw=1, label=f"{100 * level:.0f}%")
     ax.set_xlabel("training step")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     return ax
 
 
 def plot_window_sweep(sweep: pd.DataFrame, ax=None, ceiling: Callable[[int], float] | None = None,
                       x: str = "receptive_field"):
-    """Accuracy against window M (or receptive field), one line per model; `ceiling(x)` draws
-    the best accuracy any model could reach seeing only that many inputs."""
+    """Accuracy against window M (or receptive field), one line per model (mean over seeds, bars
+    ± one standard deviation); `ceiling(x)` draws the best accuracy any model could reach seeing
+    only that many inputs."""
     ax = ax or plt.subplots(figsize=(6, 3.4))[1]
     for model, rows in sweep.groupby("model", sort=False):
-        means = rows.groupby(x)["accuracy"].mean()
-        ax.plot(means.index, 100 * means.values, marker="o", color=PALETTE.get(model), label=label(model))
+        stats = rows.groupby(x)["accuracy"].agg(["mean", "std"]).fillna(0)
+        ax.errorbar(stats.index, 100 * stats["mean"], yerr=100 * stats["std"], marker="o", capsize=3,
+                    color=PALETTE.get(model), label=label(model))
     if ceiling is not None:
         grid = np.arange(1, sweep[x].max() + 1)
         ax.plot(grid, [100 * ceiling(int(g)) for g in grid], color="k", ls=":", lw=1.5,
@@ -228,13 +243,13 @@ def plot_attention_map(weights, ax=None, tokens: Sequence[str] | None = None, ti
     image = ax.imshow(np.ma.masked_where(np.triu(np.ones_like(weights), 1) > 0, weights),
                       cmap="viridis", vmin=0, vmax=vmax)
     if tokens is not None:
-        every = max(1, len(tokens) // 24)  # at most ~24 labelled ticks
+        every = -(-len(tokens) // 24)  # at most 24 labelled ticks
         ticks = list(range(0, len(tokens), every))
         labels = [repr(tokens[i])[1:-1] if len(tokens[i]) == 1 else tokens[i] for i in ticks]
         ax.set_xticks(ticks)
-        ax.set_xticklabels(labels, rotation=90, fontsize=6)
+        ax.set_xticklabels(labels, rotation=90, fontsize=7)
         ax.set_yticks(ticks)
-        ax.set_yticklabels(labels, fontsize=6)
+        ax.set_yticklabels(labels, fontsize=7)
     ax.set_xlabel("key position (attended to)")
     ax.set_ylabel("query position")
     ax.set_title(title, fontsize=9)
@@ -249,29 +264,6 @@ def lower_triangle_to_square(rows: Sequence[Sequence[float]]) -> np.ndarray:
     return square
 
 
-def plot_analysis_maps(analysis: dict[str, Any], layers: Sequence[int] | None = None, heads=None):
-    """Figure: one attention map per (layer, head) of an `rtlib.analysis` result."""
-    layers = range(analysis["layers"]) if layers is None else layers
-    heads = range(analysis["heads"]) if heads is None else heads
-    example = analysis["example"]
-    tokens = example.get("tokens")
-    fig, axes = plt.subplots(len(layers), len(heads), figsize=(3.6 * len(heads), 3.6 * len(layers)),
-                             squeeze=False)
-    for r, layer in enumerate(layers):
-        for c, head in enumerate(heads):
-            square = lower_triangle_to_square(analysis["maps"][layer][head])
-            # colour scale from the bulk of the map: row 0 always puts all its weight on itself
-            vmax = float(np.quantile(square[np.tril_indices(len(square), -1)], 0.99)) if len(square) > 1 else 1.0
-            ax, _ = plot_attention_map(square, axes[r, c], tokens if len(heads) <= 2 else None,
-                                       f"layer {layer + 1}, head {head + 1}", vmax=max(vmax, 1e-6))
-            if c:
-                ax.set_ylabel("")
-            if r < len(layers) - 1:
-                ax.set_xlabel("")
-    fig.tight_layout()
-    return fig
-
-
 def digit_attention_image(analysis: dict[str, Any], layer: int, head: int) -> np.ndarray:
     """The last pixel's attention over the 784 pixels, as a 28 x 28 image (pMNIST unpermuted)."""
     row = np.asarray(analysis["last_row"][layer][head], dtype=float)
@@ -284,16 +276,19 @@ def digit_attention_image(analysis: dict[str, Any], layer: int, head: int) -> np
 
 
 def plot_digit_attention(analysis: dict[str, Any], layers: Sequence[int] | None = None):
-    """Figure: the digit, then per layer and head where the last pixel's query attends."""
-    layers = list(range(analysis["layers"]) if layers is None else layers)
+    """Figure: the digit, then, per head (rows) and layer (columns: the first, middle and last
+    unless `layers` says), where the last pixel's query attends. At most 7.4 inches wide."""
+    depth = analysis["layers"]
+    layers = sorted({0, depth // 2, depth - 1}) if layers is None else list(layers)
     heads = analysis["heads"]
-    fig, axes = plt.subplots(heads, len(layers) + 1, figsize=(1.9 * (len(layers) + 1), 2.0 * heads),
+    side = min(1.8, 7.4 / (len(layers) + 1))
+    fig, axes = plt.subplots(heads, len(layers) + 1, figsize=(side * (len(layers) + 1), side * 1.1 * heads),
                              squeeze=False)
     example = analysis["example"]
     for h in range(heads):
-        plot_digit(example["pixels"], axes[h, 0],
-                   f"label {example['label']}, predicted {example.get('prediction')}" if h == 0 else "")
-        axes[h, 0].set_ylabel(f"head {h + 1}")
+        plot_digit(example["pixels"], axes[h, 0], f"{label(analysis['model'])}: label {example['label']}, "
+                   f"predicted {example.get('prediction')}" if h == 0 else "")
+        axes[h, 0].set_ylabel(f"head {h + 1}", fontsize=9)
         for c, layer in enumerate(layers, start=1):
             image = digit_attention_image(analysis, layer, h)
             axes[h, c].imshow(np.asarray(example["pixels"]).reshape(28, 28), cmap="gray_r", alpha=0.35)
@@ -301,25 +296,54 @@ def plot_digit_attention(analysis: dict[str, Any], layers: Sequence[int] | None 
             axes[h, c].set_xticks([])
             axes[h, c].set_yticks([])
             if h == 0:
-                axes[h, c].set_title(f"layer {layer + 1}", fontsize=9)
+                axes[h, c].set_title(f"layer {layer + 1} of {depth}", fontsize=9)
     fig.tight_layout()
     return fig
 
 
+def plot_maps_side_by_side(analyses: Sequence[dict[str, Any]], layers: Sequence[int], head: int = 0):
+    """Figure: one attention map per layer (rows) and analysed model (columns), all on the same
+    example, 7.2 inches wide; tokens label the axes where the excerpt is short enough to read."""
+    fig, axes = plt.subplots(len(layers), len(analyses), figsize=(3.6 * len(analyses), 3.5 * len(layers)),
+                             squeeze=False)
+    for c, analysis in enumerate(analyses):
+        tokens = analysis["example"].get("tokens")
+        for r, layer in enumerate(layers):
+            square = lower_triangle_to_square(analysis["maps"][layer][head])
+            vmax = float(np.quantile(square[np.tril_indices(len(square), -1)], 0.99)) if len(square) > 1 else 1.0
+            ax, _ = plot_attention_map(square, axes[r, c], tokens,
+                                       f"{label(analysis['model'])}: layer {layer + 1}, head {head + 1}",
+                                       vmax=max(vmax, 1e-6))
+            if c:
+                ax.set_ylabel("")
+            if r < len(layers) - 1:
+                ax.set_xlabel("")
+    fig.tight_layout()
+    return fig
+
+
+def _distances(analysis: dict[str, Any]) -> np.ndarray:
+    """(layers, heads) mean attention distance, averaged over every example analysed."""
+    examples = [analysis] + list(analysis.get("more_examples", []))
+    return np.mean([np.asarray(e["mean_distance"], dtype=float) for e in examples], axis=0)
+
+
 def plot_attention_distance(analyses: Sequence[dict[str, Any]], ax=None):
-    """Mean attention distance per layer (mean over heads; bars show the head range)."""
+    """Mean attention distance per layer (mean over heads; bars show the head range), with the
+    distance of a uniform head over the same positions, (L - 1) / 4, as a dashed line."""
     ax = ax or plt.subplots(figsize=(5, 3))[1]
     for analysis in analyses:
-        distance = np.asarray(analysis["mean_distance"], dtype=float)  # (layers, heads)
+        distance = _distances(analysis)  # (layers, heads)
         layers = np.arange(1, len(distance) + 1)
         mean = distance.mean(1)
         ax.errorbar(layers, mean, yerr=[mean - distance.min(1), distance.max(1) - mean], marker="o",
-                    capsize=3, color=PALETTE.get(analysis["model"]),
-                    label=f"{label(analysis['model'])} ({analysis['task']}, {analysis['profile']})")
+                    capsize=3, color=PALETTE.get(analysis["model"]), label=label(analysis["model"]))
+    for length in sorted({analysis["length"] for analysis in analyses}):
+        ax.axhline((length - 1) / 4, color="k", ls="--", lw=1, label=f"uniform head (L={length})")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel("mean attention distance (steps)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     return ax
 
 

@@ -1,82 +1,75 @@
-"""Run records -> the report's tables: paper vs ours, learning curves, ablations, summary.
+"""Run records -> cells of the paper's tables, verdicts, tests of the paper's claims.
 
 Explained in book/report.md. A *record* is the JSON that `rtlib.train.train` writes at the
 end of a run (``record.json``, copied to ``results/records/<profile>/<run id>.json``). Every
-function here reads records and never trains; the book's chapters call them by name.
+function here reads records and never trains; the book's chapters call them by name, and
+`rtlib.report` builds the report's other sections on top of them.
 
-Choices made here, in one place:
+Rules, in one place:
 
-- the learning rate of a row is chosen on the *validation* metric (mean over seeds), never on
-  test; seq-MNIST has no validation split, so its rows keep the config's lr (`select_lr`);
-- a row is "reproduced" when |ours - paper| is within `TOLERANCE` of its metric;
-- where a row was run under several profiles, `paper` is preferred to `fast` (a short run).
+- *evidence* is a finished run at the ``paper`` profile (`EVIDENCE_PROFILE`); ``fast`` and
+  ``smoke`` runs are shown apart, labelled, and never counted for or against the paper;
+- a *cell* (one model of one table) is the seeds of its lr chosen on the *validation* metric,
+  compared over the seeds every lr has; seq-MNIST has no validation split, so its rows keep
+  the config's lr (`select_lr`);
+- a cell is ``inconclusive`` below `MIN_SEEDS` seeds; from there it is ``reproduced`` when
+  |ours - paper| <= max(half a unit of the paper's last printed digit, 2 x the standard error
+  of our mean) (`tolerance`), else ``not reproduced``;
+- a claim that one model beats another is tested on the difference of the two cells' means,
+  with a Welch 95% interval over seeds (`compare`), not cell by cell.
 """
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
-from .configs import PROFILES, TABLE_TASKS, run_config
+from .analysis import model_size
+from .configs import ABLATIONS, PROFILES, TABLE_TASKS, run_config
 from .tasks import TASKS
 
-RECORDS_DIR = Path(__file__).resolve().parents[1] / "results" / "records"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+RECORDS_DIR = RESULTS_DIR / "records"
 PAPER_ORDER = ("rnn", "gru", "lstm", "tcn", "transformer", "rtransformer")  # the paper's rows
-PROFILE_PREFERENCE = ("paper", "fast", "smoke")  # best evidence first
-COLUMNS = ("run_id", "task", "table", "model", "profile", "variant", "seed", "lr", "metric",
-           "higher_is_better", "best_valid_loss", "best_valid_metric", "test_metric", "epochs_run",
-           "wall_time_s", "gpu_minutes", "device", "paper_value", "paper_value_copied_from_bai",
-           "num_parameters", "git_commit", "curve", "changes", "finished_at", "path")
-NUMERIC = ("seed", "lr", "best_valid_loss", "best_valid_metric", "test_metric", "epochs_run",
-           "wall_time_s", "gpu_minutes", "paper_value", "num_parameters")
-GROUP = ["task", "model", "profile", "variant"]  # one row of a table: the seeds x lrs of it
-QUANTITIES = ("train_loss", "valid_loss", "valid_metric", "test_metric")
+MODEL_NAMES = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM", "tcn": "TCN", "transformer": "Transformer",
+               "rtransformer": "R-Transformer"}
+EVIDENCE_PROFILE = "paper"
+MIN_SEEDS = 3
+PAPER_DECIMALS = {"mnist": 1, "nottingham": 2, "ptb-char": 2, "ptb-word": 2}  # as Tables 1-4 print
+METRIC_NAMES = {"accuracy": "test accuracy in %", "nll": "NLL", "bpc": "bits per character",
+                "perplexity": "perplexity"}
+COLUMNS = ("run_id", "record_version", "status", "task", "table", "model", "profile", "variant",
+           "seed", "lr", "metric", "higher_is_better", "best_valid_loss", "best_valid_metric",
+           "best_epoch", "test_metric", "selections", "epochs_run", "wall_time_s", "gpu_minutes",
+           "device", "precision", "engine", "deviations", "torch_version", "paper_value",
+           "num_parameters", "git_commit", "config", "curve", "changes", "finished_at", "path")
+NUMERIC = ("seed", "lr", "best_valid_loss", "best_valid_metric", "best_epoch", "test_metric",
+           "epochs_run", "wall_time_s", "gpu_minutes", "paper_value", "num_parameters")
+QUALIFIER = {"paper": "", "fast": "short run (fast profile): not evidence",
+             "smoke": "smoke run: not a result"}
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    absolute: float = 0.0   # in the metric's unit
-    relative: float = 0.0   # as a fraction of the paper's number
-    why: str = ""
-
-    def of(self, paper: float) -> float:
-        return self.absolute + self.relative * abs(paper)
-
-
-# How far from the paper's number a mean over seeds may be and still count as reproduced.
-TOLERANCE: dict[str, Tolerance] = {
-    "accuracy": Tolerance(absolute=0.5, why="0.5 points: about twice the seed-to-seed spread "
-                                            "of seq-MNIST test accuracy"),
-    "nll": Tolerance(absolute=0.05, why="0.05 nats: music NLL moves by a few hundredths between "
-                                        "seeds; the paper prints two decimals"),
-    "bpc": Tolerance(absolute=0.02, why="0.02 bpc: PTB-char bpc moves by ~0.01 between seeds; "
-                                        "the paper prints two decimals"),
-    "perplexity": Tolerance(relative=0.03, why="3%: perplexity is exp(loss), so 3% is a loss "
-                                               "difference of 0.03 nats whatever its size"),
-}
-
-def tolerance_table() -> pd.DataFrame:
-    """`TOLERANCE` as a table: metric, absolute, relative, why."""
-    return pd.DataFrame([dict(metric=metric, absolute=t.absolute, relative=t.relative, why=t.why)
-                         for metric, t in TOLERANCE.items()]).set_index("metric")
-
-
-QUALIFIER = {"paper": "", "fast": "short run (fast profile)", "smoke": "smoke run: not a result"}
+def model_name(model: str) -> str:
+    return MODEL_NAMES.get(model, model)
 
 
 def _empty() -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype=object) for column in COLUMNS})
 
 
-def load_records(*folders: str | Path, profiles: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
+def load_records(*folders: str | Path, profiles: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per run record found (recursively) under `folders` (default `RECORDS_DIR`).
 
-    Smoke records are left out unless `profiles` names "smoke"; a run id found twice (say in
-    ``runs/`` and ``results/records/``) keeps its most recently finished record.
+    Reads record versions 1 and 2: a version-1 record (no ``status``, ``precision``,
+    ``selections``) is a finished run whose precision was not recorded. Smoke records are left
+    out unless `profiles` names "smoke"; a run id found twice keeps its latest record.
     """
     rows = []
     for folder in folders or (RECORDS_DIR,):
@@ -91,38 +84,56 @@ def load_records(*folders: str | Path, profiles: tuple[str, ...] | list[str] | N
     if not rows:
         return _empty()
     records = pd.DataFrame(rows, columns=list(COLUMNS))
-    if profiles is None:
-        records = records[records["profile"] != "smoke"]
-    else:
-        records = records[records["profile"].isin(list(profiles))]
+    wanted = ["paper", "fast"] if profiles is None else list(profiles)
+    records = records[records["profile"].isin(wanted)]
     if records.empty:
         return _empty()
     records = (records.assign(finished_at=records["finished_at"].fillna(""))
                .sort_values("finished_at").drop_duplicates("run_id", keep="last"))
     for column in NUMERIC:
         records[column] = pd.to_numeric(records[column], errors="coerce")
+    records["status"] = records["status"].fillna("finished")
+    records["precision"] = records["precision"].fillna("not recorded")
     records["variant"] = records["variant"].fillna("")
+    records["selections"] = [value or {} for value in records["selections"]]
     records["table"] = records["table"].astype("Int64")
     return records.sort_values(["task", "model", "profile", "variant", "lr", "seed"]).reset_index(drop=True)
 
 
-def select_lr(records: pd.DataFrame) -> pd.DataFrame:
-    """Keep, per (task, model, profile, variant), the runs of the lr whose mean validation
-    metric over seeds is best. Never chosen on test: where there is no validation split
-    (seq-MNIST), the config's lr is kept. Column ``lr_selection`` says which rule applied."""
+def evidence(records: pd.DataFrame, variant: str | None = "") -> pd.DataFrame:
+    """The records that count for or against the paper: finished, paper profile, `variant`
+    (None: every variant, ablations included)."""
     if records.empty:
-        return records.assign(lr_selection=pd.Series(dtype=object))
+        return records
+    keep = (records["profile"] == EVIDENCE_PROFILE) & (records["status"] == "finished")
+    return records[keep if variant is None else keep & (records["variant"] == variant)]
+
+
+def select_lr(records: pd.DataFrame) -> pd.DataFrame:
+    """Keep, per (task, model, profile, variant), the finished runs of the lr whose mean
+    validation metric is best over the seeds that every lr of the row has (the sweep runs its
+    grid at seed 1111 only). Never chosen on test: where there is no validation split
+    (seq-MNIST) the config's lr is kept. Column ``lr_selection`` says which rule applied."""
+    finished = records[records["status"] == "finished"] if len(records) else records
+    if finished.empty:
+        return finished.assign(lr_selection=pd.Series(dtype=object))
     kept = []
-    for (task, model, profile, variant), group in records.groupby(GROUP, sort=False, dropna=False):
-        means = group.groupby("lr")["best_valid_metric"].mean()
-        lrs = ", ".join(f"{lr:g}" for lr in sorted(group["lr"].unique()))
-        if means.notna().any():
+    for (task, model, profile, variant), group in finished.groupby(
+            ["task", "model", "profile", "variant"], sort=False):
+        lrs = sorted(group["lr"].unique())
+        listed = ", ".join(f"{lr:g}" for lr in lrs)
+        seeds = set.intersection(*(set(group[group["lr"] == lr]["seed"]) for lr in lrs))
+        common = group[group["seed"].isin(seeds)] if seeds else group
+        means = common.groupby("lr")["best_valid_metric"].mean()
+        if len(lrs) == 1:
+            best, note = lrs[0], f"lr {lrs[0]:g}, the only one run"
+        elif means.notna().any():
             best = means.idxmax() if TASKS[task].higher_is_better else means.idxmin()
-            note = f"best mean validation {TASKS[task].metric} among lr {{{lrs}}}"
+            on = f"seeds {', '.join(str(int(s)) for s in sorted(seeds))}" if seeds else "all seeds"
+            note = f"best validation {TASKS[task].metric} among lr {{{listed}}} ({on})"
         else:
             default = run_config(task, model, profile if profile in PROFILES else "paper").train.lr
-            run_lrs = np.array(sorted(group["lr"].unique()))
-            best = run_lrs[np.argmin(np.abs(np.log(run_lrs) - math.log(default)))]
+            best = min(lrs, key=lambda lr: abs(math.log(lr) - math.log(default)))
             note = (f"config lr {default:g} kept: no validation split to choose on (never on test)"
                     if np.isclose(best, default) else
                     f"config lr {default:g} not run; nearest run lr {best:g} kept (no validation split)")
@@ -130,195 +141,515 @@ def select_lr(records: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(kept).reset_index(drop=True)
 
 
-def verdict(task: str, ours: float, paper: float | None, n: int) -> str:
-    """'reproduced' when |ours - paper| is within the metric's `TOLERANCE`."""
+# ---------------------------------------------------------------------------------------------
+# Cells and their verdicts
+
+
+def rounding(task: str) -> float:
+    """Half a unit of the last digit the paper prints for `task`: how well its number is known."""
+    return 0.5 * 10 ** -PAPER_DECIMALS.get(task, 2)
+
+
+def tolerance(task: str, sem: float | None) -> float:
+    """max(the paper's rounding, 2 x the standard error of our mean over seeds)."""
+    return max(rounding(task), 2 * sem if sem is not None and np.isfinite(sem) else 0.0)
+
+
+CELL_VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run")
+
+
+def verdict(task: str, ours: float, paper: float | None, n: int, sem: float | None = None) -> str:
+    """One of `CELL_VERDICTS` for a cell of `n` paper-profile seeds with mean `ours`."""
     if n == 0:
         return "not run"
     if paper is None or pd.isna(paper):
         return "no paper number"
-    tolerance = TOLERANCE[TASKS[task].metric].of(paper)
-    return "reproduced" if abs(ours - paper) <= tolerance + 1e-12 else "not reproduced"
+    if n < MIN_SEEDS:
+        return "inconclusive"
+    return "reproduced" if abs(ours - paper) <= tolerance(task, sem) + 1e-12 else "not reproduced"
 
 
-def _preferred_profile(profiles) -> str | None:
-    present = list(profiles)
-    for profile in PROFILE_PREFERENCE:
-        if profile in present:
-            return profile
-    return present[0] if present else None
-
-
-def paper_vs_ours(records: pd.DataFrame, task: str, profile: str | None = None,
-                  variant: str = "") -> pd.DataFrame:
-    """The paper's table for `task` beside ours: one row per model in the paper's order.
-
-    ``ours_*`` are over the seeds of the lr chosen on validation; ``gpu_minutes`` sums every
-    run of the row (all lrs and seeds: the cost of the search). With `profile` None, a model
-    run under several profiles shows its `paper` runs, else its `fast` ones (see ``profile``
-    and ``qualifier``).
-    """
-    info = TASKS[task]
-    rows = records[(records["task"] == task) & (records["variant"] == variant)] if len(records) else records
-    if profile is not None and len(rows):
-        rows = rows[rows["profile"] == profile]
-    chosen = select_lr(rows)
-    table = []
-    for model in PAPER_ORDER:
-        paper = info.paper.get(model, np.nan)
-        runs = rows[rows["model"] == model] if len(rows) else rows
-        shown = _preferred_profile(runs["profile"].unique()) if len(runs) else None
-        mine = chosen[(chosen["model"] == model) & (chosen["profile"] == shown)] if shown else chosen.iloc[:0]
-        n = len(mine)
-        ours = mine["test_metric"].mean() if n else np.nan
-        table.append(dict(
-            model=model, paper=paper, paper_copied=model in info.copied,
-            ours_mean=ours, ours_std=mine["test_metric"].std(ddof=1) if n > 1 else np.nan, n=n,
-            lr=mine["lr"].iloc[0] if n else np.nan, delta=ours - paper if n else np.nan,
-            gpu_minutes=float(runs[runs["profile"] == shown]["gpu_minutes"].sum()) if n else 0.0,
-            epochs=mine["epochs_run"].max() if n else np.nan,
-            verdict="smoke run (no verdict)" if n and shown == "smoke" else verdict(task, ours, paper, n),
-            profile=shown or "",
-            qualifier=QUALIFIER.get(shown, "") if n else "",
-            tolerance=TOLERANCE[info.metric].of(paper) if not pd.isna(paper) else np.nan,
-            lr_selection=mine["lr_selection"].iloc[0] if n else ""))
-    return pd.DataFrame(table)
-
-
-def learning_curves(records: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Long format: one row per (run, epoch, quantity) for `task`'s records."""
-    columns = ["run_id", "model", "profile", "variant", "lr", "seed", "epoch", "quantity", "value"]
-    rows = []
-    for record in records[records["task"] == task].itertuples() if len(records) else ():
-        for entry in record.curve or ():
-            for quantity in QUANTITIES:
-                if entry.get(quantity) is not None:
-                    rows.append((record.run_id, record.model, record.profile, record.variant,
-                                 record.lr, record.seed, entry["epoch"], quantity, entry[quantity]))
-    return pd.DataFrame(rows, columns=columns)
-
-
-def plot_learning_curves(records: pd.DataFrame, task: str, ax=None, quantity: str | None = None):
-    """The validation metric per epoch (test metric for seq-MNIST, which has no validation),
-    mean and spread over seeds of each model's chosen lr; no-variant runs only."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from matplotlib.ticker import MaxNLocator
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
-    info = TASKS[task]
-    rows = records[(records["task"] == task) & (records["variant"] == "")] if len(records) else records
-    curves = learning_curves(select_lr(rows), task)
-    if quantity is None:  # seq-MNIST has no validation split: its curve is the test metric
-        quantity = "test_metric" if info.kind == "classify" else "valid_metric"
-    curves = curves[curves["quantity"] == quantity]
-    if len(curves):
-        order = [model for model in PAPER_ORDER if model in set(curves["model"])]
-        sns.lineplot(data=curves, x="epoch", y="value", hue="model", hue_order=order,
-                     style="profile" if curves["profile"].nunique() > 1 else None,
-                     errorbar="sd", marker="o", ax=ax)
-        if info.metric == "perplexity":
-            ax.set_yscale("log")
+def cells(records: pd.DataFrame, variant: str = "", profile: str = EVIDENCE_PROFILE) -> pd.DataFrame:
+    """One row per (table, model) of Tables 1-4 in the paper's order: the paper's number and
+    ours over the seeds of the lr chosen on validation, at `profile` (only the paper profile is
+    evidence: another one's verdicts read "not evidence"). ``diverged`` counts runs that
+    produced no number; ``runs`` every run of the cell (all lrs)."""
+    if len(records):
+        pool = records[(records["profile"] == profile) & (records["variant"] == variant)]
     else:
-        ax.text(0.5, 0.5, "no records yet", ha="center", va="center", transform=ax.transAxes)
-    split = "validation" if quantity.startswith("valid") else quantity.split("_")[0]
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(f"{split} {info.metric if quantity.endswith('metric') else 'loss'}")
-    ax.set_title(f"Table {info.table}: {task}" if info.table else task)
-    return ax
+        pool = records
+    chosen = select_lr(pool)
+    rows = []
+    for table, task in TABLE_TASKS.items():
+        info = TASKS[task]
+        for model in PAPER_ORDER:
+            runs = pool[(pool["task"] == task) & (pool["model"] == model)] if len(pool) else pool
+            mine = chosen[(chosen["task"] == task) & (chosen["model"] == model)] if len(chosen) else chosen
+            values = mine.sort_values("seed")["test_metric"].to_numpy(dtype=float)
+            n = len(values)
+            mean = float(values.mean()) if n else math.nan
+            std = float(values.std(ddof=1)) if n > 1 else math.nan
+            sem = std / math.sqrt(n) if n > 1 else math.nan
+            paper = info.paper.get(model, math.nan)
+            result = verdict(task, mean, paper, n, sem)
+            rows.append(dict(
+                table=table, task=task, model=model, variant=variant, profile=profile,
+                paper=paper, paper_copied=model in info.copied, n=n, mean=mean, std=std, sem=sem,
+                values=tuple(values), seeds=tuple(int(s) for s in mine.sort_values("seed")["seed"]),
+                lr=float(mine["lr"].iloc[0]) if n else math.nan,
+                lr_selection=mine["lr_selection"].iloc[0] if n else "",
+                runs=len(runs), diverged=int((runs["status"] == "diverged").sum()) if len(runs) else 0,
+                delta=mean - paper if n else math.nan,
+                tolerance=tolerance(task, sem) if n >= MIN_SEEDS else math.nan,
+                verdict=result if profile == EVIDENCE_PROFILE or result == "not run" else "not evidence",
+                better=(n > 0 and not pd.isna(paper)
+                        and ((mean > paper) if info.higher_is_better else (mean < paper)))))
+    return pd.DataFrame(rows)
 
 
-def ablations(records: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Each ablation (non-empty variant) of `task` beside the matching no-variant row
-    (same model and profile); each side over the seeds of its lr chosen on validation."""
-    columns = ["model", "profile", "variant", "n", "lr", "ours", "baseline", "baseline_n",
-               "baseline_lr", "delta", "metric"]
-    rows = records[records["task"] == task] if len(records) else records
+def cell(table_cells: pd.DataFrame, task: str, model: str) -> pd.Series:
+    return table_cells[(table_cells["task"] == task) & (table_cells["model"] == model)].iloc[0]
+
+
+def fmt(value: float, task: str, extra: int = 0) -> str:
+    """`value` with the paper's digits for `task` (plus `extra`)."""
+    return f"{value:.{PAPER_DECIMALS.get(task, 2) + extra}f}"
+
+
+def signed(value: float, task: str, extra: int = 0) -> str:
+    """`fmt` with an explicit sign: '+0.17', '−0.18'."""
+    return ("+" if value >= 0 else "−") + fmt(abs(value), task, extra)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def ours_text(row: pd.Series) -> str:
+    """'mean ± std (n)' to the paper's digits; 'not run' where there are no seeds."""
+    if row["n"] == 0:
+        return "not run"
+    if row["n"] == 1:
+        return f"{fmt(row['mean'], row['task'])} (n=1)"
+    return f"{fmt(row['mean'], row['task'])} ± {fmt(row['std'], row['task'])} (n={row['n']})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Differences of means: the claims that one model beats another
+
+
+def compare(a: Iterable[float], b: Iterable[float], higher_is_better: bool) -> dict[str, float]:
+    """How much better `a` is than `b` (positive: `a` better) as the difference of their means,
+    with a two-sided Welch 95% interval (NaN where either side has fewer than 2 seeds)."""
+    from scipy import stats
+
+    a, b = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
+    sign = 1.0 if higher_is_better else -1.0
+    advantage = sign * (a.mean() - b.mean()) if len(a) and len(b) else math.nan
+    if len(a) < 2 or len(b) < 2:
+        return dict(advantage=advantage, low=math.nan, high=math.nan, df=math.nan)
+    var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(var_a + var_b)
+    if se == 0:
+        return dict(advantage=advantage, low=advantage, high=advantage, df=math.inf)
+    df = (var_a + var_b) ** 2 / (var_a ** 2 / (len(a) - 1) + var_b ** 2 / (len(b) - 1))
+    half = stats.t.ppf(0.975, df) * se
+    return dict(advantage=advantage, low=advantage - half, high=advantage + half, df=df)
+
+
+CLAIM_VERDICTS = ("supported", "contradicted", "inconclusive", "not tested")
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    short: str                   # a few words, for prose
+    claim: str                   # the paper's claim, as a table row names it
+    where: str                   # where the paper makes it
+    test: str                    # how we test it
+    kind: str                    # "rank": a beats b; "margin": by the paper's margin
+    baselines: tuple[tuple[str, str], ...]  # (model, variant) each compared with the R-Transformer
+    tables: tuple[int, ...]
+    claimed_only: bool = False   # only where the paper's own numbers have the R-Transformer ahead
+
+
+_POSITION_TABLES = tuple(sorted({a.table for a in ABLATIONS if a.variant == "position=none"}))
+CLAIMS = (
+    Claim("transformer", "beats the Transformer", "R-Transformer beats the Transformer on each table", "Tables 1–4, §4",
+          "difference of means, 95% interval over seeds", "rank", (("transformer", ""),), (1, 2, 3, 4)),
+    Claim("tcn", "beats TCN", "R-Transformer beats TCN", "Tables 1–4, §4.2, §4.3", "difference of means, 95% "
+          "interval over seeds", "rank", (("tcn", ""),), (1, 2, 3, 4)),
+    Claim("rnns", "beats the recurrent rows", "R-Transformer beats the RNN, GRU and LSTM rows", "Tables 1–4, §6 (Table 4 has "
+          "the LSTM ahead: tested only where the paper's numbers claim it)", "difference of means, "
+          "95% interval over seeds", "rank", (("rnn", ""), ("gru", ""), ("lstm", "")), (1, 2, 3, 4),
+          claimed_only=True),
+    Claim("positions", "needs no positions", "No position embeddings needed", "abstract, §3.3, §6", "R-Transformer (no "
+          "positions) beats the Transformer both with its positions and without them "
+          "(ablation position=none)", "rank", (("transformer", ""), ("transformer", "position=none")),
+          _POSITION_TABLES),
+    Claim("margins", "by the paper's margin", "By a large margin", "abstract, §4.2, §4.3", "our margin over TCN and the "
+          "Transformer is at least the paper's: its 95% interval excludes 0 and does not lie below "
+          "the paper's margin", "margin", (("tcn", ""), ("transformer", "")), (1, 2, 3, 4)),
+)
+
+
+def _baseline_label(model: str, variant: str) -> str:
+    return model_name(model) + (" without positions" if variant == "position=none" else
+                                f" ({variant})" if variant else "")
+
+
+def _item_verdict(kind: str, n_a: int, n_b: int, test: dict, paper_margin: float) -> tuple[str, str]:
+    if n_a == 0 or n_b == 0:
+        missing = " and ".join(side for side, n in (("R-Transformer", n_a), ("baseline", n_b)) if n == 0)
+        return "not tested", f"no paper-profile runs of the {missing}"
+    if min(n_a, n_b) < MIN_SEEDS:
+        return "inconclusive", f"{n_a} v {n_b} seeds, fewer than {MIN_SEEDS}"
+    low, high = test["low"], test["high"]
+    if kind == "margin":
+        if high < paper_margin:
+            return "contradicted", "our margin's interval lies below the paper's margin"
+        if low > 0:
+            return "supported", "our margin's interval excludes 0 and reaches the paper's"
+        return "inconclusive", "our margin's interval includes 0"
+    if low > 0:
+        return "supported", "the interval lies above 0"
+    if high < 0:
+        return "contradicted", "the interval lies below 0"
+    return "inconclusive", "the interval includes 0"
+
+
+def comparisons(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per (claim, table, baseline): the R-Transformer's cell against the baseline's,
+    our advantage with its 95% interval, the paper's advantage, a verdict and why."""
+    variants = {variant for claim in CLAIMS for _, variant in claim.baselines}
+    table_cells = {variant: cells(records, variant) for variant in variants}
+    rows = []
+    for claim in CLAIMS:
+        for table in claim.tables:
+            task = TABLE_TASKS[table]
+            info = TASKS[task]
+            ours = cell(table_cells[""], task, "rtransformer")
+            for model, variant in claim.baselines:
+                base = cell(table_cells[variant], task, model)
+                sign = 1.0 if info.higher_is_better else -1.0
+                paper_margin = sign * (ours["paper"] - base["paper"]) if model in info.paper else math.nan
+                if claim.claimed_only and not paper_margin > 0:
+                    continue
+                test = compare(ours["values"], base["values"], info.higher_is_better)
+                result, why = _item_verdict(claim.kind, ours["n"], base["n"], test, paper_margin)
+                rows.append(dict(claim=claim.key, table=table, task=task,
+                                 baseline=_baseline_label(model, variant), n_rtransformer=ours["n"],
+                                 n_baseline=base["n"], rtransformer=ours_text(ours), other=ours_text(base),
+                                 **test, paper_margin=paper_margin, verdict=result, why=why))
+    return pd.DataFrame(rows)
+
+
+def comparison_text(row: pd.Series) -> str:
+    """'T2 vs Transformer: +0.63 [-0.01, 1.26], paper +0.97 (3 v 3 seeds)'."""
+    task = row["task"]
+    head = f"T{row['table']} vs {row['baseline']}"
+    if row["verdict"] == "not tested":
+        return f"{head}: not tested"
+    interval = (f" [{signed(row['low'], task, 1)}, {signed(row['high'], task, 1)}]"
+                if np.isfinite(row["low"]) else "")
+    paper = f", paper {signed(row['paper_margin'], task)}" if np.isfinite(row["paper_margin"]) else ""
+    return (f"{head}: {signed(row['advantage'], task)}{interval}{paper} "
+            f"({row['n_rtransformer']} v {row['n_baseline']} seeds)")
+
+
+def _combine(verdicts: list[str]) -> str:
+    if all(v == "not tested" for v in verdicts):
+        return "not tested"
+    if "contradicted" in verdicts:
+        return "contradicted"
+    if all(v == "supported" for v in verdicts):
+        return "supported"
+    return "inconclusive"
+
+
+def claims(records: pd.DataFrame) -> pd.DataFrame:
+    """The paper's claims, one row each: a verdict from `CLAIM_VERDICTS`, the evidence (every
+    tested comparison as 'R-Transformer's advantage [95% interval], the paper's'), and why."""
+    found = comparisons(records)
+    rows = []
+    for claim in CLAIMS:
+        items = found[found["claim"] == claim.key]
+        tested = items[items["verdict"] != "not tested"]
+        untested = items[items["verdict"] == "not tested"]
+        evidence_lines = [comparison_text(row) for _, row in tested.iterrows()]
+        if len(untested):
+            evidence_lines.append("not tested: " + ", ".join(
+                f"T{row.table} vs {row.baseline}" for row in untested.itertuples()))
+        why = []
+        for result in CLAIM_VERDICTS[:3]:
+            chosen = items[items["verdict"] == result]
+            if len(chosen):
+                labels = ", ".join(f"T{row.table} vs {row.baseline}" for row in chosen.itertuples())
+                why.append(f"{result}: {labels} ({'; '.join(sorted(set(chosen['why'])))})")
+        if len(untested):
+            why.append(f"{len(untested)} of {len(items)} comparisons not tested (no paper-profile runs "
+                       "of one side or both)")
+        rows.append(dict(claim=claim.claim, where=claim.where, test=claim.test,
+                         verdict=_combine(list(items["verdict"])), evidence="; ".join(evidence_lines),
+                         why="; ".join(why)))
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's tables, ours beside theirs
+
+
+VERDICT_STYLE = {"supported": ("✓", "#d8f0d8"), "reproduced": ("✓", "#d8f0d8"),
+                 "contradicted": ("✗", "#f7d4d2"), "not reproduced": ("✗", "#f7d4d2"),
+                 "inconclusive": ("?", "#fcefc4"), "not tested": ("–", "#e9e9e9"),
+                 "not run": ("–", "#e9e9e9"), "not evidence": ("–", "#e9e9e9")}
+
+
+class HTMLTable:
+    """A table shown as HTML with its columns as given, every cell text (NaN is never shown),
+    and the row's verdict as a mark and a colour. Plain text where HTML is not rendered."""
+
+    def __init__(self, frame: pd.DataFrame, verdict_column: str | None = "verdict",
+                 html_columns: Iterable[str] = (), note: str = ""):
+        self.frame, self.verdict_column = frame, verdict_column
+        self.html_columns, self.note = set(html_columns), note
+
+    def _cell(self, column: str, value: Any, escape: bool = True) -> str:
+        if value is None or (isinstance(value, float) and not np.isfinite(value)):
+            return "–"
+        if column == self.verdict_column and value in VERDICT_STYLE:
+            return f"{VERDICT_STYLE[value][0]} {value}"
+        if not escape or column in self.html_columns:
+            return str(value)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(value)))
+
+    def _repr_html_(self) -> str:
+        head = "".join(f'<th style="text-align:left;padding:3px 6px">{html.escape(str(c))}</th>'
+                       for c in self.frame.columns)
+        body = []
+        for _, row in self.frame.iterrows():
+            colour = VERDICT_STYLE.get(row.get(self.verdict_column), ("", "transparent"))[1]
+            tds = "".join(f'<td style="padding:3px 6px;vertical-align:top">{self._cell(c, row[c])}</td>'
+                          for c in self.frame.columns)
+            body.append(f'<tr style="background:{colour};color:#111;border-bottom:1px solid #ccc">{tds}</tr>')
+        note = f'<p style="font-size:0.85em">{self.note}</p>' if self.note else ""
+        return (f'<table style="border-collapse:collapse;font-size:0.88em;margin-bottom:0.4em">'
+                f'<thead><tr style="border-bottom:2px solid #888">{head}</tr></thead>'
+                f'<tbody>{"".join(body)}</tbody></table>{note}')
+
+    def text(self) -> str:
+        """The table as aligned plain text (for terminals, logs and the tests)."""
+        shown = pd.DataFrame({c: [self._cell(c, v, escape=False) for v in self.frame[c]]
+                              for c in self.frame.columns})
+        return shown.to_string(index=False)
+
+    def __repr__(self) -> str:
+        return self.text()
+
+
+def claims_table(records: pd.DataFrame, detail: bool = True) -> HTMLTable:
+    """`claims` with readable headers; `detail=False` leaves out how each claim is tested."""
+    found = claims(records)
+    columns = {"claim": "The paper's claim", "where": "where", "verdict": "verdict",
+               "evidence": "evidence: R-Transformer's advantage [95% interval] (seeds)", "why": "why"}
+    if detail:
+        columns = {**columns, "test": "how we test it"}
+    return HTMLTable(found[list(columns)].rename(columns=columns), "verdict")
+
+
+def paper_table(records: pd.DataFrame, task: str) -> HTMLTable:
+    """The paper's table for `task` in its layout (rows = models), ours beside each number:
+    'mean ± std (n)' to the paper's digits over paper-profile seeds, ours - paper, the tolerance
+    and the verdict. Italic paper numbers are those the paper copied from Bai et al. (2018)."""
+    rows = cells(records)
+    rows = rows[rows["task"] == task]
+    fast = cells(records, profile="fast") if len(records) else rows.iloc[:0]
+    out = []
+    for _, row in rows.iterrows():
+        paper = fmt(row["paper"], task)
+        quick = fast[(fast["task"] == task) & (fast["model"] == row["model"])]
+        ours = ours_text(row)
+        if row["n"] == 0 and len(quick) and quick["n"].iloc[0]:
+            ours = "not run (fast profile only)"
+        out.append({"model": model_name(row["model"]), "layers / hidden": model_size(task, row["model"]),
+                    "paper": f"<i>{paper}</i>" if row["paper_copied"] else paper,
+                    "ours": ours, "ours − paper": signed(row["delta"], task, 1) if row["n"] else "–",
+                    "tolerance": fmt(row["tolerance"], task, 1) if row["n"] >= MIN_SEEDS else "–",
+                    "verdict": row["verdict"]})
+    info = TASKS[task]
+    note = (f"Table {info.table}, {METRIC_NAMES[info.metric]} ({'higher' if info.higher_is_better else 'lower'}"
+            f" is better). Ours: test metric of the epoch chosen on validation (seq-MNIST: the last "
+            f"epoch), mean ± std over seeds of the paper profile. <i>Italic</i>: numbers the paper "
+            f"copied from Bai et al. (2018). A verdict needs {MIN_SEEDS} seeds; tolerance = max(half "
+            f"the paper's last digit, 2 × standard error of our mean).")
+    return HTMLTable(pd.DataFrame(out), "verdict", html_columns=["paper"], note=note)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting rules side by side
+
+
+SELECTION_RULES = {"best_valid": "best validation epoch", "last_epoch": "last epoch",
+                   "mean_last_3": "mean of the last 3 epochs", "best_test": "best test epoch (optimistic)"}
+
+
+def reported_rule(task: str) -> str:
+    """The rule our records report: the best validation epoch, or the last epoch without one."""
+    return "last_epoch" if TASKS[task].kind == "classify" else "best_valid"
+
+
+def selections(records: pd.DataFrame) -> pd.DataFrame:
+    """Per evidence cell, the mean test metric under each reporting rule and how much of the
+    gap to the paper the most favourable rule alone would close (``rule_explains``, 0..1)."""
+    table_cells = cells(records)
+    chosen = select_lr(evidence(records))
+    rows = []
+    for _, row in table_cells[table_cells["n"] > 0].iterrows():
+        task = row["task"]
+        runs = chosen[(chosen["task"] == task) & (chosen["model"] == row["model"])]
+        by_rule = {rule: [run.selections[rule]["test_metric"] for run in runs.itertuples()
+                          if rule in run.selections] for rule in SELECTION_RULES}
+        means = {rule: float(np.mean(values)) if len(values) == len(runs) else math.nan
+                 for rule, values in by_rule.items()}
+        gap = means[reported_rule(task)] - row["paper"]
+        smallest = min(abs(value - row["paper"]) for value in means.values() if np.isfinite(value))
+        share = max(0.0, (abs(gap) - smallest) / abs(gap)) if abs(gap) > rounding(task) else math.nan
+        rows.append(dict(table=row["table"], task=task, model=row["model"], n=row["n"], paper=row["paper"],
+                         **means, gap=gap, rule_explains=share))
+    return pd.DataFrame(rows, columns=["table", "task", "model", "n", "paper", *SELECTION_RULES,
+                                       "gap", "rule_explains"])
+
+
+def selections_table(records: pd.DataFrame) -> HTMLTable:
+    found = selections(records)
+    out = []
+    for _, row in found.iterrows():
+        task = row["task"]
+        shown = {label: fmt(row[rule], task, 1) if np.isfinite(row[rule]) else "not recorded"
+                 for rule, label in SELECTION_RULES.items()}
+        out.append({"table": row["table"], "model": model_name(row["model"]), "seeds": row["n"],
+                    "paper": fmt(row["paper"], task), **shown,
+                    "our gap": signed(row["gap"], task, 1),
+                    "share of the gap a rule alone removes": ("no gap" if not np.isfinite(row["rule_explains"])
+                                                              else f"{100 * row['rule_explains']:.0f}%")})
+    return HTMLTable(pd.DataFrame(out), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ablations
+
+
+def ablations(records: pd.DataFrame, task: str, profile: str = EVIDENCE_PROFILE) -> pd.DataFrame:
+    """Each ablation (non-empty variant) of `task` at `profile` beside the same model's row
+    without it; each side over the seeds of its lr chosen on validation."""
+    columns = ["model", "profile", "variant", "n", "lr", "ours", "baseline", "baseline_n", "delta", "metric"]
+    rows = records[(records["task"] == task) & (records["profile"] == profile)] if len(records) else records
     if not len(rows) or not (rows["variant"] != "").any():
         return pd.DataFrame(columns=columns)
     chosen = select_lr(rows)
     out = []
-    for (model, profile, variant), group in chosen[chosen["variant"] != ""].groupby(
-            ["model", "profile", "variant"], sort=True):
-        base = chosen[(chosen["model"] == model) & (chosen["profile"] == profile) & (chosen["variant"] == "")]
-        ours, baseline = group["test_metric"].mean(), base["test_metric"].mean() if len(base) else np.nan
+    for (model, variant), group in chosen[chosen["variant"] != ""].groupby(["model", "variant"], sort=True):
+        base = chosen[(chosen["model"] == model) & (chosen["variant"] == "")]
+        ours, baseline = group["test_metric"].mean(), base["test_metric"].mean() if len(base) else math.nan
         out.append(dict(model=model, profile=profile, variant=variant, n=len(group), lr=group["lr"].iloc[0],
-                        ours=ours, baseline=baseline, baseline_n=len(base),
-                        baseline_lr=base["lr"].iloc[0] if len(base) else np.nan,
-                        delta=ours - baseline, metric=TASKS[task].metric))
+                        ours=ours, baseline=baseline, baseline_n=len(base), delta=ours - baseline,
+                        metric=TASKS[task].metric))
     return pd.DataFrame(out, columns=columns)
 
 
-def summary(records: pd.DataFrame) -> pd.DataFrame:
-    """Results at a glance: one row per (table, model) over Tables 1-4."""
-    parts = [paper_vs_ours(records, task).assign(table=table, task=task, metric=TASKS[task].metric)
-             for table, task in TABLE_TASKS.items()]
-    columns = ["table", "task", "metric", "model", "paper", "paper_copied", "ours_mean", "ours_std",
-               "n", "delta", "verdict", "profile", "qualifier", "gpu_minutes"]
-    return pd.concat(parts)[columns].reset_index(drop=True)
+# ---------------------------------------------------------------------------------------------
+# Learning curves
 
 
-def run_settings(records: pd.DataFrame, task: str) -> pd.DataFrame:
-    """How the runs of `task` were made: profile, its listed changes from the paper's
-    settings, lrs, seeds, epochs, devices and commits, per (model, profile, variant)."""
-    columns = ["model", "profile", "variant", "runs", "lrs", "seeds", "epochs", "gpu_minutes",
-               "devices", "commits", "changes"]
-    rows = records[records["task"] == task] if len(records) else records
-    out = []
-    groups = rows.groupby(["model", "profile", "variant"]) if len(rows) else ()
-    for (model, profile, variant), group in groups:
-        changes = dict.fromkeys(change for listed in group["changes"] for change in (listed or ()))
-        out.append(dict(model=model, profile=profile, variant=variant, runs=len(group),
-                        lrs=", ".join(f"{lr:g}" for lr in sorted(group["lr"].unique())),
-                        seeds=", ".join(str(int(s)) for s in sorted(group["seed"].unique())),
-                        epochs=", ".join(str(int(e)) for e in sorted(group["epochs_run"].unique())),
-                        gpu_minutes=float(group["gpu_minutes"].sum()),
-                        devices="; ".join(sorted(set(group["device"].dropna()))),
-                        commits=", ".join(sorted({str(c)[:10] for c in group["git_commit"].dropna()})),
-                        changes="; ".join(changes) or "none: the paper's settings"))
-    frame = pd.DataFrame(out, columns=columns)
-    order = {model: i for i, model in enumerate(PAPER_ORDER)}
-    return frame.sort_values(["model"], key=lambda s: s.map(order)).reset_index(drop=True)
+def learning_curves(records: pd.DataFrame, task: str, quantity: str = "test_metric") -> pd.DataFrame:
+    """Long format: one row per (run, epoch) of `task`'s records that log `quantity`."""
+    columns = ["run_id", "model", "profile", "variant", "lr", "seed", "epoch", "value"]
+    rows = [(record.run_id, record.model, record.profile, record.variant, record.lr, record.seed,
+             entry["epoch"], entry[quantity])
+            for record in (records[records["task"] == task].itertuples() if len(records) else ())
+            for entry in record.curve or () if entry.get(quantity) is not None]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def status_note(records: pd.DataFrame, task: str) -> str:
-    """One Markdown paragraph: what has been run for `task`, or plainly that nothing has."""
+def lr_cuts(curve: list[dict[str, Any]]) -> list[int]:
+    """The epochs after which the learning rate was cut (the lr an epoch trained at is logged)."""
+    return [previous["epoch"] for previous, entry in zip(curve, curve[1:])
+            if entry["lr"] < previous["lr"] * (1 - 1e-9)]
+
+
+def plot_learning_curves(records: pd.DataFrame, task: str, ax=None, quantity: str = "test_metric"):
+    """The paper-profile runs of `task` (no ablations), per model over the seeds of its chosen
+    lr: the mean per epoch, a band of ± one standard deviation where there are several seeds
+    (n in the legend), and the paper's number as a dashed line of the same colour."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from .plots import PALETTE
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
     info = TASKS[task]
-    rows = records[records["task"] == task] if len(records) else records
-    command = (f"`python -m rtlib reproduce --table {info.table} --profile fast --seeds 3`"
-               if info.table else "`python -m rtlib train ...`")
-    if not len(rows):
-        return (f"**No records for {task} yet.** Every row below says *not run*; the paper's "
-                f"numbers are shown alone. Regenerate with {command}.")
-    counts = rows.groupby("profile").size()
-    runs = ", ".join(f"{n} {profile}-profile" for profile, n in counts.items())
-    return (f"{len(rows)} runs ({runs}), {rows['gpu_minutes'].sum():.1f} GPU-minutes in all, "
-            f"{rows['model'].nunique()} of 6 models. Regenerate with {command}.")
+    curves = learning_curves(select_lr(evidence(records)), task, quantity)
+    for model in [m for m in PAPER_ORDER if m in set(curves["model"])]:
+        rows = curves[curves["model"] == model]
+        stats = rows.groupby("epoch")["value"].agg(["mean", "std", "count"])
+        colour = PALETTE.get(model)
+        ax.plot(stats.index, stats["mean"], color=colour, label=f"{model_name(model)} (n={rows['seed'].nunique()})")
+        if rows["seed"].nunique() > 1:
+            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                            color=colour, alpha=0.2, lw=0)
+        ax.axhline(info.paper[model], color=colour, ls="--", lw=1, label=f"paper: {fmt(info.paper[model], task)}")
+    if curves.empty:
+        ax.text(0.5, 0.5, "no paper-profile records yet", ha="center", va="center", transform=ax.transAxes)
+    elif info.metric == "perplexity":
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    split = quantity.split("_")[0].replace("valid", "validation")
+    ax.set_ylabel(f"{split} {info.metric}")
+    ax.set_title(f"Table {info.table}: {task}, paper profile", fontsize=10)
+    if not curves.empty:
+        ax.legend(fontsize=8, ncol=2)
+    return ax
 
 
-def evidence_for_misses(records: pd.DataFrame) -> pd.DataFrame:
-    """Each row of Tables 1-4 that was run and not reproduced, with its ablations (or a line
-    saying none has been run yet)."""
-    columns = ["table", "task", "model", "ours_mean", "paper", "variant", "ablation", "baseline", "delta"]
-    out = []
-    for row in summary(records).itertuples():
-        if row.verdict != "not reproduced":
-            continue
-        found = ablations(records, row.task)
-        found = found[found["model"] == row.model] if len(found) else found
-        head = dict(table=row.table, task=row.task, model=row.model, ours_mean=row.ours_mean, paper=row.paper)
-        if not len(found):
-            out.append({**head, "variant": "(no ablation run yet)", "ablation": np.nan,
-                        "baseline": np.nan, "delta": np.nan})
-        for ablation in found.itertuples():
-            out.append({**head, "variant": ablation.variant, "ablation": ablation.ours,
-                        "baseline": ablation.baseline, "delta": ablation.delta})
-    return pd.DataFrame(out, columns=columns)
+def plot_seed_traces(records: pd.DataFrame, task: str, model: str, ax=None):
+    """Each paper-profile seed of one cell: its test metric per epoch (left axis), the epochs
+    after which its lr was cut (ticks at the top) and the paper's number (dashed)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.2), layout="constrained")
+    info = TASKS[task]
+    runs = select_lr(evidence(records))
+    runs = runs[(runs["task"] == task) & (runs["model"] == model)].sort_values("seed") if len(runs) else runs
+    for index, run in enumerate(runs.itertuples()):
+        colour = f"C{index}"
+        points = [(e["epoch"], e["test_metric"]) for e in run.curve if "test_metric" in e]
+        ax.plot(*zip(*points), color=colour, lw=1.2, label=f"seed {run.seed}")
+        for epoch in lr_cuts(run.curve):
+            ax.axvline(epoch + 0.5, color=colour, lw=0.8, ls=":", alpha=0.8)
+    ax.axhline(info.paper[model], color="k", ls="--", lw=1, label=f"paper: {fmt(info.paper[model], task)}")
+    ax.set_xlabel("epoch (dotted: the lr is cut after it)")
+    ax.set_ylabel(f"test {info.metric}")
+    ax.set_title(f"Table {info.table}, {model_name(model)}: every seed", fontsize=10)
+    ax.legend(fontsize=8)
+    return ax
 
 
+def plot_seed_trace_grid(records: pd.DataFrame):
+    """`plot_seed_traces` for every cell with paper-profile runs, two panels a row; None when
+    there are none."""
+    import matplotlib.pyplot as plt
 
-def or_note(frame: pd.DataFrame, note: str):
-    """`frame`, or `note` as Markdown where the frame is empty (for the report's cells)."""
-    from IPython.display import Markdown
-    return frame if len(frame) else Markdown(note)
+    table_cells = cells(records)
+    run = table_cells[table_cells["n"] > 0]
+    if run.empty:
+        return None
+    rows = math.ceil(len(run) / 2)
+    fig, axes = plt.subplots(rows, 2, figsize=(7.2, 2.9 * rows), squeeze=False, layout="constrained")
+    for ax, row in zip(axes.flat, run.itertuples()):
+        plot_seed_traces(records, row.task, row.model, ax)
+    for ax in axes.flat[len(run):]:
+        ax.set_visible(False)
+    return fig

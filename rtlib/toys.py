@@ -7,6 +7,8 @@ All of them run in seconds to a minute on a laptop CPU.
 - `order_task`: two events A and B fall inside the last `span` positions before a final query
   token; the label is 1 when A comes first. Only the *order* inside a short window tells the
   classes apart: both classes contain the same tokens.
+- `far_order_task`: the order of A and B again, but both lie further back than any window
+  reaches from the last position: a LocalRNN stack or a TCN block cannot see them, attention can.
 - `retrieval_task`: a marker A is followed by a value token v somewhere far back (more than
   `min_distance` steps before the end); the label is v. Value tokens also appear as noise, so
   the model must find the value that comes *right after* the marker: local order plus a
@@ -61,22 +63,16 @@ def one_hot(tokens: Tensor, vocab: int) -> Tensor:
     return F.one_hot(tokens, vocab).float()
 
 
-def order_task(length: int = 24, span: int = 4, num_noise: int = 6) -> ToyTask:
-    """Label 1 when event A precedes event B; both sit in the `span` positions before the end.
-
-    Tokens: noise 0..num_noise-1, A = num_noise, B = num_noise + 1, query Q = num_noise + 2 (the
-    last position, where the label is read). To see both events from the last position, a
-    window must cover the last span + 1 positions.
-    """
-    if not 2 <= span < length:
-        raise ValueError(f"span={span} must be in 2..length-1={length - 1}")
+def _two_events(name: str, length: int, start: int, room: int, num_noise: int) -> ToyTask:
+    """Noise tokens 0..num_noise-1, then events A = num_noise and B = num_noise + 1 at two distinct
+    positions among start..start+room-1, and the query Q = num_noise + 2 last; label 1 when A
+    comes first. Both classes hold the same tokens: only their order differs."""
     a, b, query = num_noise, num_noise + 1, num_noise + 2
 
     def sample(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         tokens = torch.randint(num_noise, (n, length), generator=generator)
         tokens[:, -1] = query
-        # two distinct slots among the `span` positions before the query
-        slots = torch.rand(n, span, generator=generator).argsort(-1)[:, :2] + (length - 1 - span)
+        slots = torch.rand(n, room, generator=generator).argsort(-1)[:, :2] + start
         labels = torch.randint(2, (n,), generator=generator)
         first, second = slots.min(-1).values, slots.max(-1).values
         rows = torch.arange(n)
@@ -85,7 +81,16 @@ def order_task(length: int = 24, span: int = 4, num_noise: int = 6) -> ToyTask:
         return one_hot(tokens, num_noise + 3), labels
 
     symbols = "abcdefghijklmnopqrstuvwxyz"[:num_noise] + "AB?"
-    return ToyTask(f"order(span={span})", length, num_noise + 3, 2, sample, symbols)
+    return ToyTask(name, length, num_noise + 3, 2, sample, symbols)
+
+
+def order_task(length: int = 24, span: int = 4, num_noise: int = 6) -> ToyTask:
+    """Label 1 when event A precedes event B; both sit in the `span` positions before the final
+    query token, where the label is read. To see both events from the last position, a window
+    must cover the last span + 1 positions."""
+    if not 2 <= span < length:
+        raise ValueError(f"span={span} must be in 2..length-1={length - 1}")
+    return _two_events(f"order(span={span})", length, length - 1 - span, span, num_noise)
 
 
 def order_ceiling(span: int, seen: int) -> float:
@@ -96,6 +101,17 @@ def order_ceiling(span: int, seen: int) -> float:
     hidden = span - visible
     both_hidden = hidden * (hidden - 1) / (span * (span - 1))
     return 1.0 - 0.5 * both_hidden
+
+
+def far_order_task(length: int = 32, min_distance: int = 14, num_noise: int = 6) -> ToyTask:
+    """Label 1 when event A precedes event B, both more than `min_distance` steps before the
+    final query token (tokens as in `order_task`). A model whose last position sees at most
+    `min_distance` inputs before the query can only guess; one that attends over the whole
+    sequence can find both events, but must still tell which came first."""
+    room = length - 1 - min_distance  # positions 0..room-1 lie more than min_distance back
+    if room < 2:
+        raise ValueError(f"min_distance={min_distance} leaves no room in length={length}")
+    return _two_events(f"far order(distance>{min_distance})", length, 0, room, num_noise)
 
 
 def retrieval_task(length: int = 32, min_distance: int = 12, num_values: int = 4,
@@ -270,6 +286,57 @@ def describe(accuracy: float, chance: float) -> str:
     return "gets only part of it"
 
 
+def steps_to(curve, level: float = 0.95) -> int | None:
+    """The first evaluated step at which test accuracy reached `level`, or None."""
+    return next((step for step, accuracy in curve if accuracy >= level), None)
+
+
+def model_label(row) -> str:
+    from .plots import label
+
+    levels = int(row["levels"])
+    return label(row["model"]) + (f" ({levels} layer{'s' if levels > 1 else ''})" if levels != 2 else "")
+
+
+def toy_summary(results: pd.DataFrame, level: float = 0.95) -> str:
+    """What a toy's runs show, in words: per model the mean accuracy ± std over seeds, how many
+    seeds reached `level` and the mean step they did so, and whether every 2-layer model solved
+    it. Sentences follow the numbers (`describe`)."""
+    chance = results["chance"].iloc[0]
+    lines, solved = [], []
+    for (model, levels), rows in results.groupby(["model", "levels"], sort=False):
+        mean, std = rows["accuracy"].mean(), rows["accuracy"].std(ddof=1) if len(rows) > 1 else 0.0
+        reached = [steps_to(curve, level) for curve in rows["curve"]]
+        hits = [step for step in reached if step is not None]
+        when = f", at step {sum(hits) / len(hits):.0f} on average" if hits else ""
+        name = model_label(rows.iloc[0])
+        lines.append(f"- {name}: {100 * mean:.1f} ± {100 * std:.1f}% over {len(rows)} seed{'s' * (len(rows) > 1)} "
+                     f"({describe(mean, chance)}); {len(hits)} of {len(rows)} seeds reached {100 * level:.0f}%{when}.")
+        if levels == 2:
+            solved.append(mean >= level)
+    head = ("**Every 2-layer model solves it.**" if solved and all(solved) else
+            f"**{sum(solved)} of {len(solved)} 2-layer models solve it.**")
+    return "\n".join([head, "", *lines])
+
+
+def summary_table(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """One row per model (and window, where several were run): what its last position sees, its
+    parameters, test accuracy as mean ± std over seeds, and how many seeds reached `level`,
+    at which step on average."""
+    keys = ["model", "levels"] + (["window"] if results.groupby(["model", "levels"])["window"].nunique().max() > 1 else [])
+    rows = []
+    for _, group in results.groupby(keys, sort=False):
+        first = group.iloc[0]
+        hits = [step for step in (steps_to(curve, level) for curve in group["curve"]) if step is not None]
+        spread = f" ± {100 * group['accuracy'].std(ddof=1):.1f}" if len(group) > 1 else ""
+        rows.append({"model": model_label(first), **({"window M": first["window"]} if "window" in keys else {}),
+                     "inputs seen from the end": first["receptive_field"], "parameters": first["parameters"],
+                     "test accuracy (%)": f"{100 * group['accuracy'].mean():.1f}{spread}",
+                     f"seeds reaching {100 * level:.0f}%": f"{len(hits)} of {len(group)}",
+                     "mean step it did": f"{sum(hits) / len(hits):.0f}" if hits else "–"})
+    return pd.DataFrame(rows)
+
+
 def compare(task: ToyTask, kinds, seeds=(0,), **train_args) -> pd.DataFrame:
     """`train_toy` for every kind and seed; one row per run (the models are dropped)."""
     rows = []
@@ -422,6 +489,19 @@ def load_local_rnn_bounds(folder: str | Path) -> pd.DataFrame:
             for data in [json.loads(path.read_text())]
             for table, bound in data.get("tables", {}).items()]
     return pd.DataFrame(rows)
+
+
+BENCH_HEADERS = {"reference_ms": "reference (ms)", "variant_ms": "fastest (ms)",
+                 "without_local_rnn_ms": "without LocalRNNs (ms)", "local_rnn_matmuls_ms": "LocalRNN matmuls (ms)",
+                 "bound_ms": "bound (ms)", "speedup_vs_reference": "speed-up", "bound_speedup_vs_reference":
+                 "speed-up at the bound", "mfu": "MFU", "bound_mfu": "MFU at the bound", "epoch_s": "epoch (s)",
+                 "steps": "steps", "speedup": "speed-up"}
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """A bench table for the page: readable headers, '–' where a value was not measured."""
+    shown = frame.rename(columns=BENCH_HEADERS)
+    return shown.astype(object).where(shown.notna(), "–")
 
 
 def load_music_epochs(folder: str | Path) -> pd.DataFrame:

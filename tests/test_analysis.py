@@ -84,6 +84,27 @@ def test_window_saliency_covers_every_local_rnn_of_a_model():
         analysis.window_saliency_of(LocalRNN(4, 2), torch.randn(1, 5, 4), "magic")
 
 
+def test_normalized_entropy_is_one_for_uniform_heads_and_zero_for_one_hot_ones():
+    length = 6
+    uniform = torch.tril(torch.ones(length, length))
+    uniform = uniform / uniform.sum(-1, keepdim=True)
+    self_only = torch.eye(length)
+    maps = torch.stack([uniform, self_only])[None]  # (layers=1, heads=2, L, L)
+    torch.testing.assert_close(analysis.normalized_entropy(maps), torch.tensor([[1.0, 0.0]]))
+    last_rows = torch.full((1, 1, 1, 784), 1 / 784)  # seq-MNIST keeps the last query's row only
+    torch.testing.assert_close(analysis.normalized_entropy(last_rows), torch.tensor([[1.0]]))
+
+
+def test_committed_analyses_say_where_their_weights_come_from_and_how_uniform_each_head_is():
+    items = analysis.load_analyses()
+    heads = analysis.head_uniformity(items)
+    assert len(heads) == sum(item["layers"] * item["heads"] for item in items)
+    assert heads["entropy"].between(0, 1.0001).all() and (heads["ratio"] > 0).all()
+    assert "heads are near uniform" in analysis.uniformity_sentence(heads)
+    table = analysis.provenance(items)
+    assert not (table["epoch"] == "not recorded").any() and set(table["examples"]) == {1}
+
+
 def _smoke_run(task, model, folder, data_dir):
     train(run_config(task, model, "smoke", epochs=1), folder, data_dir=data_dir, **QUIET)
     return folder
@@ -103,6 +124,16 @@ def test_analyze_run_on_a_smoke_mnist_run_without_best_checkpoint(real_data, tmp
     assert len(saved["saliency"]["gradient"]) == 2 and len(saved["saliency"]["gradient"][0]) == 7
     assert len(saved["example"]["pixels"]) == 784 and saved["example"]["label"] == 7
     assert saved["test_metric"] is not None
+    assert saved["provenance"]["weights"].startswith("checkpoint.pt") and saved["provenance"]["epoch"] is None
+
+
+def test_analyze_run_on_several_examples_keeps_each_ones_distances(real_data, tmp_path):
+    run = _smoke_run("ptb-word", "transformer", tmp_path / "run", real_data)
+    result = analysis.analyze_run(run, tmp_path / "a.json", real_data, examples=3)
+    assert len(result["more_examples"]) == 2 and result["provenance"]["weights"] == "best.pt"
+    descriptions = {result["example"]["description"]} | {e["description"] for e in result["more_examples"]}
+    assert len(descriptions) == 3
+    assert analysis.head_uniformity([result])["examples"].eq(3).all()
 
 
 @pytest.mark.parametrize("task,model", [("ptb-word", "rtransformer"), ("nottingham", "transformer")])
@@ -149,9 +180,10 @@ def test_parameter_counts_breakdown_and_released_dead_weights(real_data):
 def test_config_table_lists_every_model_with_its_settings():
     table = analysis.config_table("ptb-char").set_index("model")
     assert len(table) == 6
-    assert table.loc["rtransformer", "layers / hidden"] == "3 / 512"
-    assert table.loc["rtransformer", "lr_grid"] == "1, 2, 3"
-    assert analysis.config_table("mnist").set_index("model").loc["rtransformer", "grad_clip"] == "none"
+    assert table.loc["R-Transformer", "layers / hidden"] == "3 / 512"
+    assert table.loc["R-Transformer", "lr grid"] == "1, 2, 3"
+    assert analysis.config_table("mnist").set_index("model").loc["R-Transformer", "gradient clip"] == "none"
+    assert analysis.config_table("mnist").set_index("model").loc["TCN", "lr schedule"] == "÷10 every 10 epochs"
 
 
 def test_context_free_reference_scores(real_data):
@@ -170,7 +202,7 @@ def test_analysis_figures_draw(real_data, tmp_path):
     assert plots.plot_window_saliency(digit).get_xlabel() == "input inside the window"
     run = _smoke_run("ptb-char", "rtransformer", tmp_path / "char", real_data)
     text = analysis.analyze_run(run, tmp_path / "char.json", real_data)
-    assert len(plots.plot_analysis_maps(text, layers=[0], heads=[0, 1]).axes) >= 2
+    assert len(plots.plot_maps_side_by_side([text, text], layers=[0, 1]).axes) == 4
     square = plots.lower_triangle_to_square([[1.0], [0.5, 0.5]])
     assert square.tolist() == [[1.0, 0.0], [0.5, 0.5]]
     plots.plot_piano_roll(torch.zeros(10, 88))

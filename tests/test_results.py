@@ -1,162 +1,272 @@
-"""Aggregation of run records: seeds, lr chosen on validation, verdicts, empty folders, report."""
+"""Records -> cells, verdicts and claims (rtlib.results), and the report's sections (rtlib.report):
+seeds, the lr chosen on validation, the tolerance, the Welch interval, what counts as evidence."""
 import json
 import math
+import re
 from pathlib import Path
 
 import matplotlib
-import pandas as pd
+import numpy as np
 import pytest
 
 matplotlib.use("Agg")
 
-from rtlib.results import (COLUMNS, PAPER_ORDER, TOLERANCE, ablations, evidence_for_misses,
-                           learning_curves, load_records, paper_vs_ours, plot_learning_curves,
-                           run_settings, select_lr, status_note, summary)
-from rtlib.tasks import TASKS
+from rtlib import report, results  # noqa: E402
+from rtlib.results import cell, cells, claims, comparisons, load_records  # noqa: E402
+from rtlib.tasks import TASKS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+NAN = re.compile(r"\bnan\b", re.IGNORECASE)
 
 
-def write_record(folder: Path, task="ptb-word", model="rtransformer", profile="fast", lr=2.0,
-                 seed=1111, test=80.0, valid=90.0, variant="", epochs=3, gpu_minutes=1.0):
-    """A small hand-made record with the fields `train` writes that the results read."""
+def write_record(folder: Path, task="nottingham", model="rtransformer", profile="paper", lr=None,
+                 seed=1111, test=2.5, valid=None, variant="", epochs=4, gpu_minutes=1.0, version=2,
+                 status="finished", lr_cut_after=None, test_curve=None):
+    """A small record with the fields `rtlib.train` writes; `test_curve` gives the test metric of
+    every epoch (default: `test` throughout), `lr_cut_after` the epoch after which the lr drops."""
     info = TASKS[task]
+    lr = lr if lr is not None else {"nottingham": 5e-5, "mnist": 1e-3}.get(task, 2.0)
     no_valid = info.kind == "classify"
+    valid = test if valid is None else valid
+    tests = test_curve or [test] * epochs
+    curve = []
+    for e, value in enumerate(tests, start=1):
+        rate = lr / 10 if lr_cut_after is not None and e > lr_cut_after else lr
+        entry = dict(epoch=e, lr=rate, train_loss=5.0 / e, test_loss=value, test_metric=value)
+        if not no_valid:
+            entry.update(valid_loss=valid + (len(tests) - e), valid_metric=valid + (len(tests) - e))
+        curve.append(entry)
     run_id = f"{task}_{model}_{profile}{'_' + variant if variant else ''}_lr{lr:g}_seed{seed}"
-    curve = [dict(epoch=e, lr=lr, train_loss=5.0 / e,
-                  **({"test_loss": 1.0 / e, "test_metric": test} if no_valid
-                     else {"valid_loss": 4.0 / e, "valid_metric": valid + (epochs - e)}))
-             for e in range(1, epochs + 1)]
-    record = dict(record_version=1, run_id=run_id, task=task, table=info.table, model=model,
+    record = dict(record_version=version, run_id=run_id, task=task, table=info.table, model=model,
                   profile=profile, variant=variant, seed=seed, lr=lr, metric=info.metric,
-                  higher_is_better=info.higher_is_better, best_valid_loss=None if no_valid else 4.0,
-                  best_valid_metric=None if no_valid else valid, test_metric=test, epochs_run=epochs,
+                  higher_is_better=info.higher_is_better, best_valid_loss=None if no_valid else valid,
+                  best_valid_metric=None if no_valid else valid, test_metric=test, epochs_run=len(tests),
                   wall_time_s=60 * gpu_minutes, gpu_minutes=gpu_minutes, device="test GPU",
-                  paper_value=info.paper.get(model), paper_value_copied_from_bai=model in info.copied,
-                  num_parameters=1000, git_commit="abc123", curve=curve,
-                  changes=[f"{profile}: test change"], finished_at="2025-01-01T00:00:00Z")
+                  paper_value=info.paper.get(model), num_parameters=1000, git_commit="abc123",
+                  curve=curve, changes=[], finished_at="2026-01-01T00:00:00Z")
+    if version >= 2:
+        record.update(status=status, precision="bf16", best_epoch=len(tests), torch_version="2.11",
+                      engine=dict(compile="none"), deviations=[],
+                      selections=results_selections(curve, info.higher_is_better))
+        if status == "diverged":
+            record.update(test_metric=None, best_valid_metric=None, selections={})
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{run_id}.json").write_text(json.dumps(record))
     return record
 
 
-def row(table: pd.DataFrame, model: str) -> pd.Series:
-    return table.set_index("model").loc[model]
+def results_selections(curve, higher_is_better):
+    from rtlib.train import selection_rules
+    return selection_rules(curve, higher_is_better)
 
 
-def test_mean_std_n_over_seeds(tmp_path):
-    for seed, test in [(1111, 84.0), (1112, 86.0), (1113, 85.0)]:
-        write_record(tmp_path / "fast", seed=seed, test=test, gpu_minutes=2.0)
-    records = load_records(tmp_path)
-    assert set(COLUMNS) <= set(records.columns) and len(records) == 3
-    table = paper_vs_ours(records, "ptb-word")
-    assert list(table["model"]) == list(PAPER_ORDER)
-    ours = row(table, "rtransformer")
-    assert ours["n"] == 3 and ours["ours_mean"] == pytest.approx(85.0)
-    assert ours["ours_std"] == pytest.approx(1.0)  # sample std over seeds
-    assert ours["delta"] == pytest.approx(85.0 - 84.38)
-    assert ours["gpu_minutes"] == pytest.approx(6.0) and ours["epochs"] == 3
-    assert ours["paper"] == 84.38 and not ours["paper_copied"]
-    assert row(table, "lstm")["paper_copied"] and row(table, "lstm")["verdict"] == "not run"
-    assert math.isnan(row(table, "lstm")["ours_mean"]) and row(table, "lstm")["n"] == 0
+def seeds(folder, values, **kwargs):
+    for seed, value in zip(range(1111, 1111 + len(values)), values):
+        write_record(folder, seed=seed, test=value, **kwargs)
 
 
-def test_lr_is_chosen_on_validation_never_on_test(tmp_path):
-    # lr 2: better validation, worse test; lr 3: worse validation, better test
-    for seed in (1111, 1112):
-        write_record(tmp_path, lr=2.0, seed=seed, valid=90.0, test=88.0)
-        write_record(tmp_path, lr=3.0, seed=seed, valid=95.0, test=80.0)
-    records = load_records(tmp_path)
-    chosen = select_lr(records)
-    assert set(chosen["lr"]) == {2.0} and len(chosen) == 2
-    assert "validation" in chosen["lr_selection"].iloc[0]
-    ours = row(paper_vs_ours(records, "ptb-word"), "rtransformer")
-    assert ours["lr"] == 2.0 and ours["ours_mean"] == pytest.approx(88.0)
-    assert ours["gpu_minutes"] == pytest.approx(4.0)  # the cost of the whole search
-
-
-def test_mnist_without_validation_keeps_the_config_lr(tmp_path):
-    # the config's lr for mnist/rnn is 1e-3; 2e-3 has the better *test* accuracy and must lose
-    write_record(tmp_path, task="mnist", model="rnn", lr=1e-3, test=20.0)
-    write_record(tmp_path, task="mnist", model="rnn", lr=2e-3, test=30.0)
-    records = load_records(tmp_path)
-    chosen = select_lr(records)
-    assert set(chosen["lr"]) == {1e-3}
-    assert "no validation split" in chosen["lr_selection"].iloc[0]
-    ours = row(paper_vs_ours(records, "mnist"), "rnn")
-    assert ours["ours_mean"] == 20.0 and ours["lr"] == 1e-3
-
-
-def test_verdicts_use_the_metric_tolerance(tmp_path):
-    paper = TASKS["ptb-word"].paper
-    write_record(tmp_path, model="rtransformer", test=paper["rtransformer"] * 1.02)  # within 3%
-    write_record(tmp_path, model="transformer", test=paper["transformer"] * 1.10)    # 10% off
-    write_record(tmp_path, model="tcn", profile="paper", test=paper["tcn"])
-    write_record(tmp_path, model="tcn", profile="fast", test=200.0)  # paper profile preferred
-    table = paper_vs_ours(load_records(tmp_path), "ptb-word")
-    assert row(table, "rtransformer")["verdict"] == "reproduced"
-    assert row(table, "rtransformer")["qualifier"] == "short run (fast profile)"
-    assert row(table, "transformer")["verdict"] == "not reproduced"
-    assert row(table, "tcn")["profile"] == "paper" and row(table, "tcn")["verdict"] == "reproduced"
-    assert row(table, "gru")["verdict"] == "not run"
-    assert set(TOLERANCE) == {task.metric for task in TASKS.values()}
-    fast_only = paper_vs_ours(load_records(tmp_path), "ptb-word", profile="fast")
-    assert row(fast_only, "tcn")["verdict"] == "not reproduced"
-
-
-def test_ablations_sit_beside_the_unchanged_row(tmp_path):
-    write_record(tmp_path, task="nottingham", lr=5e-4, valid=3.0, test=3.0)
-    write_record(tmp_path, task="nottingham", lr=5e-4, valid=2.8, test=2.7, variant="norm=post")
-    records = load_records(tmp_path)
-    found = ablations(records, "nottingham")
-    assert len(found) == 1
-    assert found.iloc[0][["variant", "ours", "baseline"]].tolist() == ["norm=post", 2.7, 3.0]
-    assert found.iloc[0]["delta"] == pytest.approx(-0.3)
-    assert row(paper_vs_ours(records, "nottingham"), "rtransformer")["ours_mean"] == 3.0
-    misses = evidence_for_misses(records)
-    assert list(misses["variant"]) == ["norm=post"] and misses.iloc[0]["model"] == "rtransformer"
-
-
-def test_learning_curves_long_format_and_plot(tmp_path):
-    write_record(tmp_path, epochs=3)
-    records = load_records(tmp_path)
-    curves = learning_curves(records, "ptb-word")
-    assert set(curves["quantity"]) == {"train_loss", "valid_loss", "valid_metric"}
-    assert len(curves) == 9 and sorted(curves["epoch"].unique()) == [1, 2, 3]
-    ax = plot_learning_curves(records, "ptb-word")
-    assert ax.get_xlabel() == "epoch" and "perplexity" in ax.get_ylabel()
-
-
-def test_smoke_records_are_left_out_unless_asked(tmp_path):
-    write_record(tmp_path / "smoke", profile="smoke")
-    write_record(tmp_path / "fast", profile="fast")
-    assert list(load_records(tmp_path)["profile"]) == ["fast"]
-    assert sorted(load_records(tmp_path, profiles=["smoke", "fast"])["profile"]) == ["fast", "smoke"]
-
-
-def test_empty_folder_gives_empty_tables_that_say_not_run(tmp_path):
+def test_records_of_both_versions_load_and_smoke_runs_are_left_out(tmp_path):
+    write_record(tmp_path / "a", version=1, profile="fast")
+    write_record(tmp_path / "b", seed=1112)
+    write_record(tmp_path / "c", profile="smoke", seed=1113)
     (tmp_path / "not-a-record.json").write_text("{\"hello\": 1}")
-    records = load_records(tmp_path, tmp_path / "missing")
-    assert records.empty and set(COLUMNS) <= set(records.columns)
-    table = paper_vs_ours(records, "mnist")
-    assert len(table) == 6 and set(table["verdict"]) == {"not run"}
-    assert table["paper"].notna().all()  # the paper's numbers are shown alone
-    glance = summary(records)
-    assert len(glance) == 24 and set(glance["table"]) == {1, 2, 3, 4}
-    assert learning_curves(records, "mnist").empty and ablations(records, "mnist").empty
-    assert run_settings(records, "mnist").empty and evidence_for_misses(records).empty
-    assert select_lr(records).empty
-    assert "No records" in status_note(records, "mnist")
-    assert plot_learning_curves(records, "mnist").get_ylabel() == "test accuracy"
+    records = load_records(tmp_path)
+    assert sorted(records["profile"]) == ["fast", "paper"]
+    old = records[records["record_version"] == 1].iloc[0]
+    assert old["status"] == "finished" and old["precision"] == "not recorded" and old["selections"] == {}
+    assert len(load_records(tmp_path, profiles=["smoke"])) == 1
+
+
+def test_a_cell_is_the_mean_over_seeds_and_needs_three_for_a_verdict(tmp_path):
+    seeds(tmp_path, [2.40, 2.42])
+    row = cell(cells(load_records(tmp_path)), "nottingham", "rtransformer")
+    assert row["n"] == 2 and row["mean"] == pytest.approx(2.41) and row["verdict"] == "inconclusive"
+    assert row["std"] == pytest.approx(np.std([2.40, 2.42], ddof=1))
+    write_record(tmp_path, seed=1113, test=2.41)
+    row = cell(cells(load_records(tmp_path)), "nottingham", "rtransformer")
+    sem = np.std([2.40, 2.42, 2.41], ddof=1) / math.sqrt(3)
+    assert row["tolerance"] == pytest.approx(max(0.005, 2 * sem)) and row["verdict"] == "not reproduced"
+    assert results.ours_text(row) == "2.41 ± 0.01 (n=3)"
+    assert cell(cells(load_records(tmp_path)), "nottingham", "tcn")["verdict"] == "not run"
+
+
+def test_tolerance_is_the_papers_rounding_or_two_standard_errors():
+    assert results.tolerance("mnist", None) == pytest.approx(0.05)       # 99.1: one decimal
+    assert results.tolerance("ptb-word", 0.001) == pytest.approx(0.005)  # 84.38: two decimals
+    assert results.tolerance("nottingham", 0.1) == pytest.approx(0.2)
+    paper = TASKS["nottingham"].paper["rtransformer"]
+    assert results.verdict("nottingham", paper + 0.004, paper, 3, 0.0) == "reproduced"
+    assert results.verdict("nottingham", paper + 0.006, paper, 3, 0.0) == "not reproduced"
+    assert results.verdict("nottingham", paper, paper, 1) == "inconclusive"
+
+
+def test_fast_and_diverged_runs_are_never_evidence(tmp_path):
+    seeds(tmp_path, [2.37, 2.37, 2.37], profile="fast")
+    write_record(tmp_path, seed=1111, status="diverged")
+    records = load_records(tmp_path)
+    row = cell(cells(records), "nottingham", "rtransformer")
+    assert row["n"] == 0 and row["verdict"] == "not run" and row["diverged"] == 1 and row["runs"] == 1
+    assert cell(cells(records, profile="fast"), "nottingham", "rtransformer")["verdict"] == "not evidence"
+    assert "not run (fast profile only)" in results.paper_table(records, "nottingham").text()
+
+
+def test_lr_is_chosen_on_validation_over_common_seeds_never_on_test(tmp_path):
+    seeds(tmp_path, [2.6, 2.6, 2.6], valid=2.5)                     # the config lr at 3 seeds
+    write_record(tmp_path, lr=5e-4, seed=1111, valid=2.4, test=9.0)  # better validation at seed 1111
+    chosen = results.select_lr(load_records(tmp_path))
+    assert set(chosen["lr"]) == {5e-4} and "seeds 1111" in chosen["lr_selection"].iloc[0]
+    write_record(tmp_path, task="mnist", lr=1e-3, test=20.0)
+    write_record(tmp_path, task="mnist", lr=2e-3, test=30.0)         # better test: must lose
+    mnist = results.select_lr(load_records(tmp_path)).query("task == 'mnist'")
+    assert set(mnist["lr"]) == {1e-3} and "no validation split" in mnist["lr_selection"].iloc[0]
+
+
+def test_welch_interval_of_a_difference_of_means():
+    from scipy import stats
+
+    a, b = [2.4, 2.5, 2.45], [3.15, 3.25, 3.2]  # equal spreads: Welch has 4 degrees of freedom
+    found = results.compare(a, b, higher_is_better=False)
+    se = math.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 3)
+    assert found["advantage"] == pytest.approx(np.mean(b) - np.mean(a)) and found["df"] == pytest.approx(4)
+    assert found["high"] - found["low"] == pytest.approx(2 * stats.t.ppf(0.975, 4) * se)
+    assert math.isnan(results.compare([1.0], [2.0, 3.0], True)["low"])
+
+
+def test_a_claim_is_supported_only_where_the_interval_says_so(tmp_path):
+    seeds(tmp_path, [2.40, 2.42, 2.41])
+    seeds(tmp_path, [3.30, 3.32, 3.31], model="transformer")
+    found = comparisons(load_records(tmp_path))
+    t2 = found[(found["claim"] == "transformer") & (found["table"] == 2)].iloc[0]
+    assert t2["verdict"] == "supported" and t2["low"] > 0
+    claim = claims(load_records(tmp_path)).set_index("claim").loc["R-Transformer beats the Transformer on each table"]
+    assert claim["verdict"] == "inconclusive"  # Tables 1, 3 and 4 are not tested
+    assert "not tested: T1 vs Transformer" in claim["evidence"]
+    # the paper's Table 4 has the LSTM ahead of the R-Transformer: that comparison is not claimed
+    rnns = found[found["claim"] == "rnns"]
+    assert not ((rnns["table"] == 4) & (rnns["baseline"] == "LSTM")).any() and len(rnns) == 11
+
+
+def test_a_claim_is_contradicted_when_the_baseline_wins(tmp_path):
+    for table_task in ("mnist", "nottingham", "ptb-char", "ptb-word"):
+        worse, better = (90.0, 99.0) if table_task == "mnist" else (3.0, 2.0)
+        for model, values in (("rtransformer", worse), ("transformer", better)):
+            seeds(tmp_path, [values, values + 0.01, values - 0.01], task=table_task, model=model)
+    found = claims(load_records(tmp_path)).set_index("claim")
+    assert found.loc["R-Transformer beats the Transformer on each table", "verdict"] == "contradicted"
+    assert found.loc["By a large margin", "verdict"] == "contradicted"
+    assert found.loc["R-Transformer beats TCN", "verdict"] == "not tested"
+
+
+def test_margin_claim_is_contradicted_by_a_tight_small_margin(tmp_path):
+    seeds(tmp_path, [2.40, 2.41, 2.42])
+    seeds(tmp_path, [2.50, 2.51, 2.52], model="transformer")  # better by 0.10; the paper says 0.97
+    found = comparisons(load_records(tmp_path))
+    margin = found[(found["claim"] == "margins") & (found["table"] == 2) & (found["baseline"] == "Transformer")]
+    assert margin["verdict"].iloc[0] == "contradicted"
+
+
+def test_html_tables_never_show_nan_and_mark_verdicts(tmp_path):
+    seeds(tmp_path, [2.40, 2.42, 2.41])
+    records = load_records(tmp_path)
+    shown = [results.claims_table(records), results.paper_table(records, "nottingham"),
+             results.selections_table(records), report.gaps_table(records)]
+    for table in shown:
+        html = table._repr_html_()
+        assert not NAN.search(html) and not NAN.search(table.text())
+    assert "✗ not reproduced" in shown[1].text() and "<i>3.07</i>" in shown[1]._repr_html_()
+    table = results.HTMLTable(results.pd.DataFrame({"a": ["<b> `x`"], "verdict": ["supported"]}))
+    assert "&lt;b&gt; <code>x</code>" in table._repr_html_() and "#d8f0d8" in table._repr_html_()
+
+
+def test_selection_rules_say_how_much_of_a_gap_a_rule_could_close(tmp_path):
+    # best validation epoch = the last; the best test epoch is the paper's number
+    write_record(tmp_path, test=2.6, test_curve=[3.0, 2.37, 2.6, 2.6])
+    rules = results.selections(load_records(tmp_path)).iloc[0]
+    assert rules["best_valid"] == pytest.approx(2.6) and rules["best_test"] == pytest.approx(2.37)
+    assert rules["rule_explains"] == pytest.approx(1.0)
+
+
+def test_lr_cuts_read_the_logged_learning_rates():
+    curve = [dict(epoch=1, lr=1.0), dict(epoch=2, lr=1.0), dict(epoch=3, lr=0.1), dict(epoch=4, lr=0.01)]
+    assert results.lr_cuts(curve) == [2, 3]
+
+
+def test_a_seed_that_carries_the_gap_is_named_with_its_lr_trace(tmp_path):
+    write_record(tmp_path, seed=1111, test=2.83, lr_cut_after=1)
+    write_record(tmp_path, seed=1112, test=2.40, lr_cut_after=3)
+    write_record(tmp_path, seed=1113, test=2.38, lr_cut_after=3)
+    found = report.gap_evidence(load_records(tmp_path), "nottingham", "rtransformer")
+    assert "seed 1111" in found["explanation"] and "after epoch 1" in found["explanation"]
+    assert "without it the mean is 2.39" in found["explanation"]
+    assert any(item.startswith("lr first cut after epoch: 1111 → 1") for item in found["evidence"])
+
+
+def test_a_gap_without_evidence_says_unexplained_and_what_is_untested(tmp_path):
+    seeds(tmp_path, [3.10, 3.11, 3.12], model="transformer")
+    found = report.gap_evidence(load_records(tmp_path), "nottingham", "transformer")
+    assert "unexplained" in found["explanation"] and "`position=none`" in found["explanation"]
+    assert "better than the paper's" in found["explanation"]
+
+
+def test_chapter_paragraph_and_first_screen_follow_the_records(tmp_path):
+    assert "No paper-profile records of Table 2" in report.results_paragraph(load_records(tmp_path), "nottingham")
+    assert "No paper-profile runs" in report.scope(load_records(tmp_path), [])
+    seeds(tmp_path, [2.40, 2.42, 2.41])
+    records = load_records(tmp_path)
+    paragraph = report.results_paragraph(records, "nottingham")
+    assert "2.41 ± 0.01 (n=3) over seeds 1111, 1112, 1113" in paragraph and "not reproduced" in paragraph
+    assert "Not run at the paper profile: RNN, GRU, LSTM, TCN and Transformer" in paragraph
+    assert "3 paper-profile runs make 1 of the 24 cells" in report.scope(records, [])
+    assert "5 claims, 5 are not tested" in report.headline(records)
+
+
+def test_cost_prices_the_released_algorithm_and_what_is_left(tmp_path):
+    seeds(tmp_path, [2.40, 2.42, 2.41], gpu_minutes=2.0, epochs=2)
+    records = load_records(tmp_path)
+    bench = [dict(device="test GPU", tables=[dict(table=2, variants=dict(reference=dict(median_ms=6.0)))])]
+    batches = [dict(stopped_at_the_deadline=[dict(run_id="ptb-word_rtransformer_paper_lr2_seed1111",
+                                                   job_minutes=5.0, seconds_per_epoch=3.0)])]
+    spent = report.cost(records, batches, bench).set_index("table")
+    steps = report.train_steps("nottingham", "rtransformer")
+    assert spent.loc[2, "gpu_minutes"] == 6.0 and spent.loc[4, "lost_minutes"] == 5.0
+    assert spent.loc[2, "released_minutes"] == pytest.approx(3 * 2 * steps * 6.0 / 60_000)
+    left = report.remaining(records, batches).set_index("table")
+    assert left.loc[2, "finished"] == 0  # hand-made records do not carry the config the runner asks for
+    assert left.loc[4, "minutes_left"] > 0 and left["planned"].sum() > 100
+
+
+def test_deviations_name_every_difference_with_its_basis(tmp_path):
+    seeds(tmp_path, [2.40, 2.42, 2.41])
+    table = report.deviations(load_records(tmp_path), report.BENCH_DIR).frame.set_index("what")
+    assert {"precision", "Transformer baseline", "PTB `<eos>`", "seq-MNIST order"} <= set(table.index)
+    assert "bf16 (3 runs)" in table.loc["precision", "our paper-profile runs"]
+    assert "the paper counted without them" in table.loc["PTB `<eos>`", "effect"]
+
+
+def test_committed_records_render_without_nan():
+    records = load_records()
+    for table in (results.claims_table(records), report.gaps_table(records), report.quick_looks(records),
+                  *(results.paper_table(records, task) for task in ("mnist", "nottingham", "ptb-char", "ptb-word"))):
+        assert not NAN.search(table._repr_html_())
+
+
+def test_curves_carry_the_papers_number_and_say_when_there_is_nothing(tmp_path):
+    ax = results.plot_learning_curves(load_records(tmp_path), "mnist")
+    assert ax.texts[0].get_text() == "no paper-profile records yet"
+    seeds(tmp_path, [2.40, 2.42, 2.41])
+    ax = results.plot_learning_curves(load_records(tmp_path), "nottingham")
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "R-Transformer (n=3)" in labels and "paper: 2.37" in labels
+    assert results.plot_seed_trace_grid(load_records(tmp_path)) is not None
 
 
 def test_report_notebook_renders_from_records_alone(tmp_path):
     import papermill as pm
 
-    write_record(tmp_path, seed=1111, test=85.0)
-    write_record(tmp_path, seed=1112, test=86.0, variant="window=3")
+    seeds(tmp_path / "records", [2.40, 2.42, 2.41])
     executed = pm.execute_notebook(str(REPO / "notebooks" / "report.ipynb"), str(tmp_path / "out.ipynb"),
-                                   parameters=dict(records_dir=str(tmp_path)), kernel_name="python3",
-                                   cwd=str(REPO), progress_bar=False)
+                                   parameters=dict(records_dir=str(tmp_path / "records")),
+                                   kernel_name="python3", cwd=str(REPO), progress_bar=False)
     text = json.dumps(executed.cells)
-    assert "2 run records read" in text and "reproduced" in text and "window=3" in text
+    assert "3 paper-profile runs make 1 of the 24 cells" in text and "not reproduced" in text
+    assert not NAN.search(text)

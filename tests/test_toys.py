@@ -33,6 +33,31 @@ def test_order_task_label_is_the_order_of_a_and_b_inside_the_span():
     assert abs(float(y.float().mean()) - 0.5) < 0.1
 
 
+def test_far_order_task_puts_both_events_beyond_the_windows_reach():
+    task = toys.far_order_task(length=32, min_distance=14, num_noise=6)
+    x, y = task.sample(400, torch.Generator().manual_seed(0))
+    tokens = tokens_of(x)
+    for row, label in zip(tokens, y):
+        pos_a, pos_b = int((row == 6).nonzero()), int((row == 7).nonzero())
+        assert max(pos_a, pos_b) < 32 - 1 - 14  # more than 14 steps before the query
+        assert int(label) == int(pos_a < pos_b)
+    # the LocalRNN stack of the chapter (2 layers, M=5) sees 9 inputs from the end: neither event
+    assert toys.receptive_field("local-rnn", 2, 5, 32) < 14 and toys.receptive_field("conv", 2, 5, 32) < 14
+
+
+def test_steps_to_and_the_summary_say_who_solved_it_and_when():
+    assert toys.steps_to([(10, 0.5), (20, 0.96), (30, 0.99)]) == 20
+    assert toys.steps_to([(10, 0.5)]) is None
+    results = pd.DataFrame([dict(model=model, levels=2, window=5, accuracy=a, chance=0.5, receptive_field=9,
+                                 parameters=100, curve=[(10, 0.5), (20, a)])
+                            for model, a in [("conv", 0.97), ("conv", 0.99), ("rtransformer", 0.98)]])
+    text = toys.toy_summary(results)
+    assert text.startswith("**Every 2-layer model solves it.**") and "2 of 2 seeds reached 95%, at step 20" in text
+    table = toys.summary_table(results).set_index("model")
+    assert table.loc["causal conv (TCN block)", "test accuracy (%)"] == "98.0 ± 1.4"
+    assert "1 of 2 2-layer models" in toys.toy_summary(results.assign(accuracy=[0.5, 0.5, 0.99]))
+
+
 def test_retrieval_task_label_is_the_value_right_after_the_far_marker():
     task = toys.retrieval_task(length=32, min_distance=12, num_values=4, num_noise=4)
     x, y = task.sample(300, torch.Generator().manual_seed(1))
@@ -180,8 +205,16 @@ def test_intuition_figures_draw():
     assert ax.get_ylabel() == "test accuracy (%)"
     timings = pd.DataFrame([dict(layer="a", length=8, ms=1.0), dict(layer="a", length=16, ms=2.0)])
     assert plots.plot_timings(timings).get_xlabel() == "sequence length L"
-    plots.plot_toy_curves([dict(model="conv", curve=[(10, 0.5), (20, 0.7)])])
+    seeds = pd.DataFrame([dict(model="conv", levels=2, accuracy=a, chance=0.5, curve=[(10, 0.5), (20, a)])
+                          for a in (0.7, 0.9)])
+    ax = plots.plot_toy_curves(seeds)
+    assert ax.get_lines()[0].get_ydata().tolist() == pytest.approx([50.0, 80.0])
     matplotlib.pyplot.close("all")
+
+
+def test_bench_tables_read_as_words_and_never_show_nan():
+    frame = pd.DataFrame({"bound_ms": [1.0], "speedup": [float("nan")]})
+    assert toys.readable(frame).to_dict("records") == [{"bound (ms)": 1.0, "speed-up": "–"}]
 
 
 def test_load_music_epochs_reads_the_epoch_timings(tmp_path):

@@ -6,7 +6,7 @@ For a sequence x_1..x_L and a window M, position t gets
 
     h_t = RNN(x_{t-M+1}, ..., x_t)          (last hidden state, zero-padded in front)
 
-so the output has the input's shape and no position sees the future. Three implementations
+so the output has the input's shape and no position sees the future. Four implementations
 compute the same function with the same parameters (one `nn.GRU`/`nn.LSTM`/`nn.RNN`):
 
 - ``reference``: the released code's algorithm. Copy the B x L x M x d windows with an
