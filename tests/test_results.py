@@ -220,7 +220,7 @@ def test_chapter_paragraph_and_first_screen_follow_the_records(tmp_path):
     assert "5 claims, 5 are not tested" in report.headline(records)
 
 
-def test_cost_prices_the_released_algorithm_and_what_is_left(tmp_path):
+def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_path):
     seeds(tmp_path, [2.40, 2.42, 2.41], gpu_minutes=2.0, epochs=2)
     records = load_records(tmp_path)
     bench = [dict(device="test GPU", tables=[dict(table=2, variants=dict(reference=dict(median_ms=6.0)))])]
@@ -235,7 +235,7 @@ def test_cost_prices_the_released_algorithm_and_what_is_left(tmp_path):
     assert left.loc[4, "minutes_left"] > 0 and left["planned"].sum() > 100
 
 
-def test_deviations_name_every_difference_with_its_basis(tmp_path):
+def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path):
     seeds(tmp_path, [2.40, 2.42, 2.41])
     table = report.deviations(load_records(tmp_path), report.BENCH_DIR).frame.set_index("what")
     assert {"precision", "Transformer baseline", "PTB `<eos>`", "seq-MNIST order"} <= set(table.index)
@@ -260,7 +260,7 @@ def test_curves_carry_the_papers_number_and_say_when_there_is_nothing(tmp_path):
     assert results.plot_seed_trace_grid(load_records(tmp_path)) is not None
 
 
-def test_report_notebook_renders_from_records_alone(tmp_path):
+def test_report_notebook_renders_from_records_alone(data_mirror, tmp_path):
     import papermill as pm
 
     seeds(tmp_path / "records", [2.40, 2.42, 2.41])
