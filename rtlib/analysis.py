@@ -164,28 +164,30 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
     ``model`` of ``checkpoint.pt`` (a run stopped before it wrote ``best.pt``). The config comes
     from ``record.json``, else from the checkpoint, else from a ``config.json``.
     """
+    from .run_folder import RunFolderError, load_checkpoint, load_weights, read_record
     from .tasks import model_protocol
-    from .train import load_checkpoint
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} is not a run folder: it does not exist")
     record_path, best_path, ckpt_path = (run_dir / name for name in
                                          ("record.json", "best.pt", "checkpoint.pt"))
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     config_path = run_dir / "config.json"  # a run cut off before record/checkpoint came back
     if record_path.exists():
-        config = json.loads(record_path.read_text())["config"]
+        config = read_record(record_path)["config"]
     elif checkpoint is not None:
         config = checkpoint["config"]
     elif config_path.exists():
         config = json.loads(config_path.read_text())
     else:
-        raise FileNotFoundError(f"{run_dir} has neither record.json, checkpoint.pt nor config.json")
-    if best_path.exists():
-        weights = load_checkpoint(best_path)
+        raise RunFolderError(f"{run_dir} has neither record.json, checkpoint.pt nor config.json")
+    if best_path.exists():  # checked against the checkpoint where there is one
+        weights = load_weights(best_path, checkpoint and checkpoint["state"].get("best_sha256"))
     elif checkpoint is not None:
         weights = checkpoint["model"]
     else:
-        raise FileNotFoundError(f"{run_dir} has neither best.pt nor checkpoint.pt")
+        raise RunFolderError(f"{run_dir} has neither best.pt nor checkpoint.pt")
     cfg = RunConfig.from_dict(config)
     protocol = model_protocol(cfg, device, data_dir)
     model = protocol.build_model().to(device)
@@ -265,6 +267,7 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
                 data_dir: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
     """Analyze the run in `run_dir` on a real test example; write the JSON to `out_path`
     (default ``results/analysis/<run id>.json``) and return it."""
+    from .run_folder import read_record
     from .train import run_id
 
     cfg, model, protocol = load_run(run_dir, data_dir, device)
@@ -272,7 +275,7 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
                   **analyze(cfg, model, pick_example(cfg, protocol, data_dir), device))
     record_path = Path(run_dir) / "record.json"
     if record_path.exists():
-        record = json.loads(record_path.read_text())
+        record = read_record(record_path)
         result.update(test_metric=record.get("test_metric"), metric=record.get("metric"),
                       epochs_run=record.get("epochs_run"))
     out_path = Path(out_path) if out_path else ANALYSIS_DIR / f"{result['run_id']}.json"
