@@ -1,6 +1,8 @@
 """Command line: `python -m rtlib {train,reproduce,bench,analyze,data} ...`.
 
-Bad values exit with code 2 and one line naming the value and the allowed ones.
+Bad values exit with code 2 and one line naming the value and the allowed ones; so do the
+documented errors (`expected_errors`: data, checksum, non-finite loss, I/O, run folder,
+checkpoint, record). Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -22,6 +24,13 @@ def default_results_dir(profile: str) -> Path:
     return REPO / "results" / "records" / profile
 
 
+def folder(text: str) -> Path:
+    """A folder argument; an empty one would mean the current folder, never what was meant."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder: give a path")
+    return Path(text)
+
+
 def add_train_parser(commands) -> None:
     parser = commands.add_parser("train", help="train one model on one task")
     parser.add_argument("--task", required=True, choices=TASKS)
@@ -31,14 +40,14 @@ def add_train_parser(commands) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--variant", default="", help="ablation, e.g. norm=post or window=3")
-    parser.add_argument("--out", type=Path, help="run folder (default runs/<run id>)")
-    parser.add_argument("--results", type=Path, help="folder for the record copy "
+    parser.add_argument("--out", type=folder, help="run folder (default runs/<run id>)")
+    parser.add_argument("--results", type=folder, help="folder for the record copy "
                                                      "(default results/records/<profile>)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     add_compile_argument(parser)
     parser.add_argument("--max-minutes", type=float, help="stop (checkpointed) after this long")
-    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--data-dir", type=folder)
     parser.add_argument("--progress", action="store_true", help="progress bars even without a TTY")
 
 
@@ -87,11 +96,11 @@ def add_reproduce_parser(commands) -> None:
     parser.add_argument("--deadline-minutes", type=non_negative_float,
                         help="the whole batch: jobs stop (checkpointed) before this many minutes "
                              "from now, and none starts in the last minute")
-    parser.add_argument("--out", type=Path, help="run folders (default runs/)")
-    parser.add_argument("--results", type=Path, help="record copies (default results/records/<profile>)")
-    parser.add_argument("--notebooks", type=Path, help="stripped notebook copies "
+    parser.add_argument("--out", type=folder, help="run folders (default runs/)")
+    parser.add_argument("--results", type=folder, help="record copies (default results/records/<profile>)")
+    parser.add_argument("--notebooks", type=folder, help="stripped notebook copies "
                                                        "(default results/notebooks/<profile>)")
-    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--data-dir", type=folder)
     parser.add_argument("--plan", action="store_true",
                         help="print the jobs as shell commands (run from the repo root), run nothing")
 
@@ -100,8 +109,32 @@ def add_reproduce_parser(commands) -> None:
 DELEGATED = {"bench": "rtlib.bench", "analyze": "rtlib.analysis", "data": "rtlib.data.fetch"}
 
 
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user can cause or meet (bad input, data, disk, a diverged run, a run
+    folder in use or damaged): one line and exit code 2."""
+    from .data import ChecksumError
+    from .run_folder import RunFolderError
+    from .train import NonFiniteLossError
+    return ValueError, OSError, ChecksumError, NonFiniteLossError, RunFolderError
+
+
+def error_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv else ""
+    try:
+        return run_command(argv)
+    except expected_errors() as error:
+        print(f"rtlib {command}: error: {error_line(error)}", file=sys.stderr)
+        return 2
+
+
+def run_command(argv: list[str]) -> int:
     if argv and argv[0] in DELEGATED:
         import importlib
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
@@ -112,15 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, module in DELEGATED.items():
         commands.add_parser(name, help=f"see `python -m rtlib {name} --help` ({module})")
     args = parser.parse_args(argv)
-    from .train import NonFiniteLossError
-    try:
-        if args.command == "train":
-            return run_train(args)
-        from .reproduce import run_reproduce
-        return run_reproduce(args)
-    except (ValueError, FileExistsError, NonFiniteLossError) as error:
-        print(f"rtlib {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    if args.command == "train":
+        return run_train(args)
+    from .reproduce import run_reproduce
+    return run_reproduce(args)
 
 
 if __name__ == "__main__":

@@ -177,28 +177,30 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
     ``model`` of ``checkpoint.pt`` (a run stopped before it wrote ``best.pt``). The config comes
     from ``record.json``, else from the checkpoint, else from a ``config.json``.
     """
+    from .run_folder import RunFolderError, load_checkpoint, load_weights, read_record
     from .tasks import model_protocol
-    from .train import load_checkpoint
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} is not a run folder: it does not exist")
     record_path, best_path, ckpt_path = (run_dir / name for name in
                                          ("record.json", "best.pt", "checkpoint.pt"))
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     config_path = run_dir / "config.json"  # a run cut off before record/checkpoint came back
     if record_path.exists():
-        config = json.loads(record_path.read_text())["config"]
+        config = read_record(record_path)["config"]
     elif checkpoint is not None:
         config = checkpoint["config"]
     elif config_path.exists():
         config = json.loads(config_path.read_text())
     else:
-        raise FileNotFoundError(f"{run_dir} has neither record.json, checkpoint.pt nor config.json")
-    if best_path.exists():
-        weights = load_checkpoint(best_path)
+        raise RunFolderError(f"{run_dir} has neither record.json, checkpoint.pt nor config.json")
+    if best_path.exists():  # checked against the checkpoint where there is one
+        weights = load_weights(best_path, checkpoint and checkpoint["state"].get("best_sha256"))
     elif checkpoint is not None:
         weights = checkpoint["model"]
     else:
-        raise FileNotFoundError(f"{run_dir} has neither best.pt nor checkpoint.pt")
+        raise RunFolderError(f"{run_dir} has neither best.pt nor checkpoint.pt")
     cfg = RunConfig.from_dict(config)
     protocol = model_protocol(cfg, device, data_dir)
     model = protocol.build_model().to(device)
@@ -286,6 +288,7 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
     the others as distances, entropies and saliency (``more_examples``); record where the weights
     come from (``provenance``); write the JSON to `out_path` (default
     ``results/analysis/<run id>.json``) and return it."""
+    from .run_folder import read_record
     from .train import run_id
 
     cfg, model, protocol = load_run(run_dir, data_dir, device)
@@ -297,7 +300,7 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
         result["more_examples"].append(dict(description=other["example"]["description"],
                                             **{key: other[key] for key in SUMMARY_KEYS if key in other}))
     run = Path(run_dir)
-    record = json.loads((run / "record.json").read_text()) if (run / "record.json").exists() else {}
+    record = read_record(run / "record.json") if (run / "record.json").exists() else {}
     result.update(test_metric=record.get("test_metric"), metric=record.get("metric"),
                   epochs_run=record.get("epochs_run"))
     result["provenance"] = dict(

@@ -33,7 +33,8 @@ from .models.local_rnn import LocalRNN, enable_compile
 from .step_graph import StepGraphs
 from .configs import MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
 from .tasks import TASKS, make_protocol, model_protocol
-from .train import atomic_write_json, autocast, autocast_dtype, device_name, git_commit
+from .run_folder import atomic_write_json
+from .train import autocast, autocast_dtype, device_name, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 # Dense bf16 tensor-core peaks (no sparsity) by GPU name, for MFU.

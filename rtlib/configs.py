@@ -11,8 +11,10 @@ notebook, the batch runner and the report all read this file. Three profiles:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 TASKS = ("mnist", "pmnist", "nottingham", "jsb", "muse", "piano", "ptb-char", "ptb-word")
 MODELS = ("rtransformer", "transformer", "tcn", "rnn", "gru", "lstm")
@@ -276,18 +278,17 @@ def run_config(task: str, model: str, profile: str = "smoke", **train_overrides:
         changes.append("smoke: tiny model, 2 epochs of 3 steps on a data slice")
     given = {key: value for key, value in train_overrides.items() if value is not None}
     train = replace(train, **validated_train_overrides(given))
-    return RunConfig(task, model, profile, dict(backbone), dict(head), train, source, tuple(changes))
+    return check_settings(RunConfig(task, model, profile, dict(backbone), dict(head), train, source,
+                                    tuple(changes)))
 
 
 def validated_train_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` when every key is a training setting; their values are checked with the
+    rest of the config by `check_settings`."""
     allowed = {f.name for f in fields(TrainSettings)}
-    for key, value in overrides.items():
+    for key in overrides:
         if key not in allowed:
             raise ValueError(f"unknown training setting {key!r}; allowed: {sorted(allowed)}")
-        if key in ("lr", "batch_size", "eval_batch_size", "epochs") and not value > 0:
-            raise ValueError(f"{key}={value!r} must be > 0")
-    if "precision" in overrides:
-        check_choice("precision", overrides["precision"], ("auto", "fp32", "bf16", "fp16"))
     return overrides
 
 
@@ -298,10 +299,14 @@ def with_variant(cfg: RunConfig, variant: str) -> RunConfig:
     sections: dict[str, dict[str, Any]] = {"backbone": dict(cfg.backbone), "head": dict(cfg.head), "train": {}}
     allowed = {"backbone": set(cfg.backbone) | set(_backbone_defaults(cfg.model)),
                "head": set(cfg.head), "train": {f.name for f in fields(TrainSettings)}}
+    given: set[str] = set()
     for item in variant.split(","):
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"variant item {item!r} is not key=value")
+        if key in given:
+            raise ValueError(f"variant key {key!r} is given twice in {variant!r}")
+        given.add(key)
         section = next((name for name, keys in allowed.items() if key in keys), None)
         if key in RUNTIME_KEYS:
             raise ValueError(f"variant key {key!r} is an engine setting, not part of the experiment: "
@@ -312,8 +317,8 @@ def with_variant(cfg: RunConfig, variant: str) -> RunConfig:
         current = {**_backbone_defaults(cfg.model), **cfg.backbone, **cfg.head, **vars(cfg.train)}.get(key)
         sections[section][key] = raw if isinstance(current, str) else _parse_value(raw)
     train = replace(cfg.train, **validated_train_overrides(sections["train"]))
-    return replace(cfg, backbone=sections["backbone"], head=sections["head"], train=train,
-                   variant=variant, changes=cfg.changes + (f"ablation: {variant}",))
+    return check_settings(replace(cfg, backbone=sections["backbone"], head=sections["head"], train=train,
+                                  variant=variant, changes=cfg.changes + (f"ablation: {variant}",)))
 
 
 def _backbone_defaults(model: str) -> dict[str, Any]:
@@ -321,8 +326,6 @@ def _backbone_defaults(model: str) -> dict[str, Any]:
     from .models import RTransformerConfig, TransformerConfig
     config = {"rtransformer": RTransformerConfig, "transformer": TransformerConfig}.get(model)
     return asdict(config()) if config else {}
-
-
 
 
 def _parse_value(raw: str) -> Any:
@@ -338,3 +341,143 @@ def _parse_value(raw: str) -> Any:
 def check_choice(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not one of {list(allowed)}")
+
+
+# ---------------------------------------------------------------- what each setting may be
+
+@dataclass(frozen=True)
+class Allowed:
+    """The values a setting may take besides its type (which comes from the annotations of
+    the dataclass or model class it configures): numbers from `low` (or above it, `open_low`)
+    to below `below`; strings from `choices`."""
+    low: float | None = None
+    open_low: bool = False
+    below: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def admits(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return True  # booleans have no range
+        above_low = self.low is None or (value > self.low if self.open_low else value >= self.low)
+        return above_low and (self.below is None or value < self.below)
+
+    def words(self) -> str:
+        if self.choices is not None:
+            return f"one of {list(self.choices)}"
+        parts = [] if self.low is None else [f"{'>' if self.open_low else '>='} {self.low}"]
+        return " and ".join(parts + ([] if self.below is None else [f"< {self.below}"]))
+
+
+POSITIVE, AT_LEAST_1, A_FRACTION = Allowed(low=0, open_low=True), Allowed(low=1), Allowed(low=0, below=1)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _allowed() -> dict[str, Allowed]:
+    """Setting name -> its range or choices, for every section of a config (a name means the
+    same in every section it appears in)."""
+    from .models.heads import EMBEDDING_INITS
+    from .models.layers import ATTENTION_IMPLS, LAYER_NORMS, NORM_POSITIONS
+    from .models.local_rnn import CELLS, IMPLS
+    from .models.transformer import POSITIONS
+
+    allowed = dict.fromkeys(("batch_size", "eval_batch_size", "epochs", "seq_len", "scored",
+                             "train_limit", "eval_limit", "max_steps", "every", "window", "d_model",
+                             "levels", "heads", "n_local", "max_len", "kernel_size", "hidden_size",
+                             "num_layers", "input_size", "channels"), AT_LEAST_1)
+    allowed |= dict.fromkeys(("lr", "lr_grid", "grad_clip", "factor", "init_scale"), POSITIVE)
+    allowed |= dict.fromkeys(("dropout", "emb_dropout"), A_FRACTION)
+    return allowed | dict(
+        optimizer=Allowed(choices=("adam", "sgd")), precision=Allowed(choices=PRECISIONS),
+        seed=Allowed(low=0, below=2 ** 32),  # NumPy's seed range
+        after=Allowed(low=0), kind=Allowed(choices=("step", "plateau")),
+        cell=Allowed(choices=tuple(CELLS)), norm=Allowed(choices=NORM_POSITIONS),
+        layer_norm=Allowed(choices=LAYER_NORMS), local_rnn_impl=Allowed(choices=IMPLS),
+        attention_impl=Allowed(choices=ATTENTION_IMPLS), position=Allowed(choices=POSITIONS),
+        init=Allowed(choices=EMBEDDING_INITS))
+
+
+def _setting_types(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """Section -> setting -> its annotated type, from the dataclasses and model classes that
+    the config's sections are the keyword arguments of."""
+    from .models import (LanguageModel, RNNModel, RTransformerConfig, TCN,
+                         TransformerConfig)
+    backbone = {"rtransformer": RTransformerConfig, "transformer": TransformerConfig,
+                "tcn": TCN.__init__}.get(cfg.model, RNNModel.__init__)
+    return dict(train=get_type_hints(TrainSettings), schedule=get_type_hints(Schedule),
+                backbone=get_type_hints(backbone), head=get_type_hints(LanguageModel.__init__))
+
+
+def check_settings(cfg: RunConfig) -> RunConfig:
+    """`cfg` when every setting has its type and lies in its range, else ValueError naming the
+    setting, its value and what is allowed. Needs no data and writes nothing."""
+    types, allowed = _setting_types(cfg), _allowed()
+    sections = dict(train=vars(cfg.train), schedule=vars(cfg.train.schedule), backbone=cfg.backbone,
+                    head=cfg.head)
+    for section, settings in sections.items():
+        for key, value in settings.items():
+            hint, rule = types[section][key], allowed.get(key, Allowed())
+            if value is None and _optional(hint):
+                continue
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if not _has_type(value, hint) or not all(rule.admits(item) for item in items):
+                raise ValueError(f"{key}={value!r} must be {_requirement(hint, rule)}")
+    _check_together(cfg)
+    return cfg
+
+
+def _check_together(cfg: RunConfig) -> None:
+    """Settings that are valid alone but not together."""
+    train, backbone = cfg.train, cfg.backbone
+    if train.seq_len is not None and train.scored is not None and train.scored > train.seq_len:
+        raise ValueError(f"scored={train.scored} must be <= seq_len={train.seq_len}")
+    if "heads" in backbone and backbone["d_model"] % backbone["heads"]:
+        raise ValueError(f"heads={backbone['heads']} must divide d_model={backbone['d_model']}")
+    sizes = _tied_sizes(backbone)
+    if cfg.head.get("tied") and sizes is not None and sizes[0] != sizes[1]:
+        raise ValueError(f"tied=True needs the backbone's input and output sizes equal, got {sizes}")
+
+
+def _tied_sizes(backbone: dict[str, Any]) -> tuple[int, int] | None:
+    """(input size, output size) of a TCN or RNN backbone; None for the attention models (d_model)."""
+    if "channels" in backbone:
+        return backbone.get("input_size"), backbone["channels"][-1]
+    if "hidden_size" in backbone:
+        return backbone.get("input_size", backbone["hidden_size"]), backbone["hidden_size"]
+    return None
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    if get_origin(hint) in (Union, UnionType):
+        return any(_has_type(value, arg) for arg in get_args(hint))
+    if get_origin(hint) in (list, tuple):
+        return isinstance(value, (list, tuple)) and len(value) > 0 and all(
+            _has_type(item, get_args(hint)[0]) for item in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, hint)
+
+
+def _optional(hint: Any) -> bool:
+    return get_origin(hint) in (Union, UnionType) and type(None) in get_args(hint)
+
+
+def _requirement(hint: Any, rule: Allowed) -> str:
+    """What a setting of type `hint` under `rule` must be, in words: 'an integer >= 1, or none'."""
+    optional = _optional(hint)
+    if optional:
+        hint = next(arg for arg in get_args(hint) if arg is not type(None))
+    if rule.choices is not None:
+        words = rule.words()
+    else:
+        listed = get_origin(hint) in (list, tuple)
+        kind = get_args(hint)[0] if listed else hint
+        words = {float: "a finite number", int: "an integer", bool: "true or false"}.get(kind, kind.__name__)
+        words = f"a non-empty list of {words.split(' ', 1)[1]}s" if listed else words
+        words += f" {rule.words()}" if rule.words() else ""
+    return words + (", or none" if optional else "")

@@ -11,6 +11,7 @@ shell commands for an existing scheduler (a Slurm array, GNU parallel).
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import json
@@ -32,6 +33,7 @@ import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
 from .results import QUALIFIER, verdict
+from .run_folder import JOB_LOCK, RecordError, copy_record, locked, read_record, safe_child
 from .tasks import TASKS, check_sequence_lengths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,25 +54,45 @@ def prepare_run(task: str, model: str, profile: str = "smoke", *, lr: float | No
     """Check the run notebook's parameters and return (config, run folder).
 
     A bad value raises ValueError at once, naming the value and the allowed ones (before any
-    data is read or model built). `out_dir` defaults to ``runs/<run id>``.
+    data is read, model built or folder made). `out_dir` defaults to ``runs/<run id>``.
     """
     from .train import resolve_device, run_id
 
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed={seed!r} must be an integer, e.g. {FIRST_SEED}")
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)):
-        raise ValueError(f"epochs={epochs!r} must be a positive integer")
-    if max_minutes is not None and not max_minutes >= 0:
-        raise ValueError(f"max_minutes={max_minutes!r} must be >= 0 (or None: no limit)")
+    if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and max_minutes >= 0):
+        raise ValueError(f"max_minutes={max_minutes!r} must be a number >= 0 (or None: no limit)")
     if not (device in DEVICES or str(device).startswith("cuda:") and str(device)[5:].isdigit()):
         raise ValueError(f"device={device!r} is not one of {list(DEVICES)} or 'cuda:N'")
+    if out_dir is not None and not str(out_dir).strip():
+        raise ValueError(f"out_dir={out_dir!r} is empty: give a folder, or None for runs/<run id>")
     resolve_device(device)  # cuda asked for where there is none
-    cfg = run_config(task, model, profile, lr=None if lr is None else float(lr), seed=seed, epochs=epochs)
-    cfg = with_variant(cfg, variant or "")
+    cfg = with_variant(run_config(task, model, profile, lr=lr, seed=seed, epochs=epochs), variant or "")
     check_sequence_lengths(cfg)
     # tqdm falls back to its text bar in a kernel without ipywidgets; the warning is noise
     warnings.filterwarnings("ignore", message="IProgress not found")
-    return cfg, Path(out_dir) if out_dir else REPO / "runs" / run_id(cfg)
+    return cfg, Path(out_dir) if out_dir is not None else safe_child(REPO / "runs", run_id(cfg))
+
+
+# the parameters cell of the run notebook (book/run.md), in its order
+NOTEBOOK_PARAMETERS = ("task", "model", "profile", "lr", "seed", "epochs", "variant", "max_minutes",
+                       "device", "compile_mode", "out_dir", "results_dir", "resume", "data_dir")
+
+
+def reject_unknown_parameters() -> None:
+    """In a notebook executed by papermill: ValueError for an injected parameter (``-p name
+    value``) that the run notebook does not have, which papermill would only warn about."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    for source in shell.user_ns.get("In", []) if shell is not None else []:
+        if source.startswith("# Parameters\n"):  # the cell papermill injects
+            names = [target.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                     for target in node.targets if isinstance(target, ast.Name)]
+            unknown = [name for name in names if name not in NOTEBOOK_PARAMETERS]
+            if unknown:
+                raise ValueError(f"unknown parameter {unknown[0]!r}; the run notebook's parameters: "
+                                 f"{list(NOTEBOOK_PARAMETERS)}")
 
 
 def curve_figure(entries: list[dict[str, Any]], metric: str, title: str = ""):
@@ -259,9 +281,9 @@ def finished_records(jobs_out: Path, results_dir: Path | None) -> dict[str, dict
         paths += sorted(Path(results_dir).glob("*.json"))
     for path in paths:
         try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+            record = read_record(path)
+        except (OSError, RecordError):
+            continue  # named when its job comes to run
         if isinstance(record, dict) and "run_id" in record:
             found[record["run_id"]] = record
     return found
@@ -370,15 +392,18 @@ class Running:
 
 def _read_record(job: Job, results_dir: Path | None = None) -> dict[str, Any] | None:
     """The job's record from its run folder, else its copy in `results_dir` (say, committed
-    records of a run made on another machine)."""
+    records of a run made on another machine); RecordError naming a damaged one."""
     for path in [job.out_dir / "record.json"] + ([results_dir / f"{job.run_id}.json"] if results_dir else []):
         if path.exists():
-            return json.loads(path.read_text())
+            return read_record(path)
     return None
 
 
 def _finished_before(job: Job, results_dir: Path | None = None) -> Outcome | None:
-    record = _read_record(job, results_dir)
+    try:
+        record = _read_record(job, results_dir)
+    except RecordError as error:  # this job fails, the others run
+        return Outcome(job, "failed", "damaged record", error=str(error))
     if record is None:
         return None
     if record.get("config") != job.cfg.to_dict():
@@ -402,13 +427,25 @@ def _keep_results(outcome: Outcome, results_dir: Path | None, notebooks_dir: Pat
 def _copy_results(outcome: Outcome, results_dir: Path, notebooks_dir: Path | None) -> None:
     import nbformat
 
-    results_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(outcome.job.out_dir / "record.json", results_dir / f"{outcome.job.run_id}.json")
+    copy_record(outcome.record, results_dir, outcome.job.run_id)
     executed = outcome.job.out_dir / "run.ipynb"
     if notebooks_dir is not None and executed.exists():
         notebooks_dir.mkdir(parents=True, exist_ok=True)
         nbformat.write(strip_notebook(nbformat.read(executed, as_version=4)),
-                       notebooks_dir / f"{outcome.job.run_id}.ipynb")
+                       safe_child(notebooks_dir, f"{outcome.job.run_id}.ipynb"))
+
+
+def _claim_all(jobs: list[Job]) -> contextlib.ExitStack:
+    """Lock every job's folder for the runner's life, so that a second runner on any of them
+    stops at once (FolderInUseError naming this process) instead of writing beside this one."""
+    claims = contextlib.ExitStack()
+    try:
+        for job in jobs:
+            claims.enter_context(locked(job.out_dir, JOB_LOCK))
+    except BaseException:
+        claims.close()
+        raise
+    return claims
 
 
 # A job's process: papermill only (it needs no torch); the kernel it starts imports rtlib.
@@ -478,7 +515,10 @@ def _finish(running: Running) -> Outcome:
     job, returncode = running.job, running.process.returncode
     minutes = (time.monotonic() - running.started) / 60
     how = "resumed" if running.resumed else "ran"
-    record = _read_record(job)
+    try:
+        record = _read_record(job)
+    except RecordError as error:
+        return Outcome(job, "failed", how, error=str(error), wall_minutes=minutes, slot=running.slot)
     if record is not None and record.get("status") == "diverged":  # a result too, never a gap
         return Outcome(job, "done", "diverged", wall_minutes=minutes, record=record, slot=running.slot)
     if returncode == 0 and record is not None:
@@ -627,6 +667,7 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
     view.event(f"{len(jobs)} jobs: {len(outcomes)} finished before, {len(pending)} to run on "
                f"{'GPU ' + ','.join(map(str, gpus)) if gpus else 'CPU'}")
     running: dict[tuple[str, int | None], Running] = {}
+    claims = _claim_all(list(pending))
     handlers = _interrupt_on((signal.SIGTERM, signal.SIGHUP))
     try:
         while pending or running:
@@ -667,6 +708,7 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+        claims.close()
     return [outcomes[job.run_id] for job in jobs]
 
 
@@ -797,6 +839,11 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
     for note in notes:
         print(note, file=stream)
     gpus = args.gpus if args.gpus is not None else default_gpus()
+    available = default_gpus()
+    missing = sorted(set(gpus) - set(available))
+    if missing:
+        raise ValueError(f"--gpus {','.join(map(str, gpus))}: GPU {missing[0]} is not on this machine, "
+                         f"which has {f'GPUs {available}' if available else 'no GPU'} ('' runs on the CPU)")
     try:
         outcomes = run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir, gpus=gpus,
                             jobs_per_gpu=args.jobs_per_gpu, max_minutes=args.max_minutes,

@@ -1,16 +1,17 @@
 """One training engine for every task and model: seed, train, evaluate, checkpoint, resume, record.
 
-A run lives in one folder (``out_dir``): ``checkpoint.pt`` (everything needed to resume,
-rewritten atomically every few minutes and at every epoch end), ``best.pt`` (the weights of
-the best validation epoch; of the last epoch for seq-MNIST, which has no validation split), ``log.jsonl`` (one line per epoch) and, once finished,
-``record.json``. A run killed at any moment and resumed from its checkpoint finishes with
-exactly the metrics of an uninterrupted run (bitwise on CPU): the checkpoint holds model,
-optimizer, schedule, every RNG state and the position in the epoch, and batch order is a
+A run lives in one folder (``out_dir``, `rtlib.run_folder`): ``checkpoint.pt`` (everything
+needed to resume, the epoch log included, rewritten atomically every few minutes and at every
+epoch end), ``best.pt`` (the weights of the best validation epoch; of the last epoch for
+seq-MNIST, which has no validation split), ``log.jsonl`` (one line per epoch, rewritten from
+the checkpoint) and, once finished, ``record.json``. One process at a time trains in a folder.
+A run killed at any moment and resumed from its checkpoint finishes with exactly the record of
+an uninterrupted run (bitwise on CPU, timings aside): the checkpoint holds model, optimizer,
+schedule, every RNG state, the position in the epoch and the epoch log, and batch order is a
 function of (seed, epoch) alone.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -27,8 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .configs import RunConfig, Schedule
+from .configs import RunConfig, Schedule, check_settings
 from .models.local_rnn import enable_compile
+from .run_folder import (RunFolder, copy_record, load_checkpoint, load_weights, read_record, safe_child,
+                         writable_folder)
 from .runtime import compile_plan, resolve_compile
 from .step_graph import EvalGraphs, StepGraphs
 from .tasks import TASKS, Protocol, check_sequence_lengths, make_protocol, metric_from_stats
@@ -73,25 +76,6 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through `write(tmp)` then rename: readers see the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
-
-
-def torch_save_atomic(obj: Any, path: Path) -> None:
-    atomic_write_bytes(path, lambda tmp: torch.save(obj, tmp))
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 @dataclass
 class TrainState:
     """Everything besides model/optimizer weights that a resumed run must restore."""
@@ -104,6 +88,8 @@ class TrainState:
     best_valid_loss: float | None = None
     best_epoch: int | None = None
     elapsed_s: float = 0.0            # wall time of earlier sessions of this run
+    log: list[dict[str, Any]] = field(default_factory=list)  # one entry per completed epoch
+    best_sha256: str | None = None    # of the weights best.pt holds
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -112,6 +98,9 @@ def resolve_device(device: str | None) -> torch.device:
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available; allowed: 'cpu', 'auto'")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r} but this machine has {torch.cuda.device_count()} GPUs; "
+                         f"allowed: 'cuda:0' .. 'cuda:{torch.cuda.device_count() - 1}', 'cpu', 'auto'")
     return resolved
 
 
@@ -146,15 +135,22 @@ def anneal(schedule: Schedule, epoch: int, valid_losses: list[float], valid_loss
 
 
 def git_commit() -> str:
-    """The commit of the code that ran ($RTLIB_GIT_COMMIT where the tree has no .git)."""
+    """The commit of the code that ran, "-dirty" when tracked code differs from it (files under
+    results/ are data, not code); $RTLIB_GIT_COMMIT where the tree has no .git, and "unknown"
+    where the project is not a checkout of its own (say, a copy inside another repository)."""
     if os.environ.get("RTLIB_GIT_COMMIT"):
         return os.environ["RTLIB_GIT_COMMIT"]
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
     try:
-        root = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        top = git("rev-parse", "--show-toplevel")
+        if not top or Path(top).resolve() != root:
+            return "unknown"
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
         return f"{sha}{'-dirty' if dirty else ''}" if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -167,8 +163,11 @@ def device_name(device: torch.device) -> str:
 
 
 def run_id(cfg: RunConfig) -> str:
+    """The run's name, of safe characters only (it names its folder and its record's copy)."""
     variant = f"_{cfg.variant.replace('=', '-').replace(',', '_')}" if cfg.variant else ""
-    return f"{cfg.task}_{cfg.model}_{cfg.profile}{variant}_lr{cfg.train.lr:g}_seed{cfg.train.seed}"
+    name = f"{cfg.task}_{cfg.model}_{cfg.profile}{variant}_lr{cfg.train.lr:g}_seed{cfg.train.seed}"
+    safe_child(".", name)
+    return name
 
 
 def evaluate(protocol: Protocol, model: nn.Module, split: str, amp: torch.dtype | None,
@@ -214,186 +213,215 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None, com
           fail_at_step: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any] | None:
     """Train `cfg` in `out_dir`; returns the run record, or None when `max_minutes` ran out first.
 
-    `resume=True` continues from ``out_dir/checkpoint.pt`` (or returns the finished record);
-    without it an existing checkpoint is an error rather than silently overwritten.
-    `compile_mode` is the engine mode (`rtlib.runtime`); it is not part of the run's identity, so a run may be
-    resumed under another one.
+    `resume=True` continues from ``out_dir/checkpoint.pt``, or returns the finished record
+    (writing its copy in `results_dir` if that is missing); without it an existing checkpoint
+    is an error rather than silently overwritten. Settings are checked before any folder is made
+    or data read; the folder is locked for the whole call (`rtlib.run_folder`).
+    `compile_mode` is the engine mode (`rtlib.runtime`); it is not part of the run's identity, so
+    a run may be resumed under another one.
     """
-    out = Path(out_dir)
-    ckpt_path, best_path, record_path = out / "checkpoint.pt", out / "best.pt", out / "record.json"
+    check_settings(cfg)
     check_sequence_lengths(cfg)
-    config = cfg.to_dict()
-    if record_path.exists() and resume:
-        record = json.loads(record_path.read_text())
-        if record["config"] != config:
-            raise ConfigMismatchError(_mismatch_message(record_path, record["config"], config))
-        log(f"{out}: already finished; record kept")
-        return record
-    if ckpt_path.exists() and not resume:
-        raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) to continue that run, "
-                              "or choose another out_dir")
     run_device = resolve_device(device)
     engine_mode = resolve_compile(compile_mode, cfg.model, run_device)
-    out.mkdir(parents=True, exist_ok=True)
-    amp = autocast_dtype(cfg.train.precision, run_device)
-    seed_all(cfg.train.seed)
-    protocol = make_protocol(cfg, run_device, data_dir)
-    model = protocol.build_model().to(run_device)
-    optimizer = make_optimizer(cfg, model)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    state = TrainState()
-    if resume and ckpt_path.exists():
-        checkpoint = load_checkpoint(ckpt_path)
-        if checkpoint["config"] != config:
-            raise ConfigMismatchError(_mismatch_message(ckpt_path, checkpoint["config"], config))
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        state = TrainState(**checkpoint["state"])
-        set_rng_states(checkpoint["rng"])
-        log(f"resumed {out} at epoch {state.epoch + 1}, step {state.step}")
-    step_model, mark_step, graphs, eval_graphs = model, lambda: None, None, None
-    torch_compile_mode, graphed = compile_plan(engine_mode)
-    if torch_compile_mode:
-        enable_compile()
-        step_model = torch.compile(model, mode=torch_compile_mode)
-        if torch_compile_mode == "reduce-overhead":  # CUDA graphs: a new step may reuse output memory
-            mark_step = torch.compiler.cudagraph_mark_step_begin
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    if graphed:
-        # the released music script clips before backward, which does nothing: left out here
-        clip = None if cfg.train.clip_before_backward else cfg.train.grad_clip
-        graphs = StepGraphs(step_model, protocol.tensor_loss, optimizer, clip, amp)
-        eval_graphs = EvalGraphs(step_model, protocol.tensor_loss, amp)
-    num_parameters = sum(p.numel() for p in parameters)
+    results = None if results_dir is None else writable_folder(Path(results_dir))
+    folder = RunFolder(out_dir)
+    config = cfg.to_dict()
+    with folder.claim():
+        if resume and folder.record.exists():
+            return _finished_record(folder, cfg, results, log)
+        folder.check_start(resume)
+        checkpoint = _checkpoint_to_resume(folder, config) if resume and folder.checkpoint.exists() else None
+        amp = autocast_dtype(cfg.train.precision, run_device)
+        seed_all(cfg.train.seed)
+        protocol = make_protocol(cfg, run_device, data_dir)
+        model = protocol.build_model().to(run_device)
+        optimizer = make_optimizer(cfg, model)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+        state = TrainState()
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scaler.load_state_dict(checkpoint["scaler"])
+            state = _restored_state(checkpoint, folder, log)
+            set_rng_states(checkpoint["rng"])
+            log(f"resumed {folder.path} at epoch {state.epoch + 1}, step {state.step}")
+        step_model, mark_step, graphs, eval_graphs = model, lambda: None, None, None
+        torch_compile_mode, graphed = compile_plan(engine_mode)
+        if torch_compile_mode:
+            enable_compile()
+            step_model = torch.compile(model, mode=torch_compile_mode)
+            if torch_compile_mode == "reduce-overhead":  # CUDA graphs: a new step may reuse output memory
+                mark_step = torch.compiler.cudagraph_mark_step_begin
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        if graphed:
+            # the released music script clips before backward, which does nothing: left out here
+            clip = None if cfg.train.clip_before_backward else cfg.train.grad_clip
+            graphs = StepGraphs(step_model, protocol.tensor_loss, optimizer, clip, amp)
+            eval_graphs = EvalGraphs(step_model, protocol.tensor_loss, amp)
+        num_parameters = sum(p.numel() for p in parameters)
 
-    session_start = time.monotonic()
-    last_checkpoint = session_start
-    elapsed_before = state.elapsed_s  # wall time of earlier sessions of this run
-    check_every = 1 if run_device.type == "cpu" else 50
+        session_start = time.monotonic()
+        last_checkpoint = session_start
+        elapsed_before = state.elapsed_s  # wall time of earlier sessions of this run
+        check_every = 1 if run_device.type == "cpu" else 50
 
-    def save_checkpoint() -> None:
-        state.elapsed_s = elapsed_before + time.monotonic() - session_start
-        torch_save_atomic(dict(config=config, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                               scaler=scaler.state_dict(), state=vars(state).copy(), rng=rng_states()),
-                          ckpt_path)
-
-    engine = dict(compile=engine_mode, requested=compile_mode, fused_optimizer=run_device.type == "cuda")
-
-    def write_record(record: dict[str, Any]) -> None:
-        atomic_write_json(record_path, record)
-        if results_dir is not None:
-            Path(results_dir).mkdir(parents=True, exist_ok=True)
-            atomic_write_json(Path(results_dir) / f"{run_id(cfg)}.json", record)
-
-    def check_finite(loss_sum: torch.Tensor) -> None:
-        value = float(loss_sum)
-        if not math.isfinite(value):
-            message = (f"training loss became {value} in epoch {state.epoch + 1} near step "
-                       f"{state.step} at lr {optimizer.param_groups[0]['lr']:g}: the run diverged; "
-                       f"its record ({record_path}) says so. Lower the lr or clip gradients")
+        def save_checkpoint() -> None:
             state.elapsed_s = elapsed_before + time.monotonic() - session_start
-            write_record(_record(cfg, amp, state, out, num_parameters, run_device, engine,
-                                 status="diverged", valid=None, test=None, selection="none (diverged)",
-                                 error=message))
+            folder.save_checkpoint(dict(config=config, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                        scaler=scaler.state_dict(), state=vars(state).copy(), rng=rng_states()))
+
+        engine = dict(compile=engine_mode, requested=compile_mode, fused_optimizer=run_device.type == "cuda")
+
+        def diverge(what: str) -> None:
+            message = (f"{what} in epoch {state.epoch + 1} near step {state.step} at lr "
+                       f"{optimizer.param_groups[0]['lr']:g}: the run diverged; its record "
+                       f"({folder.record}) says so. Lower the lr or clip gradients")
+            state.elapsed_s = elapsed_before + time.monotonic() - session_start
+            folder.write_record(_record(cfg, amp, state, num_parameters, run_device, engine,
+                                        status="diverged", valid=None, test=None,
+                                        selection="none (diverged)", error=message),
+                                results, run_id(cfg))
             raise NonFiniteLossError(message)
 
-    while state.epoch < cfg.train.epochs:
-        epoch = state.epoch + 1
-        batches = protocol.train_batches(epoch)
-        if cfg.train.max_steps is not None:
-            batches = batches[:cfg.train.max_steps]
-        main_shape = _shape(batches[0])
-        model.train()
-        # summed on the device: reading them every step would stall the GPU
-        running = torch.zeros((), device=run_device, dtype=torch.float64) + state.train_loss_sum
-        count = torch.zeros((), device=run_device, dtype=torch.float64) + state.train_count
-        bar = _progress(len(batches), f"epoch {epoch}/{cfg.train.epochs}", progress)
-        bar.update(state.step)
-        for step_index in range(state.step, len(batches)):
-            if fail_at_step is not None and state.global_step == fail_at_step:
-                raise RunInterrupted(f"simulated kill before global step {fail_at_step}")
-            batch = batches[step_index]
-            graph_result = graphs.step(protocol.as_tensors(batch)) if graphs is not None else None
-            if graph_result is not None:
-                stats = graph_result[1]
-            else:
-                mark_step()
-                optimizer.zero_grad(set_to_none=True)
-                if cfg.train.clip_before_backward and cfg.train.grad_clip:
-                    # the released music script's order: clips the zeroed gradients, so a no-op
-                    nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
-                # the compiled model serves the epoch's common batch shape; a ragged last batch
-                # runs eagerly rather than triggering another compilation
-                batch_model = step_model if _shape(batch) == main_shape else model
-                with autocast(run_device, amp):
-                    loss, stats = protocol.batch_loss(batch_model, batch)
-                scaler.scale(loss).backward()
-                if cfg.train.grad_clip and not cfg.train.clip_before_backward:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            running += stats["loss_sum"]
-            count += stats["count"]
-            state.step, state.global_step = step_index + 1, state.global_step + 1
-            bar.update(1)
-            if state.global_step % check_every == 0:
-                check_finite(running)
-            now = time.monotonic()
-            due_by_steps = checkpoint_every_steps and state.global_step % checkpoint_every_steps == 0
-            if due_by_steps or now - last_checkpoint > 60 * checkpoint_minutes:
-                check_finite(running)
-                state.train_loss_sum, state.train_count = float(running), float(count)
-                save_checkpoint()
-                last_checkpoint = now
-            if max_minutes is not None and now - session_start > 60 * max_minutes and state.step < len(batches):
-                check_finite(running)
-                state.train_loss_sum, state.train_count = float(running), float(count)
-                save_checkpoint()
-                bar.close()
-                log(f"time budget of {max_minutes} min reached in epoch {epoch}; checkpoint saved, "
-                    "resume to continue")
-                return None
-        bar.close()
-        check_finite(running)
-        train_loss = float(running) / max(float(count), 1.0)
+        def check_finite(loss_sum: torch.Tensor) -> None:
+            value = float(loss_sum)
+            if not math.isfinite(value):
+                diverge(f"training loss became {value}")
 
-        entry = dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"], train_loss=train_loss)
-        valid_loss = None
-        if protocol.valid_split:
-            valid = evaluate(protocol, model, "valid", amp, eval_graphs)
-            valid_loss = valid["loss"]
-            entry.update(valid_loss=valid_loss, valid_metric=valid["metric"])
-            if state.best_valid_loss is None or valid_loss < state.best_valid_loss:
-                state.best_valid_loss, state.best_epoch = valid_loss, epoch
-                torch_save_atomic(model.state_dict(), best_path)
-        else:  # seq-MNIST has no validation split: the reported weights are the final epoch's
-            torch_save_atomic(model.state_dict(), best_path)
-        # test every epoch, as the released scripts print it, for the report's side-by-side
-        # selection rules; selection itself never looks at it
-        test = evaluate(protocol, model, "test", amp, eval_graphs)
-        entry.update(test_loss=test["loss"], test_metric=test["metric"])
-        factor = anneal(cfg.train.schedule, epoch, state.valid_losses, valid_loss)
-        for group in optimizer.param_groups:
-            group["lr"] *= factor
-        if valid_loss is not None:
-            state.valid_losses.append(valid_loss)
-        state.epoch, state.step, state.train_loss_sum, state.train_count = epoch, 0, 0.0, 0.0
-        entry["elapsed_s"] = elapsed_before + time.monotonic() - session_start
-        with open(out / "log.jsonl", "a") as log_file:
-            log_file.write(json.dumps(entry) + "\n")
-        save_checkpoint()
-        last_checkpoint = time.monotonic()
-        log(_format_entry(entry, protocol))
-        for callback in callbacks:
-            callback(entry)
+        def evaluated(split: str) -> dict[str, float]:
+            result = evaluate(protocol, model, split, amp, eval_graphs)
+            if not all(math.isfinite(value) for value in result.values()):  # a perplexity past exp's range
+                diverge(f"{split} loss {result['loss']:.6g} gives {split} {protocol.task.metric} {result['metric']}")
+            return result
 
-    record = _finish(cfg, protocol, model, amp, state, out, num_parameters, run_device, engine, eval_graphs)
-    write_record(record)
+        while state.epoch < cfg.train.epochs:
+            epoch = state.epoch + 1
+            batches = protocol.train_batches(epoch)
+            if cfg.train.max_steps is not None:
+                batches = batches[:cfg.train.max_steps]
+            main_shape = _shape(batches[0])
+            model.train()
+            # summed on the device: reading them every step would stall the GPU
+            running = torch.zeros((), device=run_device, dtype=torch.float64) + state.train_loss_sum
+            count = torch.zeros((), device=run_device, dtype=torch.float64) + state.train_count
+            bar = _progress(len(batches), f"epoch {epoch}/{cfg.train.epochs}", progress)
+            bar.update(state.step)
+            for step_index in range(state.step, len(batches)):
+                if fail_at_step is not None and state.global_step == fail_at_step:
+                    raise RunInterrupted(f"simulated kill before global step {fail_at_step}")
+                batch = batches[step_index]
+                graph_result = graphs.step(protocol.as_tensors(batch)) if graphs is not None else None
+                if graph_result is not None:
+                    stats = graph_result[1]
+                else:
+                    mark_step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if cfg.train.clip_before_backward and cfg.train.grad_clip:
+                        # the released music script's order: clips the zeroed gradients, so a no-op
+                        nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
+                    # the compiled model serves the epoch's common batch shape; a ragged last batch
+                    # runs eagerly rather than triggering another compilation
+                    batch_model = step_model if _shape(batch) == main_shape else model
+                    with autocast(run_device, amp):
+                        loss, stats = protocol.batch_loss(batch_model, batch)
+                    scaler.scale(loss).backward()
+                    if cfg.train.grad_clip and not cfg.train.clip_before_backward:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                running += stats["loss_sum"]
+                count += stats["count"]
+                state.step, state.global_step = step_index + 1, state.global_step + 1
+                bar.update(1)
+                if state.global_step % check_every == 0:
+                    check_finite(running)
+                now = time.monotonic()
+                due_by_steps = checkpoint_every_steps and state.global_step % checkpoint_every_steps == 0
+                if due_by_steps or now - last_checkpoint > 60 * checkpoint_minutes:
+                    check_finite(running)
+                    state.train_loss_sum, state.train_count = float(running), float(count)
+                    save_checkpoint()
+                    last_checkpoint = now
+                if max_minutes is not None and now - session_start > 60 * max_minutes and state.step < len(batches):
+                    check_finite(running)
+                    state.train_loss_sum, state.train_count = float(running), float(count)
+                    save_checkpoint()
+                    bar.close()
+                    log(f"time budget of {max_minutes} min reached in epoch {epoch}; checkpoint saved, "
+                        "resume to continue")
+                    return None
+            bar.close()
+            check_finite(running)
+            train_loss = float(running) / max(float(count), 1.0)
+
+            entry = dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"], train_loss=train_loss)
+            valid_loss = None
+            if protocol.valid_split:
+                valid = evaluated("valid")
+                valid_loss = valid["loss"]
+                entry.update(valid_loss=valid_loss, valid_metric=valid["metric"])
+                if state.best_valid_loss is None or valid_loss < state.best_valid_loss:
+                    state.best_valid_loss, state.best_epoch = valid_loss, epoch
+                    state.best_sha256 = folder.stage_best(model.state_dict())
+            else:  # seq-MNIST has no validation split: the reported weights are the final epoch's
+                state.best_sha256 = folder.stage_best(model.state_dict())
+            # test every epoch, as the released scripts print it, for the report's side-by-side
+            # selection rules; selection itself never looks at it
+            test = evaluated("test")
+            entry.update(test_loss=test["loss"], test_metric=test["metric"])
+            factor = anneal(cfg.train.schedule, epoch, state.valid_losses, valid_loss)
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+            if valid_loss is not None:
+                state.valid_losses.append(valid_loss)
+            state.epoch, state.step, state.train_loss_sum, state.train_count = epoch, 0, 0.0, 0.0
+            entry["elapsed_s"] = elapsed_before + time.monotonic() - session_start
+            state.log.append(entry)
+            save_checkpoint()
+            folder.settle(state.best_sha256, state.log)
+            last_checkpoint = time.monotonic()
+            log(_format_entry(entry, protocol))
+            for callback in callbacks:
+                callback(entry)
+
+        record = folder.write_record(_finish(cfg, protocol, model, amp, state, folder, num_parameters,
+                                             run_device, engine, eval_graphs), results, run_id(cfg))
     log(f"finished {run_id(cfg)}: test {record['metric']} = {record['test_metric']:.4f} "
         f"(paper {record['paper_value']})")
     return record
+
+
+def _finished_record(folder: RunFolder, cfg: RunConfig, results: Path | None,
+                     log: Callable[[str], None]) -> dict[str, Any]:
+    """The record of a finished run, its copy in `results` made if missing or stale."""
+    record = read_record(folder.record)
+    if record["config"] != cfg.to_dict():
+        raise ConfigMismatchError(_mismatch_message(folder.record, record["config"], cfg.to_dict()))
+    copied = copy_record(record, results, run_id(cfg)) if results is not None else None
+    log(f"{folder.path}: already {record.get('status', 'finished')}; record kept"
+        + (f"; its missing copy written to {copied}" if copied else ""))
+    return record
+
+
+def _checkpoint_to_resume(folder: RunFolder, config: dict[str, Any]) -> dict[str, Any]:
+    """The folder's checkpoint, checked (content hash, settings) before anything is built."""
+    checkpoint = load_checkpoint(folder.checkpoint)
+    if checkpoint["config"] != config:
+        raise ConfigMismatchError(_mismatch_message(folder.checkpoint, checkpoint["config"], config))
+    return checkpoint
+
+
+def _restored_state(checkpoint: dict[str, Any], folder: RunFolder, log: Callable[[str], None]) -> TrainState:
+    """The checkpoint's training state, with the folder's other files brought in line with it."""
+    state = TrainState(**checkpoint["state"])
+    if "log" not in checkpoint["state"]:
+        log(f"{folder.checkpoint} predates content hashes and epoch logs in checkpoints: loaded "
+            "unchecked, its log taken from log.jsonl")
+        state.log = folder.logged_entries(state.epoch)
+    folder.settle(state.best_sha256, state.log)
+    return state
 
 
 def selection_rules(curve: list[dict[str, Any]], higher_is_better: bool) -> dict[str, dict[str, Any]]:
@@ -434,33 +462,29 @@ def runtime_deviations(amp: torch.dtype | None, engine: dict[str, Any]) -> list[
     return deviations
 
 
-def _finish(cfg, protocol, model, amp, state, out, num_parameters, run_device, engine,
+def _finish(cfg, protocol, model, amp, state, folder, num_parameters, run_device, engine,
             eval_graphs) -> dict[str, Any]:
     """The record of a finished run: the selected weights evaluated once more."""
     if protocol.valid_split:
-        model.load_state_dict(load_checkpoint(out / "best.pt"))  # in place: the graphs stay valid
+        # in place: the graphs stay valid
+        model.load_state_dict(load_weights(folder.best, state.best_sha256))
         valid = evaluate(protocol, model, "valid", amp, eval_graphs)
         test = evaluate(protocol, model, "test", amp, eval_graphs)
         selection = f"best validation epoch ({state.best_epoch} of {state.epoch})"
     else:
         valid = None
-        last = _log_entries(out)[-1]
+        last = state.log[-1]
         test = dict(loss=last["test_loss"], metric=last["test_metric"])
         selection = "final epoch (no validation split; never the best test epoch)"
-    return _record(cfg, amp, state, out, num_parameters, run_device, engine, status="finished",
+    return _record(cfg, amp, state, num_parameters, run_device, engine, status="finished",
                    valid=valid, test=test, selection=selection)
 
 
-def _log_entries(out: Path) -> list[dict[str, Any]]:
-    log = out / "log.jsonl"
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
-def _record(cfg, amp, state, out, num_parameters, run_device, engine, *, status: str,
+def _record(cfg, amp, state, num_parameters, run_device, engine, *, status: str,
             valid: dict | None, test: dict | None, selection: str, error: str | None = None) -> dict[str, Any]:
     """A run record: `status` "finished", or "diverged" (no test metric; `error` says where)."""
     task = TASKS[cfg.task]
-    log_entries = _log_entries(out)
+    log_entries = state.log
     wall_s = state.elapsed_s
     return dict(
         record_version=RECORD_VERSION, run_id=run_id(cfg), status=status, task=cfg.task,

@@ -15,7 +15,8 @@ python3 - "$RUNS" "$OUT/engine_epochs.json" <<'PY'
 import json, sys, time
 from pathlib import Path
 import torch
-from rtlib.train import atomic_write_json, device_name, git_commit
+from rtlib.run_folder import atomic_write_json
+from rtlib.train import device_name, git_commit
 runs = []
 for folder in sorted(Path(sys.argv[1]).iterdir()):
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib
+import os
 import subprocess
 import sys
 import urllib.error
@@ -193,6 +194,19 @@ def test_no_source_raises_data_not_found(
         assert str(tmp_path / "empty_mirror" / PTB_VALID) in message
     assert requested_urls == [SOURCES[PTB_VALID]]
     assert files_under(tmp_data_dir) == []
+
+
+def test_a_stored_file_follows_the_umask_and_a_killed_stores_part_file_goes(tmp_data_dir: Path, data_mirror: Path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    orphan = tmp_data_dir / "ptb" / f".ptb.valid.txt.{gone.stdout.strip()}.part"  # its writer was killed
+    orphan.parent.mkdir(parents=True)
+    orphan.write_text("half a file")
+    path = fetch(PTB_VALID, tmp_data_dir)
+    assert not orphan.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not 0600: a shared cache stays readable
 
 
 def test_unknown_name_raises_value_error(tmp_data_dir: Path):

@@ -22,7 +22,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -189,13 +188,33 @@ def _gunzip(raw: bytes, source: str, expected: str, fix: str) -> bytes:
         raise ChecksumError(source, expected, f"a corrupt gzip stream ({error})", fix) from error
 
 
+def remove_orphans(folder: Path, pattern: str) -> None:
+    """Remove the temporary files in `folder` that `pattern` matches, named
+    ``<name>.<process id>.<suffix>``, whose process is gone (killed while writing them)."""
+    for path in Path(folder).glob(pattern):
+        pid = path.name.split(".")[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def _store(content: bytes, destination: Path, expected: str, source: str, fix: str) -> None:
-    """Write `content` to `destination` only if it hashes to `expected`; no temp file remains."""
+    """Write `content` to `destination` only if it hashes to `expected`; no temp file remains
+    (one left by a killed process goes at the next store of that file)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(
-        dir=destination.parent, prefix=destination.name + ".", suffix=".part"
-    )
-    temp_path = Path(temp_name)
+    remove_orphans(destination.parent, f".{destination.name}.*.part")
+    temp_path = destination.with_name(f".{destination.name}.{os.getpid()}.part")
+    # created as any new file is (the umask decides), not 0600: a shared cache stays readable
+    handle = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         with os.fdopen(handle, "wb") as temp_file:
             temp_file.write(content)
