@@ -10,14 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cli import OneLineParser
 from .configs import MODELS, PROFILES, TASKS
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def default_results_dir(profile: str) -> Path:

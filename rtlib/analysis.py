@@ -17,7 +17,6 @@ Explained in the book's chapter "Inside trained models" (book/visualizations.md)
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cli import OneLineParser
 from .configs import RunConfig
 from .models.layers import CausalSelfAttention
 from .models.local_rnn import LocalRNN
@@ -427,7 +427,7 @@ def train_and_analyze(task: str, model: str, folder: str | Path, max_steps: int 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m rtlib analyze --run DIR [--out FILE] [--data-dir DIR] [--device cpu]`."""
-    parser = argparse.ArgumentParser(prog="rtlib analyze", description=main.__doc__)
+    parser = OneLineParser(prog="rtlib analyze", description=main.__doc__)
     parser.add_argument("--run", type=Path, required=True, nargs="+", help="run folder(s)")
     parser.add_argument("--out", type=Path, help="output JSON (one run only); default "
                                                  "results/analysis/<run id>.json")

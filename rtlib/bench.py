@@ -19,7 +19,6 @@ Diagnostics, each written to its own JSON: ``--profile VARIANT`` (GPU time by ke
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .cli import OneLineParser
 from .models.local_rnn import LocalRNN, enable_compile
 from .step_graph import StepGraphs
 from .configs import MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
@@ -575,7 +575,7 @@ def _write_check(out: Path | None, kind: str, device: torch.device, **results: A
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rtlib bench", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="rtlib bench", description=__doc__.splitlines()[0])
     parser.add_argument("--tables", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--warmup", type=int, default=10)

@@ -449,3 +449,12 @@ def test_a_copy_of_the_project_inside_another_repository_records_an_unknown_comm
                              cwd=tmp_path, capture_output=True, text=True, check=True,
                              env={**env, "PYTHONPATH": str(enclosing / "project")})
     assert printed.stdout.strip() == "unknown"
+
+
+@pytest.mark.parametrize("argv", [["analyze", "--bogus"], ["bench", "--tables", "9"], ["data", "--bogus"]])
+def test_delegated_commands_reject_bad_arguments_in_one_line(argv, capsys):
+    from rtlib.__main__ import main
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and len(err.splitlines()) == 1 and err.startswith(f"rtlib {argv[0]}: error:")

@@ -16,7 +16,6 @@ every `fetch`: the files are small enough to hash each time.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import http.client
@@ -25,6 +24,8 @@ import sys
 import urllib.request
 import zlib
 from pathlib import Path
+
+from ..cli import OneLineParser
 
 REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 CHECKSUMS_FILE = REPO_DATA_DIR / "SHA256SUMS"
@@ -142,7 +143,7 @@ def write_mirror(folder: str | Path, data_dir: str | Path | None = None) -> Path
 def main(argv: list[str] | None = None) -> int:
     """`python -m rtlib data [--data-dir DIR]`: fetch and verify every data file. A file that no
     source has, or has wrong, ends it with exit code 1 and one line naming what was tried."""
-    parser = argparse.ArgumentParser(prog="rtlib data", description=main.__doc__)
+    parser = OneLineParser(prog="rtlib data", description=main.__doc__)
     parser.add_argument("--data-dir", type=Path, help="the cache (default: $RTLIB_DATA_DIR or data/)")
     args = parser.parse_args(argv)
     try:
