@@ -60,7 +60,7 @@ case "$1" in
     tail -n 40 $LOGS/runner*.log
     finished=$(for d in runs/*_paper_lr*_seed1111; do [ -f "$d/record.json" ] && echo "$d"; done)
     # shellcheck disable=SC2086
-    [ -n "$finished" ] && timeout 240 python3 -m rtlib analyze --run $finished --device cuda > $LOGS/analyze.log 2>&1
+    [ -n "$finished" ] && timeout 150 python3 -m rtlib analyze --run $finished --device cuda > $LOGS/analyze.log 2>&1
     pack
     # unfinished runs (checkpoint + best weights), smallest first, up to 48 MB in 15 MB parts
     unfinished=$(for d in runs/*; do [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] && \
