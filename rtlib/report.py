@@ -7,6 +7,7 @@ says so. Numbers of the paper itself (its split sizes) sit in `PAPER_SPLITS`, na
 """
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import math
@@ -374,8 +375,11 @@ def reference_ms(bench: list[dict], device: str) -> dict[int, float]:
     return {}
 
 
-def _lost(batches: list[dict]) -> dict[str, float]:
-    return {run["run_id"]: run["job_minutes"] for batch in batches for run in batch.get("stopped_at_the_deadline", [])}
+def _lost(batches: list[dict]) -> list[dict]:
+    """Every run a batch lost (it left no record), each with `why`; a run lost twice is listed twice."""
+    return [{"why": "stopped at the batch's deadline", **run} for batch in batches
+            for run in batch.get("stopped_at_the_deadline", [])] + \
+           [run for batch in batches for run in batch.get("lost_runs", [])]
 
 
 def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir: str | None = None) -> pd.DataFrame:
@@ -391,11 +395,11 @@ def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir
         ms = {device: reference_ms(bench, device).get(table) for device in set(rt["device"])}
         released = sum(run.epochs_run * train_steps(task, "rtransformer", data_dir) * ms[run.device] / 60_000
                        for run in rt.itertuples() if ms.get(run.device)) if len(rt) else 0.0
-        gone = {run_id: minutes for run_id, minutes in lost.items() if run_id.startswith(f"{task}_")}
+        gone = [run["job_minutes"] for run in lost if run["run_id"].startswith(f"{task}_")]
         rows.append(dict(table=table, task=task, runs=len(runs), gpu_minutes=float(runs["gpu_minutes"].sum()),
                          rtransformer_minutes=float(rt["gpu_minutes"].sum()),
                          released_minutes=released if len(rt) and all(ms.values()) else math.nan,
-                         lost_runs=len(gone), lost_minutes=float(sum(gone.values()))))
+                         lost_runs=len(gone), lost_minutes=float(sum(gone))))
     frame = pd.DataFrame(rows)
     total = frame.drop(columns=["task"]).sum(numeric_only=True, min_count=1)
     return pd.concat([frame, pd.DataFrame([{**total, "table": "all", "task": ""}])], ignore_index=True)
@@ -406,7 +410,7 @@ def _minutes_per_run(records: pd.DataFrame, batches: list[dict]) -> dict[tuple[s
     records, else seconds per epoch x epochs from a batch log that ran it part of the way."""
     price = {}
     for batch in batches:
-        for run in batch.get("finished", []) + batch.get("stopped_at_the_deadline", []):
+        for run in batch.get("finished", []) + _lost([batch]):
             task, model = run["run_id"].split("_")[:2]
             price[task, model] = run["seconds_per_epoch"] * run_config(task, model, "paper").train.epochs / 60
     done = evidence(records, variant=None)
@@ -450,7 +454,7 @@ def cost_table(records, batches, bench, data_dir=None) -> HTMLTable:
     out = [{"table": row.table, "paper-profile runs": int(row.runs), "GPU-minutes": minutes(row.gpu_minutes),
             "of them R-Transformer": minutes(row.rtransformer_minutes),
             "released algorithm, same R-Transformer runs": minutes(row.released_minutes),
-            "runs lost at a deadline (GPU-minutes)": f"{int(row.lost_runs)} ({row.lost_minutes:.1f})",
+            "runs lost (GPU-minutes)": f"{int(row.lost_runs)} ({row.lost_minutes:.1f})",
             "runs left of the sweep": f"{int(row.left)} of {int(row.planned)}",
             "GPU-minutes left (estimate)": (minutes(row.minutes_left) + (f" + {int(row.unpriced)} runs unpriced"
                                                                          if row.unpriced else ""))}
@@ -471,7 +475,7 @@ def scope(records: pd.DataFrame, batches: list[dict]) -> str:
     per_table = [f"Table {t}: " + _join([f"{model_name(r.model)} ×{r.n}" for r in group.itertuples()])
                  for t, group in run.groupby("table")]
     held = sum(batch.get("machine_held_minutes", 0.0) for batch in batches)
-    lost = sum(_lost(batches).values())
+    lost = sum(run["job_minutes"] for run in _lost(batches))
     quick = records[records["profile"] == "fast"] if len(records) else records
     if done.empty:
         text = "**Scope.** No paper-profile runs are recorded yet, so no claim of the paper is tested."
@@ -479,8 +483,8 @@ def scope(records: pd.DataFrame, batches: list[dict]) -> str:
         text = (f"**Scope.** {len(done)} paper-profile runs make {len(run)} of the {len(table_cells)} cells "
                 f"({'; '.join(per_table)}; ×n: seeds). Precision: {_counts(records, 'precision')}. "
                 f"GPU: {_join(sorted(set(done['device'])))}. Cost: {done['gpu_minutes'].sum():.1f} GPU-minutes "
-                f"of job time for these runs" + (f", {lost:.1f} more for runs stopped at a deadline and "
-                                                 f"lost, on machines held {held:.1f} minutes" if batches else "") + ".")
+                f"of job time for these runs" + (f", {lost:.1f} more for runs that were lost before they "
+                                                 f"finished, on machines held {held:.1f} minutes" if batches else "") + ".")
     if len(quick):
         text += (f" {len(quick)} short fast-profile runs ({quick['gpu_minutes'].sum():.1f} GPU-minutes) "
                  "are shown apart and count for nothing.")
@@ -564,7 +568,9 @@ def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
                          f"fewer than {MIN_SEEDS} seeds could not have shown it.")
     lost = _lost(batches)
     if lost:
-        items.append(f"*GPU time comes in short leases.* {len(lost)} runs stopped at a batch's deadline "
-                     f"and were lost ({sum(lost.values()):.1f} GPU-minutes): a run must fit its lease "
-                     "or come back with a checkpoint it can resume from.")
+        reasons = collections.Counter(run["why"] for run in lost)
+        why = "; ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+        items.append(f"*GPU time comes in short leases.* {len(lost)} runs were lost before they finished "
+                     f"({sum(run['job_minutes'] for run in lost):.1f} GPU-minutes): {why}. A run must fit "
+                     "its lease or come back with a checkpoint it can resume from.")
     return "\n".join(f"- {item}" for item in items)

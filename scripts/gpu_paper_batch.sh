@@ -14,13 +14,32 @@
 # Every step leaves $OUT/records.tgz, so a lost machine loses at most one step's records. Logs
 # go to runs/_logs: runs/ is ignored by git, so the next call's copy of the working tree keeps
 # it (it replaces every file git does not ignore, records copied under results/ included).
+#
+# Never kill a job while others share the GPU: under MPS, two jobs killed by SIGTERM took the
+# four other clients down with them ('unspecified launch failure',
+# results/batches/2026-12-01_h200_b.json). Jobs stop by themselves at the deadline.
+# The machine stays warm only 30 s after a call: `wait` and `finish` refuse to run on a fresh
+# machine (no runner was started there), rather than wait for nothing.
 set -u
 export RTLIB_DATA_MIRROR=$PWD/data_mirror PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 export RTLIB_GIT_COMMIT=$(cat gpu_commit.txt 2>/dev/null || echo unknown)
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mpslog
 OUT=${OUT:-/tmp/out}
 LOGS=runs/_logs
+RUNNERS=$LOGS/runner_pids
 mkdir -p $LOGS
+
+require_runners() {
+  [ -s "$RUNNERS" ] && return
+  echo "error: no runners were started on this machine ($RUNNERS is missing): a fresh machine? \
+the previous one went cold, and its runs/ with it" >&2
+  exit 2
+}
+
+runners_alive() {
+  for pid in $(cat "$RUNNERS"); do kill -0 "$pid" 2>/dev/null && return 0; done
+  return 1
+}
 
 pack() {
   tar czf "$OUT/records.tgz" runs/*/record.json runs/*/log.jsonl runs/*/job.log \
@@ -34,6 +53,7 @@ pack() {
 case "$1" in
   start)
     deadline=$2; shift 2
+    rm -f "$RUNNERS"
     python3 -m pip install -q --no-index --find-links wheels312 papermill ipykernel jupytext \
       nbformat nbclient pytest > $LOGS/pip.log 2>&1 || tail -3 $LOGS/pip.log
     nvidia-smi -L
@@ -45,6 +65,7 @@ case "$1" in
       # shellcheck disable=SC2086
       setsid nohup python3 -m rtlib reproduce $runner_args --profile paper --gpus 0 --out runs \
         --deadline-minutes "$deadline" > "$LOGS/runner$i.log" 2>&1 < /dev/null &
+      echo $! >> "$RUNNERS"
       echo "runner $i: $runner_args"
     done
     timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_engine_on_gpu.py \
@@ -52,11 +73,13 @@ case "$1" in
     tail -n 15 $LOGS/gpu_tests.log
     pack ;;
   wait)
+    require_runners
     sleep "$2"
     tail -n 3 $LOGS/runner*.log
     pack ;;
   finish)
-    while pgrep -f "rtlib reproduce" > /dev/null; do sleep 5; done
+    require_runners
+    while runners_alive; do sleep 5; done
     tail -n 40 $LOGS/runner*.log
     finished=$(for d in runs/*_paper_lr*_seed1111; do [ -f "$d/record.json" ] && echo "$d"; done)
     # shellcheck disable=SC2086

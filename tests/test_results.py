@@ -225,7 +225,14 @@ def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_pa
     records = load_records(tmp_path)
     bench = [dict(device="test GPU", tables=[dict(table=2, variants=dict(reference=dict(median_ms=6.0)))])]
     batches = [dict(stopped_at_the_deadline=[dict(run_id="ptb-word_rtransformer_paper_lr2_seed1111",
-                                                   job_minutes=5.0, seconds_per_epoch=3.0)])]
+                                                   job_minutes=5.0, seconds_per_epoch=3.0)]),
+               dict(lost_runs=[dict(run_id="ptb-word_rtransformer_paper_lr2_seed1111", job_minutes=2.0,
+                                    seconds_per_epoch=3.0, why="failed with the jobs beside it")])]
+    spent = report.cost(records, batches, bench).set_index("table")
+    assert spent.loc[4, "lost_runs"] == 2 and spent.loc[4, "lost_minutes"] == 7.0
+    assert "2 runs were lost" in report.hard_parts(records, batches)
+    assert "1 stopped at the batch's deadline; 1 failed with the jobs beside it" in report.hard_parts(records, batches)
+    batches = batches[:1]
     spent = report.cost(records, batches, bench).set_index("table")
     steps = report.train_steps("nottingham", "rtransformer")
     assert spent.loc[2, "gpu_minutes"] == 6.0 and spent.loc[4, "lost_minutes"] == 5.0
