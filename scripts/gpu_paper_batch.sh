@@ -9,8 +9,9 @@
 # `start` installs the notebook tools from carried wheels, starts NVIDIA MPS and one
 # `python -m rtlib reproduce` per quoted argument set, each in its own process session (so they
 # outlive the command), all bound by the same deadline; then it runs the GPU engine tests
-# beside them. `wait` sleeps, then packs what has landed. `finish` waits for the runners, packs
-# records, logs and the checkpoints of unfinished runs (resumable elsewhere), and stops MPS.
+# beside them. `wait` sleeps, then packs what has landed. `finish` waits for the runners, analyses
+# the finished seed-1111 runs and packs records, logs, their best weights (for analyses on any
+# machine), the checkpoints of unfinished runs, and stops MPS.
 # Every step leaves $OUT/records.tgz, so a lost machine loses at most one step's records. Logs
 # go to runs/_logs: runs/ is ignored by git, so the next call's copy of the working tree keeps
 # it (it replaces every file git does not ignore, records copied under results/ included).
@@ -34,6 +35,21 @@ require_runners() {
   echo "error: no runners were started on this machine ($RUNNERS is missing): a fresh machine? \
 the previous one went cold, and its runs/ with it" >&2
   exit 2
+}
+
+# ship NAME BYTES RUN_DIR...: the runs' *.pt, record and log, smallest run first, as long as the
+# total stays under BYTES, in $OUT/NAME.tar.part-*; names what did not fit.
+ship() {
+  name=$1 limit=$2; shift 2
+  [ $# -gt 0 ] || return 0
+  chosen=$(for d in "$@"; do echo "$(du -cb "$d"/*.pt | tail -1 | cut -f1) $d"; done | sort -n | \
+    awk -v limit="$limit" '{ total += $1; if (total < limit) print $2; else print $2 > "/dev/stderr" }' \
+    2> "$LOGS/left_behind_$name.txt")
+  echo "$name left behind: $(cat "$LOGS/left_behind_$name.txt")"
+  [ -n "$chosen" ] || return 0
+  # shellcheck disable=SC2086
+  tar cf - $(for d in $chosen; do ls "$d"/*.pt "$d"/record.json "$d"/log.jsonl 2>/dev/null; done) | \
+    split -b 15M - "$OUT/$name.tar.part-"
 }
 
 runners_alive() {
@@ -85,17 +101,14 @@ case "$1" in
     # shellcheck disable=SC2086
     [ -n "$finished" ] && timeout 150 python3 -m rtlib analyze --run $finished --device cuda > $LOGS/analyze.log 2>&1
     pack
-    # unfinished runs (checkpoint + best weights), smallest first, up to 48 MB in 15 MB parts
-    unfinished=$(for d in runs/*; do [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] && \
-      echo "$(du -cb "$d"/*.pt | tail -1 | cut -f1) $d"; done | sort -n | \
-      awk '{ total += $1; if (total < 48e6) print $2; else print $2 > "/dev/stderr" }' 2> $LOGS/left_behind.txt)
-    echo "checkpoints left behind: $(cat $LOGS/left_behind.txt)"
     tar czf "$OUT/notebooks.tgz" runs/*/run.ipynb 2>/dev/null
-    if [ -n "$unfinished" ]; then
-      # shellcheck disable=SC2086
-      tar cf - $(for d in $unfinished; do ls "$d"/*.pt "$d"/log.jsonl; done) | \
-        split -b 15M - "$OUT/checkpoints.tar.part-"
-    fi
+    # $OUT takes 8 files of 16 MiB: records, notebooks, then 15 MiB parts of two tarballs.
+    # The best weights of finished seed-1111 runs (so the visualizations can analyse them
+    # anywhere, on a CPU too), then the checkpoints of unfinished runs; smallest runs first.
+    # shellcheck disable=SC2086
+    ship weights 62000000 $(for d in $finished; do [ -f "$d/best.pt" ] && echo "$d"; done)
+    # shellcheck disable=SC2086
+    ship checkpoints 31000000 $(for d in runs/*; do [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] && echo "$d"; done)
     echo quit | nvidia-cuda-mps-control
     ls -la "$OUT" ;;
 esac
