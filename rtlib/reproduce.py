@@ -641,6 +641,20 @@ def mps_daemon(enabled: bool, log: Callable[[str], None] = print):
         log("MPS: control daemon stopped")
 
 
+# A job that fails with one of these was most likely killed by the GPU, not by its own settings:
+# under MPS one client's crash takes the others down with it ("unspecified launch failure").
+GPU_FAULTS = ("CUDA error:", "AcceleratorError")
+GPU_FAULT_RETRIES = 1
+
+
+def _retry_after_gpu_fault(outcome: "Outcome", retries: Counter) -> bool:
+    """Whether a failed job goes back to the queue (it resumes from its last checkpoint)."""
+    if outcome.status != "failed" or not any(fault in outcome.error for fault in GPU_FAULTS):
+        return False
+    retries[outcome.job.run_id] += 1
+    return retries[outcome.job.run_id] <= GPU_FAULT_RETRIES
+
+
 def _job_minutes(max_minutes: float | None, deadline: float | None) -> float | None:
     """A new job's time budget: `max_minutes`, cut to what is left before `deadline`."""
     if deadline is None:
@@ -667,6 +681,7 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
     view.event(f"{len(jobs)} jobs: {len(outcomes)} finished before, {len(pending)} to run on "
                f"{'GPU ' + ','.join(map(str, gpus)) if gpus else 'CPU'}")
     running: dict[tuple[str, int | None], Running] = {}
+    retries: Counter = Counter()
     claims = _claim_all(list(pending))
     handlers = _interrupt_on((signal.SIGTERM, signal.SIGHUP))
     try:
@@ -689,6 +704,11 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
             for slot, item in list(running.items()):
                 if item.process.poll() is not None:
                     outcome = _finish(running.pop(slot))
+                    if _retry_after_gpu_fault(outcome, retries):
+                        pending.appendleft(item.job)
+                        view.event(f"retry  [{outcome.slot}] {item.job.run_id} after a GPU fault, from its "
+                                   f"last checkpoint: {outcome.error[:120]}")
+                        continue
                     outcomes[item.job.run_id] = outcome
                     _keep_results(outcome, results_dir, notebooks_dir, view)
                     view.event(f"{outcome.status:<6} [{outcome.slot}] {item.job.run_id} "

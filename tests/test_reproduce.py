@@ -228,3 +228,35 @@ def test_mps_falls_back_to_time_slicing_without_its_daemon(monkeypatch):
     assert "not found" in said[0]
     with reproduce.mps_daemon(enabled=False, log=said.append) as on:
         assert on is False and len(said) == 1
+
+
+def test_a_job_a_gpu_fault_killed_resumes_once_and_a_settings_error_never(monkeypatch, tmp_path):
+    """Under MPS one client's crash takes the others down ('unspecified launch failure'): those
+    jobs go back to the queue once, to resume from their checkpoints; other failures stay."""
+    import rtlib.reproduce as reproduce
+    jobs = expand_jobs([4], ["rtransformer", "transformer"], "smoke", seeds=1, lrs="config", out=tmp_path)
+    fault = "AcceleratorError: CUDA error: unspecified launch failure"
+    errors = {jobs[0].run_id: [fault, fault, fault], jobs[1].run_id: ["ValueError: window=100 is too large"]}
+    started = []
+
+    class Exited:
+        returncode = 1
+
+        def poll(self):
+            return 1
+
+    def start(job, slot, params, threads_share=1):
+        started.append(job.run_id)
+        return reproduce.Running(job, Exited(), slot[0], 0.0, resumed=len(started) > 2)
+
+    def finish(running):
+        return reproduce.Outcome(running.job, "failed", "ran", error=errors[running.job.run_id].pop(0),
+                                 slot=running.slot)
+    monkeypatch.setattr(reproduce, "RUN_NOTEBOOK", tmp_path)
+    monkeypatch.setattr(reproduce, "_start", start)
+    monkeypatch.setattr(reproduce, "_finish", finish)
+    outcomes = reproduce._run_jobs(jobs, results_dir=None, notebooks_dir=None, gpus=[0], jobs_per_gpu=1,
+                                   max_minutes=None, deadline=None, data_dir=None, compile_mode="auto",
+                                   view=reproduce.LiveView(io.StringIO(), len(jobs)), poll_s=0)
+    assert started == [jobs[0].run_id, jobs[0].run_id, jobs[1].run_id]
+    assert [outcome.error for outcome in outcomes] == [fault, "ValueError: window=100 is too large"]
