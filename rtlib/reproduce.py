@@ -33,7 +33,7 @@ import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
 from .results import QUALIFIER, verdict
-from .run_folder import JOB_LOCK, RecordError, copy_record, locked, read_record, safe_child
+from .run_folder import JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, safe_child
 from .tasks import TASKS, check_sequence_lengths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +146,8 @@ def paper_comparison(record: dict[str, Any] | None, cfg: RunConfig) -> pd.DataFr
     task = TASKS[cfg.task]
     paper = task.paper.get(cfg.model, float("nan"))
     if record is None:
-        ours, outcome = float("nan"), "stopped by max_minutes: run again (resume=True) to continue"
+        ours, outcome = float("nan"), ("stopped (max_minutes or a STOP file), checkpointed: run again "
+                                       "(resume=True) to continue")
     elif cfg.profile == "smoke":
         ours, outcome = record["test_metric"], "smoke run (no verdict)"
     else:
@@ -524,7 +525,7 @@ def _finish(running: Running) -> Outcome:
     if returncode == 0 and record is not None:
         return Outcome(job, "done", how, wall_minutes=minutes, record=record, slot=running.slot)
     if returncode == 0 and (job.out_dir / "checkpoint.pt").exists():
-        return Outcome(job, "remaining", "time budget", wall_minutes=minutes, slot=running.slot)
+        return Outcome(job, "remaining", "stopped, checkpointed", wall_minutes=minutes, slot=running.slot)
     if returncode == 0:
         return Outcome(job, "failed", how, error="the notebook ran but left no record.json nor checkpoint.pt",
                        wall_minutes=minutes, slot=running.slot)
@@ -532,14 +533,20 @@ def _finish(running: Running) -> Outcome:
                    slot=running.slot)
 
 
-def _stop(running: Running) -> Outcome:
-    """Stop a job (its kernel exits with it); its checkpoint keeps it resumable."""
-    running.process.terminate()
+def _stop(running: Running, grace_s: float = 60.0) -> Outcome:
+    """Stop a job: ask it to checkpoint and exit at its next step (`STOP_REQUEST`), and end its
+    process only if it has not within `grace_s` (under MPS a killed process can take the other
+    jobs on its GPU down with it). Its checkpoint keeps it resumable."""
+    (running.job.out_dir / STOP_REQUEST).touch()
     try:
-        running.process.wait(timeout=10)
+        running.process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        running.process.kill()
-        running.process.wait()
+        running.process.terminate()
+        try:
+            running.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            running.process.kill()
+            running.process.wait()
     running.log.close()
     return Outcome(running.job, "remaining", "interrupted",
                    wall_minutes=(time.monotonic() - running.started) / 60, slot=running.slot)
@@ -719,7 +726,10 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
             if running:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
-        view.event("interrupted: stopping the running jobs (their checkpoints keep them resumable)")
+        view.event("interrupted: asking the running jobs to checkpoint and stop (their checkpoints keep them "
+                   "resumable)")
+        for item in running.values():
+            (item.job.out_dir / STOP_REQUEST).touch()
         for slot, item in list(running.items()):
             outcomes[item.job.run_id] = _stop(running.pop(slot))
         for job in pending:

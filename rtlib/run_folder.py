@@ -38,6 +38,10 @@ import torch
 from .data.fetch import remove_orphans, sha256_of
 
 LOCK, JOB_LOCK = ".lock", ".job.lock"  # the engine's; the batch runner's, for a job's whole life
+# A file by this name asks the run training in the folder to checkpoint and stop at its next
+# step: the safe way to stop a job that shares a GPU under MPS, where a killed process can take
+# its neighbours down with it.
+STOP_REQUEST = "STOP"
 DIGEST_KEY = "content_sha256"
 # what checkpoints held before they carried a digest: still resumable, unchecked
 UNCHECKED_KEYS = {"config", "model", "optimizer", "scaler", "state", "rng"}
@@ -215,6 +219,7 @@ class RunFolder:
         self.checkpoint, self.best, self.log, self.record = (
             self.path / name for name in ("checkpoint.pt", "best.pt", "log.jsonl", "record.json"))
         self.best_next = self.path / "best.next.pt"
+        self.stop_request = self.path / STOP_REQUEST
 
     @contextmanager
     def claim(self) -> Iterator["RunFolder"]:
@@ -222,6 +227,7 @@ class RunFolder:
         with locked(self.path):
             for stale in self.path.glob(".*.tmp"):
                 stale.unlink()
+            self.stop_request.unlink(missing_ok=True)  # a request to the previous writer
             yield self
 
     def check_start(self, resume: bool) -> None:

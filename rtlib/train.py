@@ -211,7 +211,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None, com
           checkpoint_every_steps: int | None = None, results_dir: str | Path | None = None,
           progress: bool | None = None, callbacks: list[Callable[[dict], None]] = (),
           fail_at_step: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any] | None:
-    """Train `cfg` in `out_dir`; returns the run record, or None when `max_minutes` ran out first.
+    """Train `cfg` in `out_dir`; returns the run record, or None when it stopped first, checkpointed:
+    `max_minutes` ran out, or a file ``out_dir/STOP`` asked it to (`run_folder.STOP_REQUEST`).
 
     `resume=True` continues from ``out_dir/checkpoint.pt``, or returns the finished record
     (writing its copy in `results_dir` if that is missing); without it an existing checkpoint
@@ -344,13 +345,15 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None, com
                     state.train_loss_sum, state.train_count = float(running), float(count)
                     save_checkpoint()
                     last_checkpoint = now
-                if max_minutes is not None and now - session_start > 60 * max_minutes and state.step < len(batches):
+                out_of_time = max_minutes is not None and now - session_start > 60 * max_minutes
+                if (out_of_time or folder.stop_request.exists()) and state.step < len(batches):
                     check_finite(running)
                     state.train_loss_sum, state.train_count = float(running), float(count)
                     save_checkpoint()
                     bar.close()
-                    log(f"time budget of {max_minutes} min reached in epoch {epoch}; checkpoint saved, "
-                        "resume to continue")
+                    reason = (f"time budget of {max_minutes} min" if out_of_time
+                              else f"stop request ({folder.stop_request})")
+                    log(f"{reason} reached in epoch {epoch}; checkpoint saved, resume to continue")
                     return None
             bar.close()
             check_finite(running)

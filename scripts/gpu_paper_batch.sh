@@ -5,6 +5,7 @@
 #   scripts/gpu_paper_batch.sh start DEADLINE_MIN "RUNNER ARGS" ["RUNNER ARGS" ...]
 #   scripts/gpu_paper_batch.sh wait SECONDS
 #   scripts/gpu_paper_batch.sh finish
+#   scripts/gpu_paper_batch.sh stop RUN_ID [RUN_ID ...]
 #
 # `start` installs the notebook tools from carried wheels, starts NVIDIA MPS and one
 # `python -m rtlib reproduce` per quoted argument set, each in its own process session (so they
@@ -18,7 +19,8 @@
 #
 # Never kill a job while others share the GPU: under MPS, two jobs killed by SIGTERM took the
 # four other clients down with them ('unspecified launch failure',
-# results/batches/2026-12-01_h200_b.json). Jobs stop by themselves at the deadline.
+# results/batches/2026-12-01_h200_b.json). Jobs stop by themselves at the deadline; `stop`
+# asks chosen jobs to checkpoint and exit at their next step (a STOP file in the run folder).
 # The machine stays warm only 30 s after a call: `wait` and `finish` refuse to run on a fresh
 # machine (no runner was started there), rather than wait for nothing.
 set -u
@@ -87,6 +89,14 @@ case "$1" in
     timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_engine_on_gpu.py \
       tests/test_train.py -k "gpu or step_graph or every_cell" > $LOGS/gpu_tests.log 2>&1
     tail -n 15 $LOGS/gpu_tests.log
+    pack ;;
+  stop)
+    require_runners
+    shift
+    for run in "$@"; do
+      if [ -d "runs/$run" ]; then touch "runs/$run/STOP" && echo "asked $run to stop"
+      else echo "no run folder runs/$run" >&2; fi
+    done
     pack ;;
   wait)
     require_runners

@@ -260,3 +260,19 @@ def test_a_job_a_gpu_fault_killed_resumes_once_and_a_settings_error_never(monkey
                                    view=reproduce.LiveView(io.StringIO(), len(jobs)), poll_s=0)
     assert started == [jobs[0].run_id, jobs[0].run_id, jobs[1].run_id]
     assert [outcome.error for outcome in outcomes] == [fault, "ValueError: window=100 is too large"]
+
+
+def test_a_stopped_job_is_asked_to_checkpoint_first_and_ended_only_after_its_grace(tmp_path):
+    import subprocess
+    import sys
+
+    import rtlib.reproduce as reproduce
+    job = expand_jobs([4], ["rtransformer"], "smoke", seeds=1, lrs="config", out=tmp_path)[0]
+    job.out_dir.mkdir(parents=True)
+    waits_for_the_request = ("import pathlib, sys, time\n"
+                             "while not pathlib.Path(sys.argv[1]).exists(): time.sleep(0.02)")
+    for script, grace_s, returncode in [(waits_for_the_request, 30.0, 0), ("import time; time.sleep(60)", 0.5, -15)]:
+        process = subprocess.Popen([sys.executable, "-c", script, str(job.out_dir / "STOP")])
+        running = reproduce.Running(job, process, "gpu0", 0.0, False, log=io.StringIO())
+        outcome = reproduce._stop(running, grace_s=grace_s)
+        assert process.returncode == returncode and outcome.status == "remaining"

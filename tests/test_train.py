@@ -49,6 +49,19 @@ def test_time_budget_stops_with_checkpoint_and_resume_finishes(real_data, tmp_pa
     assert again == record  # a finished run is not trained twice
 
 
+def test_a_stop_request_checkpoints_at_the_next_step_and_the_resume_equals_the_whole_run(real_data, tmp_path):
+    cfg = run_config("nottingham", "rtransformer", "smoke", epochs=3, max_steps=4)
+    whole = train(cfg, tmp_path / "whole", data_dir=real_data, **QUIET)
+    stop = tmp_path / "stopped" / "STOP"
+    said = []
+    assert train(cfg, stop.parent, data_dir=real_data, callbacks=[lambda entry: stop.touch()],
+                 log=said.append) is None
+    assert load_checkpoint(stop.parent / "checkpoint.pt")["state"]["epoch"] == 1
+    assert any("stop request" in line for line in said)
+    resumed = train(cfg, stop.parent, data_dir=real_data, resume=True, **QUIET)
+    assert not stop.exists() and comparable(resumed) == comparable(whole)
+
+
 def test_resume_with_other_settings_is_refused(real_data, tmp_path):
     cfg = run_config("ptb-word", "rtransformer", "smoke", epochs=1)
     with pytest.raises(RunInterrupted):
