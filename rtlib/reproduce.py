@@ -56,7 +56,8 @@ def prepare_run(task: str, model: str, profile: str = "smoke", *, lr: float | No
     A bad value raises ValueError at once, naming the value and the allowed ones (before any
     data is read, model built or folder made). `out_dir` defaults to ``runs/<run id>``.
     """
-    from .train import resolve_device, run_id
+    from .runtime import resolve_device
+    from .train import run_id
 
     if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and max_minutes >= 0):
         raise ValueError(f"max_minutes={max_minutes!r} must be a number >= 0 (or None: no limit)")

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import random
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,11 +27,10 @@ import torch
 from torch import nn
 
 from .configs import RunConfig, Schedule, check_settings
-from .models.local_rnn import enable_compile
 from .run_folder import (RunFolder, copy_record, load_checkpoint, load_weights, read_record, safe_child,
                          writable_folder)
-from .runtime import compile_plan, resolve_compile
-from .step_graph import EvalGraphs, StepGraphs
+from .runtime import autocast_dtype, device_name, resolve_compile, resolve_device
+from .step import GRAPH_LENGTH_MULTIPLE, EvalGraphs, autocast, clip_norm, make_optimizer, make_step
 from .tasks import TASKS, Protocol, check_sequence_lengths, make_protocol, metric_from_stats
 
 RECORD_VERSION = 2  # 2: test metric every epoch, selections, precision, engine, deviations
@@ -92,37 +89,6 @@ class TrainState:
     best_sha256: str | None = None    # of the weights best.pt holds
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available; allowed: 'cpu', 'auto'")
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise ValueError(f"device={device!r} but this machine has {torch.cuda.device_count()} GPUs; "
-                         f"allowed: 'cuda:0' .. 'cuda:{torch.cuda.device_count() - 1}', 'cpu', 'auto'")
-    return resolved
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, fp16 (with a gradient scaler) where not, fp32 on CPU."""
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    name, lr = cfg.train.optimizer, cfg.train.lr
-    fused = dict(fused=True) if next(model.parameters()).is_cuda else {}
-    if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, **fused)
-    if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, **fused)
-    raise ValueError(f"optimizer={name!r} is not one of ['adam', 'sgd']")
-
-
 def anneal(schedule: Schedule, epoch: int, valid_losses: list[float], valid_loss: float | None) -> float:
     """The factor to multiply the lr by after 1-based `epoch` (released scripts' rules)."""
     if schedule.kind == "step":
@@ -156,12 +122,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
 def run_id(cfg: RunConfig) -> str:
     """The run's name, of safe characters only (it names its folder and its record's copy)."""
     variant = f"_{cfg.variant.replace('=', '-').replace(',', '_')}" if cfg.variant else ""
@@ -178,25 +138,14 @@ def evaluate(protocol: Protocol, model: nn.Module, split: str, amp: torch.dtype 
     totals: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for batch in protocol.eval_batches(split):
-            stats = graphs.stats(protocol.as_tensors(batch)) if graphs is not None else None
+            stats = graphs.stats(protocol.as_tensors(batch, GRAPH_LENGTH_MULTIPLE)) if graphs is not None else None
             if stats is None:
-                with autocast(protocol.device, amp):
+                with autocast(protocol.device.type, amp):
                     _, stats = protocol.batch_loss(model, batch)
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0) + value
     stats = {key: float(value) for key, value in totals.items()}
     return dict(loss=stats["loss_sum"] / stats["count"], metric=metric_from_stats(protocol.task, stats))
-
-
-def _shape(batch: Any) -> tuple:
-    """Shapes of a batch's tensors (music batches are lists of tunes)."""
-    tensors = batch if isinstance(batch, (list, tuple)) else [batch]
-    return tuple(tuple(t.shape) for t in tensors)
-
-
-def autocast(device: torch.device, amp: torch.dtype | None):
-    """Autocast to `amp` (bf16/fp16), or nothing when it is None (fp32)."""
-    return torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
 
 
 def _progress(total: int, desc: str, enabled: bool | None):
@@ -236,30 +185,20 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None, com
         seed_all(cfg.train.seed)
         protocol = make_protocol(cfg, run_device, data_dir)
         model = protocol.build_model().to(run_device)
-        optimizer = make_optimizer(cfg, model)
-        scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+        optimizer = make_optimizer(cfg.train.optimizer, model.parameters(), cfg.train.lr,
+                                   fused=run_device.type == "cuda")
+        step = make_step(model, protocol.tensor_loss, optimizer, clip_norm(cfg.train), amp=amp, mode=engine_mode,
+                         inputs=protocol.as_tensors)
         state = TrainState()
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
-            scaler.load_state_dict(checkpoint["scaler"])
+            step.scaler.load_state_dict(checkpoint["scaler"])
             state = _restored_state(checkpoint, folder, log)
             set_rng_states(checkpoint["rng"])
             log(f"resumed {folder.path} at epoch {state.epoch + 1}, step {state.step}")
-        step_model, mark_step, graphs, eval_graphs = model, lambda: None, None, None
-        torch_compile_mode, graphed = compile_plan(engine_mode)
-        if torch_compile_mode:
-            enable_compile()
-            step_model = torch.compile(model, mode=torch_compile_mode)
-            if torch_compile_mode == "reduce-overhead":  # CUDA graphs: a new step may reuse output memory
-                mark_step = torch.compiler.cudagraph_mark_step_begin
-        parameters = [p for p in model.parameters() if p.requires_grad]
-        if graphed:
-            # the released music script clips before backward, which does nothing: left out here
-            clip = None if cfg.train.clip_before_backward else cfg.train.grad_clip
-            graphs = StepGraphs(step_model, protocol.tensor_loss, optimizer, clip, amp)
-            eval_graphs = EvalGraphs(step_model, protocol.tensor_loss, amp)
-        num_parameters = sum(p.numel() for p in parameters)
+        eval_graphs = EvalGraphs(step.runs, protocol.tensor_loss, amp) if step.graphed else None
+        num_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
         session_start = time.monotonic()
         last_checkpoint = session_start
@@ -269,7 +208,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None, com
         def save_checkpoint() -> None:
             state.elapsed_s = elapsed_before + time.monotonic() - session_start
             folder.save_checkpoint(dict(config=config, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                                        scaler=scaler.state_dict(), state=vars(state).copy(), rng=rng_states()))
+                                        scaler=step.scaler.state_dict(), state=vars(state).copy(), rng=rng_states()))
 
         engine = dict(compile=engine_mode, requested=compile_mode, fused_optimizer=run_device.type == "cuda")
 
@@ -300,7 +239,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None, com
             batches = protocol.train_batches(epoch)
             if cfg.train.max_steps is not None:
                 batches = batches[:cfg.train.max_steps]
-            main_shape = _shape(batches[0])
+            step.start_epoch(batches[0])
             model.train()
             # summed on the device: reading them every step would stall the GPU
             running = torch.zeros((), device=run_device, dtype=torch.float64) + state.train_loss_sum
@@ -310,27 +249,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None, com
             for step_index in range(state.step, len(batches)):
                 if fail_at_step is not None and state.global_step == fail_at_step:
                     raise RunInterrupted(f"simulated kill before global step {fail_at_step}")
-                batch = batches[step_index]
-                graph_result = graphs.step(protocol.as_tensors(batch)) if graphs is not None else None
-                if graph_result is not None:
-                    stats = graph_result[1]
-                else:
-                    mark_step()
-                    optimizer.zero_grad(set_to_none=True)
-                    if cfg.train.clip_before_backward and cfg.train.grad_clip:
-                        # the released music script's order: clips the zeroed gradients, so a no-op
-                        nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
-                    # the compiled model serves the epoch's common batch shape; a ragged last batch
-                    # runs eagerly rather than triggering another compilation
-                    batch_model = step_model if _shape(batch) == main_shape else model
-                    with autocast(run_device, amp):
-                        loss, stats = protocol.batch_loss(batch_model, batch)
-                    scaler.scale(loss).backward()
-                    if cfg.train.grad_clip and not cfg.train.clip_before_backward:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(parameters, cfg.train.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
+                _, stats = step(batches[step_index])
                 running += stats["loss_sum"]
                 count += stats["count"]
                 state.step, state.global_step = step_index + 1, state.global_step + 1
