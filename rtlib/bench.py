@@ -32,7 +32,7 @@ from .cli import OneLineParser
 from .configs import MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
 from .models.local_rnn import LocalRNN
 from .run_folder import atomic_write_json
-from .runtime import autocast_dtype, device_name, resolve_compile
+from .runtime import Runtime, autocast_dtype, device_name, resolve_compile
 from .step import GRAPH_LENGTH_MULTIPLE, autocast, clip_norm, make_optimizer, make_step
 from .tasks import TASKS, make_protocol, model_protocol
 from .train import git_commit
@@ -488,13 +488,13 @@ def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
     from .train import train
 
     task = TABLE_TASKS[table]
-    quiet = dict(log=lambda message: None, data_dir=data_dir, device=str(device))
+    quiet = dict(log=lambda message: None, data_dir=data_dir)
     timing = run_config(task, model, timing_profile, epochs=3, max_steps=steps, eval_limit=_small_eval(task))
     smoke = run_config(task, model, "smoke", epochs=2, precision="fp32")
     no_dropout = with_variant(smoke, "dropout=0" + (",emb_dropout=0" if "emb_dropout" in smoke.head else ""))
 
     def curve(cfg, mode, folder):
-        return train(cfg, Path(folder) / mode, compile_mode=mode, **quiet)["curve"]
+        return train(cfg, Path(folder) / mode, Runtime(device=str(device), compile=mode), **quiet)["curve"]
 
     def losses(entries):
         return [entry[key] for entry in entries for key in ("train_loss", "test_loss")]

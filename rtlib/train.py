@@ -29,7 +29,7 @@ from torch import nn
 from .configs import RunConfig, Schedule, check_settings
 from .run_folder import (RunFolder, copy_record, load_checkpoint, load_weights, read_record, safe_child,
                          writable_folder)
-from .runtime import autocast_dtype, device_name, resolve_compile, resolve_device
+from .runtime import Runtime, autocast_dtype, device_name
 from .step import GRAPH_LENGTH_MULTIPLE, EvalGraphs, autocast, clip_norm, make_optimizer, make_step
 from .tasks import TASKS, Protocol, check_sequence_lengths, make_protocol, metric_from_stats
 
@@ -42,10 +42,6 @@ class ConfigMismatchError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf: the run is recorded as diverged."""
-
-
-class RunInterrupted(Exception):
-    """Raised by the `fail_at_step` test hook to simulate a kill at a chosen step."""
 
 
 def seed_all(seed: int) -> None:
@@ -154,162 +150,209 @@ def _progress(total: int, desc: str, enabled: bool | None):
     return tqdm(total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True)
 
 
-def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None, compile_mode: str = "auto",
-          data_dir: str | Path | None = None, resume: bool = False,
-          max_minutes: float | None = None, checkpoint_minutes: float = 5.0,
-          checkpoint_every_steps: int | None = None, results_dir: str | Path | None = None,
-          progress: bool | None = None, callbacks: list[Callable[[dict], None]] = (),
-          fail_at_step: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any] | None:
-    """Train `cfg` in `out_dir`; returns the run record, or None when `max_minutes` ran out first.
+class Callback:
+    """A hook into `train`'s loop; override either method. A plain function among `train`'s
+    callbacks is called as `epoch_end`."""
+
+    def step_end(self, state: TrainState) -> bool:
+        """After each training step (`state.global_step` steps done); True asks for a checkpoint now."""
+        return False
+
+    def epoch_end(self, entry: dict[str, Any]) -> None:
+        """After each epoch, with its log entry, once the checkpoint holds it."""
+
+
+class CheckpointEvery(Callback):
+    """A checkpoint every `steps` training steps, besides the timed ones."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def step_end(self, state: TrainState) -> bool:
+        return state.global_step % self.steps == 0
+
+
+class _EpochEnd(Callback):
+    def __init__(self, call: Callable[[dict[str, Any]], None]):
+        self.epoch_end = call
+
+
+def train(cfg: RunConfig, out_dir: str | Path, runtime: Runtime = Runtime(), *,
+          data_dir: str | Path | None = None, resume: bool = False, results_dir: str | Path | None = None,
+          callbacks: list[Callback | Callable[[dict], None]] = (),
+          log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Train `cfg` in `out_dir`; returns the run record, or None when `runtime.max_minutes` ran
+    out first.
 
     `resume=True` continues from ``out_dir/checkpoint.pt``, or returns the finished record
     (writing its copy in `results_dir` if that is missing); without it an existing checkpoint
     is an error rather than silently overwritten. Settings are checked before any folder is made
-    or data read; the folder is locked for the whole call (`rtlib.run_folder`).
-    `compile_mode` is the engine mode (`rtlib.runtime`); it is not part of the run's identity, so
-    a run may be resumed under another one.
+    or data read; the folder is locked for the whole call (`rtlib.run_folder`). `runtime` says
+    how the run executes here (`rtlib.runtime.Runtime`); it is not part of the run's identity,
+    so a run may be resumed under another one.
     """
     check_settings(cfg)
     check_sequence_lengths(cfg)
-    run_device = resolve_device(device)
-    engine_mode = resolve_compile(compile_mode, cfg.model, run_device)
+    device = runtime.torch_device()
+    engine_mode = runtime.engine_mode(cfg.model, device)
     results = None if results_dir is None else writable_folder(Path(results_dir))
+    hooks = [callback if isinstance(callback, Callback) else _EpochEnd(callback) for callback in callbacks]
     folder = RunFolder(out_dir)
-    config = cfg.to_dict()
     with folder.claim():
         if resume and folder.record.exists():
             return _finished_record(folder, cfg, results, log)
         folder.check_start(resume)
-        checkpoint = _checkpoint_to_resume(folder, config) if resume and folder.checkpoint.exists() else None
-        amp = autocast_dtype(cfg.train.precision, run_device)
-        seed_all(cfg.train.seed)
-        protocol = make_protocol(cfg, run_device, data_dir)
-        model = protocol.build_model().to(run_device)
-        optimizer = make_optimizer(cfg.train.optimizer, model.parameters(), cfg.train.lr,
-                                   fused=run_device.type == "cuda")
-        step = make_step(model, protocol.tensor_loss, optimizer, clip_norm(cfg.train), amp=amp, mode=engine_mode,
-                         inputs=protocol.as_tensors)
-        state = TrainState()
+        checkpoint = _checkpoint_to_resume(folder, cfg.to_dict()) if resume and folder.checkpoint.exists() else None
+        run = _Training(cfg, folder, runtime, device, engine_mode, data_dir, results)
         if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            step.scaler.load_state_dict(checkpoint["scaler"])
-            state = _restored_state(checkpoint, folder, log)
-            set_rng_states(checkpoint["rng"])
-            log(f"resumed {folder.path} at epoch {state.epoch + 1}, step {state.step}")
-        eval_graphs = EvalGraphs(step.runs, protocol.tensor_loss, amp) if step.graphed else None
-        num_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            run.restore(checkpoint, log)
+        while run.state.epoch < cfg.train.epochs:
+            epoch = run.state.epoch + 1
+            train_loss = run.train_epoch(epoch, hooks)
+            if train_loss is None:
+                log(f"time budget of {runtime.max_minutes} min reached in epoch {epoch}; checkpoint saved, "
+                    "resume to continue")
+                return None
+            entry = run.end_epoch(epoch, train_loss)
+            log(_format_entry(entry, run.protocol))
+            for hook in hooks:
+                hook.epoch_end(entry)
+        record = folder.write_record(_finished(run), results, run_id(cfg))
+    log(f"finished {run_id(cfg)}: test {record['metric']} = {record['test_metric']:.4f} "
+        f"(paper {record['paper_value']})")
+    return record
 
-        session_start = time.monotonic()
-        last_checkpoint = session_start
-        elapsed_before = state.elapsed_s  # wall time of earlier sessions of this run
-        check_every = 1 if run_device.type == "cpu" else 50
 
-        def save_checkpoint() -> None:
-            state.elapsed_s = elapsed_before + time.monotonic() - session_start
-            folder.save_checkpoint(dict(config=config, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                                        scaler=step.scaler.state_dict(), state=vars(state).copy(), rng=rng_states()))
+class _Training:
+    """One session of a run in its claimed folder: what it trains, with what, and how far it is."""
 
-        engine = dict(compile=engine_mode, requested=compile_mode, fused_optimizer=run_device.type == "cuda")
+    def __init__(self, cfg: RunConfig, folder: RunFolder, runtime: Runtime, device: torch.device,
+                 engine_mode: str, data_dir: str | Path | None, results: Path | None):
+        self.cfg, self.folder, self.runtime, self.device, self.results = cfg, folder, runtime, device, results
+        self.amp = autocast_dtype(cfg.train.precision, device)
+        seed_all(cfg.train.seed)
+        self.protocol = make_protocol(cfg, device, data_dir)
+        self.model = self.protocol.build_model().to(device)
+        fused = device.type == "cuda"
+        self.optimizer = make_optimizer(cfg.train.optimizer, self.model.parameters(), cfg.train.lr, fused)
+        self.step = make_step(self.model, self.protocol.tensor_loss, self.optimizer, clip_norm(cfg.train),
+                              amp=self.amp, mode=engine_mode, inputs=self.protocol.as_tensors)
+        self.eval_graphs = EvalGraphs(self.step.runs, self.protocol.tensor_loss, self.amp) if self.step.graphed else None
+        self.engine = dict(compile=engine_mode, requested=runtime.compile, fused_optimizer=fused)
+        self.num_parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.state = TrainState()
+        self.elapsed_before = 0.0  # wall time of earlier sessions of this run
+        self.session_start = self.last_checkpoint = time.monotonic()
 
-        def diverge(what: str) -> None:
-            message = (f"{what} in epoch {state.epoch + 1} near step {state.step} at lr "
-                       f"{optimizer.param_groups[0]['lr']:g}: the run diverged; its record "
-                       f"({folder.record}) says so. Lower the lr or clip gradients")
-            state.elapsed_s = elapsed_before + time.monotonic() - session_start
-            folder.write_record(_record(cfg, amp, state, num_parameters, run_device, engine,
-                                        status="diverged", valid=None, test=None,
-                                        selection="none (diverged)", error=message),
-                                results, run_id(cfg))
-            raise NonFiniteLossError(message)
+    def restore(self, checkpoint: dict[str, Any], log: Callable[[str], None]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.step.scaler.load_state_dict(checkpoint["scaler"])
+        self.state = _restored_state(checkpoint, self.folder, log)
+        set_rng_states(checkpoint["rng"])
+        self.elapsed_before = self.state.elapsed_s
+        log(f"resumed {self.folder.path} at epoch {self.state.epoch + 1}, step {self.state.step}")
 
-        def check_finite(loss_sum: torch.Tensor) -> None:
-            value = float(loss_sum)
-            if not math.isfinite(value):
-                diverge(f"training loss became {value}")
+    def elapsed_s(self) -> float:
+        """Wall time of this run: earlier sessions' and this one's."""
+        return self.elapsed_before + time.monotonic() - self.session_start
 
-        def evaluated(split: str) -> dict[str, float]:
-            result = evaluate(protocol, model, split, amp, eval_graphs)
-            if not all(math.isfinite(value) for value in result.values()):  # a perplexity past exp's range
-                diverge(f"{split} loss {result['loss']:.6g} gives {split} {protocol.task.metric} {result['metric']}")
-            return result
-
-        while state.epoch < cfg.train.epochs:
-            epoch = state.epoch + 1
-            batches = protocol.train_batches(epoch)
-            if cfg.train.max_steps is not None:
-                batches = batches[:cfg.train.max_steps]
-            step.start_epoch(batches[0])
-            model.train()
-            # summed on the device: reading them every step would stall the GPU
-            running = torch.zeros((), device=run_device, dtype=torch.float64) + state.train_loss_sum
-            count = torch.zeros((), device=run_device, dtype=torch.float64) + state.train_count
-            bar = _progress(len(batches), f"epoch {epoch}/{cfg.train.epochs}", progress)
+    def train_epoch(self, epoch: int, hooks: list[Callback]) -> float | None:
+        """The rest of epoch `epoch`'s training steps: their mean loss, or None when the time
+        budget ran out first (with a checkpoint saved)."""
+        state, budget = self.state, self.runtime.max_minutes
+        batches = self.protocol.train_batches(epoch)
+        if self.cfg.train.max_steps is not None:
+            batches = batches[:self.cfg.train.max_steps]
+        self.step.start_epoch(batches[0])
+        self.model.train()
+        # summed on the device: reading them every step would stall the GPU
+        running = torch.zeros((), device=self.device, dtype=torch.float64) + state.train_loss_sum
+        count = torch.zeros((), device=self.device, dtype=torch.float64) + state.train_count
+        check_every = 1 if self.device.type == "cpu" else 50
+        with _progress(len(batches), f"epoch {epoch}/{self.cfg.train.epochs}", self.runtime.progress) as bar:
             bar.update(state.step)
             for step_index in range(state.step, len(batches)):
-                if fail_at_step is not None and state.global_step == fail_at_step:
-                    raise RunInterrupted(f"simulated kill before global step {fail_at_step}")
-                _, stats = step(batches[step_index])
+                _, stats = self.step(batches[step_index])
                 running += stats["loss_sum"]
                 count += stats["count"]
                 state.step, state.global_step = step_index + 1, state.global_step + 1
                 bar.update(1)
                 if state.global_step % check_every == 0:
-                    check_finite(running)
+                    self.check_finite(running)
+                asked = [hook.step_end(state) for hook in hooks]
                 now = time.monotonic()
-                due_by_steps = checkpoint_every_steps and state.global_step % checkpoint_every_steps == 0
-                if due_by_steps or now - last_checkpoint > 60 * checkpoint_minutes:
-                    check_finite(running)
-                    state.train_loss_sum, state.train_count = float(running), float(count)
-                    save_checkpoint()
-                    last_checkpoint = now
-                if max_minutes is not None and now - session_start > 60 * max_minutes and state.step < len(batches):
-                    check_finite(running)
-                    state.train_loss_sum, state.train_count = float(running), float(count)
-                    save_checkpoint()
-                    bar.close()
-                    log(f"time budget of {max_minutes} min reached in epoch {epoch}; checkpoint saved, "
-                        "resume to continue")
+                if any(asked) or now - self.last_checkpoint > 60 * self.runtime.checkpoint_minutes:
+                    self.checkpoint_mid_epoch(running, count)
+                    self.last_checkpoint = now
+                if budget is not None and now - self.session_start > 60 * budget and state.step < len(batches):
+                    self.checkpoint_mid_epoch(running, count)
                     return None
-            bar.close()
-            check_finite(running)
-            train_loss = float(running) / max(float(count), 1.0)
+        self.check_finite(running)
+        return float(running) / max(float(count), 1.0)
 
-            entry = dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"], train_loss=train_loss)
-            valid_loss = None
-            if protocol.valid_split:
-                valid = evaluated("valid")
-                valid_loss = valid["loss"]
-                entry.update(valid_loss=valid_loss, valid_metric=valid["metric"])
-                if state.best_valid_loss is None or valid_loss < state.best_valid_loss:
-                    state.best_valid_loss, state.best_epoch = valid_loss, epoch
-                    state.best_sha256 = folder.stage_best(model.state_dict())
-            else:  # seq-MNIST has no validation split: the reported weights are the final epoch's
-                state.best_sha256 = folder.stage_best(model.state_dict())
-            # test every epoch, as the released scripts print it, for the report's side-by-side
-            # selection rules; selection itself never looks at it
-            test = evaluated("test")
-            entry.update(test_loss=test["loss"], test_metric=test["metric"])
-            factor = anneal(cfg.train.schedule, epoch, state.valid_losses, valid_loss)
-            for group in optimizer.param_groups:
-                group["lr"] *= factor
-            if valid_loss is not None:
-                state.valid_losses.append(valid_loss)
-            state.epoch, state.step, state.train_loss_sum, state.train_count = epoch, 0, 0.0, 0.0
-            entry["elapsed_s"] = elapsed_before + time.monotonic() - session_start
-            state.log.append(entry)
-            save_checkpoint()
-            folder.settle(state.best_sha256, state.log)
-            last_checkpoint = time.monotonic()
-            log(_format_entry(entry, protocol))
-            for callback in callbacks:
-                callback(entry)
+    def end_epoch(self, epoch: int, train_loss: float) -> dict[str, Any]:
+        """Evaluate, keep the best weights, anneal the lr and checkpoint: the epoch's log entry."""
+        state, protocol = self.state, self.protocol
+        entry = dict(epoch=epoch, lr=self.optimizer.param_groups[0]["lr"], train_loss=train_loss)
+        valid_loss = None
+        if protocol.valid_split:
+            valid = self.evaluated("valid")
+            valid_loss = valid["loss"]
+            entry.update(valid_loss=valid_loss, valid_metric=valid["metric"])
+            if state.best_valid_loss is None or valid_loss < state.best_valid_loss:
+                state.best_valid_loss, state.best_epoch = valid_loss, epoch
+                state.best_sha256 = self.folder.stage_best(self.model.state_dict())
+        else:  # seq-MNIST has no validation split: the reported weights are the final epoch's
+            state.best_sha256 = self.folder.stage_best(self.model.state_dict())
+        # test every epoch, as the released scripts print it, for the report's side-by-side
+        # selection rules; selection itself never looks at it
+        test = self.evaluated("test")
+        entry.update(test_loss=test["loss"], test_metric=test["metric"])
+        factor = anneal(self.cfg.train.schedule, epoch, state.valid_losses, valid_loss)
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+        if valid_loss is not None:
+            state.valid_losses.append(valid_loss)
+        state.epoch, state.step, state.train_loss_sum, state.train_count = epoch, 0, 0.0, 0.0
+        entry["elapsed_s"] = self.elapsed_s()
+        state.log.append(entry)
+        self.save_checkpoint()
+        self.folder.settle(state.best_sha256, state.log)
+        self.last_checkpoint = time.monotonic()
+        return entry
 
-        record = folder.write_record(_finish(cfg, protocol, model, amp, state, folder, num_parameters,
-                                             run_device, engine, eval_graphs), results, run_id(cfg))
-    log(f"finished {run_id(cfg)}: test {record['metric']} = {record['test_metric']:.4f} "
-        f"(paper {record['paper_value']})")
-    return record
+    def checkpoint_mid_epoch(self, running: torch.Tensor, count: torch.Tensor) -> None:
+        self.check_finite(running)
+        self.state.train_loss_sum, self.state.train_count = float(running), float(count)
+        self.save_checkpoint()
+
+    def save_checkpoint(self) -> None:
+        self.state.elapsed_s = self.elapsed_s()
+        self.folder.save_checkpoint(dict(config=self.cfg.to_dict(), model=self.model.state_dict(),
+                                         optimizer=self.optimizer.state_dict(), scaler=self.step.scaler.state_dict(),
+                                         state=vars(self.state).copy(), rng=rng_states()))
+
+    def check_finite(self, loss_sum: torch.Tensor) -> None:
+        value = float(loss_sum)
+        if not math.isfinite(value):
+            self.diverge(f"training loss became {value}")
+
+    def evaluated(self, split: str) -> dict[str, float]:
+        result = evaluate(self.protocol, self.model, split, self.amp, self.eval_graphs)
+        if not all(math.isfinite(value) for value in result.values()):  # a perplexity past exp's range
+            self.diverge(f"{split} loss {result['loss']:.6g} gives {split} {self.protocol.task.metric} "
+                         f"{result['metric']}")
+        return result
+
+    def diverge(self, what: str) -> None:
+        message = (f"{what} in epoch {self.state.epoch + 1} near step {self.state.step} at lr "
+                   f"{self.optimizer.param_groups[0]['lr']:g}: the run diverged; its record "
+                   f"({self.folder.record}) says so. Lower the lr or clip gradients")
+        self.state.elapsed_s = self.elapsed_s()
+        record = _record(self, status="diverged", valid=None, test=None, selection="none (diverged)", error=message)
+        self.folder.write_record(record, self.results, run_id(self.cfg))
+        raise NonFiniteLossError(message)
 
 
 def _finished_record(folder: RunFolder, cfg: RunConfig, results: Path | None,
@@ -381,27 +424,27 @@ def runtime_deviations(amp: torch.dtype | None, engine: dict[str, Any]) -> list[
     return deviations
 
 
-def _finish(cfg, protocol, model, amp, state, folder, num_parameters, run_device, engine,
-            eval_graphs) -> dict[str, Any]:
+def _finished(run: _Training) -> dict[str, Any]:
     """The record of a finished run: the selected weights evaluated once more."""
-    if protocol.valid_split:
+    state = run.state
+    if run.protocol.valid_split:
         # in place: the graphs stay valid
-        model.load_state_dict(load_weights(folder.best, state.best_sha256))
-        valid = evaluate(protocol, model, "valid", amp, eval_graphs)
-        test = evaluate(protocol, model, "test", amp, eval_graphs)
+        run.model.load_state_dict(load_weights(run.folder.best, state.best_sha256))
+        valid = evaluate(run.protocol, run.model, "valid", run.amp, run.eval_graphs)
+        test = evaluate(run.protocol, run.model, "test", run.amp, run.eval_graphs)
         selection = f"best validation epoch ({state.best_epoch} of {state.epoch})"
     else:
         valid = None
         last = state.log[-1]
         test = dict(loss=last["test_loss"], metric=last["test_metric"])
         selection = "final epoch (no validation split; never the best test epoch)"
-    return _record(cfg, amp, state, num_parameters, run_device, engine, status="finished",
-                   valid=valid, test=test, selection=selection)
+    return _record(run, status="finished", valid=valid, test=test, selection=selection)
 
 
-def _record(cfg, amp, state, num_parameters, run_device, engine, *, status: str,
-            valid: dict | None, test: dict | None, selection: str, error: str | None = None) -> dict[str, Any]:
+def _record(run: _Training, *, status: str, valid: dict | None, test: dict | None, selection: str,
+            error: str | None = None) -> dict[str, Any]:
     """A run record: `status` "finished", or "diverged" (no test metric; `error` says where)."""
+    cfg, state, amp = run.cfg, run.state, run.amp
     task = TASKS[cfg.task]
     log_entries = state.log
     wall_s = state.elapsed_s
@@ -415,12 +458,12 @@ def _record(cfg, amp, state, num_parameters, run_device, engine, *, status: str,
         test_metric=None if test is None else test["metric"], selection=selection,
         selections=selection_rules(log_entries, task.higher_is_better) if test is not None else {},
         error=error, epochs_run=state.epoch, wall_time_s=wall_s,
-        gpu_minutes=wall_s / 60 if run_device.type == "cuda" else 0.0,
-        device=device_name(run_device), precision={None: "fp32", torch.bfloat16: "bf16",
+        gpu_minutes=wall_s / 60 if run.device.type == "cuda" else 0.0,
+        device=device_name(run.device), precision={None: "fp32", torch.bfloat16: "bf16",
                                                    torch.float16: "fp16"}[amp],
-        engine=engine, deviations=runtime_deviations(amp, engine),
+        engine=run.engine, deviations=runtime_deviations(amp, run.engine),
         torch_version=torch.__version__, git_commit=git_commit(),
-        num_parameters=num_parameters, paper_value=task.paper.get(cfg.model),
+        num_parameters=run.num_parameters, paper_value=task.paper.get(cfg.model),
         paper_value_copied_from_bai=cfg.model in task.copied, note=task.note,
         changes=list(cfg.changes), config=cfg.to_dict(), curve=log_entries,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
