@@ -289,7 +289,7 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
     come from (``provenance``); write the JSON to `out_path` (default
     ``results/analysis/<run id>.json``) and return it."""
     from .run_folder import read_record
-    from .train import run_id
+    from .run_folder import run_id
 
     cfg, model, protocol = load_run(run_dir, data_dir, device)
     result = dict(run_id=run_id(cfg), run_dir=str(run_dir),

@@ -31,11 +31,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from .cli import OneLineParser
 from .configs import MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
 from .models.local_rnn import LocalRNN
-from .run_folder import atomic_write_json
+from .run_folder import atomic_write_json, git_commit
 from .runtime import Runtime, autocast_dtype, device_name, resolve_compile
 from .step import GRAPH_LENGTH_MULTIPLE, autocast, clip_norm, make_optimizer, make_step
 from .tasks import TASKS, make_protocol, model_protocol
-from .train import git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 # Dense bf16 tensor-core peaks (no sparsity) by GPU name, for MFU.

@@ -29,6 +29,7 @@ import torch
 
 from rtlib.__main__ import main
 from rtlib.configs import run_config
+from rtlib.run import NOTEBOOK_PARAMETERS
 from rtlib.train import CheckpointEvery, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -431,7 +432,7 @@ def test_a_misspelled_notebook_parameter_is_refused(tmp_path):
                             cwd=str(REPO), progress_bar=False)
     assert error.value.ename == "ValueError" and "learning_rate" in error.value.evalue
     assert not (tmp_path / "run").exists()
-    assert tuple(pm.inspect_notebook(str(reproduce.RUN_NOTEBOOK))) == reproduce.NOTEBOOK_PARAMETERS
+    assert tuple(pm.inspect_notebook(str(reproduce.RUN_NOTEBOOK))) == NOTEBOOK_PARAMETERS
 
 
 # ---------------------------------------------------------------- what a record says about its code
@@ -445,7 +446,7 @@ def test_a_copy_of_the_project_inside_another_repository_records_an_unknown_comm
     subprocess.run(["git", "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty",
                     "-m", "another project"], **git)
     env = {key: value for key, value in os.environ.items() if key != "RTLIB_GIT_COMMIT"}
-    printed = subprocess.run([sys.executable, "-c", "from rtlib.train import git_commit; print(git_commit())"],
+    printed = subprocess.run([sys.executable, "-c", "from rtlib.run_folder import git_commit; print(git_commit())"],
                              cwd=tmp_path, capture_output=True, text=True, check=True,
                              env={**env, "PYTHONPATH": str(enclosing / "project")})
     assert printed.stdout.strip() == "unknown"

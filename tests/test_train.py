@@ -8,9 +8,9 @@ import torch
 import rtlib.train as train_module
 from rtlib.__main__ import main
 from rtlib.configs import Schedule, run_config, with_variant
+from rtlib.run_folder import ConfigMismatchError, load_checkpoint, run_id, selection_rules
 from rtlib.runtime import COMPILE_MODES, FASTEST_ON_CUDA, Runtime, compile_plan, resolve_compile
-from rtlib.train import (Callback, CheckpointEvery, ConfigMismatchError, NonFiniteLossError, anneal,
-                         load_checkpoint, run_id, selection_rules, train)
+from rtlib.train import Callback, CheckpointEvery, NonFiniteLossError, anneal, train
 
 QUIET = dict(log=lambda message: None)
 
