@@ -55,16 +55,14 @@ def add_compile_argument(parser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .reproduce import prepare_run
-    from .train import train
+    from .run import prepare_run, run_one
     cfg, out = prepare_run(args.task, args.model, args.profile, lr=args.lr, seed=args.seed,
                            epochs=args.epochs, variant=args.variant, device=args.device,
                            max_minutes=args.max_minutes, out_dir=args.out)
     results = args.results or default_results_dir(args.profile)
-    record = train(cfg, out, device=args.device, compile_mode=args.compile, data_dir=args.data_dir,
-                   resume=args.resume,
-                   max_minutes=args.max_minutes, results_dir=results,
-                   progress=True if args.progress else None)
+    record = run_one(cfg, out, device=args.device, compile_mode=args.compile, max_minutes=args.max_minutes,
+                     progress=True if args.progress else None, data_dir=args.data_dir, resume=args.resume,
+                     results_dir=results)
     return 0 if record is not None else 3  # 3: stopped by --max-minutes, resumable
 
 

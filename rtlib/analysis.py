@@ -289,7 +289,7 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
     come from (``provenance``); write the JSON to `out_path` (default
     ``results/analysis/<run id>.json``) and return it."""
     from .run_folder import read_record
-    from .train import run_id
+    from .run_folder import run_id
 
     cfg, model, protocol = load_run(run_dir, data_dir, device)
     result = dict(run_id=run_id(cfg), run_dir=str(run_dir),
@@ -417,11 +417,12 @@ def train_and_analyze(task: str, model: str, folder: str | Path, max_steps: int 
     `folder/<task>_<model>` and analyze it: a stand-in when no GPU analyses exist.
     `train_overrides` (e.g. eval_limit=16) replace further training settings."""
     from .configs import run_config
+    from .runtime import Runtime
     from .train import train
 
     run_dir = Path(folder) / f"{task}_{model}"
     cfg = run_config(task, model, "smoke", epochs=1, max_steps=max_steps, **train_overrides)
-    train(cfg, run_dir, device="cpu", data_dir=data_dir, log=lambda message: None)
+    train(cfg, run_dir, Runtime(device="cpu"), data_dir=data_dir, log=lambda message: None)
     return analyze_run(run_dir, Path(folder) / f"{task}_{model}.json", data_dir, examples=examples)
 
 

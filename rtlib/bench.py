@@ -29,12 +29,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .cli import OneLineParser
-from .models.local_rnn import LocalRNN, enable_compile
-from .step_graph import StepGraphs
 from .configs import MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
+from .models.local_rnn import LocalRNN
+from .run_folder import atomic_write_json, git_commit
+from .runtime import Runtime, autocast_dtype, device_name, resolve_compile
+from .step import GRAPH_LENGTH_MULTIPLE, autocast, clip_norm, make_optimizer, make_step
 from .tasks import TASKS, make_protocol, model_protocol
-from .run_folder import atomic_write_json
-from .train import autocast, autocast_dtype, device_name, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 # Dense bf16 tensor-core peaks (no sparsity) by GPU name, for MFU.
@@ -53,30 +53,24 @@ def sequence_length(cfg: RunConfig) -> int:
 
 
 class StepRunner:
-    """One model + optimizer + a fixed synthetic batch of a table's paper shapes.
+    """One model + optimizer + a fixed synthetic batch of a table's paper shapes, and the training
+    step (`rtlib.step.make_step`) of engine mode `mode`, with the row's clipping rule."""
 
-    With `graphed`, a whole step runs as one CUDA graph (`StepGraphs`), one graph per batch
-    shape, captured on first use.
-    """
-
-    def __init__(self, cfg: RunConfig, device: torch.device, precision: str, compiled: str | None,
-                 fused: bool, graphed: bool = False, seed: int = 0, real_data: bool = False):
+    def __init__(self, cfg: RunConfig, device: torch.device, precision: str, mode: str = "none",
+                 fused: bool = True, seed: int = 0, real_data: bool = False):
         torch.manual_seed(seed)
         self.cfg, self.device, self.kind = cfg, device, TASKS[cfg.task].kind
         # the protocol gives the model, the vocabulary and the loss (and, if asked, the data)
         self.protocol = make_protocol(cfg, device) if real_data else model_protocol(cfg, device)
         self.model = self.protocol.build_model().to(device)
-        if compiled:
-            enable_compile()
-        self.step_model = torch.compile(self.model, mode=compiled) if compiled else self.model
         self.amp = autocast_dtype(precision, device)
-        optimizer_cls = torch.optim.Adam if cfg.train.optimizer == "adam" else torch.optim.SGD
-        self.optimizer = optimizer_cls(self.model.parameters(), lr=cfg.train.lr,
-                                       **({"fused": True} if fused else {"foreach": False}))
+        self.optimizer = make_optimizer(cfg.train.optimizer, self.model.parameters(), cfg.train.lr, fused)
         # music batches are lists of tunes; every batch below is a tuple of tensors
         self.loss_fn = self.protocol.tensor_loss
-        self.graphs = (StepGraphs(self.step_model, self.loss_fn, self.optimizer, cfg.train.grad_clip,
-                                  self.amp) if graphed else None)
+        self.train_step = make_step(self.model, self.loss_fn, self.optimizer, clip_norm(cfg.train),
+                                    amp=self.amp, mode=mode)
+        self.step_model = self.train_step.runs
+        self.graphs = self.train_step.graphs if self.train_step.graphed else None
         self.batch = self._synthetic_batch()
 
     def _synthetic_batch(self) -> tuple[torch.Tensor, ...]:
@@ -96,22 +90,13 @@ class StepRunner:
         return self.cfg.train.batch_size * sequence_length(self.cfg)
 
     def loss(self, batch=None) -> torch.Tensor:
-        with autocast(self.device, self.amp):
+        with autocast(self.device.type, self.amp):
             loss, _ = self.loss_fn(self.step_model, self.batch if batch is None else batch)
         return loss
 
     def step(self, batch=None) -> torch.Tensor:
         """One training step (on the fixed synthetic batch unless given one); returns the loss."""
-        batch = self.batch if batch is None else batch
-        if self.graphs is not None:
-            return self.graphs.step(batch)[0]
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(batch)
-        loss.backward()
-        if self.cfg.train.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.optimizer.step()
-        return loss.detach()
+        return self.train_step(self.batch if batch is None else batch)[0]
 
 
 def time_steps(runner: StepRunner, warmup: int, repeats: int) -> dict[str, float]:
@@ -175,7 +160,7 @@ def check_equivalence(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
         # no dropout, so both paths compute one function (cuDNN's RNN backward needs train mode)
         no_dropout = "dropout=0" + (",emb_dropout=0" if "emb_dropout" in cfg.head else "")
         runners = {name: StepRunner(with_variant(cfg, f"{variant},{no_dropout}".lstrip(",")), on, "fp32",
-                                    compiled=None, fused=False)
+                                    fused=False)
                    for name, variant, on in (("reference", REFERENCE_VARIANT, device), ("fast", "", device),
                                              ("float64", "", torch.device("cpu")))}
         exact = runners["float64"]
@@ -220,15 +205,14 @@ def _relative_error(grads: dict[str, torch.Tensor], exact: dict[str, torch.Tenso
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "reference": dict(variant=REFERENCE_VARIANT, precision="fp32", compiled=None, fused=False),
-    "fast": dict(variant="", precision="auto", compiled=None, fused=True),
-    "fast+compile": dict(variant="", precision="auto", compiled="default", fused=True),
+    "reference": dict(variant=REFERENCE_VARIANT, precision="fp32", mode="none", fused=False),
+    "fast": dict(variant="", precision="auto", mode="none", fused=True),
+    "fast+compile": dict(variant="", precision="auto", mode="default", fused=True),
     # compile + CUDA graphs of forward and backward: removes most per-kernel launch cost
-    "fast+graphs": dict(variant="", precision="auto", compiled="reduce-overhead", fused=True),
+    "fast+graphs": dict(variant="", precision="auto", mode="reduce-overhead", fused=True),
     # the whole step (forward, backward, clipping, optimizer) as one CUDA graph
-    "fast+step-graph": dict(variant="", precision="auto", compiled=None, fused=True, graphed=True),
-    "fast+compile+step-graph": dict(variant="", precision="auto", compiled="default", fused=True,
-                                    graphed=True),
+    "fast+step-graph": dict(variant="", precision="auto", mode="step-graph", fused=True),
+    "fast+compile+step-graph": dict(variant="", precision="auto", mode="default+step-graph", fused=True),
 }
 
 
@@ -298,9 +282,9 @@ def bench_music_epoch(device: torch.device, setups: list[str] | None = None,
                       log: Callable[[str], None] = print) -> dict[str, Any]:
     """Table 2 per epoch on the real 694 training tunes: one tune a step through the released
     algorithm (paper) vs 8 tunes of similar length a step through the fast path (fast profile).
-    With step graphs, batches are padded to a multiple of `MusicProtocol.length_multiple` steps:
-    one graph per length, captured the first time it occurs, so the epoch is timed after a
-    warm-up epoch."""
+    Batches are padded to a multiple of `GRAPH_LENGTH_MULTIPLE` steps: with step graphs, one
+    graph per length, captured the first time it occurs, so the epoch is timed after a warm-up
+    epoch."""
     result: dict[str, Any] = {}
     for name in setups or list(MUSIC_EPOCH_SETUPS):
         variant, batch_size = MUSIC_EPOCH_SETUPS[name]
@@ -310,15 +294,15 @@ def bench_music_epoch(device: torch.device, setups: list[str] | None = None,
         batches = protocol.train_batches(1)
         graphed = runner.graphs is not None
         for tunes in batches if graphed else batches[:3]:
-            runner.step(protocol.as_tensors(tunes))
+            runner.step(protocol.as_tensors(tunes, GRAPH_LENGTH_MULTIPLE))
         _synchronize(device)
         began = time.perf_counter()
         for tunes in batches:
-            runner.step(protocol.as_tensors(tunes))
+            runner.step(protocol.as_tensors(tunes, GRAPH_LENGTH_MULTIPLE))
         _synchronize(device)
         result[name] = dict(epoch_s=time.perf_counter() - began, steps=len(batches))
         if graphed:
-            result[name].update(graphs=len(runner.graphs), padded_to_multiple_of=protocol.length_multiple)
+            result[name].update(graphs=len(runner.graphs), padded_to_multiple_of=GRAPH_LENGTH_MULTIPLE)
         log(f"table 2 epoch {name:32s} {result[name]['epoch_s']:7.2f} s ({len(batches)} steps)")
         del runner
         torch._dynamo.reset()
@@ -336,10 +320,10 @@ def precision_check(table: int, device: torch.device, steps: int = 300,
     curves = {}
     for precision in ("fp32", "bf16"):
         cfg = run_config(TABLE_TASKS[table], "rtransformer", "paper")
-        runner = StepRunner(cfg, device, precision, None, fused=True, real_data=True)
+        runner = StepRunner(cfg, device, precision, fused=True, real_data=True)
         torch.manual_seed(cfg.train.seed)
         batches = runner.protocol.train_batches(1)[:steps]
-        losses = [runner.step(runner.protocol.as_tensors(batch)) for batch in batches]
+        losses = [runner.step(runner.protocol.as_tensors(batch, GRAPH_LENGTH_MULTIPLE)) for batch in batches]
         curve = torch.stack(losses).float().cpu()
         curves[precision] = curve.unfold(0, smoothing, 1).mean(-1)
     deviation = ((curves["bf16"] - curves["fp32"]).abs() / curves["fp32"]).max()
@@ -503,13 +487,13 @@ def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
     from .train import train
 
     task = TABLE_TASKS[table]
-    quiet = dict(log=lambda message: None, data_dir=data_dir, device=str(device))
+    quiet = dict(log=lambda message: None, data_dir=data_dir)
     timing = run_config(task, model, timing_profile, epochs=3, max_steps=steps, eval_limit=_small_eval(task))
     smoke = run_config(task, model, "smoke", epochs=2, precision="fp32")
     no_dropout = with_variant(smoke, "dropout=0" + (",emb_dropout=0" if "emb_dropout" in smoke.head else ""))
 
     def curve(cfg, mode, folder):
-        return train(cfg, Path(folder) / mode, compile_mode=mode, **quiet)["curve"]
+        return train(cfg, Path(folder) / mode, Runtime(device=str(device), compile=mode), **quiet)["curve"]
 
     def losses(entries):
         return [entry[key] for entry in entries for key in ("train_loss", "test_loss")]
@@ -540,22 +524,15 @@ def dropout_masks_vary(cfg: RunConfig, mode: str, device: torch.device,
                        data_dir: Path | None = None) -> bool | None:
     """Two training steps of `mode` on one batch with lr 0: do their losses differ, as fresh
     dropout masks make them? None where the model has no dropout."""
-    from .runtime import compile_plan, resolve_compile
-
     if not (cfg.backbone.get("dropout") or cfg.head.get("emb_dropout")):
         return None
     protocol = model_protocol(cfg, device, data_dir)
     model = protocol.build_model().to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    compiled, graphed = compile_plan(resolve_compile(mode, cfg.model, device))
-    step_model = torch.compile(model, mode=compiled) if compiled else model
-    batch = protocol.as_tensors(protocol.train_batches(1)[0])
-    if graphed:
-        graphs = StepGraphs(step_model, protocol.tensor_loss, optimizer, None, None)
-        first, second = (float(graphs.step(batch)[0]) for _ in range(2))
-    else:
-        with torch.no_grad():
-            first, second = (float(protocol.tensor_loss(step_model, batch)[0]) for _ in range(2))
+    optimizer = make_optimizer("sgd", model.parameters(), 0.0, fused=device.type == "cuda")
+    step = make_step(model, protocol.tensor_loss, optimizer, None, mode=resolve_compile(mode, cfg.model, device),
+                     inputs=protocol.as_tensors)
+    batch = protocol.train_batches(1)[0]
+    first, second = (float(step(batch)[0]) for _ in range(2))
     return first != second
 
 

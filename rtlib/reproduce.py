@@ -1,4 +1,4 @@
-"""Reproduce the paper's tables: the run notebook's helpers and the batch runner behind
+"""Reproduce the paper's tables: the grid of runs and the batch runner behind
 ``python -m rtlib reproduce``.
 
 Explained in book/run.md (one run) and book/report.md (the tables). Every run of the grid is
@@ -11,9 +11,7 @@ shell commands for an existing scheduler (a Slurm array, GNU parallel).
 """
 from __future__ import annotations
 
-import ast
 import contextlib
-import io
 import json
 import os
 import shlex
@@ -23,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +29,9 @@ from typing import Any, Callable, TextIO
 import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
-from .results import QUALIFIER, verdict
-from .run_folder import JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, safe_child
-from .tasks import TASKS, check_sequence_lengths
+from .run_folder import (JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
+                         safe_child)
+from .tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_NOTEBOOK = REPO / "notebooks" / "run.ipynb"
@@ -42,121 +39,6 @@ FIRST_SEED = 1111
 KERNEL = "python3"
 STRIP_OUTPUT_BYTES = 20_000    # outputs larger than this leave the results/ copy of a notebook
 EXIT_FAILED, EXIT_REMAINING, EXIT_INTERRUPTED = 1, 3, 130
-DEVICES = ("auto", "cpu", "cuda")
-
-
-# ---------------------------------------------------------------- the run notebook's helpers
-
-def prepare_run(task: str, model: str, profile: str = "smoke", *, lr: float | None = None,
-                seed: int | None = None, epochs: int | None = None, variant: str = "",
-                device: str = "auto", max_minutes: float | None = None,
-                out_dir: str | Path | None = None) -> tuple[RunConfig, Path]:
-    """Check the run notebook's parameters and return (config, run folder).
-
-    A bad value raises ValueError at once, naming the value and the allowed ones (before any
-    data is read, model built or folder made). `out_dir` defaults to ``runs/<run id>``.
-    """
-    from .train import resolve_device, run_id
-
-    if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and max_minutes >= 0):
-        raise ValueError(f"max_minutes={max_minutes!r} must be a number >= 0 (or None: no limit)")
-    if not (device in DEVICES or str(device).startswith("cuda:") and str(device)[5:].isdigit()):
-        raise ValueError(f"device={device!r} is not one of {list(DEVICES)} or 'cuda:N'")
-    if out_dir is not None and not str(out_dir).strip():
-        raise ValueError(f"out_dir={out_dir!r} is empty: give a folder, or None for runs/<run id>")
-    resolve_device(device)  # cuda asked for where there is none
-    cfg = with_variant(run_config(task, model, profile, lr=lr, seed=seed, epochs=epochs), variant or "")
-    check_sequence_lengths(cfg)
-    # tqdm falls back to its text bar in a kernel without ipywidgets; the warning is noise
-    warnings.filterwarnings("ignore", message="IProgress not found")
-    return cfg, Path(out_dir) if out_dir is not None else safe_child(REPO / "runs", run_id(cfg))
-
-
-# the parameters cell of the run notebook (book/run.md), in its order
-NOTEBOOK_PARAMETERS = ("task", "model", "profile", "lr", "seed", "epochs", "variant", "max_minutes",
-                       "device", "compile_mode", "out_dir", "results_dir", "resume", "data_dir")
-
-
-def reject_unknown_parameters() -> None:
-    """In a notebook executed by papermill: ValueError for an injected parameter (``-p name
-    value``) that the run notebook does not have, which papermill would only warn about."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    for source in shell.user_ns.get("In", []) if shell is not None else []:
-        if source.startswith("# Parameters\n"):  # the cell papermill injects
-            names = [target.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
-                     for target in node.targets if isinstance(target, ast.Name)]
-            unknown = [name for name in names if name not in NOTEBOOK_PARAMETERS]
-            if unknown:
-                raise ValueError(f"unknown parameter {unknown[0]!r}; the run notebook's parameters: "
-                                 f"{list(NOTEBOOK_PARAMETERS)}")
-
-
-def curve_figure(entries: list[dict[str, Any]], metric: str, title: str = ""):
-    """Loss (train, valid) and metric per epoch, side by side, from `train`'s epoch entries."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(8, 2.8), layout="constrained")
-    loss_ax, metric_ax = figure.subplots(1, 2)
-    epochs = [entry["epoch"] for entry in entries]
-    for key, label in [("train_loss", "train"), ("valid_loss", "valid"), ("test_loss", "test")]:
-        if any(key in entry for entry in entries):
-            loss_ax.plot(epochs, [entry.get(key) for entry in entries], marker="o", label=label)
-    for key, label in [("valid_metric", "valid"), ("test_metric", "test")]:
-        if any(key in entry for entry in entries):
-            metric_ax.plot(epochs, [entry.get(key) for entry in entries], marker="o", label=label)
-    loss_ax.set(xlabel="epoch", ylabel="loss", title=title)
-    metric_ax.set(xlabel="epoch", ylabel=metric)
-    for ax in (loss_ax, metric_ax):
-        ax.legend()
-    return figure
-
-
-def live_curve_callback(cfg: RunConfig) -> Callable[[dict[str, Any]], None]:
-    """A `train` callback that redraws the learning curves after every epoch, in place (one
-    IPython display handle). Outside a notebook it does nothing: `train` prints each epoch."""
-    entries: list[dict[str, Any]] = []
-    handle = []
-
-    def redraw(entry: dict[str, Any]) -> None:
-        entries.append(entry)
-        try:
-            from IPython import get_ipython
-            from IPython.display import Image, display
-        except ImportError:
-            return
-        if get_ipython() is None:
-            return
-        png = io.BytesIO()
-        figure = curve_figure(entries, TASKS[cfg.task].metric, f"{cfg.task} / {cfg.model}")
-        figure.savefig(png, format="png", dpi=80)
-        image = Image(data=png.getvalue(), format="png")
-        if handle:
-            handle[0].update(image)
-        else:
-            handle.append(display(image, display_id=True))
-    return redraw
-
-
-def paper_comparison(record: dict[str, Any] | None, cfg: RunConfig) -> pd.DataFrame:
-    """The run's final test metric beside the paper's number, as one short table."""
-    task = TASKS[cfg.task]
-    paper = task.paper.get(cfg.model, float("nan"))
-    if record is None:
-        ours, outcome = float("nan"), ("stopped (max_minutes or a STOP file), checkpointed: run again "
-                                       "(resume=True) to continue")
-    elif cfg.profile == "smoke":
-        ours, outcome = record["test_metric"], "smoke run (no verdict)"
-    else:
-        ours = record["test_metric"]
-        outcome = verdict(cfg.task, ours, paper, 1)
-        outcome += f"; {QUALIFIER[cfg.profile]}" if QUALIFIER.get(cfg.profile) else ""
-    return pd.DataFrame([dict(task=cfg.task, model=cfg.model, profile=cfg.profile, metric=task.metric,
-                              ours=ours, paper=paper, paper_copied=cfg.model in task.copied,
-                              delta=ours - paper, verdict=outcome)]).set_index(["task", "model"])
 
 
 # ---------------------------------------------------------------- the grid
@@ -231,7 +113,6 @@ def expand_jobs(tables: list[int], models: list[str], profile: str, seeds: int, 
 
 
 def _job(task: str, model: str, profile: str, lr: float, seed: int, variant: str, out: Path) -> Job:
-    from .train import run_id
     cfg = with_variant(run_config(task, model, profile, lr=lr, seed=seed), variant)
     return Job(cfg, run_id(cfg), Path(out) / run_id(cfg))
 

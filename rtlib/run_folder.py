@@ -19,6 +19,11 @@ missing or stale copy again.
 
 One process at a time writes a run folder: `RunFolder.claim` holds an exclusive lock on its
 ``.lock`` file, which the operating system releases when the process ends, however it ends.
+
+Also here: what names a run (`run_id`) and the code that ran (`git_commit`), what a checkpoint
+holds besides weights (`TrainState`, `rng_states`), how a resume is checked against the
+settings (`checkpoint_to_resume`, `finished_record`), and what a record reports beside the
+final metric (`selection_rules`, `runtime_deviations`).
 """
 from __future__ import annotations
 
@@ -27,14 +32,19 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
+import subprocess
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
+from .configs import RunConfig
 from .data.fetch import remove_orphans, sha256_of
 
 LOCK, JOB_LOCK = ".lock", ".job.lock"  # the engine's; the batch runner's, for a job's whole life
@@ -283,6 +293,163 @@ class RunFolder:
                 continue
             by_epoch[entry["epoch"]] = entry
         return [by_epoch[epoch] for epoch in range(1, epochs + 1) if epoch in by_epoch]
+
+
+# ---------------------------------------------------------------- a run's identity, state and record
+
+RECORD_VERSION = 2  # 2: test metric every epoch, selections, precision, engine, deviations
+
+
+class ConfigMismatchError(ValueError):
+    """Resuming a run folder whose checkpoint was made with other settings."""
+
+
+def git_commit() -> str:
+    """The commit of the code that ran, "-dirty" when tracked code differs from it (files under
+    results/ are data, not code); $RTLIB_GIT_COMMIT where the tree has no .git, and "unknown"
+    where the project is not a checkout of its own (say, a copy inside another repository)."""
+    if os.environ.get("RTLIB_GIT_COMMIT"):
+        return os.environ["RTLIB_GIT_COMMIT"]
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if not top or Path(top).resolve() != root:
+            return "unknown"
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
+        return f"{sha}{'-dirty' if dirty else ''}" if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_id(cfg: RunConfig) -> str:
+    """The run's name, of safe characters only (it names its folder and its record's copy)."""
+    variant = f"_{cfg.variant.replace('=', '-').replace(',', '_')}" if cfg.variant else ""
+    name = f"{cfg.task}_{cfg.model}_{cfg.profile}{variant}_lr{cfg.train.lr:g}_seed{cfg.train.seed}"
+    safe_child(".", name)
+    return name
+
+
+def rng_states() -> dict[str, Any]:
+    """Every RNG state, in types that `torch.load(weights_only=True)` accepts."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached)
+    return dict(python=random.getstate(), numpy=numpy_state,
+                torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    name, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@dataclass
+class TrainState:
+    """Everything besides model/optimizer weights that a resumed run must restore."""
+    epoch: int = 0                    # completed epochs
+    step: int = 0                     # completed steps of the current epoch
+    global_step: int = 0
+    train_loss_sum: float = 0.0       # this epoch so far
+    train_count: float = 0.0
+    valid_losses: list[float] = field(default_factory=list)
+    best_valid_loss: float | None = None
+    best_epoch: int | None = None
+    elapsed_s: float = 0.0            # wall time of earlier sessions of this run
+    log: list[dict[str, Any]] = field(default_factory=list)  # one entry per completed epoch
+    best_sha256: str | None = None    # of the weights best.pt holds
+
+
+def finished_record(folder: RunFolder, cfg: RunConfig, results: Path | None,
+                     log: Callable[[str], None]) -> dict[str, Any]:
+    """The record of a finished run, its copy in `results` made if missing or stale."""
+    record = read_record(folder.record)
+    if record["config"] != cfg.to_dict():
+        raise ConfigMismatchError(_mismatch_message(folder.record, record["config"], cfg.to_dict()))
+    copied = copy_record(record, results, run_id(cfg)) if results is not None else None
+    log(f"{folder.path}: already {record.get('status', 'finished')}; record kept"
+        + (f"; its missing copy written to {copied}" if copied else ""))
+    return record
+
+
+def checkpoint_to_resume(folder: RunFolder, config: dict[str, Any]) -> dict[str, Any]:
+    """The folder's checkpoint, checked (content hash, settings) before anything is built."""
+    checkpoint = load_checkpoint(folder.checkpoint)
+    if checkpoint["config"] != config:
+        raise ConfigMismatchError(_mismatch_message(folder.checkpoint, checkpoint["config"], config))
+    return checkpoint
+
+
+def restored_state(checkpoint: dict[str, Any], folder: RunFolder, log: Callable[[str], None]) -> TrainState:
+    """The checkpoint's training state, with the folder's other files brought in line with it."""
+    state = TrainState(**checkpoint["state"])
+    if "log" not in checkpoint["state"]:
+        log(f"{folder.checkpoint} predates content hashes and epoch logs in checkpoints: loaded "
+            "unchecked, its log taken from log.jsonl")
+        state.log = folder.logged_entries(state.epoch)
+    folder.settle(state.best_sha256, state.log)
+    return state
+
+
+def selection_rules(curve: list[dict[str, Any]], higher_is_better: bool) -> dict[str, dict[str, Any]]:
+    """The test metric under four reporting rules, from the per-epoch log: the best validation
+    epoch (how our runs select; absent without a validation split), the last epoch, the mean of
+    the last 3 epochs (what Bai et al. say they report) and the best test epoch (optimistic:
+    it selects on test)."""
+    tested = [entry for entry in curve if "test_metric" in entry]
+    if not tested:
+        return {}
+    last_3 = tested[-3:]
+    rules = dict(
+        last_epoch=dict(epoch=tested[-1]["epoch"], test_metric=tested[-1]["test_metric"]),
+        mean_last_3=dict(epochs=[entry["epoch"] for entry in last_3],
+                         test_metric=sum(entry["test_metric"] for entry in last_3) / len(last_3)))
+    validated = [entry for entry in tested if "valid_loss" in entry]
+    if validated:
+        best = min(validated, key=lambda entry: entry["valid_loss"])  # the first of equals, as the engine
+        rules["best_valid"] = dict(epoch=best["epoch"], test_metric=best["test_metric"])
+    pick = max if higher_is_better else min
+    best_test = pick(tested, key=lambda entry: entry["test_metric"])
+    rules["best_test"] = dict(epoch=best_test["epoch"], test_metric=best_test["test_metric"],
+                              optimistic=True)
+    return rules
+
+
+def runtime_deviations(amp: torch.dtype | None, engine: dict[str, Any]) -> list[str]:
+    """How this run's execution differs from the released scripts' (fp32, eager, PyTorch 1.0)."""
+    deviations = []
+    if amp is not None:
+        name = {torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+        deviations.append(f"precision: {name} autocast (the released scripts train in fp32)")
+    if engine["compile"] != "none":
+        deviations.append(f"engine: {engine['compile']} (the same computation compiled and/or "
+                          "replayed as CUDA graphs; rounding differs from eager)")
+    if engine["fused_optimizer"]:
+        deviations.append("optimizer: PyTorch's fused CUDA kernel (the same update rule)")
+    return deviations
+
+
+def _mismatch_message(path: Path, saved: dict, wanted: dict) -> str:
+    differences = _diff(saved, wanted)
+    return (f"{path} was made with other settings ({'; '.join(differences[:6])}); "
+            "resume with the same settings or choose another out_dir")
+
+
+def _diff(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        out = []
+        for key in sorted(set(saved) | set(wanted)):
+            out += _diff(saved.get(key), wanted.get(key), f"{prefix}{key}.")
+        return out
+    return [] if saved == wanted else [f"{prefix.rstrip('.')}: {saved!r} -> {wanted!r}"]
 
 
 def _one_line(error: BaseException) -> str:

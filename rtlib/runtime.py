@@ -1,4 +1,5 @@
-"""How a run executes on its machine: the compile mode and CUDA graphs of the training step.
+"""How a run executes on its machine (`Runtime`): the device, the compile mode and CUDA graphs
+of the training step, the time budget, checkpoint interval and progress bars.
 
 None of this changes what the experiment *is*: a run's identity (its config and run id) is the
 task, the model, the hyperparameters, the precision and the seed (`rtlib.configs`). The engine
@@ -8,10 +9,17 @@ falls; a run may be resumed under another mode. The record says which mode ran.
 Modes (`COMPILE_MODES`): ``none`` (eager), ``default`` (`torch.compile` fusion),
 ``reduce-overhead`` (fusion + CUDA graphs of forward and backward), ``step-graph`` (the whole
 step -- zero grads, forward, backward, clip, optimizer -- as one CUDA graph a batch shape, and
-evaluation batches as graphs too; `rtlib.step_graph`) and ``default+step-graph`` (both).
+evaluation batches as graphs too; `rtlib.step`) and ``default+step-graph`` (both).
 ``auto`` picks `FASTEST_ON_CUDA[model]` on a GPU and ``none`` on the CPU.
+
+Precision is part of the experiment (an fp32 run and a bf16 run are two runs); what it means on
+a given machine is resolved here (`autocast_dtype`).
 """
 from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
 
 import torch
 
@@ -44,3 +52,54 @@ def compile_plan(mode: str) -> tuple[str | None, bool]:
     graphed = mode.endswith("step-graph")
     compile_mode = mode.removesuffix("step-graph").rstrip("+")
     return (compile_mode if compile_mode not in ("", "none") else None), graphed
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``auto`` (or None): the GPU if there is one, else the CPU; ValueError for a GPU that is not there."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available; allowed: 'cpu', 'auto'")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r} but this machine has {torch.cuda.device_count()} GPUs; "
+                         f"allowed: 'cuda:0' .. 'cuda:{torch.cuda.device_count() - 1}', 'cpu', 'auto'")
+    return resolved
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, fp16 (with a gradient scaler) where not, fp32 on CPU."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How `rtlib.train.train` executes a run here; none of it is part of the run's identity.
+
+    `device`: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (`resolve_device`); `compile`: one of
+    `COMPILE_MODES`, resolved per model and device (`resolve_compile`); `max_minutes`: this
+    session's time budget (None: none), after which the run checkpoints and stops, resumable;
+    `checkpoint_minutes`: the interval of mid-epoch checkpoints; `progress`: progress bars (None:
+    when stderr is a terminal).
+    """
+    device: str | None = "auto"
+    compile: str = "auto"
+    max_minutes: float | None = None
+    checkpoint_minutes: float = 5.0
+    progress: bool | None = None
+
+    def torch_device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    def engine_mode(self, model: str, device: torch.device) -> str:
+        return resolve_compile(self.compile, model, device)

@@ -116,9 +116,10 @@ class Protocol:
         """(loss to minimize, summed statistics for the metric)."""
         raise NotImplementedError
 
-    def as_tensors(self, batch: Any) -> tuple[Tensor, ...]:
-        """A training batch as a tuple of tensors of few distinct shapes, for `tensor_loss`
-        (what a CUDA graph of the training step takes as its inputs)."""
+    def as_tensors(self, batch: Any, pad_to: int = 1) -> tuple[Tensor, ...]:
+        """A batch as the tuple of tensors `tensor_loss` takes; where lengths vary (music), padded
+        to a multiple of `pad_to` positions, so that a few shapes serve all batches (CUDA graphs
+        of the training step, `rtlib.step`)."""
         return tuple(batch)
 
     def tensor_loss(self, model: nn.Module, tensors: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -184,9 +185,6 @@ class ClassifyProtocol(Protocol):
 
 
 class MusicProtocol(Protocol):
-    # batches for CUDA graphs are padded to a multiple of this many steps: ~30 shapes in all
-    length_multiple = 64
-
     def __init__(self, cfg: RunConfig, device="cpu", data_dir=None):
         super().__init__(cfg, device, data_dir)
         self.data = {}
@@ -230,8 +228,8 @@ class MusicProtocol(Protocol):
     def batch_loss(self, model, batch):
         return self.tensor_loss(model, self.collate(batch))
 
-    def as_tensors(self, batch):
-        return self.collate(batch, pad_to=self.length_multiple)
+    def as_tensors(self, batch, pad_to=1):
+        return self.collate(batch, pad_to)
 
     def tensor_loss(self, model, tensors):
         inputs, targets, mask = tensors

@@ -38,6 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .models import TCN, LocalRNN, RTransformer, SequenceClassifier, Transformer
 from .models.layers import FeedForward, Sublayer
 from .models.tcn import CausalConv1d
+from .step import make_optimizer, make_step
 from .train import seed_all
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +239,11 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> 
     return correct / len(y)
 
 
+def classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    x, y = batch
+    return F.cross_entropy(model(x), y), {}
+
+
 def train_toy(task: ToyTask, kind: str, steps: int = 600, batch_size: int = 64, lr: float = 3e-3,
               seed: int = 0, num_test: int = 2000, eval_every: int = 100, threads: int = 1,
               **model_args) -> dict:
@@ -256,16 +262,12 @@ def _train_toy(task, kind, steps, batch_size, lr, seed, num_test, eval_every, **
     model = make_toy_model(kind, task.vocab, task.num_classes, **model_args)
     test_x, test_y = task.sample(num_test, torch.Generator().manual_seed(10_000 + seed))
     data = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = make_optimizer("adam", model.parameters(), lr, fused=False)
+    train_step = make_step(model, classification_loss, optimizer, max_norm=1.0)
     curve, start = [], time.perf_counter()
     for step in range(1, steps + 1):
         model.train()
-        x, y = task.sample(batch_size, data)
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        train_step(task.sample(batch_size, data))
         if step % eval_every == 0 or step == steps:
             curve.append((step, accuracy(model, test_x, test_y)))
     window = model_args.get("window", 5)

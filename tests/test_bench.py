@@ -36,7 +36,7 @@ def test_fast_path_projects_each_input_once(cell):
 def test_bench_runner_times_steps_and_counts_flops_on_cpu(real_data, monkeypatch):
     monkeypatch.setenv("RTLIB_DATA_DIR", str(real_data))
     cfg = run_config("ptb-word", "rtransformer", "smoke")
-    runner = StepRunner(cfg, torch.device("cpu"), "fp32", None, fused=False)
+    runner = StepRunner(cfg, torch.device("cpu"), "fp32", fused=False)
     timing = time_steps(runner, warmup=1, repeats=2)
     assert timing["median_ms"] > 0 and timing["repeats"] == 2
     assert timing["tokens_per_s"] == pytest.approx(runner.tokens_per_step / (timing["median_ms"] / 1e3))
@@ -58,7 +58,7 @@ def test_bound_matmuls_are_the_fast_local_rnns_matmuls(task):
 def test_bound_runs_without_local_rnns_on_cpu(real_data, monkeypatch):
     monkeypatch.setenv("RTLIB_DATA_DIR", str(real_data))
     cfg = run_config("ptb-word", "rtransformer", "smoke")
-    runner = StepRunner(cfg, torch.device("cpu"), "fp32", None, fused=False)
+    runner = StepRunner(cfg, torch.device("cpu"), "fp32", fused=False)
     remove_local_rnns(runner.model)
     assert not any(isinstance(m, LocalRNN) for m in runner.model.modules())
     assert torch.isfinite(runner.step())
@@ -96,7 +96,7 @@ def test_fused_cuda_cells_match_reference(cell, monkeypatch):
 def test_graphed_whole_step_trains_like_eager_steps(task):
     cfg = with_variant(run_config(task, "rtransformer", "smoke"), "dropout=0" + (",emb_dropout=0" if task == "ptb-word" else ""))
     device = torch.device("cuda")
-    eager, graphed = (StepRunner(cfg, device, "fp32", None, fused=True, graphed=g) for g in (False, True))
+    eager, graphed = (StepRunner(cfg, device, "fp32", mode, fused=True) for mode in ("none", "step-graph"))
     graphed.model.load_state_dict(eager.model.state_dict())
     batches = [eager.batch, tuple(t.flip(0) for t in eager.batch)]
     for _ in range(3):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rtlib.configs import MODELS, TABLE_TASKS, run_config, with_variant
-from rtlib.runtime import FASTEST_ON_CUDA
+from rtlib.runtime import FASTEST_ON_CUDA, Runtime
 from rtlib.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="engine modes need a GPU")
@@ -22,11 +22,11 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="engine mo
 def test_default_engine_mode_trains_every_cell_like_eager(real_data, tmp_path, task, model):
     cfg = run_config(task, model, "smoke", epochs=2, precision="fp32")
     cfg = with_variant(cfg, "dropout=0" + (",emb_dropout=0" if "emb_dropout" in cfg.head else ""))
-    auto = train(cfg, tmp_path / "auto", device="cuda", compile_mode="auto", data_dir=real_data,
+    auto = train(cfg, tmp_path / "auto", Runtime(device="cuda", compile="auto"), data_dir=real_data,
                  log=lambda message: None)
     assert auto["engine"]["compile"] == FASTEST_ON_CUDA[model]
     assert all(math.isfinite(entry["train_loss"]) for entry in auto["curve"])
-    eager = train(cfg, tmp_path / "eager", device="cuda", compile_mode="none", data_dir=real_data,
+    eager = train(cfg, tmp_path / "eager", Runtime(device="cuda", compile="none"), data_dir=real_data,
                   log=lambda message: None)
     def losses(record):
         return [entry[key] for entry in record["curve"] for key in ("train_loss", "test_loss")]

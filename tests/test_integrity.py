@@ -29,13 +29,14 @@ import torch
 
 from rtlib.__main__ import main
 from rtlib.configs import run_config
-from rtlib.train import train
+from rtlib.run import NOTEBOOK_PARAMETERS
+from rtlib.train import CheckpointEvery, train
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = dict(log=lambda message: None)
 CELLS = [("ptb-word", "rtransformer"), ("mnist", "tcn")]  # with and without a validation split
 SHORT = dict(epochs=2, max_steps=2)
-EVERY = 3  # checkpoint_every_steps: one checkpoint inside the second epoch
+EVERY = 3  # steps between checkpoints: one checkpoint inside the second epoch
 SMOKE_ID = "ptb-word_rtransformer_smoke_lr2_seed1111"
 # one thread a process: these runs are tiny, and threads that outnumber free cores slow them
 # several-fold on a shared machine
@@ -80,7 +81,7 @@ def renames_into(root: Path, kill_at: int | None = None, after: bool = False):
 def short_run(cell, root: Path, data_dir: Path, **options):
     cfg = run_config(*cell, "smoke", **SHORT)
     return train(cfg, root / "run", data_dir=data_dir, results_dir=root / "results",
-                 checkpoint_every_steps=EVERY, **QUIET, **options)
+                 callbacks=[CheckpointEvery(EVERY)], **QUIET, **options)
 
 
 def timeless(record: dict) -> dict:
@@ -145,7 +146,7 @@ def test_a_kill_at_any_write_then_resume_gives_the_uninterrupted_record(uninterr
 KILLED_RUN = """import os, signal, sys
 from pathlib import Path
 from rtlib.configs import run_config
-from rtlib.train import train
+from rtlib.train import CheckpointEvery, train
 root, kill_at, data_dir = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 real_replace, seen = os.replace, []
 def replace(source, destination):
@@ -156,7 +157,7 @@ def replace(source, destination):
     real_replace(source, destination)
 os.replace = replace
 train(run_config("ptb-word", "rtransformer", "smoke", epochs=2, max_steps=2), root / "run",
-      data_dir=data_dir, results_dir=root / "results", checkpoint_every_steps=3, log=lambda m: None)
+      data_dir=data_dir, results_dir=root / "results", callbacks=[CheckpointEvery(3)], log=lambda m: None)
 """
 
 
@@ -431,7 +432,7 @@ def test_a_misspelled_notebook_parameter_is_refused(tmp_path):
                             cwd=str(REPO), progress_bar=False)
     assert error.value.ename == "ValueError" and "learning_rate" in error.value.evalue
     assert not (tmp_path / "run").exists()
-    assert tuple(pm.inspect_notebook(str(reproduce.RUN_NOTEBOOK))) == reproduce.NOTEBOOK_PARAMETERS
+    assert tuple(pm.inspect_notebook(str(reproduce.RUN_NOTEBOOK))) == NOTEBOOK_PARAMETERS
 
 
 # ---------------------------------------------------------------- what a record says about its code
@@ -445,7 +446,7 @@ def test_a_copy_of_the_project_inside_another_repository_records_an_unknown_comm
     subprocess.run(["git", "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty",
                     "-m", "another project"], **git)
     env = {key: value for key, value in os.environ.items() if key != "RTLIB_GIT_COMMIT"}
-    printed = subprocess.run([sys.executable, "-c", "from rtlib.train import git_commit; print(git_commit())"],
+    printed = subprocess.run([sys.executable, "-c", "from rtlib.run_folder import git_commit; print(git_commit())"],
                              cwd=tmp_path, capture_output=True, text=True, check=True,
                              env={**env, "PYTHONPATH": str(enclosing / "project")})
     assert printed.stdout.strip() == "unknown"

@@ -56,7 +56,7 @@ def write_record(folder: Path, task="nottingham", model="rtransformer", profile=
 
 
 def results_selections(curve, higher_is_better):
-    from rtlib.train import selection_rules
+    from rtlib.run_folder import selection_rules
     return selection_rules(curve, higher_is_better)
 
 

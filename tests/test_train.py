@@ -8,11 +8,27 @@ import torch
 import rtlib.train as train_module
 from rtlib.__main__ import main
 from rtlib.configs import Schedule, run_config, with_variant
-from rtlib.runtime import COMPILE_MODES, FASTEST_ON_CUDA, compile_plan, resolve_compile
-from rtlib.train import (ConfigMismatchError, NonFiniteLossError, RunInterrupted, anneal,
-                         load_checkpoint, run_id, selection_rules, train)
+from rtlib.run_folder import ConfigMismatchError, load_checkpoint, run_id, selection_rules
+from rtlib.runtime import COMPILE_MODES, FASTEST_ON_CUDA, Runtime, compile_plan, resolve_compile
+from rtlib.train import Callback, CheckpointEvery, NonFiniteLossError, anneal, train
 
 QUIET = dict(log=lambda message: None)
+
+
+class Killed(Exception):
+    """Stands for a kill of the training process."""
+
+
+class KillAfter(Callback):
+    """Kills the run right after global step `steps`, before a checkpoint of that step."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def step_end(self, state) -> bool:
+        if state.global_step == self.steps:
+            raise Killed(f"killed after global step {self.steps}")
+        return False
 
 
 def comparable(record):
@@ -26,9 +42,9 @@ def comparable(record):
 def test_killed_and_resumed_run_equals_uninterrupted_run_bitwise(real_data, tmp_path, task, model, kill_at):
     cfg = run_config(task, model, "smoke", epochs=3, max_steps=4)
     whole = train(cfg, tmp_path / "whole", data_dir=real_data, **QUIET)
-    with pytest.raises(RunInterrupted):
-        train(cfg, tmp_path / "killed", data_dir=real_data, checkpoint_every_steps=3,
-              fail_at_step=kill_at, **QUIET)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "killed", data_dir=real_data, callbacks=[CheckpointEvery(3), KillAfter(kill_at)],
+              **QUIET)
     saved = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")
     assert saved["state"]["step"] > 0  # resumes mid-epoch, from the last checkpoint before the kill
     assert saved["state"]["global_step"] < kill_at
@@ -41,7 +57,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run_bitwise(real_data, tmp_
 
 def test_time_budget_stops_with_checkpoint_and_resume_finishes(real_data, tmp_path):
     cfg = run_config("ptb-char", "rtransformer", "smoke")
-    assert train(cfg, tmp_path, data_dir=real_data, max_minutes=0.0, **QUIET) is None
+    assert train(cfg, tmp_path, Runtime(max_minutes=0.0), data_dir=real_data, **QUIET) is None
     assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "record.json").exists()
     record = train(cfg, tmp_path, data_dir=real_data, resume=True, **QUIET)
     assert record["epochs_run"] == 2
@@ -64,8 +80,8 @@ def test_a_stop_request_checkpoints_at_the_next_step_and_the_resume_equals_the_w
 
 def test_resume_with_other_settings_is_refused(real_data, tmp_path):
     cfg = run_config("ptb-word", "rtransformer", "smoke", epochs=1)
-    with pytest.raises(RunInterrupted):
-        train(cfg, tmp_path, data_dir=real_data, checkpoint_every_steps=1, fail_at_step=2, **QUIET)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path, data_dir=real_data, callbacks=[CheckpointEvery(1), KillAfter(2)], **QUIET)
     other = run_config("ptb-word", "rtransformer", "smoke", epochs=1, lr=0.5)
     with pytest.raises(ConfigMismatchError, match=r"train.lr: 2.0 -> 0.5"):
         train(other, tmp_path, data_dir=real_data, resume=True, **QUIET)
@@ -92,7 +108,7 @@ def test_non_finite_loss_stops_with_a_diverged_record(real_data, tmp_path, monke
     monkeypatch.setattr(train_module, "make_protocol", poisoned)
     cfg = run_config("ptb-word", "rtransformer", "smoke", epochs=1, max_steps=5)
     with pytest.raises(NonFiniteLossError, match="nan in epoch 1 near step 3.*diverged"):
-        train(cfg, tmp_path / "run", data_dir=real_data, checkpoint_every_steps=2,
+        train(cfg, tmp_path / "run", data_dir=real_data, callbacks=[CheckpointEvery(2)],
               results_dir=tmp_path / "results", **QUIET)
     kept = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert kept["state"]["global_step"] == 2 and math.isfinite(kept["state"]["train_loss_sum"])
@@ -164,10 +180,10 @@ def test_engine_mode_is_not_part_of_the_run_identity(real_data, tmp_path):
     cfg = run_config("ptb-word", "rtransformer", "smoke", epochs=2)
     with pytest.raises(ValueError, match="engine setting, not part of the experiment: pass it as --compile"):
         with_variant(cfg, "compile=step-graph")
-    with pytest.raises(RunInterrupted):
-        train(cfg, tmp_path, data_dir=real_data, compile_mode="none", checkpoint_every_steps=1,
-              fail_at_step=2, **QUIET)
-    record = train(cfg, tmp_path, data_dir=real_data, compile_mode="step-graph", resume=True, **QUIET)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path, Runtime(compile="none"), data_dir=real_data,
+              callbacks=[CheckpointEvery(1), KillAfter(2)], **QUIET)
+    record = train(cfg, tmp_path, Runtime(compile="step-graph"), data_dir=real_data, resume=True, **QUIET)
     assert record["run_id"] == run_id(cfg) and "compile" not in record["config"]["train"]
     assert record["engine"]["requested"] == "step-graph" and record["engine"]["compile"] == "none"  # CPU
     assert record["precision"] == "fp32" and record["deviations"] == []
@@ -207,7 +223,7 @@ def test_step_graph_training_follows_eager_training(real_data, tmp_path, task):
                         no_dropout)
     curves = []
     for mode in ("none", "step-graph"):
-        record = train(base, tmp_path / mode, device="cuda", compile_mode=mode, data_dir=real_data, **QUIET)
+        record = train(base, tmp_path / mode, Runtime(device="cuda", compile=mode), data_dir=real_data, **QUIET)
         curves.append([entry[key] for entry in record["curve"]
                        for key in ("train_loss", "valid_loss", "test_loss")])
     assert curves[1] == pytest.approx(curves[0], rel=1e-3)

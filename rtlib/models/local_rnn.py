@@ -22,7 +22,7 @@ compute the same function with the same parameters (one `nn.GRU`/`nn.LSTM`/`nn.R
   M gate kernels.
 
 Compiling a model that holds an nn.GRU/LSTM needs `torch._dynamo.config.allow_rnn = True`
-(`enable_compile()`).
+(`rtlib.step.compile_model` sets it).
 """
 from __future__ import annotations
 
@@ -103,11 +103,6 @@ class LocalRNN(nn.Module):
             else:
                 h = torch.tanh(gates_in + gates_h)
         return h.view(length, batch, d).transpose(0, 1)
-
-
-def enable_compile() -> None:
-    """Let torch.compile trace through LocalRNN (Dynamo refuses nn.RNN modules by default)."""
-    torch._dynamo.config.allow_rnn = True
 
 
 def fused_cell_step(cell: str, gates_in: torch.Tensor, gates_h: torch.Tensor,
