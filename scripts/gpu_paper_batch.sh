@@ -10,9 +10,10 @@
 # `start` installs the notebook tools from carried wheels, starts NVIDIA MPS and one
 # `python -m rtlib reproduce` per quoted argument set, each in its own process session (so they
 # outlive the command), all bound by the same deadline; then it runs the GPU engine tests
-# beside them. `wait` sleeps, then packs what has landed. `finish` waits for the runners, analyses
-# the finished seed-1111 runs and packs records, logs, their best weights (for analyses on any
-# machine), the checkpoints of unfinished runs, and stops MPS.
+# beside them (before them, with GPU_TESTS_FIRST=1). `wait` sleeps, then packs what has
+# landed. `finish` waits for the runners, analyses the finished seed-1111 runs and packs
+# records, logs, their best weights (for analyses on any machine), the checkpoints of
+# unfinished runs, and stops MPS.
 # Every step leaves $OUT/records.tgz, so a lost machine loses at most one step's records. Logs
 # go to runs/_logs: runs/ is ignored by git, so the next call's copy of the working tree keeps
 # it (it replaces every file git does not ignore, records copied under results/ included).
@@ -77,6 +78,19 @@ case "$1" in
     nvidia-smi -L
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     nvidia-cuda-mps-control -d && echo "MPS started: $(ls $CUDA_MPS_PIPE_DIRECTORY | tr '\n' ' ')"
+    gpu_tests() {
+      timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_engine_on_gpu.py \
+        tests/test_train.py -k "gpu or step_graph or every_cell" "$@" > $LOGS/gpu_tests.log 2>&1
+      status=$?
+      tail -n 15 $LOGS/gpu_tests.log
+      return $status
+    }
+    # GPU_TESTS_FIRST=1 (after a change to the engine): no runner starts unless the tests pass
+    if [ "${GPU_TESTS_FIRST:-0}" = 1 ] && ! gpu_tests -x; then
+      echo "error: the GPU tests failed (runs/_logs/gpu_tests.log); no runner started" >&2
+      echo quit | nvidia-cuda-mps-control
+      pack; exit 1
+    fi
     i=0
     for runner_args in "$@"; do
       i=$((i + 1))
@@ -86,9 +100,7 @@ case "$1" in
       echo $! >> "$RUNNERS"
       echo "runner $i: $runner_args"
     done
-    timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_engine_on_gpu.py \
-      tests/test_train.py -k "gpu or step_graph or every_cell" > $LOGS/gpu_tests.log 2>&1
-    tail -n 15 $LOGS/gpu_tests.log
+    [ "${GPU_TESTS_FIRST:-0}" = 1 ] || gpu_tests
     pack ;;
   stop)
     require_runners
