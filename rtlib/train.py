@@ -140,9 +140,7 @@ def train(cfg: RunConfig, out_dir: str | Path, runtime: Runtime = Runtime(), *,
             epoch = run.state.epoch + 1
             train_loss = run.train_epoch(epoch, hooks)
             if train_loss is None:
-                reason = ("a stop request" if folder.stop_request.exists()
-                          else f"the time budget of {runtime.max_minutes} min")
-                log(f"{reason} stopped the run in epoch {epoch}; checkpoint saved, resume to continue")
+                log(f"{run.stopped_by} stopped the run in epoch {epoch}; checkpoint saved, resume to continue")
                 return None
             entry = run.end_epoch(epoch, train_loss)
             log(_format_entry(entry, run.protocol))
@@ -174,6 +172,7 @@ class _Training:
         self.state = TrainState()
         self.elapsed_before = 0.0  # wall time of earlier sessions of this run
         self.session_start = self.last_checkpoint = time.monotonic()
+        self.stopped_by: str | None = None  # what ended the last epoch early
 
     def restore(self, checkpoint: dict[str, Any], log: Callable[[str], None]) -> None:
         self.model.load_state_dict(checkpoint["model"])
@@ -190,7 +189,7 @@ class _Training:
 
     def train_epoch(self, epoch: int, hooks: list[Callback]) -> float | None:
         """The rest of epoch `epoch`'s training steps: their mean loss, or None when the time
-        budget ran out or a stop was requested first (with a checkpoint saved)."""
+        budget ran out or a stop was requested first (with a checkpoint saved; `stopped_by` says which)."""
         state, budget = self.state, self.runtime.max_minutes
         batches = self.protocol.train_batches(epoch)
         if self.cfg.train.max_steps is not None:
@@ -201,6 +200,7 @@ class _Training:
         running = torch.zeros((), device=self.device, dtype=torch.float64) + state.train_loss_sum
         count = torch.zeros((), device=self.device, dtype=torch.float64) + state.train_count
         check_every = 1 if self.device.type == "cpu" else 50
+        stop_requested = False
         with _progress(len(batches), f"epoch {epoch}/{self.cfg.train.epochs}", self.runtime.progress) as bar:
             bar.update(state.step)
             for step_index in range(state.step, len(batches)):
@@ -211,14 +211,16 @@ class _Training:
                 bar.update(1)
                 if state.global_step % check_every == 0:
                     self.check_finite(running)
+                    stop_requested = self.folder.stop_request.exists()
                 asked = [hook.step_end(state) for hook in hooks]
                 now = time.monotonic()
                 if any(asked) or now - self.last_checkpoint > 60 * self.runtime.checkpoint_minutes:
                     self.checkpoint_mid_epoch(running, count)
                     self.last_checkpoint = now
                 out_of_time = budget is not None and now - self.session_start > 60 * budget
-                if (out_of_time or self.folder.stop_request.exists()) and state.step < len(batches):
+                if (out_of_time or stop_requested) and state.step < len(batches):
                     self.checkpoint_mid_epoch(running, count)
+                    self.stopped_by = "a stop request" if stop_requested else f"the time budget of {budget} min"
                     return None
         self.check_finite(running)
         return float(running) / max(float(count), 1.0)
