@@ -1,6 +1,8 @@
 """Shared fixtures: where the tests find the data sets and where they cache them."""
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +16,25 @@ from rtlib.data.fetch import MIRROR_ENV, write_mirror
 # chosen when a kernel is defined, so before any test imports rtlib.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@functools.lru_cache(maxsize=None)
+def _golden_file(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def golden():
+    """`golden(golden_file, key, got)`: the numbers pinned under `key` in `golden_file`, to
+    compare `got` with; with RTLIB_UPDATE_GOLDEN=1 it writes `got` there instead and returns None."""
+    def lookup(path: Path, key: str, got):
+        if os.environ.get("RTLIB_UPDATE_GOLDEN") == "1":
+            saved = json.loads(path.read_text()) if path.exists() else {}
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(json.dumps({**saved, key: got}, indent=1, sort_keys=True) + "\n")
+            return None
+        return _golden_file(path)[key]
+    return lookup
 
 
 @pytest.fixture(scope="session")

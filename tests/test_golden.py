@@ -5,8 +5,6 @@ epoch, and the final test metric) were recorded by this file and are compared to
 that *means* to change them regenerates the file with ``RTLIB_UPDATE_GOLDEN=1 pytest
 tests/test_golden.py`` and says why in its commit.
 """
-import json
-import os
 from pathlib import Path
 
 import pytest
@@ -25,21 +23,11 @@ def smoke_numbers(task: str, model: str, data_dir: Path, out: Path) -> dict:
                 test_metric=record["test_metric"])
 
 
-@pytest.fixture(scope="module")
-def golden():
-    if os.environ.get("RTLIB_UPDATE_GOLDEN") == "1":
-        return {}
-    return json.loads(GOLDEN.read_text())
-
-
 @pytest.mark.parametrize("task,model", CELLS)
 def test_smoke_run_computes_its_golden_numbers(golden, real_data, tmp_path, task, model):
     numbers = smoke_numbers(task, model, real_data, tmp_path)
-    if os.environ.get("RTLIB_UPDATE_GOLDEN") == "1":
-        saved = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(json.dumps({**saved, f"{task}/{model}": numbers}, indent=1, sort_keys=True) + "\n")
+    expected = golden(GOLDEN, f"{task}/{model}", numbers)
+    if expected is None:
         return
-    expected = golden[f"{task}/{model}"]
     assert numbers["curve"] == [pytest.approx(entry, rel=1e-6) for entry in expected["curve"]]
     assert numbers["test_metric"] == pytest.approx(expected["test_metric"], rel=1e-6)
