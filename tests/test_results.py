@@ -227,11 +227,14 @@ def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_pa
     batches = [dict(stopped_at_the_deadline=[dict(run_id="ptb-word_rtransformer_paper_lr2_seed1111",
                                                    job_minutes=5.0, seconds_per_epoch=3.0)]),
                dict(lost_runs=[dict(run_id="ptb-word_rtransformer_paper_lr2_seed1111", job_minutes=2.0,
-                                    seconds_per_epoch=3.0, why="failed with the jobs beside it")])]
+                                    seconds_per_epoch=3.0, why="failed with the jobs beside it"),
+                               dict(run_id="ptb-word_transformer_paper_lr2_seed1111", job_minutes=0.0,
+                                    why="failed before its first epoch")])]
     spent = report.cost(records, batches, bench).set_index("table")
-    assert spent.loc[4, "lost_runs"] == 2 and spent.loc[4, "lost_minutes"] == 7.0
-    assert "2 runs were lost" in report.hard_parts(records, batches)
+    assert spent.loc[4, "lost_runs"] == 3 and spent.loc[4, "lost_minutes"] == 7.0
+    assert "3 runs were lost" in report.hard_parts(records, batches)
     assert "1 stopped at the batch's deadline; 1 failed with the jobs beside it" in report.hard_parts(records, batches)
+    assert report.remaining(records, batches).set_index("table").loc[4, "minutes_left"] > 0  # a lost run without a time per epoch prices nothing
     batches = batches[:1]
     spent = report.cost(records, batches, bench).set_index("table")
     steps = report.train_steps("nottingham", "rtransformer")
