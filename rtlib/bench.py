@@ -29,14 +29,16 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .cli import OneLineParser
+from .models import build_model
+from .models.config import recorded_settings
 from .models.local_rnn import LocalRNN, enable_compile
 from .step_graph import StepGraphs
 from .configs import MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
 from .tasks import TASKS, make_protocol, model_protocol
+from .paths import BENCH_DIR
 from .run_folder import atomic_write_json
 from .train import autocast, autocast_dtype, device_name, git_commit
 
-REPO = Path(__file__).resolve().parents[1]
 # Dense bf16 tensor-core peaks (no sparsity) by GPU name, for MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
 REFERENCE_VARIANT = "local_rnn_impl=reference,attention_impl=explicit"
@@ -65,7 +67,7 @@ class StepRunner:
         self.cfg, self.device, self.kind = cfg, device, TASKS[cfg.task].kind
         # the protocol gives the model, the vocabulary and the loss (and, if asked, the data)
         self.protocol = make_protocol(cfg, device) if real_data else model_protocol(cfg, device)
-        self.model = self.protocol.build_model().to(device)
+        self.model = build_model(cfg, self.protocol.shape).to(device)
         if compiled:
             enable_compile()
         self.step_model = torch.compile(self.model, mode=compiled) if compiled else self.model
@@ -263,7 +265,7 @@ def bench_table(table: int, device: torch.device, warmup: int, repeats: int,
     task = TABLE_TASKS[table]
     cfg = run_config(task, "rtransformer", "paper")
     result: dict[str, Any] = dict(table=table, task=task, batch_size=cfg.train.batch_size,
-                                  backbone=cfg.backbone, variants={})
+                                  backbone=recorded_settings(cfg.backbone), variants={})
     for name in variants:
         try:
             timing = timed_variant(cfg, name, device, warmup, repeats, count_flops=name == "fast")
@@ -443,9 +445,9 @@ def local_rnn_matmuls(cfg: RunConfig, batch: int, length: int, device: torch.dev
     over all steps. Random operands of the real shapes; the results are thrown away.
     """
     backbone = cfg.backbone
-    d, window = backbone["d_model"], backbone["window"]
-    gates = GATES[backbone["cell"]] * d
-    local_rnns = backbone["levels"] * backbone["n_local"]
+    d, window = backbone.d_model, backbone.window
+    gates = GATES[backbone.cell] * d
+    local_rnns = backbone.levels * backbone.n_local
     windows, padded = batch * length, batch * (length + window - 1)
 
     def operand(*shape: int) -> torch.Tensor:
@@ -542,10 +544,10 @@ def dropout_masks_vary(cfg: RunConfig, mode: str, device: torch.device,
     dropout masks make them? None where the model has no dropout."""
     from .runtime import compile_plan, resolve_compile
 
-    if not (cfg.backbone.get("dropout") or cfg.head.get("emb_dropout")):
+    if not (cfg.backbone.dropout or cfg.head.get("emb_dropout")):
         return None
     protocol = model_protocol(cfg, device, data_dir)
-    model = protocol.build_model().to(device).train()
+    model = build_model(cfg, protocol.shape).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     compiled, graphed = compile_plan(resolve_compile(mode, cfg.model, device))
     step_model = torch.compile(model, mode=compiled) if compiled else model
@@ -567,7 +569,7 @@ def _small_eval(task: str) -> int:
 def _write_check(out: Path | None, kind: str, device: torch.device, **results: Any) -> None:
     """A check's JSON, by default results/bench/<kind>_<gpu>.json."""
     name = device_name(device)
-    out = out or REPO / "results" / "bench" / f"{kind}_{name.replace(' ', '_')}.json"
+    out = out or BENCH_DIR / f"{kind}_{name.replace(' ', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, dict(device=name, torch_version=torch.__version__, git_commit=git_commit(),
                                 **results))
@@ -654,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     report = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(),
                   peak_bf16_flops=peak_flops(name), warmup=args.warmup, repeats=args.repeats,
                   date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), tables=[])
-    out = args.out or REPO / "results" / "bench" / f"{name.replace(' ', '_')}.json"
+    out = args.out or BENCH_DIR / f"{name.replace(' ', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     for table in args.tables:  # written after each table, so a cut-off run keeps what it measured
         report["tables"].append(bench_table(table, device, args.warmup, args.repeats, args.variants))

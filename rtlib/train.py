@@ -29,7 +29,9 @@ import torch
 from torch import nn
 
 from .configs import RunConfig, Schedule, check_settings
+from .models import build_model
 from .models.local_rnn import enable_compile
+from .paths import REPO
 from .run_folder import (RunFolder, copy_record, load_checkpoint, load_weights, read_record, safe_child,
                          writable_folder)
 from .runtime import compile_plan, resolve_compile
@@ -140,7 +142,7 @@ def git_commit() -> str:
     where the project is not a checkout of its own (say, a copy inside another repository)."""
     if os.environ.get("RTLIB_GIT_COMMIT"):
         return os.environ["RTLIB_GIT_COMMIT"]
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
@@ -235,7 +237,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, device: str | None = None, com
         amp = autocast_dtype(cfg.train.precision, run_device)
         seed_all(cfg.train.seed)
         protocol = make_protocol(cfg, run_device, data_dir)
-        model = protocol.build_model().to(run_device)
+        model = build_model(cfg, protocol.shape).to(run_device)
         optimizer = make_optimizer(cfg, model)
         scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
         state = TrainState()

@@ -9,7 +9,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from rtlib import plots, toys  # noqa: E402
+from rtlib import bench_results, plots, toys  # noqa: E402
 from rtlib.models import RTransformer, Transformer  # noqa: E402
 
 
@@ -173,7 +173,7 @@ def test_layer_costs_count_sequential_steps_and_flops():
 
 
 def test_load_gpu_bench_reads_the_bench_format_and_tolerates_none(tmp_path):
-    assert toys.load_gpu_bench(tmp_path).empty
+    assert bench_results.load_gpu_bench(tmp_path).empty
     report = dict(device="NVIDIA H100", tables=[dict(table=1, task="mnist", variants=dict(
         reference=dict(median_ms=30.0, peak_memory_bytes=2**30),
         fast=dict(median_ms=10.0, speedup_vs_reference=3.0, peak_memory_bytes=2**29),
@@ -184,13 +184,13 @@ def test_load_gpu_bench_reads_the_bench_format_and_tolerates_none(tmp_path):
         local_rnn_matmuls_ms=1.15, bound_ms=3.85, speedup_vs_reference=5.9,
         bound_speedup_vs_reference=8.8, mfu=0.18, bound_mfu=0.28)})
     (tmp_path / "bound_h100.json").write_text(json.dumps(bound))
-    bench = toys.load_gpu_bench(tmp_path).set_index(["file", "variant"])
+    bench = bench_results.load_gpu_bench(tmp_path).set_index(["file", "variant"])
     assert bench.loc[("h100.json", "fast"), "speedup"] == 3.0
     assert bench.loc[("h100.json", "reference"), "peak_memory_mib"] == 1024
     assert len(bench) == 2  # the failed variant and the bound's file are left out
-    bounds = toys.load_local_rnn_bounds(tmp_path).set_index("table")
+    bounds = bench_results.load_local_rnn_bounds(tmp_path).set_index("table")
     assert bounds.loc[3, "bound_ms"] == 3.85 and bounds.loc[3, "task"] == "ptb-char"
-    assert toys.load_local_rnn_bounds(tmp_path / "h100.json").empty  # no bound_*.json there
+    assert bench_results.load_local_rnn_bounds(tmp_path / "h100.json").empty  # no bound_*.json there
 
 
 def test_intuition_figures_draw():
@@ -214,17 +214,17 @@ def test_intuition_figures_draw():
 
 def test_bench_tables_read_as_words_and_never_show_nan():
     frame = pd.DataFrame({"bound_ms": [1.0], "speedup": [float("nan")]})
-    assert toys.readable(frame).to_dict("records") == [{"bound (ms)": 1.0, "speed-up": "–"}]
+    assert bench_results.readable(frame).to_dict("records") == [{"bound (ms)": 1.0, "speed-up": "–"}]
 
 
 def test_load_music_epochs_reads_the_epoch_timings(tmp_path):
-    assert toys.load_music_epochs(tmp_path).empty
+    assert bench_results.load_music_epochs(tmp_path).empty
     epoch = {"reference": dict(epoch_s=10.0, steps=694, speedup_vs_reference=1.0),
              "fast, 8 tunes a step": dict(epoch_s=0.5, steps=87, speedup_vs_reference=20.0),
              "speedup_per_epoch": 20.0}
     (tmp_path / "gpu.json").write_text(json.dumps(dict(device="GPU", tables=[
         dict(table=1, variants={}), dict(table=2, variants={}, epoch=epoch)])))
     (tmp_path / "equivalence.json").write_text(json.dumps(dict(tables={"1": dict(grad_rel_error=1e-6)})))
-    epochs = toys.load_music_epochs(tmp_path).set_index("setup")
+    epochs = bench_results.load_music_epochs(tmp_path).set_index("setup")
     assert epochs.loc["fast, 8 tunes a step", "speedup"] == 20.0
     assert len(epochs) == 2 and epochs.loc["reference", "steps"] == 694
