@@ -138,13 +138,21 @@ def _add_rnn_rows(family: str, hidden_sizes: dict[str, int], num_layers: int, dr
             head=dict(head), train=train, source=given + OURS)
 
 
+def _add_attention_rows(family: str, rtransformer: RTransformerConfig, train: TrainSettings, source: str,
+                        head: dict[str, Any] | None = None) -> None:
+    """The R-Transformer row and the Transformer row of its sizes: the paper's Transformer rows
+    drop the LocalRNN sublayers and keep everything else."""
+    transformer = TransformerConfig(d_model=rtransformer.d_model, levels=rtransformer.levels,
+                                    heads=rtransformer.heads, dropout=rtransformer.dropout)
+    for model, backbone in (("rtransformer", rtransformer), ("transformer", transformer)):
+        PAPER[family, model] = Row(backbone=backbone, head=dict(head or {}), train=train, source=source)
+
+
 _mnist_train = TrainSettings(optimizer="adam", lr=1e-3, lr_grid=(1e-3,), grad_clip=None,
                              batch_size=32, eval_batch_size=32, epochs=50, schedule=MNIST_STEP)
-PAPER["mnist", "rtransformer"] = Row(
-    backbone=RTransformerConfig(d_model=32, levels=8, heads=2, dropout=0.05, n_local=2, window=7, cell="gru"),
+_add_attention_rows(
+    "mnist", RTransformerConfig(d_model=32, levels=8, heads=2, dropout=0.05, n_local=2, window=7, cell="gru"),
     train=_mnist_train, source=RELEASED)
-PAPER["mnist", "transformer"] = Row(
-    backbone=TransformerConfig(d_model=32, levels=8, heads=2, dropout=0.05), train=_mnist_train, source=RELEASED)
 PAPER["mnist", "tcn"] = Row(
     backbone=TCNConfig(channels=[25] * 8, kernel_size=7, dropout=0.05),
     train=TrainSettings(optimizer="adam", lr=2e-3, lr_grid=(2e-3,), grad_clip=None, batch_size=64,
@@ -164,12 +172,9 @@ MUSIC_CLIP = ("the released script calls clip_grad_norm_ before backward(), so i
 _music_train = TrainSettings(optimizer="sgd", lr=5e-5, lr_grid=(5e-4, 5e-5, 5e-6), grad_clip=0.15,
                              clip_before_backward=True, batch_size=1, eval_batch_size=1,
                              epochs=100, schedule=MUSIC_PLATEAU)
-PAPER["nottingham", "rtransformer"] = Row(
-    backbone=RTransformerConfig(d_model=160, levels=3, heads=4, dropout=0.1, n_local=1, window=6, cell="gru"),
+_add_attention_rows(
+    "nottingham", RTransformerConfig(d_model=160, levels=3, heads=4, dropout=0.1, n_local=1, window=6, cell="gru"),
     train=_music_train, source=f"{RELEASED}; {MUSIC_CLIP}")
-PAPER["nottingham", "transformer"] = Row(
-    backbone=TransformerConfig(d_model=160, levels=3, heads=4, dropout=0.1), train=_music_train,
-    source=f"{RELEASED}; {MUSIC_CLIP}")
 PAPER["nottingham", "tcn"] = Row(
     backbone=TCNConfig(channels=[150] * 4, kernel_size=5, dropout=0.25),
     train=TrainSettings(optimizer="adam", lr=1e-3, lr_grid=(1e-3,), grad_clip=0.2, clip_before_backward=True,
@@ -182,13 +187,9 @@ _add_rnn_rows("nottingham", dict(lstm=252, gru=294, rnn=514), 2, 0.1, {},
 _char_train = TrainSettings(optimizer="sgd", lr=2.0, lr_grid=(1.0, 2.0, 3.0), grad_clip=0.15,
                             batch_size=16, eval_batch_size=1, epochs=100, schedule=CHAR_PLATEAU,
                             seq_len=400, scored=320)
-_char_head = dict(emb_dropout=0.15, tied=True, init="uniform", init_scale=0.1)
-PAPER["ptb-char", "rtransformer"] = Row(
-    backbone=RTransformerConfig(d_model=512, levels=3, heads=8, dropout=0.15, n_local=1, window=7, cell="gru"),
-    head=_char_head, train=_char_train, source=RELEASED)
-PAPER["ptb-char", "transformer"] = Row(
-    backbone=TransformerConfig(d_model=512, levels=3, heads=8, dropout=0.15), head=_char_head,
-    train=_char_train, source=RELEASED)
+_add_attention_rows(
+    "ptb-char", RTransformerConfig(d_model=512, levels=3, heads=8, dropout=0.15, n_local=1, window=7, cell="gru"),
+    head=dict(emb_dropout=0.15, tied=True, init="uniform", init_scale=0.1), train=_char_train, source=RELEASED)
 PAPER["ptb-char", "tcn"] = Row(
     backbone=TCNConfig(input_size=100, channels=[450, 450, 100], kernel_size=3, dropout=0.1),
     head=dict(emb_dropout=0.1, tied=True, init="uniform", init_scale=0.1),
@@ -205,13 +206,9 @@ _add_rnn_rows("ptb-char", dict(lstm=600, gru=692, rnn=1198), 2, 0.1,
 _word_train = TrainSettings(optimizer="sgd", lr=2.0, lr_grid=(1.0, 2.0, 3.0), grad_clip=0.35,
                             batch_size=16, eval_batch_size=10, epochs=100, schedule=WORD_PLATEAU,
                             seq_len=80, scored=40)
-_word_head = dict(emb_dropout=0.15, tied=True, init="normal", init_scale=0.01)
-PAPER["ptb-word", "rtransformer"] = Row(
-    backbone=RTransformerConfig(d_model=128, levels=3, heads=8, dropout=0.35, n_local=1, window=9, cell="lstm"),
-    head=_word_head, train=_word_train, source=RELEASED)
-PAPER["ptb-word", "transformer"] = Row(
-    backbone=TransformerConfig(d_model=128, levels=3, heads=8, dropout=0.35), head=_word_head,
-    train=_word_train, source=RELEASED)
+_add_attention_rows(
+    "ptb-word", RTransformerConfig(d_model=128, levels=3, heads=8, dropout=0.35, n_local=1, window=9, cell="lstm"),
+    head=dict(emb_dropout=0.15, tied=True, init="normal", init_scale=0.01), train=_word_train, source=RELEASED)
 PAPER["ptb-word", "tcn"] = Row(
     backbone=TCNConfig(input_size=600, channels=[600] * 4, kernel_size=3, dropout=0.45),
     head=dict(emb_dropout=0.25, tied=True, init="normal", init_scale=0.01),

@@ -21,6 +21,7 @@ machine (sequential steps, FLOPs) and `time_layers` measures its wall time on th
 """
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -275,13 +276,14 @@ def _train_toy(task, kind, steps, batch_size, lr, seed, num_test, eval_every, **
                 seconds=time.perf_counter() - start, curve=curve, net=model)
 
 
-def describe(accuracy: float, chance: float) -> str:
-    """A verb phrase for a measured accuracy, so that prose follows the numbers."""
+def outcome(accuracy: float, chance: float) -> str:
+    """Where a measured accuracy lies: "solved" (95% or more), "chance" (within 5 points of
+    chance) or "partial"; the chapter words its sentences after it."""
     if accuracy >= 0.95:
-        return "solves it"
+        return "solved"
     if accuracy <= chance + 0.05:
-        return "stays at chance"
-    return "gets only part of it"
+        return "chance"
+    return "partial"
 
 
 def steps_to(curve, level: float = 0.95) -> int | None:
@@ -296,43 +298,35 @@ def model_label(row) -> str:
     return label(row["model"]) + (f" ({levels} layer{'s' if levels > 1 else ''})" if levels != 2 else "")
 
 
-def toy_summary(results: pd.DataFrame, level: float = 0.95) -> str:
-    """What a toy's runs show, in words: per model the mean accuracy ± std over seeds, how many
-    seeds reached `level` and the mean step they did so, and whether every 2-layer model solved
-    it. Sentences follow the numbers (`describe`)."""
+def outcomes(results: pd.DataFrame, level: float = 0.95, keys=("model", "levels")) -> pd.DataFrame:
+    """One row per model (per `keys`, in the order first run): its label, what its last position
+    sees, its parameters, test accuracy as mean and std over seeds (0 for one seed), the seeds
+    run, how many reached `level` and their mean step (NaN where none did), and its `outcome`."""
     chance = results["chance"].iloc[0]
-    lines, solved = [], []
-    for (model, levels), rows in results.groupby(["model", "levels"], sort=False):
-        mean, std = rows["accuracy"].mean(), rows["accuracy"].std(ddof=1) if len(rows) > 1 else 0.0
-        reached = [steps_to(curve, level) for curve in rows["curve"]]
-        hits = [step for step in reached if step is not None]
-        when = f", at step {sum(hits) / len(hits):.0f} on average" if hits else ""
-        name = model_label(rows.iloc[0])
-        lines.append(f"- {name}: {100 * mean:.1f} ± {100 * std:.1f}% over {len(rows)} seed{'s' * (len(rows) > 1)} "
-                     f"({describe(mean, chance)}); {len(hits)} of {len(rows)} seeds reached {100 * level:.0f}%{when}.")
-        if levels == 2:
-            solved.append(mean >= level)
-    head = ("**Every 2-layer model solves it.**" if solved and all(solved) else
-            f"**{sum(solved)} of {len(solved)} 2-layer models solve it.**")
-    return "\n".join([head, "", *lines])
+    rows = []
+    for _, group in results.groupby(list(keys), sort=False):
+        first, mean = group.iloc[0], group["accuracy"].mean()
+        hits = [step for step in (steps_to(curve, level) for curve in group["curve"]) if step is not None]
+        rows.append({**{key: first[key] for key in keys}, "label": model_label(first),
+                     "receptive_field": first["receptive_field"], "parameters": first["parameters"],
+                     "mean": mean, "std": group["accuracy"].std(ddof=1) if len(group) > 1 else 0.0,
+                     "seeds": len(group), "hits": len(hits), "mean_step": sum(hits) / len(hits) if hits else math.nan,
+                     "outcome": outcome(mean, chance)})
+    return pd.DataFrame(rows)
 
 
 def summary_table(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """One row per model (and window, where several were run): what its last position sees, its
     parameters, test accuracy as mean ± std over seeds, and how many seeds reached `level`,
     at which step on average."""
-    keys = ["model", "levels"] + (["window"] if results.groupby(["model", "levels"])["window"].nunique().max() > 1 else [])
-    rows = []
-    for _, group in results.groupby(keys, sort=False):
-        first = group.iloc[0]
-        hits = [step for step in (steps_to(curve, level) for curve in group["curve"]) if step is not None]
-        spread = f" ± {100 * group['accuracy'].std(ddof=1):.1f}" if len(group) > 1 else ""
-        rows.append({"model": model_label(first), **({"window M": first["window"]} if "window" in keys else {}),
-                     "inputs seen from the end": first["receptive_field"], "parameters": first["parameters"],
-                     "test accuracy (%)": f"{100 * group['accuracy'].mean():.1f}{spread}",
-                     f"seeds reaching {100 * level:.0f}%": f"{len(hits)} of {len(group)}",
-                     "mean step it did": f"{sum(hits) / len(hits):.0f}" if hits else "–"})
-    return pd.DataFrame(rows)
+    windows = results.groupby(["model", "levels"])["window"].nunique().max() > 1
+    rows = outcomes(results, level, ("model", "levels", "window") if windows else ("model", "levels"))
+    return pd.DataFrame([{"model": row.label, **({"window M": row.window} if windows else {}),
+                          "inputs seen from the end": row.receptive_field, "parameters": row.parameters,
+                          "test accuracy (%)": f"{100 * row.mean:.1f}" + (f" ± {100 * row.std:.1f}" if row.seeds > 1 else ""),
+                          f"seeds reaching {100 * level:.0f}%": f"{row.hits} of {row.seeds}",
+                          "mean step it did": f"{row.mean_step:.0f}" if row.hits else "–"}
+                         for row in rows.itertuples()])
 
 
 def compare(task: ToyTask, kinds, seeds=(0,), **train_args) -> pd.DataFrame:

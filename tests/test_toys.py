@@ -45,17 +45,17 @@ def test_far_order_task_puts_both_events_beyond_the_windows_reach():
     assert toys.receptive_field("local-rnn", 2, 5, 32) < 14 and toys.receptive_field("conv", 2, 5, 32) < 14
 
 
-def test_steps_to_and_the_summary_say_who_solved_it_and_when():
+def test_steps_to_and_the_outcomes_say_who_solved_it_and_when():
     assert toys.steps_to([(10, 0.5), (20, 0.96), (30, 0.99)]) == 20
     assert toys.steps_to([(10, 0.5)]) is None
     results = pd.DataFrame([dict(model=model, levels=2, window=5, accuracy=a, chance=0.5, receptive_field=9,
                                  parameters=100, curve=[(10, 0.5), (20, a)])
                             for model, a in [("conv", 0.97), ("conv", 0.99), ("rtransformer", 0.98)]])
-    text = toys.toy_summary(results)
-    assert text.startswith("**Every 2-layer model solves it.**") and "2 of 2 seeds reached 95%, at step 20" in text
+    conv = toys.outcomes(results).set_index("model").loc["conv"]
+    assert (conv["seeds"], conv["hits"], conv["mean_step"], conv["outcome"]) == (2, 2, 20, "solved")
     table = toys.summary_table(results).set_index("model")
     assert table.loc["causal conv (TCN block)", "test accuracy (%)"] == "98.0 ± 1.4"
-    assert "1 of 2 2-layer models" in toys.toy_summary(results.assign(accuracy=[0.5, 0.5, 0.99]))
+    assert list(toys.outcomes(results.assign(accuracy=[0.5, 0.5, 0.99]))["outcome"]) == ["chance", "solved"]
 
 
 def test_retrieval_task_label_is_the_value_right_after_the_far_marker():
@@ -143,10 +143,10 @@ def test_permute_prefix_keeps_the_last_position_and_the_multiset():
     assert shuffled[0, -1, 0] == 9 and sorted(shuffled.flatten().tolist()) == list(range(10))
 
 
-def test_describe_follows_the_numbers():
-    assert toys.describe(0.99, 0.5) == "solves it"
-    assert toys.describe(0.52, 0.5) == "stays at chance"
-    assert toys.describe(0.8, 0.5) == "gets only part of it"
+def test_the_outcome_follows_the_numbers():
+    assert toys.outcome(0.99, 0.5) == "solved"
+    assert toys.outcome(0.52, 0.5) == "chance"
+    assert toys.outcome(0.8, 0.5) == "partial"
 
 
 def test_time_layers_measures_every_layer_at_every_length_with_its_spread():
