@@ -93,8 +93,8 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (tuples become lists), as run records and checkpoints store it; the
         backbone as `recorded_settings` gives it."""
-        fields_ = {f.name: getattr(self, f.name) for f in fields(self)}
-        plain = {**fields_, "backbone": recorded_settings(self.backbone), "train": asdict(self.train)}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        plain = {**values, "backbone": recorded_settings(self.backbone), "train": asdict(self.train)}
         return json.loads(json.dumps(plain))
 
     @classmethod

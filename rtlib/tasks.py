@@ -12,7 +12,9 @@ Explained in the table chapters (book/table1_mnist.md ... book/table4_ptb_word.m
   per character (the paper's Table 3 calls it NLL), word reports perplexity.
 
 A protocol's batch order is a function of (seed, epoch) alone, so a resumed run can skip to
-the exact batch it stopped at.
+the exact batch it stopped at. A protocol's `shape` says what its model takes and gives;
+`rtlib.models.build_model` builds the model. `music_frequency_nll` and `unigram_metric` score
+what a model that ignores all context would.
 """
 from __future__ import annotations
 
