@@ -11,13 +11,12 @@ import sys
 from pathlib import Path
 
 from .cli import OneLineParser
-from .configs import MODELS, PROFILES, TASKS
+from .paths import RECORDS_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def default_results_dir(profile: str) -> Path:
-    return REPO / "results" / "records" / profile
+    return RECORDS_DIR / profile
 
 
 def folder(text: str) -> Path:
@@ -28,6 +27,8 @@ def folder(text: str) -> Path:
 
 
 def add_train_parser(commands) -> None:
+    from .configs import MODELS, PROFILES, TASKS
+
     parser = commands.add_parser("train", help="train one model on one task")
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--model", required=True, choices=MODELS)
@@ -67,6 +68,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_reproduce_parser(commands) -> None:
+    from .configs import MODELS, PROFILES
     from .reproduce import non_negative_float, parse_gpus, positive_int
     parser = commands.add_parser("reproduce", help="run a table's grid through the run notebook")
     parser.add_argument("--table", required=True, nargs="+", choices=["1", "2", "3", "4", "all"],

@@ -27,11 +27,12 @@ from torch import Tensor, nn
 
 from .cli import OneLineParser
 from .configs import RunConfig
+from .models import build_model
+from .models.config import recorded_settings
 from .models.layers import CausalSelfAttention
+from .paths import ANALYSIS_DIR
 from .models.local_rnn import LocalRNN
 
-REPO = Path(__file__).resolve().parents[1]
-ANALYSIS_DIR = REPO / "results" / "analysis"
 MAX_TOKENS = 64        # language-model and music excerpts: full maps of this many positions
 SIGNIFICANT = 4        # attention weights and saliencies are stored with 4 significant digits
 
@@ -203,7 +204,7 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
         raise RunFolderError(f"{run_dir} has neither best.pt nor checkpoint.pt")
     cfg = RunConfig.from_dict(config)
     protocol = model_protocol(cfg, device, data_dir)
-    model = protocol.build_model().to(device)
+    model = build_model(cfg, protocol.shape).to(device)
     model.load_state_dict(weights)
     return cfg, model.eval(), protocol
 
@@ -252,7 +253,7 @@ def analyze(cfg: RunConfig, model: nn.Module, example: dict[str, Any], device: s
     """The analysis of one model on one example, as plain JSON types."""
     x = example["input"].to(device)
     out: dict[str, Any] = dict(task=cfg.task, model=cfg.model, profile=cfg.profile, variant=cfg.variant,
-                               backbone=cfg.backbone,
+                               backbone=recorded_settings(cfg.backbone),
                                example={k: v for k, v in example.items() if k != "input"},
                                length=int(x.shape[1]))
     with torch.no_grad():
@@ -271,7 +272,7 @@ def analyze(cfg: RunConfig, model: nn.Module, example: dict[str, Any], device: s
             out["maps"] = [[[_rounded(head[i, :i + 1]) for i in range(head.shape[0])] for head in layer]
                            for layer in maps]
     if modules_of(model, LocalRNN):
-        out["window"] = int(cfg.backbone.get("window", 0))
+        out["window"] = int(getattr(cfg.backbone, "window", 0))
         out["saliency"] = {method: _rounded(window_saliency(model, x, method))
                            for method in ("gradient", "occlusion")}
     if not has_attention:
@@ -448,173 +449,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-# ---------------------------------------------------------------------------------------------
-# Settings and sizes of the paper's rows (the model and table chapters)
-
-
-def model_size(task: str, model: str, profile: str = "paper") -> str:
-    """'layers / hidden' of one row's model, as the paper's tables print it."""
-    from .configs import run_config
-
-    backbone = run_config(task, model, profile).backbone
-    if "d_model" in backbone:
-        return f"{backbone['levels']} / {backbone['d_model']}"
-    if "channels" in backbone:
-        return f"{len(backbone['channels'])} / {backbone['channels'][0]}"
-    return f"{backbone['num_layers']} / {backbone['hidden_size']}"
-
-
-def describe_schedule(schedule) -> str:
-    """A `rtlib.configs.Schedule` in words: '÷10 every 10 epochs', '÷2 when the validation loss
-    ≥ the max of the last 5 (after epoch 5)', 'none'."""
-    if schedule.factor == 1:
-        return "none"
-    divide = f"÷{1 / schedule.factor:g}"
-    if schedule.kind == "step":
-        return f"{divide} every {schedule.every} epochs"
-    compare = ">" if schedule.strict else "≥"
-    return (f"{divide} when the validation loss {compare} the max of the last {schedule.window} "
-            f"(after epoch {schedule.after})")
-
-
-def profile_changes(task: str, profile: str = "fast") -> list[str]:
-    """What `profile` changes from the paper profile for `task`'s rows, in words."""
-    from .configs import FAMILY, FAST, PAPER, Schedule
-
-    if profile != "fast":
-        return []
-    changed, why = FAST[FAMILY[task]]
-    paper = PAPER[FAMILY[task], "rtransformer"][2]
-    shown = lambda value: describe_schedule(value) if isinstance(value, Schedule) else f"{value}"
-    return [f"{key}: {shown(getattr(paper, key))} → {shown(value)}" for key, value in changed.items()
-            if getattr(paper, key) != value] + [f"why: {why}"]
-
-
-def config_table(task: str, profile: str = "paper", models=None) -> "pd.DataFrame":
-    """One row per model (its name as the paper prints it): size and training settings for
-    `task` from `rtlib.configs`, under readable headers."""
-    import pandas as pd
-
-    from .configs import MODELS, run_config
-    from .results import model_name
-
-    rows = []
-    for model in models or MODELS:
-        cfg = run_config(task, model, profile)
-        b, t = cfg.backbone, cfg.train
-        window = b.get("window") or b.get("kernel_size")
-        rows.append({"model": model_name(model), "layers / hidden": model_size(task, model, profile),
-                     "heads": b.get("heads", "–"), "window / kernel": window or "–", "cell": b.get("cell", "–"),
-                     "dropout": b.get("dropout"), "optimizer": t.optimizer, "lr": f"{t.lr:g}",
-                     "lr grid": ", ".join(f"{lr:g}" for lr in t.lr_grid),
-                     "gradient clip": f"{t.grad_clip:g}" if t.grad_clip else "none", "batch": t.batch_size,
-                     "epochs": t.epochs, "lr schedule": describe_schedule(t.schedule)})
-    return pd.DataFrame(rows)
-
-
-def paper_protocol(task: str, model: str, profile: str = "paper", data_dir=None):
-    """The task protocol of one row with tiny data slices: for its model, vocabulary and
-    windows, not for training."""
-    from .configs import run_config
-    from .tasks import model_protocol
-
-    return model_protocol(run_config(task, model, profile), "cpu", data_dir)
-
-
-def build_paper_model(task: str, model: str, profile: str = "paper", data_dir=None) -> nn.Module:
-    """The model of one row, built by its task protocol (data are only read for the vocabulary)."""
-    return paper_protocol(task, model, profile, data_dir).build_model()
-
-
-def released_dead_parameters(backbone: dict[str, Any]) -> int:
-    """Parameters the released R-Transformer builds but never uses in `forward`: the stack's
-    LayerNorm and feed-forward network, and one Linear(d, d) (+ReLU) output layer per LocalRNN."""
-    from .models.layers import FeedForward, ReleasedLayerNorm
-
-    d = backbone["d_model"]
-    dead = [ReleasedLayerNorm(d), FeedForward(d, 0.0)]
-    dead += [nn.Linear(d, d) for _ in range(backbone["levels"] * backbone.get("n_local", 1))]
-    return sum(p.numel() for module in dead for p in module.parameters())
-
-
-def parameter_counts(models=("rtransformer", "transformer"), data_dir=None) -> "pd.DataFrame":
-    """Parameters of each table's paper-sized models; for the R-Transformer also the count the
-    released code would print (used + dead modules)."""
-    import pandas as pd
-
-    from .configs import TABLE_TASKS, run_config
-
-    rows = []
-    for table, task in TABLE_TASKS.items():
-        for model in models:
-            backbone = run_config(task, model, "paper").backbone
-            used = sum(p.numel() for p in build_paper_model(task, model, data_dir=data_dir).parameters())
-            dead = released_dead_parameters(backbone) if model == "rtransformer" else 0
-            rows.append(dict(table=table, task=task, model=model,
-                             size=f"{backbone['levels']} / {backbone['d_model']}",
-                             parameters=used, released_prints=used + dead if dead else None))
-    return pd.DataFrame(rows).astype({"released_prints": "Int64"})
-
-
-PARTS = (("LocalRNN", ".rnn."), ("attention", (".qkv.", ".out.")), ("feed-forward", ".net."),
-         ("LayerNorm", ".norm."))
-
-
-def parameter_breakdown(model: nn.Module) -> dict[str, int]:
-    """Parameters per component: LocalRNN, attention, feed-forward, LayerNorm, input/output
-    (embeddings, encoders, decoders; a tied decoder is counted once)."""
-    counts = {name: 0 for name, _ in PARTS} | {"input/output": 0}
-    for name, parameter in model.named_parameters():  # shared (tied) tensors appear once
-        part = next((part for part, keys in PARTS
-                     if any(key in f".{name}" for key in ((keys,) if isinstance(keys, str) else keys))),
-                    "input/output")
-        counts[part] += parameter.numel()
-    return counts
-
-
-def breakdown_sentence(breakdown: "pd.DataFrame") -> str:
-    """Markdown: per table (a column of `parameter_breakdown` counts), which part holds the most
-    of a block's parameters and its share, and the input/output layers' share of the model."""
-    lines = []
-    for column in breakdown.columns:
-        counts = breakdown[column]
-        blocks = counts.drop(index="input/output")
-        top = blocks.idxmax()
-        name = {"LocalRNN": "LocalRNN", "feed-forward": "feed-forward network"}.get(top, top)
-        lines.append(f"- {column}: the largest part of the blocks is the {name}, with "
-                     f"{100 * blocks[top] / blocks.sum():.0f}% of their parameters (" + ", ".join(f"{part} {100 * value / blocks.sum():.0f}%" for part, value
-                                                  in blocks.drop(index=top).items()) + "); the input and output "
-                     f"layers hold {100 * counts['input/output'] / counts.sum():.0f}% of the model.")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reference points for the table chapters: what a model that ignores all context scores
-
-
-def music_frequency_nll(name: str = "nottingham", data_dir=None) -> float:
-    """Test NLL per time step (nats, summed over 88 keys) of a model that predicts every key
-    independently with its training frequency, ignoring time altogether."""
-    from .data import load_music
-
-    train = torch.cat(load_music(name, "train", data_dir))
-    p = train.mean(0).clamp(1e-6, 1 - 1e-6)  # (88,)
-    test = torch.cat([tune[1:] for tune in load_music(name, "test", data_dir)])  # predicted steps
-    nll = -(test * p.log() + (1 - test) * (1 - p).log()).sum(1)
-    return float(nll.mean())
-
-
-def unigram_metric(level: str, data_dir=None) -> float:
-    """Test bits per character (level "char") or perplexity (level "word") of the training
-    unigram distribution: the score of a model that ignores all context."""
-    import math
-
-    from .data import load_ptb
-
-    corpus = load_ptb(level, data_dir)
-    counts = torch.bincount(corpus.train, minlength=corpus.vocab_size).double() + 1  # add-one
-    log_p = (counts / counts.sum()).log()
-    nats = float(-log_p[corpus.test].mean())
-    return nats / math.log(2) if level == "char" else math.exp(nats)

@@ -30,13 +30,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .cli import OneLineParser
 from .configs import MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
+from .models import build_model
+from .models.config import recorded_settings
 from .models.local_rnn import LocalRNN
+from .paths import BENCH_DIR
 from .run_folder import atomic_write_json, git_commit
 from .runtime import Runtime, autocast_dtype, device_name, resolve_compile
 from .step import GRAPH_LENGTH_MULTIPLE, autocast, clip_norm, make_optimizer, make_step
 from .tasks import TASKS, make_protocol, model_protocol
 
-REPO = Path(__file__).resolve().parents[1]
 # Dense bf16 tensor-core peaks (no sparsity) by GPU name, for MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
 REFERENCE_VARIANT = "local_rnn_impl=reference,attention_impl=explicit"
@@ -62,7 +64,7 @@ class StepRunner:
         self.cfg, self.device, self.kind = cfg, device, TASKS[cfg.task].kind
         # the protocol gives the model, the vocabulary and the loss (and, if asked, the data)
         self.protocol = make_protocol(cfg, device) if real_data else model_protocol(cfg, device)
-        self.model = self.protocol.build_model().to(device)
+        self.model = build_model(cfg, self.protocol.shape).to(device)
         self.amp = autocast_dtype(precision, device)
         self.optimizer = make_optimizer(cfg.train.optimizer, self.model.parameters(), cfg.train.lr, fused)
         # music batches are lists of tunes; every batch below is a tuple of tensors
@@ -247,7 +249,7 @@ def bench_table(table: int, device: torch.device, warmup: int, repeats: int,
     task = TABLE_TASKS[table]
     cfg = run_config(task, "rtransformer", "paper")
     result: dict[str, Any] = dict(table=table, task=task, batch_size=cfg.train.batch_size,
-                                  backbone=cfg.backbone, variants={})
+                                  backbone=recorded_settings(cfg.backbone), variants={})
     for name in variants:
         try:
             timing = timed_variant(cfg, name, device, warmup, repeats, count_flops=name == "fast")
@@ -427,9 +429,9 @@ def local_rnn_matmuls(cfg: RunConfig, batch: int, length: int, device: torch.dev
     over all steps. Random operands of the real shapes; the results are thrown away.
     """
     backbone = cfg.backbone
-    d, window = backbone["d_model"], backbone["window"]
-    gates = GATES[backbone["cell"]] * d
-    local_rnns = backbone["levels"] * backbone["n_local"]
+    d, window = backbone.d_model, backbone.window
+    gates = GATES[backbone.cell] * d
+    local_rnns = backbone.levels * backbone.n_local
     windows, padded = batch * length, batch * (length + window - 1)
 
     def operand(*shape: int) -> torch.Tensor:
@@ -524,10 +526,10 @@ def dropout_masks_vary(cfg: RunConfig, mode: str, device: torch.device,
                        data_dir: Path | None = None) -> bool | None:
     """Two training steps of `mode` on one batch with lr 0: do their losses differ, as fresh
     dropout masks make them? None where the model has no dropout."""
-    if not (cfg.backbone.get("dropout") or cfg.head.get("emb_dropout")):
+    if not (cfg.backbone.dropout or cfg.head.get("emb_dropout")):
         return None
     protocol = model_protocol(cfg, device, data_dir)
-    model = protocol.build_model().to(device).train()
+    model = build_model(cfg, protocol.shape).to(device).train()
     optimizer = make_optimizer("sgd", model.parameters(), 0.0, fused=device.type == "cuda")
     step = make_step(model, protocol.tensor_loss, optimizer, None, mode=resolve_compile(mode, cfg.model, device),
                      inputs=protocol.as_tensors)
@@ -544,7 +546,7 @@ def _small_eval(task: str) -> int:
 def _write_check(out: Path | None, kind: str, device: torch.device, **results: Any) -> None:
     """A check's JSON, by default results/bench/<kind>_<gpu>.json."""
     name = device_name(device)
-    out = out or REPO / "results" / "bench" / f"{kind}_{name.replace(' ', '_')}.json"
+    out = out or BENCH_DIR / f"{kind}_{name.replace(' ', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, dict(device=name, torch_version=torch.__version__, git_commit=git_commit(),
                                 **results))
@@ -631,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     report = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(),
                   peak_bf16_flops=peak_flops(name), warmup=args.warmup, repeats=args.repeats,
                   date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), tables=[])
-    out = args.out or REPO / "results" / "bench" / f"{name.replace(' ', '_')}.json"
+    out = args.out or BENCH_DIR / f"{name.replace(' ', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     for table in args.tables:  # written after each table, so a cut-off run keeps what it measured
         report["tables"].append(bench_table(table, device, args.warmup, args.repeats, args.variants))

@@ -21,7 +21,8 @@ import os
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from .paths import BOOK_DIR
+
 REPO_URL = "https://github.com/r-transformer-book/r-transformer-book"
 SMOKE_ENV = "RTLIB_SMOKE"
 MISSING = "–"  # how tables show a value that is not there (pandas: NaN, <NA>, None)
@@ -117,16 +118,6 @@ def setup(dpi: int = 110) -> bool:
     return smoke_mode()
 
 
-def repo_relative(path: str | Path) -> str:
-    """`path` relative to the repository when it lies inside it (pages never show the build
-    machine's folders), else as given."""
-    path = Path(path)
-    try:
-        return path.resolve().relative_to(REPO).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def badge(name: str) -> str:
     """The Colab badge of notebooks/<name>.ipynb, as a Markdown image link."""
     github = REPO_URL.removeprefix("https://github.com/")
@@ -153,7 +144,7 @@ def with_setup_cell(name: str, text: str) -> str:
     return text[:start] + f"{CODE_CELL}:tags: [hide-cell]\n\n{SETUP_CELL}\n```\n\n" + rest
 
 
-def write_setup_cells(book: str | Path = REPO / "book") -> list[str]:
+def write_setup_cells(book: str | Path = BOOK_DIR) -> list[str]:
     """Update every book/*.md by `with_setup_cell`; returns the names of the files it changed."""
     changed = []
     for source in sorted(Path(book).glob("*.md")):

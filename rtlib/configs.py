@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from .models import (BACKBONE_CONFIGS, BackboneConfig, LanguageModel, RNNConfig, RTransformerConfig,
+                     TCNConfig, TransformerConfig)
+from .models.config import recorded_settings
+from .models.heads import EMBEDDING_INITS
+from .models.layers import ATTENTION_IMPLS, LAYER_NORMS, NORM_POSITIONS
+from .models.local_rnn import CELLS, IMPLS
+from .models.transformer import POSITIONS
 
 TASKS = ("mnist", "pmnist", "nottingham", "jsb", "muse", "piano", "ptb-char", "ptb-word")
 MODELS = ("rtransformer", "transformer", "tcn", "rnn", "gru", "lstm")
@@ -62,11 +70,20 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class Row:
+    """One table x model row of the paper profile and where its settings come from."""
+    backbone: BackboneConfig
+    train: TrainSettings
+    source: str
+    head: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the task head
+
+
+@dataclass(frozen=True)
 class RunConfig:
     task: str
     model: str
     profile: str
-    backbone: dict[str, Any]          # keyword arguments of the backbone class
+    backbone: BackboneConfig          # the config dataclass of the model (rtlib.models)
     head: dict[str, Any]              # keyword arguments of the task head
     train: TrainSettings
     source: str                       # where the paper settings come from
@@ -74,15 +91,20 @@ class RunConfig:
     variant: str = ""                 # ablation tag, "" for the row as configured
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types (tuples become lists), as run records and checkpoints store it."""
-        return json.loads(json.dumps(asdict(self)))
+        """Plain JSON types (tuples become lists), as run records and checkpoints store it; the
+        backbone as `recorded_settings` gives it."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        plain = {**values, "backbone": recorded_settings(self.backbone), "train": asdict(self.train)}
+        return json.loads(json.dumps(plain))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
         train = {key: value for key, value in data["train"].items() if key not in RUNTIME_KEYS}
         train["schedule"] = Schedule(**train["schedule"])
         train["lr_grid"] = tuple(train["lr_grid"])
-        return cls(**{**data, "train": TrainSettings(**train), "changes": tuple(data["changes"])})
+        backbone = BACKBONE_CONFIGS[data["model"]](**data["backbone"])
+        return cls(**{**data, "backbone": backbone, "train": TrainSettings(**train),
+                      "changes": tuple(data["changes"])})
 
 
 # Settings that once lived in TrainSettings and are now the engine's (rtlib.runtime): older
@@ -101,13 +123,8 @@ CHAR_PLATEAU = Schedule(factor=0.1, after=5, window=3, strict=True)
 WORD_PLATEAU = Schedule(factor=0.5, after=5, window=5, strict=False)
 NO_DECAY = Schedule(kind="step", factor=1.0, every=1)
 
-
-def _attention(d_model, levels, heads, dropout, **extra):
-    return dict(d_model=d_model, levels=levels, heads=heads, dropout=dropout, **extra)
-
-
-# (family, model) -> (backbone, head, train, source). Backbone keys follow the model class.
-PAPER: dict[tuple[str, str], tuple[dict, dict, TrainSettings, str]] = {}
+# (family, model) -> its row
+PAPER: dict[tuple[str, str], Row] = {}
 
 
 def _add_rnn_rows(family: str, hidden_sizes: dict[str, int], num_layers: int, dropout: float,
@@ -116,19 +133,31 @@ def _add_rnn_rows(family: str, hidden_sizes: dict[str, int], num_layers: int, dr
     count; `lstm_table` names the table that gives the LSTM's size, where one does."""
     for cell, hidden in hidden_sizes.items():
         given = f"LSTM size from the paper (Table {lstm_table}); " if cell == "lstm" and lstm_table else ""
-        PAPER[family, cell] = (dict(hidden_size=hidden, num_layers=num_layers, dropout=dropout),
-                               dict(head), train, given + OURS)
+        PAPER[family, cell] = Row(
+            backbone=RNNConfig(hidden_size=hidden, num_layers=num_layers, dropout=dropout),
+            head=dict(head), train=train, source=given + OURS)
+
+
+def _add_attention_rows(family: str, rtransformer: RTransformerConfig, train: TrainSettings, source: str,
+                        head: dict[str, Any] | None = None) -> None:
+    """The R-Transformer row and the Transformer row of its sizes: the paper's Transformer rows
+    drop the LocalRNN sublayers and keep everything else."""
+    transformer = TransformerConfig(d_model=rtransformer.d_model, levels=rtransformer.levels,
+                                    heads=rtransformer.heads, dropout=rtransformer.dropout)
+    for model, backbone in (("rtransformer", rtransformer), ("transformer", transformer)):
+        PAPER[family, model] = Row(backbone=backbone, head=dict(head or {}), train=train, source=source)
+
 
 _mnist_train = TrainSettings(optimizer="adam", lr=1e-3, lr_grid=(1e-3,), grad_clip=None,
                              batch_size=32, eval_batch_size=32, epochs=50, schedule=MNIST_STEP)
-PAPER["mnist", "rtransformer"] = (
-    _attention(32, 8, 2, 0.05, n_local=2, window=7, cell="gru"), {}, _mnist_train, RELEASED)
-PAPER["mnist", "transformer"] = (_attention(32, 8, 2, 0.05), {}, _mnist_train, RELEASED)
-PAPER["mnist", "tcn"] = (
-    dict(channels=[25] * 8, kernel_size=7, dropout=0.05), {},
-    TrainSettings(optimizer="adam", lr=2e-3, lr_grid=(2e-3,), grad_clip=None, batch_size=64,
-                  eval_batch_size=64, epochs=20, schedule=MNIST_STEP),
-    f"{TCN_SUITE}; pmnist_test.py divides the lr by 10 after every 10th epoch")
+_add_attention_rows(
+    "mnist", RTransformerConfig(d_model=32, levels=8, heads=2, dropout=0.05, n_local=2, window=7, cell="gru"),
+    train=_mnist_train, source=RELEASED)
+PAPER["mnist", "tcn"] = Row(
+    backbone=TCNConfig(channels=[25] * 8, kernel_size=7, dropout=0.05),
+    train=TrainSettings(optimizer="adam", lr=2e-3, lr_grid=(2e-3,), grad_clip=None, batch_size=64,
+                        eval_batch_size=64, epochs=20, schedule=MNIST_STEP),
+    source=f"{TCN_SUITE}; pmnist_test.py divides the lr by 10 after every 10th epoch")
 _add_rnn_rows("mnist", dict(lstm=130, gru=150, rnn=260), 1, 0.0, {},
               TrainSettings(optimizer="adam", lr=1e-3, lr_grid=(1e-4, 1e-3, 2e-3), grad_clip=1.0,
                             batch_size=64, eval_batch_size=64, epochs=20, schedule=NO_DECAY),
@@ -143,16 +172,14 @@ MUSIC_CLIP = ("the released script calls clip_grad_norm_ before backward(), so i
 _music_train = TrainSettings(optimizer="sgd", lr=5e-5, lr_grid=(5e-4, 5e-5, 5e-6), grad_clip=0.15,
                              clip_before_backward=True, batch_size=1, eval_batch_size=1,
                              epochs=100, schedule=MUSIC_PLATEAU)
-PAPER["nottingham", "rtransformer"] = (
-    _attention(160, 3, 4, 0.1, n_local=1, window=6, cell="gru"), {}, _music_train,
-    f"{RELEASED}; {MUSIC_CLIP}")
-PAPER["nottingham", "transformer"] = (_attention(160, 3, 4, 0.1), {}, _music_train,
-                                      f"{RELEASED}; {MUSIC_CLIP}")
-PAPER["nottingham", "tcn"] = (
-    dict(channels=[150] * 4, kernel_size=5, dropout=0.25), {},
-    TrainSettings(optimizer="adam", lr=1e-3, lr_grid=(1e-3,), grad_clip=0.2, clip_before_backward=True,
-                  batch_size=1, eval_batch_size=1, epochs=100, schedule=MUSIC_PLATEAU),
-    f"{TCN_SUITE}; music_test.py {MUSIC_CLIP.removeprefix('the released script ')}")
+_add_attention_rows(
+    "nottingham", RTransformerConfig(d_model=160, levels=3, heads=4, dropout=0.1, n_local=1, window=6, cell="gru"),
+    train=_music_train, source=f"{RELEASED}; {MUSIC_CLIP}")
+PAPER["nottingham", "tcn"] = Row(
+    backbone=TCNConfig(channels=[150] * 4, kernel_size=5, dropout=0.25),
+    train=TrainSettings(optimizer="adam", lr=1e-3, lr_grid=(1e-3,), grad_clip=0.2, clip_before_backward=True,
+                        batch_size=1, eval_batch_size=1, epochs=100, schedule=MUSIC_PLATEAU),
+    source=f"{TCN_SUITE}; music_test.py {MUSIC_CLIP.removeprefix('the released script ')}")
 _add_rnn_rows("nottingham", dict(lstm=252, gru=294, rnn=514), 2, 0.1, {},
               TrainSettings(optimizer="adam", lr=1e-3, lr_grid=(1e-4, 1e-3), grad_clip=0.2,
                             batch_size=1, eval_batch_size=1, epochs=100, schedule=MUSIC_PLATEAU))
@@ -160,16 +187,15 @@ _add_rnn_rows("nottingham", dict(lstm=252, gru=294, rnn=514), 2, 0.1, {},
 _char_train = TrainSettings(optimizer="sgd", lr=2.0, lr_grid=(1.0, 2.0, 3.0), grad_clip=0.15,
                             batch_size=16, eval_batch_size=1, epochs=100, schedule=CHAR_PLATEAU,
                             seq_len=400, scored=320)
-_char_head = dict(emb_dropout=0.15, tied=True, init="uniform", init_scale=0.1)
-PAPER["ptb-char", "rtransformer"] = (
-    _attention(512, 3, 8, 0.15, n_local=1, window=7, cell="gru"), _char_head, _char_train, RELEASED)
-PAPER["ptb-char", "transformer"] = (_attention(512, 3, 8, 0.15), _char_head, _char_train, RELEASED)
-PAPER["ptb-char", "tcn"] = (
-    dict(input_size=100, channels=[450, 450, 100], kernel_size=3, dropout=0.1),
-    dict(emb_dropout=0.1, tied=True, init="uniform", init_scale=0.1),
-    TrainSettings(optimizer="sgd", lr=4.0, lr_grid=(4.0,), grad_clip=0.15, batch_size=32,
-                  eval_batch_size=1, epochs=100, schedule=CHAR_PLATEAU, seq_len=400, scored=320),
-    f"{TCN_SUITE}; char_cnn/model.py initialises the tied embedding U(-0.1, 0.1)")
+_add_attention_rows(
+    "ptb-char", RTransformerConfig(d_model=512, levels=3, heads=8, dropout=0.15, n_local=1, window=7, cell="gru"),
+    head=dict(emb_dropout=0.15, tied=True, init="uniform", init_scale=0.1), train=_char_train, source=RELEASED)
+PAPER["ptb-char", "tcn"] = Row(
+    backbone=TCNConfig(input_size=100, channels=[450, 450, 100], kernel_size=3, dropout=0.1),
+    head=dict(emb_dropout=0.1, tied=True, init="uniform", init_scale=0.1),
+    train=TrainSettings(optimizer="sgd", lr=4.0, lr_grid=(4.0,), grad_clip=0.15, batch_size=32,
+                        eval_batch_size=1, epochs=100, schedule=CHAR_PLATEAU, seq_len=400, scored=320),
+    source=f"{TCN_SUITE}; char_cnn/model.py initialises the tied embedding U(-0.1, 0.1)")
 _add_rnn_rows("ptb-char", dict(lstm=600, gru=692, rnn=1198), 2, 0.1,
               dict(emb_dropout=0.1, tied=True, init="uniform", init_scale=0.1),
               TrainSettings(optimizer="sgd", lr=4.0, lr_grid=(1.0, 4.0, 20.0), grad_clip=0.15,
@@ -180,16 +206,15 @@ _add_rnn_rows("ptb-char", dict(lstm=600, gru=692, rnn=1198), 2, 0.1,
 _word_train = TrainSettings(optimizer="sgd", lr=2.0, lr_grid=(1.0, 2.0, 3.0), grad_clip=0.35,
                             batch_size=16, eval_batch_size=10, epochs=100, schedule=WORD_PLATEAU,
                             seq_len=80, scored=40)
-_word_head = dict(emb_dropout=0.15, tied=True, init="normal", init_scale=0.01)
-PAPER["ptb-word", "rtransformer"] = (
-    _attention(128, 3, 8, 0.35, n_local=1, window=9, cell="lstm"), _word_head, _word_train, RELEASED)
-PAPER["ptb-word", "transformer"] = (_attention(128, 3, 8, 0.35), _word_head, _word_train, RELEASED)
-PAPER["ptb-word", "tcn"] = (
-    dict(input_size=600, channels=[600] * 4, kernel_size=3, dropout=0.45),
-    dict(emb_dropout=0.25, tied=True, init="normal", init_scale=0.01),
-    TrainSettings(optimizer="sgd", lr=4.0, lr_grid=(4.0,), grad_clip=0.35, batch_size=16,
-                  eval_batch_size=10, epochs=100, schedule=WORD_PLATEAU, seq_len=80, scored=40),
-    TCN_SUITE)
+_add_attention_rows(
+    "ptb-word", RTransformerConfig(d_model=128, levels=3, heads=8, dropout=0.35, n_local=1, window=9, cell="lstm"),
+    head=dict(emb_dropout=0.15, tied=True, init="normal", init_scale=0.01), train=_word_train, source=RELEASED)
+PAPER["ptb-word", "tcn"] = Row(
+    backbone=TCNConfig(input_size=600, channels=[600] * 4, kernel_size=3, dropout=0.45),
+    head=dict(emb_dropout=0.25, tied=True, init="normal", init_scale=0.01),
+    train=TrainSettings(optimizer="sgd", lr=4.0, lr_grid=(4.0,), grad_clip=0.35, batch_size=16,
+                        eval_batch_size=10, epochs=100, schedule=WORD_PLATEAU, seq_len=80, scored=40),
+    source=TCN_SUITE)
 _add_rnn_rows("ptb-word", dict(lstm=700, gru=780, rnn=1122), 3, 0.35,
               dict(emb_dropout=0.25, tied=True, init="uniform", init_scale=0.1),
               TrainSettings(optimizer="sgd", lr=20.0, lr_grid=(4.0, 20.0), grad_clip=0.25,
@@ -226,7 +251,7 @@ def _ablations() -> tuple[Ablation, ...]:
     rows += [Ablation(table, "rtransformer", "precision=fp32", "fp32, as released, instead of bf16 autocast")
              for table in TABLE_TASKS]
     for table in (2, 4):
-        released = PAPER[TABLE_TASKS[table], "rtransformer"][0]["window"]
+        released = PAPER[TABLE_TASKS[table], "rtransformer"].backbone.window
         rows.append(Ablation(table, "rtransformer", "norm=post", "post-norm, the paper's Eq. 8"))
         rows += [Ablation(table, "rtransformer", f"window={window}", f"window M={window} "
                           f"(released {released})") for window in (1, 3, 2 * released)]
@@ -238,18 +263,19 @@ def _ablations() -> tuple[Ablation, ...]:
 ABLATIONS = _ablations()
 
 # smoke profile: tiny models, few steps, data slices.
-SMOKE_ATTENTION = dict(d_model=16, levels=2, heads=2)
 SMOKE_TRAIN = dict(epochs=2, max_steps=3, train_limit=256, eval_limit=64, batch_size=4,
                    eval_batch_size=8, precision="fp32")
 
 
-def _smoke_backbone(model: str, backbone: dict[str, Any]) -> dict[str, Any]:
-    if model in ("rtransformer", "transformer"):
-        return {**backbone, **SMOKE_ATTENTION, **({"n_local": 1} if "n_local" in backbone else {})}
-    if model == "tcn":
-        small = {**backbone, "channels": [8] * (len(backbone["channels"]) - 1) + [8]}
-        return {**small, "input_size": 8} if "input_size" in backbone else small
-    return {**backbone, "hidden_size": 16, "num_layers": min(backbone["num_layers"], 2)}
+def _smoke_backbone(backbone: BackboneConfig) -> BackboneConfig:
+    if isinstance(backbone, RTransformerConfig):
+        return replace(backbone, d_model=16, levels=2, heads=2, n_local=1)
+    if isinstance(backbone, TransformerConfig):
+        return replace(backbone, d_model=16, levels=2, heads=2)
+    if isinstance(backbone, TCNConfig):
+        return replace(backbone, channels=[8] * len(backbone.channels),
+                       input_size=None if backbone.input_size is None else 8)
+    return replace(backbone, hidden_size=16, num_layers=min(backbone.num_layers, 2))
 
 
 def run_config(task: str, model: str, profile: str = "smoke", **train_overrides: Any) -> RunConfig:
@@ -259,7 +285,8 @@ def run_config(task: str, model: str, profile: str = "smoke", **train_overrides:
     check_choice("model", model, MODELS)
     check_choice("profile", profile, PROFILES)
     family = FAMILY[task]
-    backbone, head, train, source = PAPER[family, model]
+    row = PAPER[family, model]
+    backbone, train = row.backbone, row.train
     changes: list[str] = []
     if task != family:
         changes.append(f"task {task} is not in the paper: {family}'s settings")
@@ -270,7 +297,7 @@ def run_config(task: str, model: str, profile: str = "smoke", **train_overrides:
         changes.append(f"why: {why}")
         train = replace(train, **fast_train)
     elif profile == "smoke":
-        backbone = _smoke_backbone(model, backbone)
+        backbone = _smoke_backbone(backbone)
         # never more examples a step than the paper: the music rows' summed loss and unclipped
         # SGD (the released rule) diverge on 4 tunes a step
         train = replace(train, **{**SMOKE_TRAIN, "batch_size": min(SMOKE_TRAIN["batch_size"], train.batch_size)},
@@ -278,8 +305,9 @@ def run_config(task: str, model: str, profile: str = "smoke", **train_overrides:
         changes.append("smoke: tiny model, 2 epochs of 3 steps on a data slice")
     given = {key: value for key, value in train_overrides.items() if value is not None}
     train = replace(train, **validated_train_overrides(given))
-    return check_settings(RunConfig(task, model, profile, dict(backbone), dict(head), train, source,
-                                    tuple(changes)))
+    return check_settings(RunConfig(task=task, model=model, profile=profile, backbone=backbone,
+                                    head=dict(row.head), train=train, source=row.source,
+                                    changes=tuple(changes)))
 
 
 def validated_train_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -293,20 +321,20 @@ def validated_train_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_variant(cfg: RunConfig, variant: str) -> RunConfig:
-    """Apply an ablation given as 'key=value,key=value' to backbone, head or train settings."""
+    """Apply an ablation given as 'key=value,key=value' to backbone, head or train settings;
+    each value is read as the type of its field."""
     if not variant:
         return cfg
-    sections: dict[str, dict[str, Any]] = {"backbone": dict(cfg.backbone), "head": dict(cfg.head), "train": {}}
-    allowed = {"backbone": set(cfg.backbone) | set(_backbone_defaults(cfg.model)),
-               "head": set(cfg.head), "train": {f.name for f in fields(TrainSettings)}}
-    given: set[str] = set()
+    types = _setting_types(cfg)
+    allowed = dict(backbone=types["backbone"], head={key: types["head"][key] for key in cfg.head},
+                   train=types["train"])
+    sections: dict[str, dict[str, Any]] = {name: {} for name in allowed}
     for item in variant.split(","):
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"variant item {item!r} is not key=value")
-        if key in given:
+        if any(key in given for given in sections.values()):
             raise ValueError(f"variant key {key!r} is given twice in {variant!r}")
-        given.add(key)
         section = next((name for name, keys in allowed.items() if key in keys), None)
         if key in RUNTIME_KEYS:
             raise ValueError(f"variant key {key!r} is an engine setting, not part of the experiment: "
@@ -314,28 +342,26 @@ def with_variant(cfg: RunConfig, variant: str) -> RunConfig:
         if section is None:
             raise ValueError(f"variant key {key!r} is not a setting of {cfg.model}; allowed: "
                              f"{sorted(set().union(*allowed.values()))}")
-        current = {**_backbone_defaults(cfg.model), **cfg.backbone, **cfg.head, **vars(cfg.train)}.get(key)
-        sections[section][key] = raw if isinstance(current, str) else _parse_value(raw)
-    train = replace(cfg.train, **validated_train_overrides(sections["train"]))
-    return check_settings(replace(cfg, backbone=sections["backbone"], head=sections["head"], train=train,
-                                  variant=variant, changes=cfg.changes + (f"ablation: {variant}",)))
+        sections[section][key] = _parse_setting(raw, allowed[section][key])
+    return check_settings(replace(
+        cfg, backbone=replace(cfg.backbone, **sections["backbone"]), head={**cfg.head, **sections["head"]},
+        train=replace(cfg.train, **sections["train"]), variant=variant,
+        changes=cfg.changes + (f"ablation: {variant}",)))
 
 
-def _backbone_defaults(model: str) -> dict[str, Any]:
-    """Every setting of the attention backbones, with its default (for ablations)."""
-    from .models import RTransformerConfig, TransformerConfig
-    config = {"rtransformer": RTransformerConfig, "transformer": TransformerConfig}.get(model)
-    return asdict(config()) if config else {}
-
-
-def _parse_value(raw: str) -> Any:
-    """'3' -> 3, '0.1' -> 0.1, 'true'/'false' -> bool, 'none' -> None (settings that aren't strings)."""
-    for convert in (int, float):
-        try:
-            return convert(raw)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
+def _parse_setting(raw: str, hint: Any) -> Any:
+    """A variant's text as a setting of type `hint`: 'none' for an optional setting, 'true' or
+    'false', a number, a string. Text that is not of the type stays text, for `check_settings`
+    to name with what is allowed."""
+    if _optional(hint):
+        if raw.lower() == "none":
+            return None
+        hint = next(arg for arg in get_args(hint) if arg is not type(None))
+    readers = {bool: {"true": True, "false": False}.__getitem__, int: int, float: float}
+    try:
+        return readers[hint](raw.lower() if hint is bool else raw) if hint in readers else raw
+    except (KeyError, ValueError):
+        return raw
 
 
 def check_choice(name: str, value: Any, allowed: tuple) -> None:
@@ -377,11 +403,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 def _allowed() -> dict[str, Allowed]:
     """Setting name -> its range or choices, for every section of a config (a name means the
     same in every section it appears in)."""
-    from .models.heads import EMBEDDING_INITS
-    from .models.layers import ATTENTION_IMPLS, LAYER_NORMS, NORM_POSITIONS
-    from .models.local_rnn import CELLS, IMPLS
-    from .models.transformer import POSITIONS
-
     allowed = dict.fromkeys(("batch_size", "eval_batch_size", "epochs", "seq_len", "scored",
                              "train_limit", "eval_limit", "max_steps", "every", "window", "d_model",
                              "levels", "heads", "n_local", "max_len", "kernel_size", "hidden_size",
@@ -399,21 +420,19 @@ def _allowed() -> dict[str, Allowed]:
 
 
 def _setting_types(cfg: RunConfig) -> dict[str, dict[str, Any]]:
-    """Section -> setting -> its annotated type, from the dataclasses and model classes that
-    the config's sections are the keyword arguments of."""
-    from .models import (LanguageModel, RNNModel, RTransformerConfig, TCN,
-                         TransformerConfig)
-    backbone = {"rtransformer": RTransformerConfig, "transformer": TransformerConfig,
-                "tcn": TCN.__init__}.get(cfg.model, RNNModel.__init__)
+    """Section -> setting -> its annotated type, from the dataclasses (and the head class) that
+    the config's sections are made of."""
+    head = {key: hint for key, hint in get_type_hints(LanguageModel.__init__).items()
+            if key not in ("backbone", "vocab_size", "return")}
     return dict(train=get_type_hints(TrainSettings), schedule=get_type_hints(Schedule),
-                backbone=get_type_hints(backbone), head=get_type_hints(LanguageModel.__init__))
+                backbone=get_type_hints(BACKBONE_CONFIGS[cfg.model]), head=head)
 
 
 def check_settings(cfg: RunConfig) -> RunConfig:
     """`cfg` when every setting has its type and lies in its range, else ValueError naming the
     setting, its value and what is allowed. Needs no data and writes nothing."""
     types, allowed = _setting_types(cfg), _allowed()
-    sections = dict(train=vars(cfg.train), schedule=vars(cfg.train.schedule), backbone=cfg.backbone,
+    sections = dict(train=vars(cfg.train), schedule=vars(cfg.train.schedule), backbone=vars(cfg.backbone),
                     head=cfg.head)
     for section, settings in sections.items():
         for key, value in settings.items():
@@ -432,19 +451,20 @@ def _check_together(cfg: RunConfig) -> None:
     train, backbone = cfg.train, cfg.backbone
     if train.seq_len is not None and train.scored is not None and train.scored > train.seq_len:
         raise ValueError(f"scored={train.scored} must be <= seq_len={train.seq_len}")
-    if "heads" in backbone and backbone["d_model"] % backbone["heads"]:
-        raise ValueError(f"heads={backbone['heads']} must divide d_model={backbone['d_model']}")
+    if hasattr(backbone, "heads") and backbone.d_model % backbone.heads:
+        raise ValueError(f"heads={backbone.heads} must divide d_model={backbone.d_model}")
     sizes = _tied_sizes(backbone)
     if cfg.head.get("tied") and sizes is not None and sizes[0] != sizes[1]:
         raise ValueError(f"tied=True needs the backbone's input and output sizes equal, got {sizes}")
 
 
-def _tied_sizes(backbone: dict[str, Any]) -> tuple[int, int] | None:
+def _tied_sizes(backbone: BackboneConfig) -> tuple[int, int] | None:
     """(input size, output size) of a TCN or RNN backbone; None for the attention models (d_model)."""
-    if "channels" in backbone:
-        return backbone.get("input_size"), backbone["channels"][-1]
-    if "hidden_size" in backbone:
-        return backbone.get("input_size", backbone["hidden_size"]), backbone["hidden_size"]
+    if isinstance(backbone, TCNConfig):
+        return backbone.input_size, backbone.channels[-1]
+    if isinstance(backbone, RNNConfig):
+        input_size = backbone.hidden_size if backbone.input_size is None else backbone.input_size
+        return input_size, backbone.hidden_size
     return None
 
 

@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, run_config
-from .results import (CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, RESULTS_DIR, HTMLTable, ablations, cell, cells,
+from .bench_results import load_bench
+from .paths import BATCHES_DIR, BENCH_DIR
+from .results import (CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablations, cell, cells,
                       claims, evidence, fmt, lr_cuts, model_name, ours_text, plural, rounding, select_lr,
                       selections, signed)
+from .tables import paper_protocol, parameter_counts
 from .tasks import TASKS
 
-BATCHES_DIR = RESULTS_DIR / "batches"
-BENCH_DIR = RESULTS_DIR / "bench"
 # The paper's split sizes (§4.3), in thousands of characters / words.
 PAPER_SPLITS = {"char": dict(train=5059, valid=396, test=446), "word": dict(train=888, valid=70, test=79)}
 
@@ -221,11 +222,6 @@ def quick_looks(records: pd.DataFrame) -> HTMLTable:
 # Deviations from the released scripts
 
 
-def load_bench(folder: str | Path = BENCH_DIR) -> list[dict[str, Any]]:
-    """Every benchmark JSON directly in `folder` (the diagnostics below it are not read)."""
-    return [json.loads(path.read_text()) | {"file": path.name} for path in sorted(Path(folder).glob("*.json"))]
-
-
 def _precision_effect(bench: list[dict]) -> str:
     checks = [(data["device"], check) for data in bench if data["file"].startswith("precision_")
               for check in data.get("checks", [])]
@@ -290,8 +286,6 @@ def _eos_effect(data_dir) -> str:
 
 
 def _transformer_sizes(records: pd.DataFrame) -> str:
-    from .analysis import parameter_counts
-
     counts = parameter_counts().pivot(index="table", columns="model", values="parameters")
     return "; ".join(f"Table {t}: {row.transformer:,} vs {row.rtransformer:,} "
                      f"({100 * row.transformer / row.rtransformer:.0f}%)" for t, row in counts.iterrows())
@@ -352,7 +346,6 @@ def load_batches(folder: str | Path = BATCHES_DIR) -> list[dict[str, Any]]:
 @functools.lru_cache(maxsize=None)
 def train_steps(task: str, model: str, data_dir: str | None = None) -> int:
     """Training steps in one epoch of the paper profile."""
-    from .analysis import paper_protocol
     from .data import load_mnist, load_music, load_ptb
 
     train = run_config(task, model, "paper").train

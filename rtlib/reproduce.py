@@ -29,11 +29,11 @@ from typing import Any, Callable, TextIO
 import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
+from .paths import REPO
 from .run_folder import (JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
                          safe_child)
 from .tasks import TASKS
 
-REPO = Path(__file__).resolve().parents[1]
 RUN_NOTEBOOK = REPO / "notebooks" / "run.ipynb"
 FIRST_SEED = 1111
 KERNEL = "python3"

@@ -31,12 +31,11 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .analysis import model_size
 from .configs import ABLATIONS, PROFILES, TABLE_TASKS, run_config
+from .paths import RECORDS_DIR
+from .tables import model_size
 from .tasks import TASKS
 
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
-RECORDS_DIR = RESULTS_DIR / "records"
 PAPER_ORDER = ("rnn", "gru", "lstm", "tcn", "transformer", "rtransformer")  # the paper's rows
 MODEL_NAMES = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM", "tcn": "TCN", "transformer": "Transformer",
                "rtransformer": "R-Transformer"}

@@ -13,13 +13,13 @@ from typing import Any, Callable
 import pandas as pd
 
 from .configs import RunConfig, run_config, with_variant
+from .paths import REPO
 from .results import QUALIFIER, verdict
 from .run_folder import run_id, safe_child
 from .runtime import Runtime, resolve_device
 from .tasks import TASKS, check_sequence_lengths
 from .train import Callback, train
 
-REPO = Path(__file__).resolve().parents[1]
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -46,6 +46,7 @@ import torch
 
 from .configs import RunConfig
 from .data.fetch import remove_orphans, sha256_of
+from .paths import REPO
 
 LOCK, JOB_LOCK = ".lock", ".job.lock"  # the engine's; the batch runner's, for a job's whole life
 # A file by this name asks the run training in the folder to checkpoint and stop at its next
@@ -310,7 +311,7 @@ def git_commit() -> str:
     where the project is not a checkout of its own (say, a copy inside another repository)."""
     if os.environ.get("RTLIB_GIT_COMMIT"):
         return os.environ["RTLIB_GIT_COMMIT"]
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,

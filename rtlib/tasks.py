@@ -12,7 +12,9 @@ Explained in the table chapters (book/table1_mnist.md ... book/table4_ptb_word.m
   per character (the paper's Table 3 calls it NLL), word reports perplexity.
 
 A protocol's batch order is a function of (seed, epoch) alone, so a resumed run can skip to
-the exact batch it stopped at.
+the exact batch it stopped at. A protocol's `shape` says what its model takes and gives;
+`rtlib.models.build_model` builds the model. `music_frequency_nll` and `unigram_metric` score
+what a model that ignores all context would.
 """
 from __future__ import annotations
 
@@ -28,8 +30,7 @@ from torch import Tensor, nn
 from .configs import RunConfig
 from .data import (batchify, load_mnist, load_music, load_ptb, pixel_sequences,
                    pmnist_permutation)
-from .models import (TCN, LanguageModel, PianoRollModel, RNNModel, RTransformer,
-                     SequenceClassifier, Transformer)
+from .models import TaskShape
 
 PMNIST_PERMUTATION_SEED = 0  # one fixed permutation for every pMNIST run; recorded in records
 
@@ -88,7 +89,8 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 class Protocol:
-    """Data, batches, loss and model of one task under one RunConfig."""
+    """Data, batches and loss of one task under one RunConfig; `shape` says what its model
+    takes and gives (`rtlib.models.build_model` builds it)."""
 
     splits: tuple[str, ...] = ("train", "valid", "test")
 
@@ -102,7 +104,8 @@ class Protocol:
     def valid_split(self) -> str | None:
         return "valid" if "valid" in self.splits else None
 
-    def build_model(self) -> nn.Module:
+    @property
+    def shape(self) -> TaskShape:
         raise NotImplementedError
 
     def train_batches(self, epoch: int) -> list[Any]:
@@ -128,25 +131,10 @@ class Protocol:
     def _limit(self, items, limit: int | None):
         return items if limit is None else items[:limit]
 
-    def _backbone(self, in_features: int) -> nn.Module:
-        model, settings = self.cfg.model, dict(self.cfg.backbone)
-        if model == "rtransformer":
-            return RTransformer(**settings)
-        if model == "transformer":
-            return Transformer(**settings)
-        if model == "tcn":
-            settings.setdefault("input_size", in_features)
-            return TCN(**settings)
-        settings.setdefault("input_size", settings["hidden_size"] if in_features is None else in_features)
-        return RNNModel(cell=model, **settings)
-
-    @property
-    def projects_input(self) -> bool:
-        return self.cfg.model in ("rtransformer", "transformer")
-
 
 class ClassifyProtocol(Protocol):
     splits = ("train", "test")
+    shape = TaskShape("classify", in_features=1, out_features=10)  # pixels in, digits out
 
     def __init__(self, cfg: RunConfig, device="cpu", data_dir=None):
         super().__init__(cfg, device, data_dir)
@@ -156,10 +144,6 @@ class ClassifyProtocol(Protocol):
             images, labels = load_mnist(split, data_dir)
             images, labels = self._limit(images, limit), self._limit(labels, limit)
             self.data[split] = (pixel_sequences(images, permutation).to(self.device), labels.to(self.device))
-
-    def build_model(self) -> nn.Module:
-        backbone = self._backbone(1)
-        return SequenceClassifier(backbone, 1, 10, project_input=self.projects_input)
 
     def _batches(self, split: str, order: Tensor, batch_size: int) -> list[tuple[Tensor, Tensor]]:
         inputs, labels = self.data[split]
@@ -185,6 +169,8 @@ class ClassifyProtocol(Protocol):
 
 
 class MusicProtocol(Protocol):
+    shape = TaskShape("music", in_features=88, out_features=88)  # keys in, next keys out
+
     def __init__(self, cfg: RunConfig, device="cpu", data_dir=None):
         super().__init__(cfg, device, data_dir)
         self.data = {}
@@ -192,9 +178,6 @@ class MusicProtocol(Protocol):
             limit = self.train_cfg.train_limit if split == "train" else self.train_cfg.eval_limit
             tunes = self._limit(load_music(cfg.task, split, data_dir), limit)
             self.data[split] = [tune.to(self.device) for tune in tunes if len(tune) > 1]
-
-    def build_model(self) -> nn.Module:
-        return PianoRollModel(self._backbone(88), 88, project_input=self.projects_input)
 
     def collate(self, tunes: list[Tensor], pad_to: int = 1) -> tuple[Tensor, Tensor, Tensor]:
         """(inputs, targets, mask) of a batch of tunes, zero-padded at the end to the longest
@@ -254,8 +237,9 @@ class LanguageModelProtocol(Protocol):
                 limit = self.train_cfg.eval_limit
             self.data[split] = (rows if limit is None else rows[:, :limit]).to(self.device)
 
-    def build_model(self) -> nn.Module:
-        return LanguageModel(self._backbone(None), len(self.vocab), **self.cfg.head)
+    @property
+    def shape(self) -> TaskShape:
+        return TaskShape("lm", in_features=None, out_features=len(self.vocab))  # token ids in and out
 
     def window_starts(self, length: int) -> list[int]:
         """TCN's loop: stride `scored`, skipping windows whose scored part would be empty."""
@@ -304,8 +288,32 @@ def model_protocol(cfg: RunConfig, device: torch.device | str = "cpu",
 
 def check_sequence_lengths(cfg: RunConfig) -> None:
     """A LocalRNN window or TCN receptive field longer than the task's sequence is a config error."""
-    window = cfg.backbone.get("window")
+    window = getattr(cfg.backbone, "window", None)
     length = {"classify": 784, "lm": cfg.train.seq_len}.get(TASKS[cfg.task].kind)
     if window is not None and length is not None and window > length:
         raise ValueError(f"window={window} is larger than the sequence length {length}; "
                          f"allowed: 1..{length}")
+
+
+# ---------------------------------------------------------------------------------------------
+# What a model that ignores all context scores: reference points for the table chapters
+
+
+def music_frequency_nll(name: str = "nottingham", data_dir=None) -> float:
+    """Test NLL per time step (nats, summed over 88 keys) of a model that predicts every key
+    independently with its training frequency, ignoring time altogether."""
+    train = torch.cat(load_music(name, "train", data_dir))
+    p = train.mean(0).clamp(1e-6, 1 - 1e-6)  # (88,)
+    test = torch.cat([tune[1:] for tune in load_music(name, "test", data_dir)])  # predicted steps
+    nll = -(test * p.log() + (1 - test) * (1 - p).log()).sum(1)
+    return float(nll.mean())
+
+
+def unigram_metric(level: str, data_dir=None) -> float:
+    """Test bits per character (level "char") or perplexity (level "word") of the training
+    unigram distribution: the score of a model that ignores all context."""
+    corpus = load_ptb(level, data_dir)
+    counts = torch.bincount(corpus.train, minlength=corpus.vocab_size).double() + 1  # add-one
+    log_p = (counts / counts.sum()).log()
+    nats = float(-log_p[corpus.test].mean())
+    return nats / math.log(2) if level == "char" else math.exp(nats)

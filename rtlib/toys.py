@@ -21,11 +21,10 @@ machine (sequential steps, FLOPs) and `time_layers` measures its wall time on th
 """
 from __future__ import annotations
 
-import json
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -279,13 +278,14 @@ def _train_toy(task, kind, steps, batch_size, lr, seed, num_test, eval_every, **
                 seconds=time.perf_counter() - start, curve=curve, net=model)
 
 
-def describe(accuracy: float, chance: float) -> str:
-    """A verb phrase for a measured accuracy, so that prose follows the numbers."""
+def outcome(accuracy: float, chance: float) -> str:
+    """Where a measured accuracy lies: "solved" (95% or more), "chance" (within 5 points of
+    chance) or "partial"; the chapter words its sentences after it."""
     if accuracy >= 0.95:
-        return "solves it"
+        return "solved"
     if accuracy <= chance + 0.05:
-        return "stays at chance"
-    return "gets only part of it"
+        return "chance"
+    return "partial"
 
 
 def steps_to(curve, level: float = 0.95) -> int | None:
@@ -300,43 +300,35 @@ def model_label(row) -> str:
     return label(row["model"]) + (f" ({levels} layer{'s' if levels > 1 else ''})" if levels != 2 else "")
 
 
-def toy_summary(results: pd.DataFrame, level: float = 0.95) -> str:
-    """What a toy's runs show, in words: per model the mean accuracy ± std over seeds, how many
-    seeds reached `level` and the mean step they did so, and whether every 2-layer model solved
-    it. Sentences follow the numbers (`describe`)."""
+def outcomes(results: pd.DataFrame, level: float = 0.95, keys=("model", "levels")) -> pd.DataFrame:
+    """One row per model (per `keys`, in the order first run): its label, what its last position
+    sees, its parameters, test accuracy as mean and std over seeds (0 for one seed), the seeds
+    run, how many reached `level` and their mean step (NaN where none did), and its `outcome`."""
     chance = results["chance"].iloc[0]
-    lines, solved = [], []
-    for (model, levels), rows in results.groupby(["model", "levels"], sort=False):
-        mean, std = rows["accuracy"].mean(), rows["accuracy"].std(ddof=1) if len(rows) > 1 else 0.0
-        reached = [steps_to(curve, level) for curve in rows["curve"]]
-        hits = [step for step in reached if step is not None]
-        when = f", at step {sum(hits) / len(hits):.0f} on average" if hits else ""
-        name = model_label(rows.iloc[0])
-        lines.append(f"- {name}: {100 * mean:.1f} ± {100 * std:.1f}% over {len(rows)} seed{'s' * (len(rows) > 1)} "
-                     f"({describe(mean, chance)}); {len(hits)} of {len(rows)} seeds reached {100 * level:.0f}%{when}.")
-        if levels == 2:
-            solved.append(mean >= level)
-    head = ("**Every 2-layer model solves it.**" if solved and all(solved) else
-            f"**{sum(solved)} of {len(solved)} 2-layer models solve it.**")
-    return "\n".join([head, "", *lines])
+    rows = []
+    for _, group in results.groupby(list(keys), sort=False):
+        first, mean = group.iloc[0], group["accuracy"].mean()
+        hits = [step for step in (steps_to(curve, level) for curve in group["curve"]) if step is not None]
+        rows.append({**{key: first[key] for key in keys}, "label": model_label(first),
+                     "receptive_field": first["receptive_field"], "parameters": first["parameters"],
+                     "mean": mean, "std": group["accuracy"].std(ddof=1) if len(group) > 1 else 0.0,
+                     "seeds": len(group), "hits": len(hits), "mean_step": sum(hits) / len(hits) if hits else math.nan,
+                     "outcome": outcome(mean, chance)})
+    return pd.DataFrame(rows)
 
 
 def summary_table(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """One row per model (and window, where several were run): what its last position sees, its
     parameters, test accuracy as mean ± std over seeds, and how many seeds reached `level`,
     at which step on average."""
-    keys = ["model", "levels"] + (["window"] if results.groupby(["model", "levels"])["window"].nunique().max() > 1 else [])
-    rows = []
-    for _, group in results.groupby(keys, sort=False):
-        first = group.iloc[0]
-        hits = [step for step in (steps_to(curve, level) for curve in group["curve"]) if step is not None]
-        spread = f" ± {100 * group['accuracy'].std(ddof=1):.1f}" if len(group) > 1 else ""
-        rows.append({"model": model_label(first), **({"window M": first["window"]} if "window" in keys else {}),
-                     "inputs seen from the end": first["receptive_field"], "parameters": first["parameters"],
-                     "test accuracy (%)": f"{100 * group['accuracy'].mean():.1f}{spread}",
-                     f"seeds reaching {100 * level:.0f}%": f"{len(hits)} of {len(group)}",
-                     "mean step it did": f"{sum(hits) / len(hits):.0f}" if hits else "–"})
-    return pd.DataFrame(rows)
+    windows = results.groupby(["model", "levels"])["window"].nunique().max() > 1
+    rows = outcomes(results, level, ("model", "levels", "window") if windows else ("model", "levels"))
+    return pd.DataFrame([{"model": row.label, **({"window M": row.window} if windows else {}),
+                          "inputs seen from the end": row.receptive_field, "parameters": row.parameters,
+                          "test accuracy (%)": f"{100 * row.mean:.1f}" + (f" ± {100 * row.std:.1f}" if row.seeds > 1 else ""),
+                          f"seeds reaching {100 * level:.0f}%": f"{row.hits} of {row.seeds}",
+                          "mean step it did": f"{row.mean_step:.0f}" if row.hits else "–"}
+                         for row in rows.itertuples()])
 
 
 def compare(task: ToyTask, kinds, seeds=(0,), **train_args) -> pd.DataFrame:
@@ -456,68 +448,3 @@ def sequential_steps(length: int, window: int) -> pd.DataFrame:
         dict(layer="causal convolution", sequential_steps=1),
         dict(layer="causal self-attention", sequential_steps=1),
     ])
-
-
-def load_gpu_bench(folder: str | Path) -> pd.DataFrame:
-    """GPU step timings written by `python -m rtlib bench` (results/bench/*.json), one row per
-    (file, table, variant): median ms per training step, speed-up over the released algorithm,
-    peak memory. The checks' JSON beside them is skipped. Empty when there are none.
-    """
-    rows = []
-    for path in sorted(Path(folder).glob("*.json")):
-        data = json.loads(path.read_text())
-        tables = data.get("tables", [])
-        for entry in tables if isinstance(tables, list) else []:
-            base = dict(file=path.name, device=data.get("device", ""), table=entry.get("table"),
-                        task=entry.get("task"))
-            for name, timing in entry.get("variants", {}).items():
-                if "median_ms" not in timing:
-                    continue
-                rows.append(dict(base, variant=name, ms_per_step=timing["median_ms"],
-                                 speedup=1.0 if name == "reference" else timing.get("speedup_vs_reference"),
-                                 peak_memory_mib=timing.get("peak_memory_bytes", 0) / 2**20 or None))
-    return pd.DataFrame(rows)
-
-
-def load_local_rnn_bounds(folder: str | Path) -> pd.DataFrame:
-    """`python -m rtlib bench --bound` results (results/bench/bound_*.json), one row per (device,
-    table): ms per step of the reference, of the fastest variant, of that step without its
-    LocalRNNs and of the LocalRNNs' matmuls alone, and the speed-ups and MFU these allow."""
-    columns = ("reference_ms", "variant_ms", "without_local_rnn_ms", "local_rnn_matmuls_ms", "bound_ms",
-               "speedup_vs_reference", "bound_speedup_vs_reference", "mfu", "bound_mfu")
-    rows = [dict(device=data.get("device", ""), table=int(table), task=bound["table_task"],
-                 **{column: bound.get(column) for column in columns})
-            for path in sorted(Path(folder).glob("bound_*.json"))
-            for data in [json.loads(path.read_text())]
-            for table, bound in data.get("tables", {}).items()]
-    return pd.DataFrame(rows)
-
-
-BENCH_HEADERS = {"reference_ms": "reference (ms)", "variant_ms": "fastest (ms)",
-                 "without_local_rnn_ms": "without LocalRNNs (ms)", "local_rnn_matmuls_ms": "LocalRNN matmuls (ms)",
-                 "bound_ms": "bound (ms)", "speedup_vs_reference": "speed-up", "bound_speedup_vs_reference":
-                 "speed-up at the bound", "mfu": "MFU", "bound_mfu": "MFU at the bound", "epoch_s": "epoch (s)",
-                 "steps": "steps", "speedup": "speed-up"}
-
-
-def readable(frame: pd.DataFrame) -> pd.DataFrame:
-    """A bench table for the page: readable headers, '–' where a value was not measured."""
-    shown = frame.rename(columns=BENCH_HEADERS)
-    return shown.astype(object).where(shown.notna(), "–")
-
-
-def load_music_epochs(folder: str | Path) -> pd.DataFrame:
-    """Whole Nottingham training epochs timed by `python -m rtlib bench --music-epoch`, one row
-    per (file, setup): seconds, steps and speed-up over one tune a step through the released
-    algorithm. Empty when no benchmark timed an epoch."""
-    rows = []
-    for path in sorted(Path(folder).glob("*.json")):
-        data = json.loads(path.read_text())
-        tables = data.get("tables", [])
-        for entry in tables if isinstance(tables, list) else []:
-            for setup, timing in entry.get("epoch", {}).items():
-                if isinstance(timing, dict) and "epoch_s" in timing:
-                    rows.append(dict(file=path.name, device=data.get("device", ""), setup=setup,
-                                     epoch_s=timing["epoch_s"], steps=timing["steps"],
-                                     speedup=timing.get("speedup_vs_reference")))
-    return pd.DataFrame(rows)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .configs import RunConfig, Schedule, check_settings
+from .models import build_model
 from .run_folder import (RECORD_VERSION, RunFolder, TrainState, checkpoint_to_resume, finished_record,
                          git_commit, load_weights, restored_state, rng_states, run_id, runtime_deviations,
                          selection_rules, set_rng_states, writable_folder)
@@ -161,7 +162,7 @@ class _Training:
         self.amp = autocast_dtype(cfg.train.precision, device)
         seed_all(cfg.train.seed)
         self.protocol = make_protocol(cfg, device, data_dir)
-        self.model = self.protocol.build_model().to(device)
+        self.model = build_model(cfg, self.protocol.shape).to(device)
         fused = device.type == "cuda"
         self.optimizer = make_optimizer(cfg.train.optimizer, self.model.parameters(), cfg.train.lr, fused)
         self.step = make_step(self.model, self.protocol.tensor_loss, self.optimizer, clip_norm(cfg.train),

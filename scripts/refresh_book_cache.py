@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from jupyter_cache import get_cache
+from rtlib.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 READS_RESULTS = ("results/", "load_records", "load_analyses", "rtlib.results")
 STAMP = "inputs.sha256.json"  # in the cache folder
 

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from rtlib import analysis, plots  # noqa: E402
+from rtlib import analysis, plots, tables, tasks  # noqa: E402
 from rtlib.configs import run_config  # noqa: E402
 from rtlib.models import LocalRNN, RTransformer, SequenceClassifier, Transformer  # noqa: E402
 from rtlib.train import train  # noqa: E402
@@ -166,30 +166,30 @@ def test_pick_analyses_prefers_paper_then_fast_and_skips_ablations():
 
 
 def test_parameter_counts_breakdown_and_released_dead_weights(real_data):
-    model = analysis.build_paper_model("mnist", "rtransformer", data_dir=real_data)
-    parts = analysis.parameter_breakdown(model)
+    model = tables.build_paper_model("mnist", "rtransformer", data_dir=real_data)
+    parts = tables.parameter_breakdown(model)
     assert sum(parts.values()) == sum(p.numel() for p in model.parameters()) == 204_426
     assert parts["LocalRNN"] == 16 * 3 * 2 * (32 * 32 + 32)  # 16 GRUs: 3 gates x (W_ih, W_hh, b_ih, b_hh)
     d = 32  # final LayerNorm + final FFN + one Linear(d, d) per LocalRNN (8 levels x 2)
     expected = 2 * d + (8 * d * d + 5 * d) + 16 * (d * d + d)
-    assert analysis.released_dead_parameters(run_config("mnist", "rtransformer", "paper").backbone) == expected
-    word = analysis.build_paper_model("ptb-word", "rtransformer", data_dir=real_data)
-    assert analysis.parameter_breakdown(word)["input/output"] == 10_000 * 128 + 10_000  # tied embedding + bias
+    assert tables.released_dead_parameters(run_config("mnist", "rtransformer", "paper").backbone) == expected
+    word = tables.build_paper_model("ptb-word", "rtransformer", data_dir=real_data)
+    assert tables.parameter_breakdown(word)["input/output"] == 10_000 * 128 + 10_000  # tied embedding + bias
 
 
 def test_config_table_lists_every_model_with_its_settings():
-    table = analysis.config_table("ptb-char").set_index("model")
+    table = tables.config_table("ptb-char").set_index("model")
     assert len(table) == 6
     assert table.loc["R-Transformer", "layers / hidden"] == "3 / 512"
     assert table.loc["R-Transformer", "lr grid"] == "1, 2, 3"
-    assert analysis.config_table("mnist").set_index("model").loc["R-Transformer", "gradient clip"] == "none"
-    assert analysis.config_table("mnist").set_index("model").loc["TCN", "lr schedule"] == "÷10 every 10 epochs"
+    assert tables.config_table("mnist").set_index("model").loc["R-Transformer", "gradient clip"] == "none"
+    assert tables.config_table("mnist").set_index("model").loc["TCN", "lr schedule"] == "÷10 every 10 epochs"
 
 
 def test_context_free_reference_scores(real_data):
-    assert 5 < analysis.music_frequency_nll("nottingham", real_data) < 20
-    assert 3.5 < analysis.unigram_metric("char", real_data) < 5.5  # bits per character
-    assert 400 < analysis.unigram_metric("word", real_data) < 1500  # perplexity
+    assert 5 < tasks.music_frequency_nll("nottingham", real_data) < 20
+    assert 3.5 < tasks.unigram_metric("char", real_data) < 5.5  # bits per character
+    assert 400 < tasks.unigram_metric("word", real_data) < 1500  # perplexity
 
 
 def test_analysis_figures_draw(real_data, tmp_path):
@@ -213,7 +213,7 @@ def test_analysis_figures_draw(real_data, tmp_path):
 def test_analysis_of_the_largest_paper_model_stays_small(real_data, tmp_path):
     """Table 3's model (3 layers x 8 heads, d=512): full maps of a 64-character excerpt."""
     cfg = run_config("ptb-char", "rtransformer", "paper")
-    model = analysis.build_paper_model("ptb-char", "rtransformer", data_dir=real_data)
+    model = tables.build_paper_model("ptb-char", "rtransformer", data_dir=real_data)
     (tmp_path / "record.json").write_text(json.dumps(dict(config=cfg.to_dict())))
     torch.save(model.state_dict(), tmp_path / "best.pt")
     analysis.analyze_run(tmp_path, tmp_path / "a.json", real_data)

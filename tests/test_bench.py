@@ -49,10 +49,10 @@ def test_bound_matmuls_are_the_fast_local_rnns_matmuls(task):
     backbone, batch, length = cfg.backbone, 3, 10
     matmuls, flops = local_rnn_matmuls(cfg, batch, length, torch.device("cpu"), torch.float32)
     assert counted_flops(matmuls) == flops
-    local_rnn = LocalRNN(backbone["d_model"], backbone["window"], backbone["cell"], "fast")
-    x = torch.randn(batch, length, backbone["d_model"], requires_grad=True)
+    local_rnn = LocalRNN(backbone.d_model, backbone.window, backbone.cell, "fast")
+    x = torch.randn(batch, length, backbone.d_model, requires_grad=True)
     one_training_step = counted_flops(lambda: local_rnn(x).sum().backward())
-    assert one_training_step * backbone["levels"] * backbone["n_local"] == flops
+    assert one_training_step * backbone.levels * backbone.n_local == flops
 
 
 def test_bound_runs_without_local_rnns_on_cpu(real_data, monkeypatch):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rtlib.colab import (MISSING, REPO, REPO_URL, SETUP_CELL, badge, repo_relative, runtime_advice,
+from rtlib.colab import (MISSING, REPO_URL, SETUP_CELL, badge, runtime_advice,
                          table_html, with_setup_cell)
 
 
@@ -73,11 +73,6 @@ def test_tables_show_missing_values_and_large_counts_readably():
     rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table_html(frame), re.S)]
     assert [row for row in rows if row] == [["1111", "204,426", "229,738", "0.5", "reproduced"],
                                             ["1112", "9", MISSING, MISSING, MISSING]]
-
-
-def test_repo_relative_hides_the_build_machines_folders(tmp_path):
-    assert repo_relative(REPO / "results" / "records") == "results/records"
-    assert repo_relative(tmp_path) == str(tmp_path)
 
 
 def test_with_setup_cell_replaces_an_old_one_or_inserts_it_first():

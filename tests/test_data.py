@@ -30,7 +30,8 @@ from rtlib.data import (
     pmnist_permutation,
     verify_all,
 )
-from rtlib.data.fetch import DATA_DIR_ENV, MIRROR_ENV, REPO_DATA_DIR, read_checksums, sha256_of
+from rtlib.data.fetch import DATA_DIR_ENV, MIRROR_ENV, read_checksums, sha256_of
+from rtlib.paths import DATA_DIR
 
 # the module, which `import rtlib.data.fetch as ...` would not give: the package's `fetch`
 # attribute is the function it re-exports
@@ -85,7 +86,7 @@ def test_default_data_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     assert default_data_dir() == tmp_path
     monkeypatch.delenv(DATA_DIR_ENV)
-    assert default_data_dir() == REPO_DATA_DIR == Path(__file__).resolve().parents[1] / "data"
+    assert default_data_dir() == DATA_DIR == Path(__file__).resolve().parents[1] / "data"
 
 
 def test_fetch_from_mirror_verifies_then_uses_cache(
@@ -256,7 +257,7 @@ def test_data_command_verifies_every_file_with_the_standard_library_only(real_da
     blocked = "import sys; sys.modules.update(dict.fromkeys(['torch', 'numpy', 'scipy', 'pandas']))"
     run = subprocess.run([sys.executable, "-c", f"{blocked}; from rtlib.__main__ import main; "
                           f"sys.exit(main(['data', '--data-dir', {str(real_data)!r}]))"],
-                         capture_output=True, text=True, cwd=REPO_DATA_DIR.parent)
+                         capture_output=True, text=True, cwd=DATA_DIR.parent)
     assert run.returncode == 0, run.stderr
     assert run.stdout == f"rtlib data: all {len(SOURCES)} files present and verified in {real_data}\n"
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from rtlib.configs import ABLATIONS, MODELS, PAPER, TABLE_TASKS, run_config, with_variant
+from rtlib.models import build_model
 from rtlib.step import GRAPH_LENGTH_MULTIPLE
 from rtlib.tasks import TASKS, LanguageModelProtocol, MusicProtocol, make_protocol, metric_from_stats
 
@@ -35,7 +36,7 @@ def test_music_batches_pad_and_mask_without_changing_the_metric(real_data):
     single = make_protocol(run_config("nottingham", "lstm", "smoke", eval_batch_size=1), data_dir=real_data)
     batched = make_protocol(run_config("nottingham", "lstm", "smoke", eval_batch_size=16), data_dir=real_data)
     torch.manual_seed(0)
-    model = single.build_model().eval()
+    model = build_model(single.cfg, single.shape).eval()
     totals = []
     for protocol in (single, batched):
         loss_sum = count = 0.0
@@ -51,7 +52,7 @@ def test_music_batches_pad_and_mask_without_changing_the_metric(real_data):
 def test_music_padding_to_a_bucket_length_leaves_the_loss_unchanged(real_data):
     protocol = make_protocol(run_config("nottingham", "rtransformer", "smoke"), data_dir=real_data)
     torch.manual_seed(0)
-    model = protocol.build_model().eval()
+    model = build_model(protocol.cfg, protocol.shape).eval()
     tunes = protocol.data["train"][:3]
     exact, padded = protocol.collate(tunes), protocol.as_tensors(tunes, GRAPH_LENGTH_MULTIPLE)
     assert padded[0].shape[1] % GRAPH_LENGTH_MULTIPLE == 0 and padded[0].shape[1] >= exact[0].shape[1]
@@ -144,6 +145,6 @@ def test_rnn_rows_are_matched_in_parameter_count(real_data):
         for model in ("rnn", "gru", "lstm", "tcn"):
             protocol = make_protocol(run_config(task, model, "paper", train_limit=2, eval_limit=2),
                                      data_dir=real_data)
-            counts[model] = sum(p.numel() for p in protocol.build_model().parameters())
+            counts[model] = sum(p.numel() for p in build_model(protocol.cfg, protocol.shape).parameters())
         for model in ("rnn", "gru", "lstm"):
             assert abs(counts[model] / counts[reference] - 1) < 0.02, (task, model, counts)

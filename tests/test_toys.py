@@ -9,7 +9,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from rtlib import plots, toys  # noqa: E402
+from rtlib import bench_results, plots, toys  # noqa: E402
 from rtlib.models import RTransformer, Transformer  # noqa: E402
 
 
@@ -45,17 +45,17 @@ def test_far_order_task_puts_both_events_beyond_the_windows_reach():
     assert toys.receptive_field("local-rnn", 2, 5, 32) < 14 and toys.receptive_field("conv", 2, 5, 32) < 14
 
 
-def test_steps_to_and_the_summary_say_who_solved_it_and_when():
+def test_steps_to_and_the_outcomes_say_who_solved_it_and_when():
     assert toys.steps_to([(10, 0.5), (20, 0.96), (30, 0.99)]) == 20
     assert toys.steps_to([(10, 0.5)]) is None
     results = pd.DataFrame([dict(model=model, levels=2, window=5, accuracy=a, chance=0.5, receptive_field=9,
                                  parameters=100, curve=[(10, 0.5), (20, a)])
                             for model, a in [("conv", 0.97), ("conv", 0.99), ("rtransformer", 0.98)]])
-    text = toys.toy_summary(results)
-    assert text.startswith("**Every 2-layer model solves it.**") and "2 of 2 seeds reached 95%, at step 20" in text
+    conv = toys.outcomes(results).set_index("model").loc["conv"]
+    assert (conv["seeds"], conv["hits"], conv["mean_step"], conv["outcome"]) == (2, 2, 20, "solved")
     table = toys.summary_table(results).set_index("model")
     assert table.loc["causal conv (TCN block)", "test accuracy (%)"] == "98.0 ± 1.4"
-    assert "1 of 2 2-layer models" in toys.toy_summary(results.assign(accuracy=[0.5, 0.5, 0.99]))
+    assert list(toys.outcomes(results.assign(accuracy=[0.5, 0.5, 0.99]))["outcome"]) == ["chance", "solved"]
 
 
 def test_retrieval_task_label_is_the_value_right_after_the_far_marker():
@@ -143,10 +143,10 @@ def test_permute_prefix_keeps_the_last_position_and_the_multiset():
     assert shuffled[0, -1, 0] == 9 and sorted(shuffled.flatten().tolist()) == list(range(10))
 
 
-def test_describe_follows_the_numbers():
-    assert toys.describe(0.99, 0.5) == "solves it"
-    assert toys.describe(0.52, 0.5) == "stays at chance"
-    assert toys.describe(0.8, 0.5) == "gets only part of it"
+def test_the_outcome_follows_the_numbers():
+    assert toys.outcome(0.99, 0.5) == "solved"
+    assert toys.outcome(0.52, 0.5) == "chance"
+    assert toys.outcome(0.8, 0.5) == "partial"
 
 
 def test_time_layers_measures_every_layer_at_every_length_with_its_spread():
@@ -173,7 +173,7 @@ def test_layer_costs_count_sequential_steps_and_flops():
 
 
 def test_load_gpu_bench_reads_the_bench_format_and_tolerates_none(tmp_path):
-    assert toys.load_gpu_bench(tmp_path).empty
+    assert bench_results.load_gpu_bench(tmp_path).empty
     report = dict(device="NVIDIA H100", tables=[dict(table=1, task="mnist", variants=dict(
         reference=dict(median_ms=30.0, peak_memory_bytes=2**30),
         fast=dict(median_ms=10.0, speedup_vs_reference=3.0, peak_memory_bytes=2**29),
@@ -184,13 +184,13 @@ def test_load_gpu_bench_reads_the_bench_format_and_tolerates_none(tmp_path):
         local_rnn_matmuls_ms=1.15, bound_ms=3.85, speedup_vs_reference=5.9,
         bound_speedup_vs_reference=8.8, mfu=0.18, bound_mfu=0.28)})
     (tmp_path / "bound_h100.json").write_text(json.dumps(bound))
-    bench = toys.load_gpu_bench(tmp_path).set_index(["file", "variant"])
+    bench = bench_results.load_gpu_bench(tmp_path).set_index(["file", "variant"])
     assert bench.loc[("h100.json", "fast"), "speedup"] == 3.0
     assert bench.loc[("h100.json", "reference"), "peak_memory_mib"] == 1024
     assert len(bench) == 2  # the failed variant and the bound's file are left out
-    bounds = toys.load_local_rnn_bounds(tmp_path).set_index("table")
+    bounds = bench_results.load_local_rnn_bounds(tmp_path).set_index("table")
     assert bounds.loc[3, "bound_ms"] == 3.85 and bounds.loc[3, "task"] == "ptb-char"
-    assert toys.load_local_rnn_bounds(tmp_path / "h100.json").empty  # no bound_*.json there
+    assert bench_results.load_local_rnn_bounds(tmp_path / "h100.json").empty  # no bound_*.json there
 
 
 def test_intuition_figures_draw():
@@ -214,17 +214,17 @@ def test_intuition_figures_draw():
 
 def test_bench_tables_read_as_words_and_never_show_nan():
     frame = pd.DataFrame({"bound_ms": [1.0], "speedup": [float("nan")]})
-    assert toys.readable(frame).to_dict("records") == [{"bound (ms)": 1.0, "speed-up": "–"}]
+    assert bench_results.readable(frame).to_dict("records") == [{"bound (ms)": 1.0, "speed-up": "–"}]
 
 
 def test_load_music_epochs_reads_the_epoch_timings(tmp_path):
-    assert toys.load_music_epochs(tmp_path).empty
+    assert bench_results.load_music_epochs(tmp_path).empty
     epoch = {"reference": dict(epoch_s=10.0, steps=694, speedup_vs_reference=1.0),
              "fast, 8 tunes a step": dict(epoch_s=0.5, steps=87, speedup_vs_reference=20.0),
              "speedup_per_epoch": 20.0}
     (tmp_path / "gpu.json").write_text(json.dumps(dict(device="GPU", tables=[
         dict(table=1, variants={}), dict(table=2, variants={}, epoch=epoch)])))
     (tmp_path / "equivalence.json").write_text(json.dumps(dict(tables={"1": dict(grad_rel_error=1e-6)})))
-    epochs = toys.load_music_epochs(tmp_path).set_index("setup")
+    epochs = bench_results.load_music_epochs(tmp_path).set_index("setup")
     assert epochs.loc["fast, 8 tunes a step", "speedup"] == 20.0
     assert len(epochs) == 2 and epochs.loc["reference", "steps"] == 694

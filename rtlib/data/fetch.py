@@ -26,9 +26,9 @@ import zlib
 from pathlib import Path
 
 from ..cli import OneLineParser
+from ..paths import DATA_DIR
 
-REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-CHECKSUMS_FILE = REPO_DATA_DIR / "SHA256SUMS"
+CHECKSUMS_FILE = DATA_DIR / "SHA256SUMS"
 DATA_DIR_ENV = "RTLIB_DATA_DIR"
 MIRROR_ENV = "RTLIB_DATA_MIRROR"
 DOWNLOAD_TIMEOUT_S = 15.0  # per connection attempt and read, so an unreachable host fails fast
@@ -70,7 +70,7 @@ class DataNotFoundError(FileNotFoundError):
 def default_data_dir() -> Path:
     """The cache folder: ``$RTLIB_DATA_DIR`` if set, else the repository's ``data/``."""
     from_env = os.environ.get(DATA_DIR_ENV)
-    return Path(from_env) if from_env else REPO_DATA_DIR
+    return Path(from_env) if from_env else DATA_DIR
 
 
 def read_checksums(path: Path = CHECKSUMS_FILE) -> dict[str, str]:

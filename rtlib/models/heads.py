@@ -11,10 +11,21 @@ models, as released); False feeds the features directly (TCN and RNN rows).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 EMBEDDING_INITS = ("uniform", "normal")
+HEAD_KINDS = ("classify", "music", "lm")
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """What a task feeds its model and reads off it: `kind` picks the head."""
+    kind: str                  # one of HEAD_KINDS
+    in_features: int | None    # features per step; None: token ids
+    out_features: int          # classes, keys or vocabulary size
 
 
 def input_encoder(in_features: int, backbone: nn.Module, project_input: bool) -> nn.Module:

@@ -1,10 +1,22 @@
 """Whole-sequence recurrent baselines: the paper's RNN, GRU and LSTM rows."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from .config import option
 from .local_rnn import CELLS
+
+
+@dataclass(frozen=True)
+class RNNConfig:
+    """The rnn, gru and lstm rows alike: the model's name picks the cell."""
+    hidden_size: int
+    num_layers: int
+    dropout: float
+    input_size: int | None = option(None)  # None: the task's input features (LMs: hidden_size)
 
 
 class RNNModel(nn.Module):

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .config import option
 from .layers import CausalSelfAttention, FeedForward, Sublayer
 from .local_rnn import LocalRNN
 
 
-@dataclass
+@dataclass(frozen=True)
 class RTransformerConfig:
     d_model: int = 32
     levels: int = 8
@@ -35,10 +36,10 @@ class RTransformerConfig:
     window: int = 7            # M, the LocalRNN window
     cell: str = "gru"
     dropout: float = 0.05
-    norm: str = "pre"          # "pre" (released code) or "post" (paper Eq. 8)
-    layer_norm: str = "released"
-    local_rnn_impl: str = "fast"
-    attention_impl: str = "sdpa"
+    norm: str = option("pre")  # "pre" (released code) or "post" (paper Eq. 8)
+    layer_norm: str = option("released")
+    local_rnn_impl: str = option("fast")
+    attention_impl: str = option("sdpa")
 
 
 class RTransformerBlock(nn.Module):

@@ -6,10 +6,22 @@ the channel count changes. Works on (B, L, C) like every backbone here.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
+
+from .config import option
+
+
+@dataclass(frozen=True)
+class TCNConfig:
+    channels: list[int]        # output channels of each level; dilation 2**level
+    kernel_size: int
+    dropout: float
+    input_size: int | None = option(None)  # None: the task's input features
 
 
 class CausalConv1d(nn.Module):

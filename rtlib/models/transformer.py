@@ -14,22 +14,23 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .config import option
 from .layers import CausalSelfAttention, FeedForward, Sublayer
 
 POSITIONS = ("sinusoidal", "learned", "none")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TransformerConfig:
     d_model: int = 32
     levels: int = 8
     heads: int = 2
     dropout: float = 0.05
-    position: str = "sinusoidal"
-    max_len: int = 4096        # learned embeddings only
-    norm: str = "pre"
-    layer_norm: str = "released"
-    attention_impl: str = "sdpa"
+    position: str = option("sinusoidal")
+    max_len: int = option(4096)  # learned embeddings only
+    norm: str = option("pre")
+    layer_norm: str = option("released")
+    attention_impl: str = option("sdpa")
 
 
 def sinusoidal_positions(length: int, d: int, device: torch.device | str | None = None) -> torch.Tensor:

@@ -1,0 +1,84 @@
+"""Readers of the JSON that `python -m rtlib bench` writes (results/bench/*.json), as tables.
+
+Read by the chapter "Why a local RNN?" (book/intuition.md) and the report; `rtlib.bench`
+writes these files, this module only reads them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .paths import BENCH_DIR
+
+
+def load_bench(folder: str | Path = BENCH_DIR) -> list[dict[str, Any]]:
+    """Every benchmark JSON directly in `folder` (the diagnostics below it are not read)."""
+    return [json.loads(path.read_text()) | {"file": path.name} for path in sorted(Path(folder).glob("*.json"))]
+
+
+def load_gpu_bench(folder: str | Path = BENCH_DIR) -> pd.DataFrame:
+    """GPU step timings written by `python -m rtlib bench` (results/bench/*.json), one row per
+    (file, table, variant): median ms per training step, speed-up over the released algorithm,
+    peak memory. The checks' JSON beside them is skipped. Empty when there are none.
+    """
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        data = json.loads(path.read_text())
+        tables = data.get("tables", [])
+        for entry in tables if isinstance(tables, list) else []:
+            base = dict(file=path.name, device=data.get("device", ""), table=entry.get("table"),
+                        task=entry.get("task"))
+            for name, timing in entry.get("variants", {}).items():
+                if "median_ms" not in timing:
+                    continue
+                rows.append(dict(base, variant=name, ms_per_step=timing["median_ms"],
+                                 speedup=1.0 if name == "reference" else timing.get("speedup_vs_reference"),
+                                 peak_memory_mib=timing.get("peak_memory_bytes", 0) / 2**20 or None))
+    return pd.DataFrame(rows)
+
+
+def load_local_rnn_bounds(folder: str | Path = BENCH_DIR) -> pd.DataFrame:
+    """`python -m rtlib bench --bound` results (results/bench/bound_*.json), one row per (device,
+    table): ms per step of the reference, of the fastest variant, of that step without its
+    LocalRNNs and of the LocalRNNs' matmuls alone, and the speed-ups and MFU these allow."""
+    columns = ("reference_ms", "variant_ms", "without_local_rnn_ms", "local_rnn_matmuls_ms", "bound_ms",
+               "speedup_vs_reference", "bound_speedup_vs_reference", "mfu", "bound_mfu")
+    rows = [dict(device=data.get("device", ""), table=int(table), task=bound["table_task"],
+                 **{column: bound.get(column) for column in columns})
+            for path in sorted(Path(folder).glob("bound_*.json"))
+            for data in [json.loads(path.read_text())]
+            for table, bound in data.get("tables", {}).items()]
+    return pd.DataFrame(rows)
+
+
+BENCH_HEADERS = {"reference_ms": "reference (ms)", "variant_ms": "fastest (ms)",
+                 "without_local_rnn_ms": "without LocalRNNs (ms)", "local_rnn_matmuls_ms": "LocalRNN matmuls (ms)",
+                 "bound_ms": "bound (ms)", "speedup_vs_reference": "speed-up", "bound_speedup_vs_reference":
+                 "speed-up at the bound", "mfu": "MFU", "bound_mfu": "MFU at the bound", "epoch_s": "epoch (s)",
+                 "steps": "steps", "speedup": "speed-up"}
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """A bench table for the page: readable headers, '–' where a value was not measured."""
+    shown = frame.rename(columns=BENCH_HEADERS)
+    return shown.astype(object).where(shown.notna(), "–")
+
+
+def load_music_epochs(folder: str | Path = BENCH_DIR) -> pd.DataFrame:
+    """Whole Nottingham training epochs timed by `python -m rtlib bench --music-epoch`, one row
+    per (file, setup): seconds, steps and speed-up over one tune a step through the released
+    algorithm. Empty when no benchmark timed an epoch."""
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        data = json.loads(path.read_text())
+        tables = data.get("tables", [])
+        for entry in tables if isinstance(tables, list) else []:
+            for setup, timing in entry.get("epoch", {}).items():
+                if isinstance(timing, dict) and "epoch_s" in timing:
+                    rows.append(dict(file=path.name, device=data.get("device", ""), setup=setup,
+                                     epoch_s=timing["epoch_s"], steps=timing["steps"],
+                                     speedup=timing.get("speedup_vs_reference")))
+    return pd.DataFrame(rows)

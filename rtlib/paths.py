@@ -1,0 +1,13 @@
+"""The repository's folders, defined once (standard library only: `python -m rtlib data`
+imports it before anything is installed)."""
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK_DIR = REPO / "book"
+DATA_DIR = REPO / "data"
+RESULTS_DIR = REPO / "results"
+RECORDS_DIR = RESULTS_DIR / "records"
+ANALYSIS_DIR = RESULTS_DIR / "analysis"
+BATCHES_DIR = RESULTS_DIR / "batches"
+BENCH_DIR = RESULTS_DIR / "bench"
+RUNS_DIR = REPO / "runs"

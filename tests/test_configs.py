@@ -1,0 +1,54 @@
+"""Configs: typed rows, variants read as their fields' types, records that name what was set."""
+import pytest
+
+from rtlib.configs import MODELS, PAPER, PROFILES, TASKS, RunConfig, run_config, with_variant
+from rtlib.models import BACKBONE_CONFIGS, RTransformerConfig, TCNConfig, build_backbone
+from rtlib.models.config import recorded_settings
+
+
+def test_every_row_holds_the_config_dataclass_of_its_model():
+    for (family, model), row in PAPER.items():
+        assert type(row.backbone) is BACKBONE_CONFIGS[model], (family, model)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_config_survives_its_record(profile):
+    for task in TASKS:
+        for model in MODELS:
+            cfg = run_config(task, model, profile)
+            assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_a_record_names_the_sizes_and_the_options_set():
+    assert recorded_settings(RTransformerConfig(d_model=8, levels=1, heads=2)) == dict(
+        d_model=8, levels=1, heads=2, n_local=2, window=7, cell="gru", dropout=0.05)
+    assert recorded_settings(RTransformerConfig(norm="post"))["norm"] == "post"
+    assert "input_size" not in recorded_settings(TCNConfig(channels=[8], kernel_size=2, dropout=0.0))
+
+
+def test_variant_values_take_the_types_of_their_fields():
+    cfg = with_variant(run_config("ptb-word", "rtransformer"),
+                       "window=3,dropout=0,grad_clip=none,tied=false,norm=post,precision=fp32")
+    assert cfg.backbone.window == 3 and cfg.backbone.norm == "post"
+    assert isinstance(cfg.backbone.dropout, float) and cfg.backbone.dropout == 0.0
+    assert cfg.train.grad_clip is None and cfg.train.precision == "fp32"
+    assert cfg.head["tied"] is False
+
+
+@pytest.mark.parametrize("variant, message", [
+    ("window=abc", "window='abc' must be an integer >= 1"),
+    ("tied=banana", "tied='banana' must be true or false"),
+    ("lr=inf", "lr=inf must be a finite number > 0"),
+    ("norm=sideways", "norm='sideways' must be one of ['pre', 'post']"),
+    ("heads=3", "heads=3 must divide d_model=16"),
+])
+def test_a_bad_variant_is_one_line_naming_it(variant, message):
+    with pytest.raises(ValueError) as error:
+        with_variant(run_config("ptb-word", "rtransformer"), variant)
+    assert str(error.value) == message
+
+
+def test_a_tcn_or_rnn_without_an_input_size_takes_the_tasks():
+    tcn = build_backbone("tcn", run_config("mnist", "tcn").backbone, in_features=1)
+    lstm = build_backbone("lstm", run_config("ptb-word", "lstm").backbone, in_features=None)
+    assert tcn.input_size == 1 and lstm.input_size == lstm.output_size == 16
