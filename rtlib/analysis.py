@@ -89,11 +89,13 @@ def normalized_entropy(maps: Tensor) -> Tensor:
     over queries that see at least 2 positions. `maps` is (layers, heads, queries, L); a query
     row r of a full map sees r + 1 positions, a single row (queries = 1) sees all L."""
     layers, heads, queries, length = maps.shape
-    seen = torch.arange(1, queries + 1, dtype=maps.dtype) if queries == length else torch.full((1,), float(length))
     p = maps.clamp_min(0)
     entropy = -(p * p.clamp_min(1e-30).log()).sum(-1)  # (layers, heads, queries)
-    keep = seen >= 2
-    return (entropy[..., keep] / seen[keep].log()).mean(-1)
+    if queries == length:  # row r sees r + 1 positions; the first row sees one and is left out
+        entropy, seen = entropy[..., 1:], torch.arange(2, length + 1, dtype=maps.dtype, device=maps.device)
+    else:
+        seen = torch.full((1,), float(length), dtype=maps.dtype, device=maps.device)
+    return (entropy / seen.log()).mean(-1)
 
 
 # ---------------------------------------------------------------------------------------------

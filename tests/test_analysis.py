@@ -93,6 +93,8 @@ def test_normalized_entropy_is_one_for_uniform_heads_and_zero_for_one_hot_ones()
     torch.testing.assert_close(analysis.normalized_entropy(maps), torch.tensor([[1.0, 0.0]]))
     last_rows = torch.full((1, 1, 1, 784), 1 / 784)  # seq-MNIST keeps the last query's row only
     torch.testing.assert_close(analysis.normalized_entropy(last_rows), torch.tensor([[1.0]]))
+    for on_another_device in (maps, last_rows):  # stands in for CUDA: every tensor follows the maps
+        assert analysis.normalized_entropy(on_another_device.to("meta")).device.type == "meta"
 
 
 def test_committed_analyses_say_where_their_weights_come_from_and_how_uniform_each_head_is():
