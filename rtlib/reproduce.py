@@ -575,7 +575,7 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
     try:
         while pending or running:
             budget = _job_minutes(max_minutes, deadline)
-            if budget is not None and budget < 1 and deadline is not None and pending:
+            if deadline is not None and deadline - time.monotonic() < 60 and pending:
                 view.event(f"deadline: {len(pending)} jobs not started (less than a minute left)")
                 while pending:
                     job = pending.popleft()

@@ -262,6 +262,34 @@ def test_a_job_a_gpu_fault_killed_resumes_once_and_a_settings_error_never(monkey
     assert [outcome.error for outcome in outcomes] == [fault, "ValueError: window=100 is too large"]
 
 
+def test_only_the_batch_deadline_keeps_jobs_from_starting_not_a_short_max_minutes(monkeypatch, tmp_path):
+    import time
+
+    import rtlib.reproduce as reproduce
+    jobs = expand_jobs([4], ["rtransformer"], "smoke", seeds=1, lrs="config", out=tmp_path)
+    started = []
+
+    class Exited:
+        returncode = 0
+
+        def poll(self):
+            return 0
+
+    def start(job, slot, params, threads_share=1):
+        started.append(params["max_minutes"])
+        return reproduce.Running(job, Exited(), slot[0], 0.0, resumed=False)
+    monkeypatch.setattr(reproduce, "RUN_NOTEBOOK", tmp_path)
+    monkeypatch.setattr(reproduce, "_start", start)
+    monkeypatch.setattr(reproduce, "_finish", lambda running: reproduce.Outcome(running.job, "done", "ran"))
+    for deadline_s, expected in [(600, [0.5]), (30, [])]:
+        started.clear()
+        outcomes = reproduce._run_jobs(jobs, results_dir=None, notebooks_dir=None, gpus=[0], jobs_per_gpu=1,
+                                       max_minutes=0.5, deadline=time.monotonic() + deadline_s, data_dir=None,
+                                       compile_mode="auto", view=reproduce.LiveView(io.StringIO(), 1), poll_s=0)
+        assert started == expected
+        assert [o.status for o in outcomes] == (["done"] if expected else ["remaining"])
+
+
 def test_a_stopped_job_is_asked_to_checkpoint_first_and_ended_only_after_its_grace(tmp_path):
     import subprocess
     import sys
