@@ -17,6 +17,9 @@
 # Every step leaves $OUT/records.tgz, so a lost machine loses at most one step's records. Logs
 # go to runs/_logs: runs/ is ignored by git, so the next call's copy of the working tree keeps
 # it (it replaces every file git does not ignore, records copied under results/ included).
+# The runners run from a frozen copy of the code in runs/_code: a job that started while the
+# next call's copy was replacing the tracked files found no notebooks/run.ipynb
+# (results/batches/2026-12-01_h200_c.json), and the same race could hit any module it imports.
 #
 # Never kill a job while others share the GPU: under MPS, two jobs killed by SIGTERM took the
 # four other clients down with them ('unspecified launch failure',
@@ -29,8 +32,10 @@ export RTLIB_DATA_MIRROR=$PWD/data_mirror PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 export RTLIB_GIT_COMMIT=$(cat gpu_commit.txt 2>/dev/null || echo unknown)
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mpslog
 OUT=${OUT:-/tmp/out}
+ROOT=$PWD
 LOGS=runs/_logs
 RUNNERS=$LOGS/runner_pids
+CODE=runs/_code
 mkdir -p $LOGS
 
 require_runners() {
@@ -62,7 +67,7 @@ runners_alive() {
 
 pack() {
   tar czf "$OUT/records.tgz" runs/*/record.json runs/*/log.jsonl runs/*/job.log \
-    results/analysis $LOGS 2>/dev/null
+    $CODE/results/analysis $LOGS 2>/dev/null
   ls runs 2>/dev/null | grep -v '^_' | while read -r run; do
     if [ -f "runs/$run/record.json" ]; then echo "done      $run"
     else echo "running   $run  epochs $(wc -l < "runs/$run/log.jsonl" 2>/dev/null || echo 0)"; fi
@@ -91,12 +96,15 @@ case "$1" in
       echo quit | nvidia-cuda-mps-control
       pack; exit 1
     fi
+    rm -rf "$CODE" && mkdir -p "$CODE/results" "$CODE/data"
+    cp -r rtlib notebooks pyproject.toml "$CODE/" && cp -r results/records "$CODE/results/"
+    cp data/SHA256SUMS data/README.md "$CODE/data/"
     i=0
     for runner_args in "$@"; do
       i=$((i + 1))
       # shellcheck disable=SC2086
-      setsid nohup python3 -m rtlib reproduce $runner_args --profile paper --gpus 0 --out runs \
-        --deadline-minutes "$deadline" > "$LOGS/runner$i.log" 2>&1 < /dev/null &
+      (cd "$CODE" && exec setsid nohup python3 -m rtlib reproduce $runner_args --profile paper --gpus 0 \
+        --out "$ROOT/runs" --deadline-minutes "$deadline") > "$LOGS/runner$i.log" 2>&1 < /dev/null &
       echo $! >> "$RUNNERS"
       echo "runner $i: $runner_args"
     done
@@ -121,7 +129,8 @@ case "$1" in
     tail -n 40 $LOGS/runner*.log
     finished=$(for d in runs/*_paper_lr*_seed1111; do [ -f "$d/record.json" ] && echo "$d"; done)
     # shellcheck disable=SC2086
-    [ -n "$finished" ] && timeout 150 python3 -m rtlib analyze --run $finished --device cuda > $LOGS/analyze.log 2>&1
+    [ -n "$finished" ] && (cd "$CODE" && timeout 150 python3 -m rtlib analyze --device cuda \
+      --run $(for d in $finished; do echo "$ROOT/$d"; done)) > $LOGS/analyze.log 2>&1
     pack
     tar czf "$OUT/notebooks.tgz" runs/*/run.ipynb 2>/dev/null
     # $OUT takes 8 files of 16 MiB: records, notebooks, then 15 MiB parts of two tarballs.
