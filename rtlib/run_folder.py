@@ -367,6 +367,7 @@ class TrainState:
     elapsed_s: float = 0.0            # wall time of earlier sessions of this run
     log: list[dict[str, Any]] = field(default_factory=list)  # one entry per completed epoch
     best_sha256: str | None = None    # of the weights best.pt holds
+    sessions: list[dict[str, Any]] = field(default_factory=list)  # where each session ran, from which epoch
 
 
 def finished_record(folder: RunFolder, cfg: RunConfig, results: Path | None,
@@ -396,6 +397,8 @@ def restored_state(checkpoint: dict[str, Any], folder: RunFolder, log: Callable[
         log(f"{folder.checkpoint} predates content hashes and epoch logs in checkpoints: loaded "
             "unchecked, its log taken from log.jsonl")
         state.log = folder.logged_entries(state.epoch)
+    if "sessions" not in checkpoint["state"]:
+        state.sessions = [dict(git_commit="unknown: its checkpoint predates session logs", from_epoch=1)]
     folder.settle(state.best_sha256, state.log)
     return state
 

@@ -137,6 +137,7 @@ def train(cfg: RunConfig, out_dir: str | Path, runtime: Runtime = Runtime(), *,
         run = _Training(cfg, folder, runtime, device, engine_mode, data_dir, results)
         if checkpoint is not None:
             run.restore(checkpoint, log)
+        run.begin_session()
         while run.state.epoch < cfg.train.epochs:
             epoch = run.state.epoch + 1
             train_loss = run.train_epoch(epoch, hooks)
@@ -183,6 +184,13 @@ class _Training:
         set_rng_states(checkpoint["rng"])
         self.elapsed_before = self.state.elapsed_s
         log(f"resumed {self.folder.path} at epoch {self.state.epoch + 1}, step {self.state.step}")
+
+    def begin_session(self) -> None:
+        """Note where this session runs: a run resumed elsewhere (another commit, GPU or engine)
+        says so in its record."""
+        self.state.sessions.append(dict(git_commit=git_commit(), device=device_name(self.device),
+                                        torch_version=str(torch.__version__), engine=self.engine["compile"],
+                                        from_epoch=self.state.epoch + 1, from_step=self.state.step))
 
     def elapsed_s(self) -> float:
         """Wall time of this run: earlier sessions' and this one's."""
@@ -314,7 +322,7 @@ def _record(run: _Training, *, status: str, valid: dict | None, test: dict | Non
     task = TASKS[cfg.task]
     log_entries = state.log
     wall_s = state.elapsed_s
-    return dict(
+    record = dict(
         record_version=RECORD_VERSION, run_id=run_id(cfg), status=status, task=cfg.task,
         table=task.table, model=cfg.model, profile=cfg.profile, variant=cfg.variant,
         seed=cfg.train.seed, lr=cfg.train.lr, metric=task.metric, higher_is_better=task.higher_is_better,
@@ -333,6 +341,9 @@ def _record(run: _Training, *, status: str, valid: dict | None, test: dict | Non
         paper_value_copied_from_bai=cfg.model in task.copied, note=task.note,
         changes=list(cfg.changes), config=cfg.to_dict(), curve=log_entries,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if len(state.sessions) > 1:  # resumed: `git_commit`, `device` and `engine` are the last session's
+        record["sessions"] = state.sessions
+    return record
 
 
 def _format_entry(entry: dict[str, Any], protocol: Protocol) -> str:

@@ -8,7 +8,7 @@ import torch
 import rtlib.train as train_module
 from rtlib.__main__ import main
 from rtlib.configs import Schedule, run_config, with_variant
-from rtlib.run_folder import ConfigMismatchError, load_checkpoint, run_id, selection_rules
+from rtlib.run_folder import ConfigMismatchError, RunFolder, load_checkpoint, run_id, selection_rules
 from rtlib.runtime import COMPILE_MODES, FASTEST_ON_CUDA, Runtime, compile_plan, resolve_compile
 from rtlib.train import Callback, CheckpointEvery, NonFiniteLossError, anneal, train
 
@@ -50,6 +50,9 @@ def test_killed_and_resumed_run_equals_uninterrupted_run_bitwise(real_data, tmp_
     assert saved["state"]["global_step"] < kill_at
     resumed = train(cfg, tmp_path / "killed", data_dir=real_data, resume=True, **QUIET)
     assert comparable(resumed) == comparable(whole)
+    assert "sessions" not in whole  # the record of a run made in one go keeps its old shape
+    assert [(s["from_epoch"], s["from_step"]) for s in resumed["sessions"]] == [
+        (1, 0), (saved["state"]["epoch"] + 1, saved["state"]["step"])]
     final = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["model"]
     reference = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"]
     assert all(torch.equal(final[k], reference[k]) for k in reference)
@@ -63,6 +66,17 @@ def test_time_budget_stops_with_checkpoint_and_resume_finishes(real_data, tmp_pa
     assert record["epochs_run"] == 2
     again = train(cfg, tmp_path, data_dir=real_data, resume=True, **QUIET)
     assert again == record  # a finished run is not trained twice
+
+
+def test_a_run_resumed_from_a_checkpoint_without_session_logs_says_its_first_session_is_unknown(real_data, tmp_path):
+    cfg = run_config("ptb-word", "rtransformer", "smoke", epochs=2, max_steps=2)
+    assert train(cfg, tmp_path, Runtime(max_minutes=0.0), data_dir=real_data, **QUIET) is None
+    old = load_checkpoint(tmp_path / "checkpoint.pt")
+    del old["state"]["sessions"]  # as checkpoints made before session logs are
+    RunFolder(tmp_path).save_checkpoint(old)
+    record = train(cfg, tmp_path, data_dir=real_data, resume=True, **QUIET)
+    first, second = record["sessions"]
+    assert first["git_commit"].startswith("unknown") and second["from_epoch"] == 1
 
 
 def test_a_stop_request_checkpoints_at_the_next_step_and_the_resume_equals_the_whole_run(real_data, tmp_path):
