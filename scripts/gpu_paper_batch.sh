@@ -11,7 +11,8 @@
 # `python -m rtlib reproduce` per quoted argument set, each in its own process session (so they
 # outlive the command), all bound by the same deadline; then it runs the GPU engine tests
 # beside them (before them, with GPU_TESTS_FIRST=1). `wait` sleeps, then packs what has
-# landed. `finish` waits for the runners, analyses the finished seed-1111 runs and packs
+# landed. `finish` waits for the runners, analyses one finished run of each (task, model) the
+# committed analyses lack (its lowest seed) and packs
 # records, logs, their best weights (for analyses on any machine), the checkpoints of
 # unfinished runs, and stops MPS.
 # Every step leaves $OUT/records.tgz, so a lost machine loses at most one step's records. Logs
@@ -58,6 +59,19 @@ ship() {
   # shellcheck disable=SC2086
   tar cf - $(for d in $chosen; do ls "$d"/*.pt "$d"/record.json "$d"/log.jsonl 2>/dev/null; done) | \
     split -b 15M - "$OUT/$name.tar.part-"
+}
+
+# The first finished paper-profile run (lowest seed, no ablation) of each (task, model) that has no
+# committed analysis at the paper profile (results/analysis/<task>_<model>_paper_*.json).
+unanalysed() {
+  for d in runs/*_paper_lr*_seed*; do
+    [ -f "$d/record.json" ] || continue
+    key=$(basename "$d"); key=${key%%_paper_*}
+    ls results/analysis/"${key}"_paper_*.json > /dev/null 2>&1 && continue
+    case " $seen " in *" $key "*) continue ;; esac
+    seen="$seen $key"
+    echo "$d"
+  done
 }
 
 runners_alive() {
@@ -127,15 +141,15 @@ case "$1" in
     require_runners
     while runners_alive; do sleep 5; done
     tail -n 40 $LOGS/runner*.log
-    finished=$(for d in runs/*_paper_lr*_seed1111; do [ -f "$d/record.json" ] && echo "$d"; done)
+    finished=$(unanalysed)
     # shellcheck disable=SC2086
     [ -n "$finished" ] && (cd "$CODE" && timeout 150 python3 -m rtlib analyze --device cuda \
       --run $(for d in $finished; do echo "$ROOT/$d"; done)) > $LOGS/analyze.log 2>&1
     pack
     tar czf "$OUT/notebooks.tgz" runs/*/run.ipynb 2>/dev/null
     # $OUT takes 8 files of 16 MiB: records, notebooks, then 15 MiB parts of two tarballs.
-    # The best weights of finished seed-1111 runs (so the visualizations can analyse them
-    # anywhere, on a CPU too), then the checkpoints of unfinished runs; smallest runs first.
+    # Their best weights (so the visualizations can analyse them anywhere, on a CPU too), then
+    # the checkpoints of unfinished runs; smallest runs first.
     # shellcheck disable=SC2086
     ship weights 62000000 $(for d in $finished; do [ -f "$d/best.pt" ] && echo "$d"; done)
     # shellcheck disable=SC2086
