@@ -15,8 +15,8 @@ python3 - "$RUNS" "$OUT/engine_epochs.json" <<'PY'
 import json, sys, time
 from pathlib import Path
 import torch
-from rtlib.run_folder import atomic_write_json
-from rtlib.train import device_name, git_commit
+from rtlib.run_folder import atomic_write_json, git_commit
+from rtlib.runtime import device_name
 runs = []
 for folder in sorted(Path(sys.argv[1]).iterdir()):
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
