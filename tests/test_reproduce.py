@@ -230,6 +230,27 @@ def test_mps_falls_back_to_time_slicing_without_its_daemon(monkeypatch):
         assert on is False and len(said) == 1
 
 
+class ExitedProcess:
+    """A job's process that has already exited with `returncode`."""
+
+    def __init__(self, returncode: int):
+        self.returncode = returncode
+
+    def poll(self):
+        return self.returncode
+
+
+def run_fake_jobs(monkeypatch, tmp_path, jobs, start, finish, **settings):
+    """The runner's loop over `jobs` with `start` and `finish` in place of real job processes."""
+    import rtlib.reproduce as reproduce
+    monkeypatch.setattr(reproduce, "RUN_NOTEBOOK", tmp_path)
+    monkeypatch.setattr(reproduce, "_start", start)
+    monkeypatch.setattr(reproduce, "_finish", finish)
+    options = dict(results_dir=None, notebooks_dir=None, gpus=[0], jobs_per_gpu=1, max_minutes=None,
+                   deadline=None, data_dir=None, compile_mode="auto", poll_s=0)
+    return reproduce._run_jobs(jobs, view=reproduce.LiveView(io.StringIO(), len(jobs)), **{**options, **settings})
+
+
 def test_a_job_a_gpu_fault_killed_resumes_once_and_a_settings_error_never(monkeypatch, tmp_path):
     """Under MPS one client's crash takes the others down ('unspecified launch failure'): those
     jobs go back to the queue once, to resume from their checkpoints; other failures stay."""
@@ -239,25 +260,14 @@ def test_a_job_a_gpu_fault_killed_resumes_once_and_a_settings_error_never(monkey
     errors = {jobs[0].run_id: [fault, fault, fault], jobs[1].run_id: ["ValueError: window=100 is too large"]}
     started = []
 
-    class Exited:
-        returncode = 1
-
-        def poll(self):
-            return 1
-
     def start(job, slot, params, threads_share=1):
         started.append(job.run_id)
-        return reproduce.Running(job, Exited(), slot[0], 0.0, resumed=len(started) > 2)
+        return reproduce.Running(job, ExitedProcess(1), slot[0], 0.0, resumed=len(started) > 2)
 
     def finish(running):
         return reproduce.Outcome(running.job, "failed", "ran", error=errors[running.job.run_id].pop(0),
                                  slot=running.slot)
-    monkeypatch.setattr(reproduce, "RUN_NOTEBOOK", tmp_path)
-    monkeypatch.setattr(reproduce, "_start", start)
-    monkeypatch.setattr(reproduce, "_finish", finish)
-    outcomes = reproduce._run_jobs(jobs, results_dir=None, notebooks_dir=None, gpus=[0], jobs_per_gpu=1,
-                                   max_minutes=None, deadline=None, data_dir=None, compile_mode="auto",
-                                   view=reproduce.LiveView(io.StringIO(), len(jobs)), poll_s=0)
+    outcomes = run_fake_jobs(monkeypatch, tmp_path, jobs, start, finish)
     assert started == [jobs[0].run_id, jobs[0].run_id, jobs[1].run_id]
     assert [outcome.error for outcome in outcomes] == [fault, "ValueError: window=100 is too large"]
 
@@ -269,23 +279,16 @@ def test_only_the_batch_deadline_keeps_jobs_from_starting_not_a_short_max_minute
     jobs = expand_jobs([4], ["rtransformer"], "smoke", seeds=1, lrs="config", out=tmp_path)
     started = []
 
-    class Exited:
-        returncode = 0
-
-        def poll(self):
-            return 0
-
     def start(job, slot, params, threads_share=1):
         started.append(params["max_minutes"])
-        return reproduce.Running(job, Exited(), slot[0], 0.0, resumed=False)
-    monkeypatch.setattr(reproduce, "RUN_NOTEBOOK", tmp_path)
-    monkeypatch.setattr(reproduce, "_start", start)
-    monkeypatch.setattr(reproduce, "_finish", lambda running: reproduce.Outcome(running.job, "done", "ran"))
+        return reproduce.Running(job, ExitedProcess(0), slot[0], 0.0, resumed=False)
+
+    def finish(running):
+        return reproduce.Outcome(running.job, "done", "ran")
     for deadline_s, expected in [(600, [0.5]), (30, [])]:
         started.clear()
-        outcomes = reproduce._run_jobs(jobs, results_dir=None, notebooks_dir=None, gpus=[0], jobs_per_gpu=1,
-                                       max_minutes=0.5, deadline=time.monotonic() + deadline_s, data_dir=None,
-                                       compile_mode="auto", view=reproduce.LiveView(io.StringIO(), 1), poll_s=0)
+        outcomes = run_fake_jobs(monkeypatch, tmp_path, jobs, start, finish, max_minutes=0.5,
+                                 deadline=time.monotonic() + deadline_s)
         assert started == expected
         assert [o.status for o in outcomes] == (["done"] if expected else ["remaining"])
 
