@@ -161,7 +161,7 @@ def check_equivalence(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         # no dropout, so both paths compute one function (cuDNN's RNN backward needs train mode)
-        no_dropout = "dropout=0" + (",emb_dropout=0" if "emb_dropout" in cfg.head else "")
+        no_dropout = "dropout=0" + (",emb_dropout=0" if cfg.head is not None else "")
         runners = {name: StepRunner(with_variant(cfg, f"{variant},{no_dropout}".lstrip(",")), on, "fp32",
                                     fused=False)
                    for name, variant, on in (("reference", REFERENCE_VARIANT, device), ("fast", "", device),
@@ -493,7 +493,7 @@ def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
     quiet = dict(log=lambda message: None, data_dir=data_dir)
     timing = run_config(task, model, timing_profile, epochs=3, max_steps=steps, eval_limit=_small_eval(task))
     smoke = run_config(task, model, "smoke", epochs=2, precision="fp32")
-    no_dropout = with_variant(smoke, "dropout=0" + (",emb_dropout=0" if "emb_dropout" in smoke.head else ""))
+    no_dropout = with_variant(smoke, "dropout=0" + (",emb_dropout=0" if smoke.head is not None else ""))
 
     def curve(cfg, mode, folder):
         return train(cfg, Path(folder) / mode, Runtime(device=str(device), compile=mode), **quiet)["curve"]
@@ -527,7 +527,7 @@ def dropout_masks_vary(cfg: RunConfig, mode: str, device: torch.device,
                        data_dir: Path | None = None) -> bool | None:
     """Two training steps of `mode` on one batch with lr 0: do their losses differ, as fresh
     dropout masks make them? None where the model has no dropout."""
-    if not (cfg.backbone.dropout or cfg.head.get("emb_dropout")):
+    if not (cfg.backbone.dropout or (cfg.head is not None and cfg.head.emb_dropout)):
         return None
     protocol = model_protocol(cfg, device, data_dir)
     model = build_model(cfg, protocol.shape).to(device).train()
