@@ -19,6 +19,7 @@ Diagnostics, each written to its own JSON: ``--profile VARIANT`` (GPU time by ke
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from pathlib import Path
@@ -160,7 +161,7 @@ def check_equivalence(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         # no dropout, so both paths compute one function (cuDNN's RNN backward needs train mode)
-        no_dropout = "dropout=0" + (",emb_dropout=0" if "emb_dropout" in cfg.head else "")
+        no_dropout = "dropout=0" + (",emb_dropout=0" if cfg.head is not None else "")
         runners = {name: StepRunner(with_variant(cfg, f"{variant},{no_dropout}".lstrip(",")), on, "fp32",
                                     fused=False)
                    for name, variant, on in (("reference", REFERENCE_VARIANT, device), ("fast", "", device),
@@ -492,7 +493,7 @@ def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
     quiet = dict(log=lambda message: None, data_dir=data_dir)
     timing = run_config(task, model, timing_profile, epochs=3, max_steps=steps, eval_limit=_small_eval(task))
     smoke = run_config(task, model, "smoke", epochs=2, precision="fp32")
-    no_dropout = with_variant(smoke, "dropout=0" + (",emb_dropout=0" if "emb_dropout" in smoke.head else ""))
+    no_dropout = with_variant(smoke, "dropout=0" + (",emb_dropout=0" if smoke.head is not None else ""))
 
     def curve(cfg, mode, folder):
         return train(cfg, Path(folder) / mode, Runtime(device=str(device), compile=mode), **quiet)["curve"]
@@ -526,7 +527,7 @@ def dropout_masks_vary(cfg: RunConfig, mode: str, device: torch.device,
                        data_dir: Path | None = None) -> bool | None:
     """Two training steps of `mode` on one batch with lr 0: do their losses differ, as fresh
     dropout masks make them? None where the model has no dropout."""
-    if not (cfg.backbone.dropout or cfg.head.get("emb_dropout")):
+    if not (cfg.backbone.dropout or (cfg.head is not None and cfg.head.emb_dropout)):
         return None
     protocol = model_protocol(cfg, device, data_dir)
     model = build_model(cfg, protocol.shape).to(device).train()
@@ -553,7 +554,7 @@ def _write_check(out: Path | None, kind: str, device: torch.device, **results: A
     print(f"wrote {out}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> OneLineParser:
     parser = OneLineParser(prog="rtlib bench", description=__doc__.splitlines()[0])
     parser.add_argument("--tables", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -576,59 +577,66 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bound", action="store_true",
                         help="only bound what a faster LocalRNN can buy: the step without LocalRNNs "
                              "plus their matmuls alone, against the reference and the fastest variant")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if args.precision_check:
-        checks = [precision_check(table, device) for table in args.precision_check]
-        for check in checks:
-            print(f"table {check['table']}: bf16 vs fp32 smoothed loss, max relative deviation "
-                  f"{check['max_rel_deviation_of_smoothed_loss']:.4f}; final {check['final_smoothed_loss']}")
-        _write_check(args.out, "precision", device, checks=checks)
-        return 0
-    if args.equivalence:
-        checks = {table: check_equivalence(run_config(TABLE_TASKS[table], "rtransformer", "paper"), device)
-                  for table in args.tables}
-        for table, check in checks.items():
-            print(f"table {table}: fast vs reference {check['grad_rel_error']:.2e} (vs cuDNN reference "
-                  f"{check.get('grad_rel_error_vs_cudnn_reference', float('nan')):.2e}); vs float64: reference "
-                  f"{check['reference_grad_rel_error_vs_float64']:.2e}, fast {check['fast_grad_rel_error_vs_float64']:.2e}"
-                  f", cuDNN reference {check.get('cudnn_reference_grad_rel_error_vs_float64', float('nan')):.2e}")
-        _write_check(args.out, "equivalence", device, tables=checks)
-        return 0
-    if args.profile:
-        profiles = {table: profile_table(table, args.profile, device) for table in args.tables}
-        for table, profile in profiles.items():
-            print(f"table {table}, {args.profile}: {profile['gpu_us_per_step']:.0f} us of GPU time a step "
-                  f"in {profile['launches_per_step']:.0f} kernels")
-            for kind, micros in profile["us_per_step_by_kind"].items():
-                print(f"  {kind:36s} {micros:8.0f} us")
-            for kernel in profile["kernels"][:15]:
-                print(f"  {kernel['us_per_step']:8.1f} us {kernel['launches_per_step']:5.1f}x {kernel['name'][:90]}")
-        _write_check(args.out, "profile", device, tables=profiles)
-        return 0
-    if args.engine_modes:
-        cells = []
-        for table in args.tables:
-            for model in args.engine_modes:
-                cells.append(engine_modes(table, model, device, args.steps))
-                timing = {mode: round(r["ms_per_step"], 2) if r["works"] else r["error"][:60]
-                          for mode, r in cells[-1]["modes"].items()}
-                print(f"table {table} {model}: fastest correct {cells[-1]['fastest_correct']}; ms/step {timing}")
-                _write_check(args.out, "engine_modes", device, cells=cells)  # a cut-off run keeps it
-        return 0
-    if args.bound:
-        bounds = {}
-        for table in args.tables:
-            cfg = run_config(TABLE_TASKS[table], "rtransformer", "paper")
-            # step graphs need CUDA; on a CPU the bound is taken against the eager fast path
-            variant = "fast+compile+step-graph" if device.type == "cuda" else "fast"
-            bound = bounds[table] = local_rnn_bound(cfg, device, args.warmup, args.repeats, variant)
-            print(f"table {table}: reference {bound['reference_ms']:.2f} ms, {bound['variant']} "
-                  f"{bound['variant_ms']:.2f} ms ({bound['speedup_vs_reference']:.1f}x); without LocalRNNs "
-                  f"{bound['without_local_rnn_ms']:.2f} ms + their matmuls {bound['local_rnn_matmuls_ms']:.2f} ms"
-                  f" = {bound['bound_ms']:.2f} ms ({bound['bound_speedup_vs_reference']:.1f}x)")
-            _write_check(args.out, "bound", device, tables=bounds)  # after each table: a cut-off run keeps it
-        return 0
+    return parser
+
+
+def _run_precision_checks(args: argparse.Namespace, device: torch.device) -> None:
+    checks = [precision_check(table, device) for table in args.precision_check]
+    for check in checks:
+        print(f"table {check['table']}: bf16 vs fp32 smoothed loss, max relative deviation "
+              f"{check['max_rel_deviation_of_smoothed_loss']:.4f}; final {check['final_smoothed_loss']}")
+    _write_check(args.out, "precision", device, checks=checks)
+
+
+def _run_equivalence_checks(args: argparse.Namespace, device: torch.device) -> None:
+    checks = {table: check_equivalence(run_config(TABLE_TASKS[table], "rtransformer", "paper"), device)
+              for table in args.tables}
+    for table, check in checks.items():
+        print(f"table {table}: fast vs reference {check['grad_rel_error']:.2e} (vs cuDNN reference "
+              f"{check.get('grad_rel_error_vs_cudnn_reference', float('nan')):.2e}); vs float64: reference "
+              f"{check['reference_grad_rel_error_vs_float64']:.2e}, fast {check['fast_grad_rel_error_vs_float64']:.2e}"
+              f", cuDNN reference {check.get('cudnn_reference_grad_rel_error_vs_float64', float('nan')):.2e}")
+    _write_check(args.out, "equivalence", device, tables=checks)
+
+
+def _run_profiles(args: argparse.Namespace, device: torch.device) -> None:
+    profiles = {table: profile_table(table, args.profile, device) for table in args.tables}
+    for table, profile in profiles.items():
+        print(f"table {table}, {args.profile}: {profile['gpu_us_per_step']:.0f} us of GPU time a step "
+              f"in {profile['launches_per_step']:.0f} kernels")
+        for kind, micros in profile["us_per_step_by_kind"].items():
+            print(f"  {kind:36s} {micros:8.0f} us")
+        for kernel in profile["kernels"][:15]:
+            print(f"  {kernel['us_per_step']:8.1f} us {kernel['launches_per_step']:5.1f}x {kernel['name'][:90]}")
+    _write_check(args.out, "profile", device, tables=profiles)
+
+
+def _run_engine_modes(args: argparse.Namespace, device: torch.device) -> None:
+    cells = []
+    for table in args.tables:
+        for model in args.engine_modes:
+            cells.append(engine_modes(table, model, device, args.steps))
+            timing = {mode: round(r["ms_per_step"], 2) if r["works"] else r["error"][:60]
+                      for mode, r in cells[-1]["modes"].items()}
+            print(f"table {table} {model}: fastest correct {cells[-1]['fastest_correct']}; ms/step {timing}")
+            _write_check(args.out, "engine_modes", device, cells=cells)  # a cut-off run keeps it
+
+
+def _run_bounds(args: argparse.Namespace, device: torch.device) -> None:
+    bounds = {}
+    for table in args.tables:
+        cfg = run_config(TABLE_TASKS[table], "rtransformer", "paper")
+        # step graphs need CUDA; on a CPU the bound is taken against the eager fast path
+        variant = "fast+compile+step-graph" if device.type == "cuda" else "fast"
+        bound = bounds[table] = local_rnn_bound(cfg, device, args.warmup, args.repeats, variant)
+        print(f"table {table}: reference {bound['reference_ms']:.2f} ms, {bound['variant']} "
+              f"{bound['variant_ms']:.2f} ms ({bound['speedup_vs_reference']:.1f}x); without LocalRNNs "
+              f"{bound['without_local_rnn_ms']:.2f} ms + their matmuls {bound['local_rnn_matmuls_ms']:.2f} ms"
+              f" = {bound['bound_ms']:.2f} ms ({bound['bound_speedup_vs_reference']:.1f}x)")
+        _write_check(args.out, "bound", device, tables=bounds)  # after each table: a cut-off run keeps it
+
+
+def _run_benchmark(args: argparse.Namespace, device: torch.device) -> None:
     name = device_name(device)
     report = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(),
                   peak_bf16_flops=peak_flops(name), warmup=args.warmup, repeats=args.repeats,
@@ -641,4 +649,21 @@ def main(argv: list[str] | None = None) -> int:
             report["tables"][-1]["epoch"] = bench_music_epoch(device, args.music_epoch)
         atomic_write_json(out, report)
     print(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    device = torch.device(args.device)
+    if args.precision_check:
+        _run_precision_checks(args, device)
+    elif args.equivalence:
+        _run_equivalence_checks(args, device)
+    elif args.profile:
+        _run_profiles(args, device)
+    elif args.engine_modes:
+        _run_engine_modes(args, device)
+    elif args.bound:
+        _run_bounds(args, device)
+    else:
+        _run_benchmark(args, device)
     return 0

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from .models import (BACKBONE_CONFIGS, BackboneConfig, LanguageModel, RNNConfig, RTransformerConfig,
-                     TCNConfig, TransformerConfig)
+from .models import (BACKBONE_CONFIGS, BackboneConfig, RNNConfig, RTransformerConfig, TCNConfig,
+                     TransformerConfig)
 from .models.config import recorded_settings
-from .models.heads import EMBEDDING_INITS
+from .models.heads import EMBEDDING_INITS, HeadConfig
 from .models.layers import ATTENTION_IMPLS, LAYER_NORMS, NORM_POSITIONS
 from .models.local_rnn import CELLS, IMPLS
 from .models.transformer import POSITIONS
@@ -75,7 +75,7 @@ class Row:
     backbone: BackboneConfig
     train: TrainSettings
     source: str
-    head: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the task head
+    head: HeadConfig | None = None  # None: a head without settings (mnist, music)
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class RunConfig:
     model: str
     profile: str
     backbone: BackboneConfig          # the config dataclass of the model (rtlib.models)
-    head: dict[str, Any]              # keyword arguments of the task head
+    head: HeadConfig | None           # the language-model head's settings; None for the others
     train: TrainSettings
     source: str                       # where the paper settings come from
     changes: tuple[str, ...] = ()     # every change from the paper profile, in words
@@ -92,9 +92,10 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (tuples become lists), as run records and checkpoints store it; the
-        backbone as `recorded_settings` gives it."""
+        backbone as `recorded_settings` gives it, a head without settings as {}."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        plain = {**values, "backbone": recorded_settings(self.backbone), "train": asdict(self.train)}
+        plain = {**values, "backbone": recorded_settings(self.backbone), "train": asdict(self.train),
+                 "head": asdict(self.head) if self.head is not None else {}}
         return json.loads(json.dumps(plain))
 
     @classmethod
@@ -103,7 +104,8 @@ class RunConfig:
         train["schedule"] = Schedule(**train["schedule"])
         train["lr_grid"] = tuple(train["lr_grid"])
         backbone = BACKBONE_CONFIGS[data["model"]](**data["backbone"])
-        return cls(**{**data, "backbone": backbone, "train": TrainSettings(**train),
+        head = HeadConfig(**data["head"]) if data["head"] else None
+        return cls(**{**data, "backbone": backbone, "head": head, "train": TrainSettings(**train),
                       "changes": tuple(data["changes"])})
 
 
@@ -128,24 +130,24 @@ PAPER: dict[tuple[str, str], Row] = {}
 
 
 def _add_rnn_rows(family: str, hidden_sizes: dict[str, int], num_layers: int, dropout: float,
-                  head: dict[str, Any], train: TrainSettings, lstm_table: int | None = None) -> None:
+                  head: HeadConfig | None, train: TrainSettings, lstm_table: int | None = None) -> None:
     """The RNN/GRU/LSTM rows the paper copied from Bai et al.: sizes matched to one parameter
     count; `lstm_table` names the table that gives the LSTM's size, where one does."""
     for cell, hidden in hidden_sizes.items():
         given = f"LSTM size from the paper (Table {lstm_table}); " if cell == "lstm" and lstm_table else ""
         PAPER[family, cell] = Row(
             backbone=RNNConfig(hidden_size=hidden, num_layers=num_layers, dropout=dropout),
-            head=dict(head), train=train, source=given + OURS)
+            head=head, train=train, source=given + OURS)
 
 
 def _add_attention_rows(family: str, rtransformer: RTransformerConfig, train: TrainSettings, source: str,
-                        head: dict[str, Any] | None = None) -> None:
+                        head: HeadConfig | None = None) -> None:
     """The R-Transformer row and the Transformer row of its sizes: the paper's Transformer rows
     drop the LocalRNN sublayers and keep everything else."""
     transformer = TransformerConfig(d_model=rtransformer.d_model, levels=rtransformer.levels,
                                     heads=rtransformer.heads, dropout=rtransformer.dropout)
     for model, backbone in (("rtransformer", rtransformer), ("transformer", transformer)):
-        PAPER[family, model] = Row(backbone=backbone, head=dict(head or {}), train=train, source=source)
+        PAPER[family, model] = Row(backbone=backbone, head=head, train=train, source=source)
 
 
 _mnist_train = TrainSettings(optimizer="adam", lr=1e-3, lr_grid=(1e-3,), grad_clip=None,
@@ -158,7 +160,7 @@ PAPER["mnist", "tcn"] = Row(
     train=TrainSettings(optimizer="adam", lr=2e-3, lr_grid=(2e-3,), grad_clip=None, batch_size=64,
                         eval_batch_size=64, epochs=20, schedule=MNIST_STEP),
     source=f"{TCN_SUITE}; pmnist_test.py divides the lr by 10 after every 10th epoch")
-_add_rnn_rows("mnist", dict(lstm=130, gru=150, rnn=260), 1, 0.0, {},
+_add_rnn_rows("mnist", dict(lstm=130, gru=150, rnn=260), 1, 0.0, None,
               TrainSettings(optimizer="adam", lr=1e-3, lr_grid=(1e-4, 1e-3, 2e-3), grad_clip=1.0,
                             batch_size=64, eval_batch_size=64, epochs=20, schedule=NO_DECAY),
               lstm_table=1)
@@ -180,7 +182,7 @@ PAPER["nottingham", "tcn"] = Row(
     train=TrainSettings(optimizer="adam", lr=1e-3, lr_grid=(1e-3,), grad_clip=0.2, clip_before_backward=True,
                         batch_size=1, eval_batch_size=1, epochs=100, schedule=MUSIC_PLATEAU),
     source=f"{TCN_SUITE}; music_test.py {MUSIC_CLIP.removeprefix('the released script ')}")
-_add_rnn_rows("nottingham", dict(lstm=252, gru=294, rnn=514), 2, 0.1, {},
+_add_rnn_rows("nottingham", dict(lstm=252, gru=294, rnn=514), 2, 0.1, None,
               TrainSettings(optimizer="adam", lr=1e-3, lr_grid=(1e-4, 1e-3), grad_clip=0.2,
                             batch_size=1, eval_batch_size=1, epochs=100, schedule=MUSIC_PLATEAU))
 
@@ -189,15 +191,16 @@ _char_train = TrainSettings(optimizer="sgd", lr=2.0, lr_grid=(1.0, 2.0, 3.0), gr
                             seq_len=400, scored=320)
 _add_attention_rows(
     "ptb-char", RTransformerConfig(d_model=512, levels=3, heads=8, dropout=0.15, n_local=1, window=7, cell="gru"),
-    head=dict(emb_dropout=0.15, tied=True, init="uniform", init_scale=0.1), train=_char_train, source=RELEASED)
+    head=HeadConfig(emb_dropout=0.15, tied=True, init="uniform", init_scale=0.1), train=_char_train,
+    source=RELEASED)
 PAPER["ptb-char", "tcn"] = Row(
     backbone=TCNConfig(input_size=100, channels=[450, 450, 100], kernel_size=3, dropout=0.1),
-    head=dict(emb_dropout=0.1, tied=True, init="uniform", init_scale=0.1),
+    head=HeadConfig(emb_dropout=0.1, tied=True, init="uniform", init_scale=0.1),
     train=TrainSettings(optimizer="sgd", lr=4.0, lr_grid=(4.0,), grad_clip=0.15, batch_size=32,
                         eval_batch_size=1, epochs=100, schedule=CHAR_PLATEAU, seq_len=400, scored=320),
     source=f"{TCN_SUITE}; char_cnn/model.py initialises the tied embedding U(-0.1, 0.1)")
 _add_rnn_rows("ptb-char", dict(lstm=600, gru=692, rnn=1198), 2, 0.1,
-              dict(emb_dropout=0.1, tied=True, init="uniform", init_scale=0.1),
+              HeadConfig(emb_dropout=0.1, tied=True, init="uniform", init_scale=0.1),
               TrainSettings(optimizer="sgd", lr=4.0, lr_grid=(1.0, 4.0, 20.0), grad_clip=0.15,
                             batch_size=32, eval_batch_size=1, epochs=100, schedule=CHAR_PLATEAU,
                             seq_len=400, scored=320),
@@ -208,15 +211,16 @@ _word_train = TrainSettings(optimizer="sgd", lr=2.0, lr_grid=(1.0, 2.0, 3.0), gr
                             seq_len=80, scored=40)
 _add_attention_rows(
     "ptb-word", RTransformerConfig(d_model=128, levels=3, heads=8, dropout=0.35, n_local=1, window=9, cell="lstm"),
-    head=dict(emb_dropout=0.15, tied=True, init="normal", init_scale=0.01), train=_word_train, source=RELEASED)
+    head=HeadConfig(emb_dropout=0.15, tied=True, init="normal", init_scale=0.01), train=_word_train,
+    source=RELEASED)
 PAPER["ptb-word", "tcn"] = Row(
     backbone=TCNConfig(input_size=600, channels=[600] * 4, kernel_size=3, dropout=0.45),
-    head=dict(emb_dropout=0.25, tied=True, init="normal", init_scale=0.01),
+    head=HeadConfig(emb_dropout=0.25, tied=True, init="normal", init_scale=0.01),
     train=TrainSettings(optimizer="sgd", lr=4.0, lr_grid=(4.0,), grad_clip=0.35, batch_size=16,
                         eval_batch_size=10, epochs=100, schedule=WORD_PLATEAU, seq_len=80, scored=40),
     source=TCN_SUITE)
 _add_rnn_rows("ptb-word", dict(lstm=700, gru=780, rnn=1122), 3, 0.35,
-              dict(emb_dropout=0.25, tied=True, init="uniform", init_scale=0.1),
+              HeadConfig(emb_dropout=0.25, tied=True, init="uniform", init_scale=0.1),
               TrainSettings(optimizer="sgd", lr=20.0, lr_grid=(4.0, 20.0), grad_clip=0.25,
                             batch_size=16, eval_batch_size=10, epochs=100, schedule=WORD_PLATEAU,
                             seq_len=80, scored=40),
@@ -306,7 +310,7 @@ def run_config(task: str, model: str, profile: str = "smoke", **train_overrides:
     given = {key: value for key, value in train_overrides.items() if value is not None}
     train = replace(train, **validated_train_overrides(given))
     return check_settings(RunConfig(task=task, model=model, profile=profile, backbone=backbone,
-                                    head=dict(row.head), train=train, source=row.source,
+                                    head=row.head, train=train, source=row.source,
                                     changes=tuple(changes)))
 
 
@@ -326,7 +330,7 @@ def with_variant(cfg: RunConfig, variant: str) -> RunConfig:
     if not variant:
         return cfg
     types = _setting_types(cfg)
-    allowed = dict(backbone=types["backbone"], head={key: types["head"][key] for key in cfg.head},
+    allowed = dict(backbone=types["backbone"], head=types["head"] if cfg.head is not None else {},
                    train=types["train"])
     sections: dict[str, dict[str, Any]] = {name: {} for name in allowed}
     for item in variant.split(","):
@@ -343,8 +347,9 @@ def with_variant(cfg: RunConfig, variant: str) -> RunConfig:
             raise ValueError(f"variant key {key!r} is not a setting of {cfg.model}; allowed: "
                              f"{sorted(set().union(*allowed.values()))}")
         sections[section][key] = _parse_setting(raw, allowed[section][key])
+    head = replace(cfg.head, **sections["head"]) if cfg.head is not None else None
     return check_settings(replace(
-        cfg, backbone=replace(cfg.backbone, **sections["backbone"]), head={**cfg.head, **sections["head"]},
+        cfg, backbone=replace(cfg.backbone, **sections["backbone"]), head=head,
         train=replace(cfg.train, **sections["train"]), variant=variant,
         changes=cfg.changes + (f"ablation: {variant}",)))
 
@@ -420,12 +425,10 @@ def _allowed() -> dict[str, Allowed]:
 
 
 def _setting_types(cfg: RunConfig) -> dict[str, dict[str, Any]]:
-    """Section -> setting -> its annotated type, from the dataclasses (and the head class) that
-    the config's sections are made of."""
-    head = {key: hint for key, hint in get_type_hints(LanguageModel.__init__).items()
-            if key not in ("backbone", "vocab_size", "return")}
+    """Section -> setting -> its annotated type, from the dataclasses that the config's
+    sections are made of."""
     return dict(train=get_type_hints(TrainSettings), schedule=get_type_hints(Schedule),
-                backbone=get_type_hints(BACKBONE_CONFIGS[cfg.model]), head=head)
+                backbone=get_type_hints(BACKBONE_CONFIGS[cfg.model]), head=get_type_hints(HeadConfig))
 
 
 def check_settings(cfg: RunConfig) -> RunConfig:
@@ -433,7 +436,7 @@ def check_settings(cfg: RunConfig) -> RunConfig:
     setting, its value and what is allowed. Needs no data and writes nothing."""
     types, allowed = _setting_types(cfg), _allowed()
     sections = dict(train=vars(cfg.train), schedule=vars(cfg.train.schedule), backbone=vars(cfg.backbone),
-                    head=cfg.head)
+                    head=vars(cfg.head) if cfg.head is not None else {})
     for section, settings in sections.items():
         for key, value in settings.items():
             hint, rule = types[section][key], allowed.get(key, Allowed())
@@ -454,7 +457,7 @@ def _check_together(cfg: RunConfig) -> None:
     if hasattr(backbone, "heads") and backbone.d_model % backbone.heads:
         raise ValueError(f"heads={backbone.heads} must divide d_model={backbone.d_model}")
     sizes = _tied_sizes(backbone)
-    if cfg.head.get("tied") and sizes is not None and sizes[0] != sizes[1]:
+    if cfg.head is not None and cfg.head.tied and sizes is not None and sizes[0] != sizes[1]:
         raise ValueError(f"tied=True needs the backbone's input and output sizes equal, got {sizes}")
 
 

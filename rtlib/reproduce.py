@@ -29,7 +29,7 @@ from typing import Any, Callable, TextIO
 import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
-from .paths import REPO
+from .paths import RECORDS_DIR, REPO, RUNS_DIR
 from .run_folder import (JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
                          safe_child)
 from .tasks import TASKS
@@ -74,7 +74,7 @@ LR_MODES = ("grid", "config", "sweep")
 
 
 def expand_jobs(tables: list[int], models: list[str], profile: str, seeds: int, lrs: str = "grid",
-                variants: list[str] = ("",), out: Path = REPO / "runs",
+                variants: list[str] = ("",), out: Path = RUNS_DIR,
                 notes: list[str] | None = None, finished: dict[str, dict] | None = None) -> list[Job]:
     """table's task x models x lr x seeds (1111, 1112, ...) x variants.
 
@@ -171,7 +171,7 @@ def finished_records(jobs_out: Path, results_dir: Path | None) -> dict[str, dict
     return found
 
 
-def ablation_jobs(profile: str, tables: list[int], out: Path = REPO / "runs") -> list[Job]:
+def ablation_jobs(profile: str, tables: list[int], out: Path = RUNS_DIR) -> list[Job]:
     """The sweep's ablations (`rtlib.configs.ABLATIONS`) of `tables`, at the first seed."""
     return [_job(TABLE_TASKS[a.table], a.model, profile, run_config(TABLE_TASKS[a.table], a.model,
                                                                     profile).train.lr,
@@ -724,8 +724,8 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
         profile = "smoke"
     tables = list(TABLE_TASKS) if "all" in args.table else list(dict.fromkeys(int(t) for t in args.table))
     # absolute paths: the jobs run from the repo root, whatever the caller's folder
-    out = Path(args.out).resolve() if args.out else REPO / "runs"
-    results_dir = Path(args.results).resolve() if args.results else REPO / "results" / "records" / profile
+    out = Path(args.out).resolve() if args.out else RUNS_DIR
+    results_dir = Path(args.results).resolve() if args.results else RECORDS_DIR / profile
     notebooks_dir = Path(args.notebooks).resolve() if args.notebooks else notebooks_dir_for(results_dir)
     notes: list[str] = []
     finished = finished_records(out, results_dir)

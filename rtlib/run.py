@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from .configs import RunConfig, run_config, with_variant
-from .paths import REPO
+from .paths import RUNS_DIR
 from .results import QUALIFIER, verdict
 from .run_folder import run_id, safe_child
 from .runtime import Runtime, resolve_device
@@ -43,7 +43,7 @@ def prepare_run(task: str, model: str, profile: str = "smoke", *, lr: float | No
     check_sequence_lengths(cfg)
     # tqdm falls back to its text bar in a kernel without ipywidgets; the warning is noise
     warnings.filterwarnings("ignore", message="IProgress not found")
-    return cfg, Path(out_dir) if out_dir is not None else safe_child(REPO / "runs", run_id(cfg))
+    return cfg, Path(out_dir) if out_dir is not None else safe_child(RUNS_DIR, run_id(cfg))
 
 
 def run_one(cfg: RunConfig, out_dir: str | Path, *, device: str = "auto", compile_mode: str = "auto",

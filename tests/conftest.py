@@ -12,7 +12,7 @@ import torch
 from rtlib.data import DataNotFoundError
 from rtlib.data.fetch import MIRROR_ENV, write_mirror
 
-# Without a GPU, Triton kernels (rtlib/models/gru_windows.py) run in Triton's interpreter; it is
+# Without a GPU, Triton kernels (rtlib/kernels/gru_windows.py) run in Triton's interpreter; it is
 # chosen when a kernel is defined, so before any test imports rtlib.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

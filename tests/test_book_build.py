@@ -8,7 +8,9 @@ import nbformat
 import pytest
 from jupyter_cache import get_cache
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from rtlib.paths import REPO
+
+SCRIPTS = REPO / "scripts"
 
 
 def script(name: str):

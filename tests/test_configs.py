@@ -32,7 +32,7 @@ def test_variant_values_take_the_types_of_their_fields():
     assert cfg.backbone.window == 3 and cfg.backbone.norm == "post"
     assert isinstance(cfg.backbone.dropout, float) and cfg.backbone.dropout == 0.0
     assert cfg.train.grad_clip is None and cfg.train.precision == "fp32"
-    assert cfg.head["tied"] is False
+    assert cfg.head.tied is False
 
 
 @pytest.mark.parametrize("variant, message", [

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="engine mo
 @pytest.mark.parametrize("model", MODELS)
 def test_default_engine_mode_trains_every_cell_like_eager(real_data, tmp_path, task, model):
     cfg = run_config(task, model, "smoke", epochs=2, precision="fp32")
-    cfg = with_variant(cfg, "dropout=0" + (",emb_dropout=0" if "emb_dropout" in cfg.head else ""))
+    cfg = with_variant(cfg, "dropout=0" + (",emb_dropout=0" if cfg.head is not None else ""))
     auto = train(cfg, tmp_path / "auto", Runtime(device="cuda", compile="auto"), data_dir=real_data,
                  log=lambda message: None)
     assert auto["engine"]["compile"] == FASTEST_ON_CUDA[model]

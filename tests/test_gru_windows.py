@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rtlib.models import gru_windows
+from rtlib.kernels import gru_windows
 from rtlib.models.local_rnn import LocalRNN, gru_update
 
 pytestmark = pytest.mark.skipif(gru_windows.triton is None, reason="needs triton")

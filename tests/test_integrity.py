@@ -29,10 +29,10 @@ import torch
 
 from rtlib.__main__ import main
 from rtlib.configs import run_config
+from rtlib.paths import REPO
 from rtlib.run import NOTEBOOK_PARAMETERS
 from rtlib.train import CheckpointEvery, train
 
-REPO = Path(__file__).resolve().parents[1]
 QUIET = dict(log=lambda message: None)
 CELLS = [("ptb-word", "rtransformer"), ("mnist", "tcn")]  # with and without a validation split
 SHORT = dict(epochs=2, max_steps=2)

@@ -7,14 +7,13 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
 from rtlib.colab import REPO_URL, SETUP_CELL, badge, with_setup_cell
+from rtlib.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted((REPO / "book").glob("*.md"))
 CHAPTERS = [path.stem for path in SOURCES if path.stem not in ("run", "report")]  # this book's prose
 

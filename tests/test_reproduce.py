@@ -15,10 +15,10 @@ import pytest
 
 from rtlib.__main__ import main
 from rtlib.configs import TABLE_TASKS, run_config
+from rtlib.paths import RECORDS_DIR, REPO, RESULTS_DIR
 from rtlib.reproduce import (RUN_NOTEBOOK, ablation_jobs, expand_jobs, notebooks_dir_for,
                              strip_notebook)
 
-REPO = Path(__file__).resolve().parents[1]
 NORM_POST = "ptb-word_rtransformer_smoke_norm-post_lr2_seed1111"
 TABLE4 = ["--table", "4", "--profile", "smoke", "--seeds", "1", "--lrs", "config", "--gpus", ""]
 
@@ -206,7 +206,7 @@ def test_strip_notebook_removes_images_and_large_outputs():
 
 
 def test_notebook_copies_go_beside_the_records():
-    assert notebooks_dir_for(REPO / "results" / "records" / "fast") == REPO / "results" / "notebooks" / "fast"
+    assert notebooks_dir_for(RECORDS_DIR / "fast") == RESULTS_DIR / "notebooks" / "fast"
 
 
 def test_a_deadline_cuts_each_new_jobs_time_budget():

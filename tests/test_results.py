@@ -12,10 +12,10 @@ import pytest
 matplotlib.use("Agg")
 
 from rtlib import report, results  # noqa: E402
+from rtlib.paths import REPO  # noqa: E402
 from rtlib.results import cell, cells, claims, comparisons, load_records  # noqa: E402
 from rtlib.tasks import TASKS  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 NAN = re.compile(r"\bnan\b", re.IGNORECASE)
 
 

@@ -126,7 +126,7 @@ def test_tcn_rows_follow_the_tcn_suite():
     mnist = run_config("mnist", "tcn", "paper").train
     assert (mnist.schedule.kind, mnist.schedule.factor, mnist.schedule.every) == ("step", 0.1, 10)
     char = run_config("ptb-char", "tcn", "paper").head
-    assert (char["init"], char["init_scale"], char["tied"]) == ("uniform", 0.1, True)
+    assert (char.init, char.init_scale, char.tied) == ("uniform", 0.1, True)
 
 
 def test_every_ablation_is_a_valid_variant_of_its_row():

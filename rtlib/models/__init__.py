@@ -6,7 +6,7 @@ from typing import Any, Union
 
 from torch import nn
 
-from .heads import LanguageModel, PianoRollModel, SequenceClassifier, TaskShape
+from .heads import HeadConfig, LanguageModel, PianoRollModel, SequenceClassifier, TaskShape
 from .local_rnn import LocalRNN
 from .rnn import RNNConfig, RNNModel
 from .rtransformer import RTransformer, RTransformerConfig
@@ -47,9 +47,9 @@ def build_model(cfg: Any, shape: TaskShape) -> nn.Module:
         return SequenceClassifier(backbone, shape.in_features, shape.out_features, project_input=project)
     if shape.kind == "music":
         return PianoRollModel(backbone, shape.out_features, project_input=project)
-    return LanguageModel(backbone, shape.out_features, **cfg.head)
+    return LanguageModel(backbone, shape.out_features, **asdict(cfg.head))
 
 
-__all__ = ["BACKBONE_CONFIGS", "BackboneConfig", "LanguageModel", "LocalRNN", "PianoRollModel",
+__all__ = ["BACKBONE_CONFIGS", "BackboneConfig", "HeadConfig", "LanguageModel", "LocalRNN", "PianoRollModel",
            "RNNConfig", "RNNModel", "RTransformer", "RTransformerConfig", "SequenceClassifier", "TCN",
            "TCNConfig", "TaskShape", "Transformer", "TransformerConfig", "build_backbone", "build_model"]

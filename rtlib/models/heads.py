@@ -21,6 +21,16 @@ HEAD_KINDS = ("classify", "music", "lm")
 
 
 @dataclass(frozen=True)
+class HeadConfig:
+    """The settings of a `LanguageModel` head, as its keyword arguments; the classifier and
+    piano-roll heads have none."""
+    emb_dropout: float
+    tied: bool
+    init: str          # one of EMBEDDING_INITS
+    init_scale: float  # the bound of the uniform init, or the std of the normal one
+
+
+@dataclass(frozen=True)
 class TaskShape:
     """What a task feeds its model and reads off it: `kind` picks the head."""
     kind: str                  # one of HEAD_KINDS

@@ -18,8 +18,8 @@ compute the same function with the same parameters (one `nn.GRU`/`nn.LSTM`/`nn.R
   It does ~half the FLOPs of the reference and moves no window copies. On CUDA the gate
   math of each step runs in PyTorch's fused GRU/LSTM cell kernels.
 - ``fast``: ``batched``, except that a GRU with a small hidden size (d = 16..64, Table 1) on
-  CUDA runs all M steps in one fused Triton kernel (gru_windows.py) instead of M matmuls and
-  M gate kernels.
+  CUDA runs all M steps in one fused Triton kernel (rtlib/kernels/gru_windows.py) instead
+  of M matmuls and M gate kernels.
 
 Compiling a model that holds an nn.GRU/LSTM needs `torch._dynamo.config.allow_rnn = True`
 (`rtlib.step.compile_model` sets it).
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import gru_windows
+from ..kernels import gru_windows
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 IMPLS = ("reference", "unfold", "batched", "fast")

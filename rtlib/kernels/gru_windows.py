@@ -1,11 +1,11 @@
 """LocalRNN's GRU windows in two fused Triton kernels, for small hidden sizes (Table 1: d=32).
 
-The fast LocalRNN (local_rnn.py) runs the `window` recurrent steps of all B*L windows as
-`window` batched matmuls plus gate kernels. With d=32 every one of those kernels is tiny, so a
-step of Table 1's 16 LocalRNNs is a few hundred launches that each move the (B*L, 3d) gate
-tensors through GPU memory. Here one program instead owns a block of windows, keeps their
-hidden state in registers and runs all `window` steps (the d x 3d recurrent weights fit in
-registers too):
+The fast LocalRNN (rtlib/models/local_rnn.py) runs the `window` recurrent steps of all B*L
+windows as `window` batched matmuls plus gate kernels. With d=32 every one of those kernels is
+tiny, so a step of Table 1's 16 LocalRNNs is a few hundred launches that each move the
+(B*L, 3d) gate tensors through GPU memory. Here one program instead owns a block of windows, keeps
+their hidden state in registers and runs all `window` steps (the d x 3d recurrent weights fit
+in registers too):
 
 - forward: reads each step's input projection P[row + step*B] (a slice of the padded,
   time-major projection, as in the fast path), writes the last hidden state and the hidden

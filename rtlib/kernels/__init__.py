@@ -1,0 +1,1 @@
+"""Fused GPU kernels (Triton), each tested against the PyTorch path it replaces."""
