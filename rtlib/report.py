@@ -179,6 +179,14 @@ def paper_numbers(task: str) -> str:
     return text + "."
 
 
+def evidence_rule() -> str:
+    """The sentence that opens a table chapter's results: which runs count and how many seeds a
+    cell needs for a verdict (from `rtlib.results`, so that the chapters never type it)."""
+    return (f"Only runs of the `{EVIDENCE_PROFILE}` profile count here: the released settings and epochs, "
+            f"{MIN_SEEDS} seeds a cell for a verdict ({{doc}}`report` gives the rules). The paper's table "
+            "with ours beside it:")
+
+
 def results_paragraph(records: pd.DataFrame, task: str) -> str:
     """A table chapter's closing paragraph (Markdown): each model with paper-profile runs, its
     number, seeds and verdict and the explanation of its gap; the models not run; fast runs."""
