@@ -258,6 +258,22 @@ def _equivalence_effect(bench: list[dict]) -> str:
             + ", ".join(f"{v:.0e} (Table {t})" for t, v in sorted(errors.items())))
 
 
+def cudnn_error(bench: list[dict]) -> str:
+    """Markdown: how far cuDNN's fp32 RNN (the released code's) is from float64 in the equivalence
+    benchmarks, the worst table per device ('not measured' without an equivalence file)."""
+    worst = []
+    for data in bench:
+        tables = data.get("tables", {})
+        errors = {int(t): c["cudnn_reference_grad_rel_error_vs_float64"] for t, c in tables.items()
+                  if isinstance(c, dict) and "cudnn_reference_grad_rel_error_vs_float64" in c} \
+            if isinstance(tables, dict) else {}
+        if errors:
+            table = max(errors, key=errors.get)
+            worst.append(f"up to {errors[table]:.1e} (relative error of the gradients, Table {table}) "
+                         f"off float64 on the {data.get('device', 'unknown GPU')}")
+    return "; ".join(worst) if worst else "not measured"
+
+
 def _counts(records: pd.DataFrame, column: str) -> str:
     values = evidence(records)[column].map(lambda v: v["compile"] if isinstance(v, dict) else v)
     return _join([f"{value} ({count} runs)" for value, count in values.value_counts().items()]) or "no runs yet"
@@ -525,9 +541,10 @@ def headline(records: pd.DataFrame) -> str:
     tested = {}
     for _, row in decided.iterrows():
         short = next(c.short for c in CLAIMS if c.key == row["claim"])
-        text = (f"Table {row['table']}, R-Transformer vs {row['baseline']}: {signed(row['advantage'], row['task'])} "
-                f"{TASKS[row['task']].metric} "
-                f"[{signed(row['low'], row['task'], 1)}, {signed(row['high'], row['task'], 1)}] against the "
+        text = (f"Table {row['table']}, the R-Transformer's advantage over the {row['baseline']}: "
+                f"{signed(row['advantage'], row['task'])} "
+                f"{METRIC_NAMES.get(TASKS[row['task']].metric, TASKS[row['task']].metric)} (95% interval "
+                f"{signed(row['low'], row['task'], 1)} to {signed(row['high'], row['task'], 1)}) against the "
                 f"paper's {signed(row['paper_margin'], row['task'])}")
         tested.setdefault(text, []).append(f"“{short}”: {row['verdict']}")
     table_cells = cells(records)
