@@ -376,7 +376,9 @@ def plot_window_saliency(analysis: dict[str, Any], ax=None, method: str = "gradi
     ax = ax or plt.subplots(figsize=(5, 0.4 * len(saliency) + 1.4))[1]
     image = ax.imshow(saliency, cmap="Blues", aspect="auto", vmin=0)
     ax.set_xticks(range(saliency.shape[1]))
-    ax.set_xticklabels([f"t-{k}" if k else "t" for k in range(saliency.shape[1])])
+    wide = saliency.shape[1] > 7  # e.g. Table 4's M = 9: shorter labels, or they run together
+    ax.set_xticklabels([(f"-{k}" if wide else f"t-{k}") if k else "t" for k in range(saliency.shape[1])],
+                       fontsize=8 if wide else None)
     ax.set_yticks(range(len(saliency)))
     ax.set_yticklabels([f"LocalRNN {i + 1}" for i in range(len(saliency))], fontsize=8)
     ax.set_xlabel("input inside the window")
