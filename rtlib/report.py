@@ -200,7 +200,7 @@ def results_paragraph(records: pd.DataFrame, task: str) -> str:
                      f"{seeds}, against the paper's {fmt(row['paper'], task)}: **{row['verdict']}**. "
                      + gap_evidence(records, task, row["model"])["explanation"])
     missing = [model_name(m) for m in rows[rows["n"] == 0]["model"]]
-    head = (f"**Results at the paper profile** (Table {info.table}, {info.metric}, "
+    head = (f"**Results at the paper profile** (Table {info.table}, {METRIC_NAMES.get(info.metric, info.metric)}, "
             f"{'higher' if info.higher_is_better else 'lower'} is better):")
     if not lines:
         head = f"**No paper-profile records of Table {info.table} yet**: every row is *not run*."
