@@ -286,8 +286,8 @@ def plot_digit_attention(analysis: dict[str, Any], layers: Sequence[int] | None 
                              squeeze=False)
     example = analysis["example"]
     for h in range(heads):
-        plot_digit(example["pixels"], axes[h, 0], f"{label(analysis['model'])}: label {example['label']}, "
-                   f"predicted {example.get('prediction')}" if h == 0 else "")
+        plot_digit(example["pixels"], axes[h, 0], f"{label(analysis['model'])} ({analysis.get('profile', '?')})\n"
+                   f"label {example['label']}, predicted {example.get('prediction')}" if h == 0 else "")
         axes[h, 0].set_ylabel(f"head {h + 1}", fontsize=9)
         for c, layer in enumerate(layers, start=1):
             image = digit_attention_image(analysis, layer, h)
