@@ -486,11 +486,14 @@ def provenance(items) -> "pd.DataFrame":
     examples analysed ("not recorded" where an older JSON does not say)."""
     import pandas as pd
 
+    from .results import model_name
+
     rows = []
     for item in items:
         origin = item.get("provenance", {})
         epoch = origin.get("epoch")
-        rows.append({"task": item["task"], "model": item["model"], "run": item["run_id"], "profile": item["profile"],
+        rows.append({"task": item["task"], "model": model_name(item["model"]), "run": item["run_id"],
+                     "profile": item["profile"],
                      "weights": origin.get("weights", "not recorded"),
                      "epoch": "not recorded" if epoch is None else f"{epoch} of {origin.get('epochs_run', '?')}",
                      "precision": origin.get("precision") or "not recorded",
