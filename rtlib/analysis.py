@@ -360,7 +360,8 @@ def _entropy_of(item: dict[str, Any]) -> list[list[float]]:
 
 def head_uniformity(items) -> "pd.DataFrame":
     """One row per (task, model, layer, head) of the analyses: mean attention distance (over the
-    examples analysed), that of a uniform head over the same positions ((L - 1) / 4), their
+    examples analysed), that of a uniform head over the same positions ((L - 1) / 4, averaged over
+    the examples, whose lengths may differ), their
     ratio, and the normalized entropy of the head's weights (1: uniform)."""
     import numpy as np
     import pandas as pd
@@ -373,27 +374,111 @@ def head_uniformity(items) -> "pd.DataFrame":
         distance = np.mean([np.asarray(e["mean_distance"], dtype=float) for e in examples], axis=0)
         entropy = np.mean([np.asarray(_entropy_of(e) if e is item else e["entropy"], dtype=float)
                            for e in examples if e is item or "entropy" in e], axis=0)
-        uniform = (item["length"] - 1) / 4
+        uniform = float(np.mean([(e["length"] - 1) / 4 for e in examples]))  # lengths may differ
         for layer, head in np.ndindex(distance.shape):
-            rows.append(dict(task=item["task"], model=item["model"], layer=layer + 1, head=head + 1,
+            rows.append(dict(task=item["task"], model=item["model"], profile=item.get("profile", "?"),
+                             layer=layer + 1, head=head + 1,
                              examples=len(examples), distance=distance[layer, head], uniform=uniform,
                              ratio=distance[layer, head] / uniform, entropy=entropy[layer, head]))
     return pd.DataFrame(rows)
 
 
+def _share_word(part: int, whole: int) -> str:
+    """'All', 'Most', 'Half', 'Fewer than half' or 'None' of a count, for a sentence's start."""
+    if part == whole:
+        return "All"
+    if part == 0:
+        return "None"
+    return "Most" if 2 * part > whole else "Half" if 2 * part == whole else "Fewer than half"
+
+
 def uniformity_sentence(heads: "pd.DataFrame", threshold: float = 0.9) -> str:
-    """Markdown: how many heads are near uniform (normalized entropy >= `threshold`), per model
-    and task, and the least uniform heads."""
+    """Markdown: how many heads are near uniform (normalized entropy >= `threshold`), in all and
+    per task, model and profile, whether that is most of them, and the least uniform heads."""
+    from .results import model_name
+
     if heads.empty:
         return "No attention was analysed."
-    near = heads["entropy"] >= threshold
-    per = heads.assign(near=near).groupby(["task", "model"])["near"].agg(["sum", "count"])
-    parts = [f"{task} {model}: {int(row['sum'])} of {int(row['count'])}" for (task, model), row in per.iterrows()]
+    heads = heads.assign(near=heads["entropy"] >= threshold)
+    if "profile" not in heads:
+        heads = heads.assign(profile="?")
+    per = heads.groupby(["task", "model", "profile"])["near"].agg(["sum", "count"])
+    parts = [f"{task} {model_name(model)} ({profile}) {int(row['sum'])} of {int(row['count'])}"
+             for (task, model, profile), row in per.iterrows()]
+    mostly = [f"{task} {model_name(model)} ({profile})" for (task, model, profile), row in per.iterrows()
+              if 2 * row["sum"] <= row["count"]]
     least = heads.nsmallest(3, "entropy")
-    tail = "; ".join(f"{r.task} {r.model} layer {r.layer} head {r.head} (entropy {r.entropy:.2f}, "
+    tail = "; ".join(f"{r.task} {model_name(r.model)} layer {r.layer} head {r.head} (entropy {r.entropy:.2f}, "
                      f"{r.ratio:.2f}x a uniform head's distance)" for r in least.itertuples())
-    return (f"**{int(near.sum())} of {len(heads)} heads are near uniform** (normalized entropy of their "
-            f"weights ≥ {threshold}): " + "; ".join(parts) + f". The least uniform: {tail}.")
+    near = int(heads["near"].sum())
+    return (f"**{_share_word(near, len(heads))} of the heads are near uniform: {near} of {len(heads)}** "
+            f"(normalized entropy of their weights ≥ {threshold}): " + "; ".join(parts) + ". "
+            + (f"Half or fewer are near uniform in: {', '.join(mostly)}. " if mostly else "")
+            + f"The least uniform: {tail}.")
+
+
+def distance_comparison(items) -> "pd.DataFrame":
+    """One row per (task, example) that both an R-Transformer and a Transformer analysis hold (the
+    same example description): each model's mean attention distance over layers and heads, and the
+    profile of each."""
+    import numpy as np
+    import pandas as pd
+
+    by_model: dict[tuple[str, str], dict[str, Any]] = {(item["task"], item["model"]): item for item in items}
+    rows = []
+    for (task, model), item in sorted(by_model.items()):
+        other = by_model.get((task, "transformer"))
+        if model != "rtransformer" or other is None:
+            continue
+        theirs = {e["example"]["description"] if e is other else e["description"]: e
+                  for e in [other] + other.get("more_examples", [])}
+        for e in [item] + item.get("more_examples", []):
+            description = e["example"]["description"] if e is item else e["description"]
+            if description in theirs:
+                rows.append(dict(task=task, example=description,
+                                 rtransformer=float(np.mean(e["mean_distance"])),
+                                 transformer=float(np.mean(theirs[description]["mean_distance"])),
+                                 profiles=f"{item['profile']} / {other['profile']}"))
+    return pd.DataFrame(rows, columns=["task", "example", "rtransformer", "transformer", "profiles"])
+
+
+def comparison_sentence(comparison: "pd.DataFrame") -> str:
+    """Markdown: per task, on how many of the shared examples the R-Transformer's heads look further
+    back on average than the Transformer's, and by how many steps (mean over the examples)."""
+    if comparison.empty:
+        return "No task has both an R-Transformer and a Transformer analysed on the same examples."
+    parts = []
+    for task, rows in comparison.groupby("task"):
+        further = int((rows["rtransformer"] > rows["transformer"]).sum())
+        gap = float((rows["rtransformer"] - rows["transformer"]).mean())
+        profiles = rows["profiles"].iloc[0].split(" / ")
+        profile = profiles[0] if len(set(profiles)) == 1 else " / ".join(profiles)
+        parts.append(f"{task} ({profile} profile), {further} of {len(rows)} example"
+                     f"{'s' if len(rows) > 1 else ''} (R-Transformer minus Transformer: {gap:+.1f} steps, "
+                     "mean over the examples)")
+    return ("Examples on which the R-Transformer looks further back than the Transformer, averaged over "
+            "layers and heads: "
+            + "; ".join(parts) + ". These are one trained model of each (one seed): a description of "
+            "those models, not a verdict on the architectures.")
+
+
+def coverage(items, tasks: dict[int, str] | None = None, models=("rtransformer", "transformer")) -> str:
+    """Markdown: which (table, model) pairs have an analysis at the paper profile, which only a
+    shorter profile's, and which none, so that a page never implies more coverage than it has."""
+    from .configs import TABLE_TASKS
+    from .results import model_name
+
+    profiles = {(item["task"], item["model"]): item["profile"] for item in items}
+    groups: dict[str, list[str]] = {"paper": [], "short": [], "none": []}
+    for table, task in (tasks or TABLE_TASKS).items():
+        for model in models:
+            profile = profiles.get((task, model))
+            name = f"Table {table} {model_name(model)}"
+            groups["paper" if profile == "paper" else "none" if profile is None else "short"].append(
+                name if profile in ("paper", None) else f"{name} ({profile})")
+    said = {"paper": "Analysed at the paper profile", "short": "Analysed only at a shorter profile",
+            "none": "Not analysed at all"}
+    return " ".join(f"{said[key]}: {', '.join(names)}." for key, names in groups.items() if names)
 
 
 def provenance(items) -> "pd.DataFrame":
@@ -401,11 +486,14 @@ def provenance(items) -> "pd.DataFrame":
     examples analysed ("not recorded" where an older JSON does not say)."""
     import pandas as pd
 
+    from .results import model_name
+
     rows = []
     for item in items:
         origin = item.get("provenance", {})
         epoch = origin.get("epoch")
-        rows.append({"task": item["task"], "model": item["model"], "run": item["run_id"], "profile": item["profile"],
+        rows.append({"task": item["task"], "model": model_name(item["model"]), "run": item["run_id"],
+                     "profile": item["profile"],
                      "weights": origin.get("weights", "not recorded"),
                      "epoch": "not recorded" if epoch is None else f"{epoch} of {origin.get('epochs_run', '?')}",
                      "precision": origin.get("precision") or "not recorded",

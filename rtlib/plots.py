@@ -286,8 +286,8 @@ def plot_digit_attention(analysis: dict[str, Any], layers: Sequence[int] | None 
                              squeeze=False)
     example = analysis["example"]
     for h in range(heads):
-        plot_digit(example["pixels"], axes[h, 0], f"{label(analysis['model'])}: label {example['label']}, "
-                   f"predicted {example.get('prediction')}" if h == 0 else "")
+        plot_digit(example["pixels"], axes[h, 0], f"{label(analysis['model'])} ({analysis.get('profile', '?')})\n"
+                   f"label {example['label']}, predicted {example.get('prediction')}" if h == 0 else "")
         axes[h, 0].set_ylabel(f"head {h + 1}", fontsize=9)
         for c, layer in enumerate(layers, start=1):
             image = digit_attention_image(analysis, layer, h)
@@ -322,6 +322,17 @@ def plot_maps_side_by_side(analyses: Sequence[dict[str, Any]], layers: Sequence[
     return fig
 
 
+def _lengths(analysis: dict[str, Any]) -> list[int]:
+    """The length of every example analysed (the first, then `more_examples`)."""
+    return [e["length"] for e in [analysis] + list(analysis.get("more_examples", []))]
+
+
+def window_saliency_mean(analysis: dict[str, Any], method: str = "gradient") -> np.ndarray:
+    """(LocalRNN layers, offsets) window saliency averaged over every example analysed."""
+    examples = [analysis] + [e for e in analysis.get("more_examples", []) if "saliency" in e]
+    return np.mean([np.asarray(e["saliency"][method], dtype=float) for e in examples], axis=0)
+
+
 def _distances(analysis: dict[str, Any]) -> np.ndarray:
     """(layers, heads) mean attention distance, averaged over every example analysed."""
     examples = [analysis] + list(analysis.get("more_examples", []))
@@ -329,17 +340,28 @@ def _distances(analysis: dict[str, Any]) -> np.ndarray:
 
 
 def plot_attention_distance(analyses: Sequence[dict[str, Any]], ax=None):
-    """Mean attention distance per layer (mean over heads; bars show the head range), with the
-    distance of a uniform head over the same positions, (L - 1) / 4, as a dashed line."""
+    """Mean attention distance per layer (dots: mean over heads and examples; bars: the range over
+    heads), each example analysed as a thin line of its own (mean over heads), and the distance of
+    a uniform head over the same positions, (L - 1) / 4, as a dashed line. The legend names each
+    model's profile and number of examples."""
     ax = ax or plt.subplots(figsize=(5, 3))[1]
     for analysis in analyses:
+        color = PALETTE.get(analysis["model"])
+        examples = [analysis] + list(analysis.get("more_examples", []))
         distance = _distances(analysis)  # (layers, heads)
         layers = np.arange(1, len(distance) + 1)
         mean = distance.mean(1)
+        if len(examples) > 1:
+            for example in examples:
+                ax.plot(layers, np.asarray(example["mean_distance"], dtype=float).mean(1), color=color,
+                        lw=0.8, alpha=0.45)
         ax.errorbar(layers, mean, yerr=[mean - distance.min(1), distance.max(1) - mean], marker="o",
-                    capsize=3, color=PALETTE.get(analysis["model"]), label=label(analysis["model"]))
-    for length in sorted({analysis["length"] for analysis in analyses}):
-        ax.axhline((length - 1) / 4, color="k", ls="--", lw=1, label=f"uniform head (L={length})")
+                    capsize=3, color=color, label=f"{label(analysis['model'])} ({analysis.get('profile', '?')}, "
+                                                  f"{len(examples)} ex.)")
+    for lengths in sorted({tuple(_lengths(analysis)) for analysis in analyses}):
+        span = f"L={lengths[0]}" if len(set(lengths)) == 1 else f"L={min(lengths)}–{max(lengths)}, mean"
+        ax.axhline(np.mean([(length - 1) / 4 for length in lengths]), color="k", ls="--", lw=1,
+                   label=f"uniform head ({span})")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel("mean attention distance (steps)")
@@ -348,15 +370,20 @@ def plot_attention_distance(analyses: Sequence[dict[str, Any]], ax=None):
 
 
 def plot_window_saliency(analysis: dict[str, Any], ax=None, method: str = "gradient"):
-    """Heatmap: LocalRNN layer x window offset, share of the output's dependence on each offset."""
-    saliency = np.asarray(analysis["saliency"][method], dtype=float)
+    """Heatmap: LocalRNN layer x window offset, share of the output's dependence on each offset
+    (mean over the examples analysed; the title says how many)."""
+    saliency = window_saliency_mean(analysis, method)
     ax = ax or plt.subplots(figsize=(5, 0.4 * len(saliency) + 1.4))[1]
     image = ax.imshow(saliency, cmap="Blues", aspect="auto", vmin=0)
     ax.set_xticks(range(saliency.shape[1]))
-    ax.set_xticklabels([f"t-{k}" if k else "t" for k in range(saliency.shape[1])])
+    wide = saliency.shape[1] > 7  # e.g. Table 4's M = 9: shorter labels, or they run together
+    ax.set_xticklabels([(f"-{k}" if wide else f"t-{k}") if k else "t" for k in range(saliency.shape[1])],
+                       fontsize=8 if wide else None)
     ax.set_yticks(range(len(saliency)))
     ax.set_yticklabels([f"LocalRNN {i + 1}" for i in range(len(saliency))], fontsize=8)
     ax.set_xlabel("input inside the window")
-    ax.set_title(f"{analysis['task']}: window saliency ({method})", fontsize=9)
+    examples = 1 + sum("saliency" in e for e in analysis.get("more_examples", []))
+    ax.set_title(f"{analysis['task']} ({analysis.get('profile', '?')}): {method}, "
+                 f"{examples} example{'s' if examples > 1 else ''}", fontsize=9)
     plt.colorbar(image, ax=ax, fraction=0.04, label="share")
     return ax

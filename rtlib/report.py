@@ -179,6 +179,14 @@ def paper_numbers(task: str) -> str:
     return text + "."
 
 
+def evidence_rule() -> str:
+    """The sentence that opens a table chapter's results: which runs count and how many seeds a
+    cell needs for a verdict (from `rtlib.results`, so that the chapters never type it)."""
+    return (f"Only runs of the `{EVIDENCE_PROFILE}` profile count here: the released settings and epochs, "
+            f"{MIN_SEEDS} seeds a cell for a verdict ({{doc}}`report` gives the rules). The paper's table "
+            "with ours beside it:")
+
+
 def results_paragraph(records: pd.DataFrame, task: str) -> str:
     """A table chapter's closing paragraph (Markdown): each model with paper-profile runs, its
     number, seeds and verdict and the explanation of its gap; the models not run; fast runs."""
@@ -192,7 +200,7 @@ def results_paragraph(records: pd.DataFrame, task: str) -> str:
                      f"{seeds}, against the paper's {fmt(row['paper'], task)}: **{row['verdict']}**. "
                      + gap_evidence(records, task, row["model"])["explanation"])
     missing = [model_name(m) for m in rows[rows["n"] == 0]["model"]]
-    head = (f"**Results at the paper profile** (Table {info.table}, {info.metric}, "
+    head = (f"**Results at the paper profile** (Table {info.table}, {METRIC_NAMES.get(info.metric, info.metric)}, "
             f"{'higher' if info.higher_is_better else 'lower'} is better):")
     if not lines:
         head = f"**No paper-profile records of Table {info.table} yet**: every row is *not run*."
@@ -248,6 +256,22 @@ def _equivalence_effect(bench: list[dict]) -> str:
         return "not measured"
     return ("in fp32, gradients of the fast path against the released algorithm: relative error "
             + ", ".join(f"{v:.0e} (Table {t})" for t, v in sorted(errors.items())))
+
+
+def cudnn_error(bench: list[dict]) -> str:
+    """Markdown: how far cuDNN's fp32 RNN (the released code's) is from float64 in the equivalence
+    benchmarks, the worst table per device ('not measured' without an equivalence file)."""
+    worst = []
+    for data in bench:
+        tables = data.get("tables", {})
+        errors = {int(t): c["cudnn_reference_grad_rel_error_vs_float64"] for t, c in tables.items()
+                  if isinstance(c, dict) and "cudnn_reference_grad_rel_error_vs_float64" in c} \
+            if isinstance(tables, dict) else {}
+        if errors:
+            table = max(errors, key=errors.get)
+            worst.append(f"up to {errors[table]:.1e} (relative error of the gradients, Table {table}) "
+                         f"off float64 on the {data.get('device', 'unknown GPU')}")
+    return "; ".join(worst) if worst else "not measured"
 
 
 def _counts(records: pd.DataFrame, column: str) -> str:
@@ -517,9 +541,10 @@ def headline(records: pd.DataFrame) -> str:
     tested = {}
     for _, row in decided.iterrows():
         short = next(c.short for c in CLAIMS if c.key == row["claim"])
-        text = (f"Table {row['table']}, R-Transformer vs {row['baseline']}: {signed(row['advantage'], row['task'])} "
-                f"{TASKS[row['task']].metric} "
-                f"[{signed(row['low'], row['task'], 1)}, {signed(row['high'], row['task'], 1)}] against the "
+        text = (f"Table {row['table']}, the R-Transformer's advantage over the {row['baseline']}: "
+                f"{signed(row['advantage'], row['task'])} "
+                f"{METRIC_NAMES.get(TASKS[row['task']].metric, TASKS[row['task']].metric)} (95% interval "
+                f"{signed(row['low'], row['task'], 1)} to {signed(row['high'], row['task'], 1)}) against the "
                 f"paper's {signed(row['paper_margin'], row['task'])}")
         tested.setdefault(text, []).append(f"“{short}”: {row['verdict']}")
     table_cells = cells(records)

@@ -49,6 +49,38 @@ def profile_changes(task: str, profile: str = "fast") -> list[str]:
             if getattr(paper, key) != value] + [f"why: {why}"]
 
 
+def math_number(value: float) -> str:
+    """A number as the prose prints it (MyST math): 2 -> '$2$', 5e-05 -> '$5 \\cdot 10^{-5}$', 0.001 -> '$10^{-3}$'."""
+    text = f"{value:e}" if value and abs(value) < 0.01 else f"{value:g}"
+    if "e" not in text:
+        return f"${text}$"
+    mantissa, exponent = text.split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    power = f"10^{{{int(exponent)}}}"
+    return f"${power}$" if mantissa == "1" else f"${mantissa} \\cdot {power}$"
+
+
+def protocol_facts(task: str, model: str = "rtransformer", profile: str = "paper") -> dict[str, str]:
+    """The settings a table chapter's protocol prose quotes, as text, read from `rtlib.configs`
+    (so that no number in that prose is typed in): optimizer, lr, lr_grid, clip, schedule, epochs,
+    batch, layers, d_model, heads, window and, for the language models, seq_len, scored and
+    context (= seq_len - scored)."""
+    cfg = run_config(task, model, profile)
+    t, b = cfg.train, recorded_settings(cfg.backbone)
+    facts = {"optimizer": {"sgd": "SGD", "adam": "Adam"}.get(t.optimizer, t.optimizer),
+             "lr": math_number(t.lr),
+             "lr_grid": "$\\{" + ", ".join(math_number(lr).strip("$") for lr in t.lr_grid) + "\\}$",
+             "clip": f"norm {t.grad_clip:g}" if t.grad_clip else "none",
+             "schedule": describe_schedule(t.schedule), "epochs": str(t.epochs), "batch": str(t.batch_size),
+             "max_steps": str(t.max_steps) if t.max_steps else "no limit"}
+    for key, field in (("layers", "levels"), ("d_model", "d_model"), ("heads", "heads"), ("window", "window")):
+        if b.get(field) is not None:
+            facts[key] = str(b[field])
+    if t.seq_len:
+        facts |= {"seq_len": str(t.seq_len), "scored": str(t.scored), "context": str(t.seq_len - t.scored)}
+    return facts
+
+
 def config_table(task: str, profile: str = "paper", models=None) -> pd.DataFrame:
     """One row per model (its name as the paper prints it): size and training settings for
     `task` from `rtlib.configs`, under readable headers."""

@@ -104,7 +104,48 @@ def test_committed_analyses_say_where_their_weights_come_from_and_how_uniform_ea
     assert heads["entropy"].between(0, 1.0001).all() and (heads["ratio"] > 0).all()
     assert "heads are near uniform" in analysis.uniformity_sentence(heads)
     table = analysis.provenance(items)
-    assert not (table["epoch"] == "not recorded").any() and set(table["examples"]) == {1}
+    assert not (table["epoch"] == "not recorded").any() and set(table["examples"]) <= {1, 4}
+    assert set(heads["profile"]) <= {"paper", "fast"}
+
+
+def _fake(task, model, profile, distances, lengths=(9,)):
+    """An analysis dict with one (1 layer x 2 heads) distance per example."""
+    first, *more = [dict(description=f"example {i}", length=n, mean_distance=[d], entropy=[[0.95, 0.5]])
+                    for i, (n, d) in enumerate(zip(lengths, distances))]
+    return dict(task=task, model=model, profile=profile, layers=1, heads=2, length=first["length"],
+                example=dict(description=first["description"]), mean_distance=first["mean_distance"],
+                entropy=first["entropy"], more_examples=more)
+
+
+def test_coverage_names_every_pair_by_profile_and_the_missing_ones():
+    items = [_fake("ptb-word", "rtransformer", "paper", [[1, 2]]), _fake("mnist", "rtransformer", "fast", [[1, 2]])]
+    text = analysis.coverage(items)
+    assert "Analysed at the paper profile: Table 4 R-Transformer." in text
+    assert "Analysed only at a shorter profile: Table 1 R-Transformer (fast)." in text
+    assert "Not analysed at all: Table 1 Transformer, Table 2 R-Transformer" in text
+    assert "Table 4 Transformer" in text.split("Not analysed at all:")[1]
+
+
+def test_distance_comparison_pairs_the_same_examples_and_counts_them():
+    rt = _fake("ptb-word", "rtransformer", "paper", [[4, 6], [2, 2], [5, 5]], lengths=(9, 9, 9))
+    tr = _fake("ptb-word", "transformer", "paper", [[1, 1], [3, 3]], lengths=(9, 9))
+    table = analysis.distance_comparison([rt, tr])
+    assert table["example"].tolist() == ["example 0", "example 1"]  # example 2: no Transformer twin
+    assert table["rtransformer"].tolist() == [5.0, 2.0] and table["transformer"].tolist() == [1.0, 3.0]
+    sentence = analysis.comparison_sentence(table)
+    assert "ptb-word (paper profile), 1 of 2 examples" in sentence and "+1.5 steps" in sentence
+    assert "No task has both" in analysis.comparison_sentence(analysis.distance_comparison([rt]))
+
+
+def test_uniformity_sentence_says_whether_most_heads_are_uniform_and_where_not():
+    items = [_fake("ptb-word", "rtransformer", "paper", [[1, 2], [3, 4]], lengths=(9, 13))]
+    heads = analysis.head_uniformity(items)
+    assert heads["uniform"].tolist() == [2.5, 2.5]  # mean of (9 - 1) / 4 and (13 - 1) / 4
+    assert heads["distance"].tolist() == [2.0, 3.0] and heads["examples"].eq(2).all()
+    sentence = analysis.uniformity_sentence(heads)
+    assert sentence.startswith("**Half of the heads are near uniform: 1 of 2**")
+    assert "Half or fewer are near uniform in: ptb-word R-Transformer (paper)" in sentence
+    assert analysis._share_word(3, 4) == "Most" and analysis._share_word(1, 4) == "Fewer than half"
 
 
 def _smoke_run(task, model, folder, data_dir):
@@ -188,6 +229,20 @@ def test_config_table_lists_every_model_with_its_settings():
     assert tables.config_table("mnist").set_index("model").loc["TCN", "lr schedule"] == "÷10 every 10 epochs"
 
 
+def test_protocol_facts_read_the_configs_for_the_chapters_prose():
+    char = tables.protocol_facts("ptb-char")
+    cfg = run_config("ptb-char", "rtransformer", "paper").train
+    assert (char["seq_len"], char["scored"], char["context"]) == (str(cfg.seq_len), str(cfg.scored),
+                                                                  str(cfg.seq_len - cfg.scored))
+    assert char["lr_grid"] == "$\\{1, 2, 3\\}$" and char["clip"] == f"norm {cfg.grad_clip:g}"
+    music = tables.protocol_facts("nottingham")
+    assert music["lr"] == "$5 \\cdot 10^{-5}$" and music["optimizer"] == "SGD"
+    mnist = tables.protocol_facts("mnist")
+    assert mnist["lr"] == "$10^{-3}$" and mnist["clip"] == "none" and "seq_len" not in mnist
+    assert "window" not in tables.protocol_facts("mnist", "transformer")
+    assert [tables.math_number(v) for v in (2, 0.15, 0.0015)] == ["$2$", "$0.15$", "$1.5 \\cdot 10^{-3}$"]
+
+
 def test_context_free_reference_scores(real_data):
     assert 5 < tasks.music_frequency_nll("nottingham", real_data) < 20
     assert 3.5 < tasks.unigram_metric("char", real_data) < 5.5  # bits per character
@@ -201,6 +256,13 @@ def test_analysis_figures_draw(real_data, tmp_path):
     assert len(fig.axes) == digit["heads"] * (digit["layers"] + 1)
     assert plots.digit_attention_image(digit, 0, 0).shape == (28, 28)
     assert plots.plot_attention_distance([digit]).get_ylabel() == "mean attention distance (steps)"
+    several = analysis.analyze_run(run, tmp_path / "mnist3.json", real_data, examples=3)
+    ax = plots.plot_attention_distance([several])
+    assert len(ax.lines) >= 3 + 1  # one thin line per example, and the uniform head
+    assert "3 ex." in " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    mean = plots.window_saliency_mean(several)
+    assert mean.shape == torch.tensor(several["saliency"]["gradient"]).shape
+    torch.testing.assert_close(torch.tensor(mean.sum(1)), torch.ones(len(mean), dtype=torch.float64), atol=1e-3, rtol=0)  # shares, rounded
     assert plots.plot_window_saliency(digit).get_xlabel() == "input inside the window"
     run = _smoke_run("ptb-char", "rtransformer", tmp_path / "char", real_data)
     text = analysis.analyze_run(run, tmp_path / "char.json", real_data)

@@ -208,6 +208,21 @@ def test_a_gap_without_evidence_says_unexplained_and_what_is_untested(tmp_path):
     assert "better than the paper's" in found["explanation"]
 
 
+def test_cudnn_error_reads_the_worst_table_of_each_equivalence_file():
+    bench = [dict(device="GPU X", tables={"1": dict(cudnn_reference_grad_rel_error_vs_float64=2e-5),
+                                          "4": dict(cudnn_reference_grad_rel_error_vs_float64=4.42e-4)}),
+             dict(device="GPU Y", tables=[dict(table=1)])]
+    assert report.cudnn_error(bench) == ("up to 4.4e-04 (relative error of the gradients, Table 4) off "
+                                         "float64 on the GPU X")
+    assert report.cudnn_error([]) == "not measured"
+
+
+def test_evidence_rule_quotes_the_profile_and_seed_rule():
+    from rtlib.results import EVIDENCE_PROFILE, MIN_SEEDS
+    rule = report.evidence_rule()
+    assert f"`{EVIDENCE_PROFILE}` profile" in rule and f"{MIN_SEEDS} seeds a cell" in rule
+
+
 def test_chapter_paragraph_and_first_screen_follow_the_records(tmp_path):
     assert "No paper-profile records of Table 2" in report.results_paragraph(load_records(tmp_path), "nottingham")
     assert "No paper-profile runs" in report.scope(load_records(tmp_path), [])
