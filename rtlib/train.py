@@ -186,8 +186,11 @@ class _Training:
         log(f"resumed {self.folder.path} at epoch {self.state.epoch + 1}, step {self.state.step}")
 
     def begin_session(self) -> None:
-        """Note where this session runs: a run resumed elsewhere (another commit, GPU or engine)
-        says so in its record."""
+        """Note where this session trains: a run resumed elsewhere (another commit, GPU or
+        engine) says so in its record. A session that only rewrites a finished run's record
+        trains nothing and is not noted."""
+        if self.state.epoch >= self.cfg.train.epochs:
+            return
         self.state.sessions.append(dict(git_commit=git_commit(), device=device_name(self.device),
                                         torch_version=str(torch.__version__), engine=self.engine["compile"],
                                         from_epoch=self.state.epoch + 1, from_step=self.state.step))

@@ -85,9 +85,10 @@ def short_run(cell, root: Path, data_dir: Path, **options):
 
 
 def timeless(record: dict) -> dict:
-    """A record without what depends on the clock (and the digest over it)."""
+    """A record without what depends on the clock or on how many sessions made it (and the
+    digest over them)."""
     kept = {key: value for key, value in record.items()
-            if key not in ("wall_time_s", "gpu_minutes", "finished_at", "content_sha256")}
+            if key not in ("wall_time_s", "gpu_minutes", "finished_at", "content_sha256", "sessions")}
     kept["curve"] = [{k: v for k, v in entry.items() if k != "elapsed_s"} for entry in record["curve"]]
     return kept
 
