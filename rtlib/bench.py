@@ -574,6 +574,9 @@ def _parser() -> OneLineParser:
     parser.add_argument("--engine-modes", nargs="+", choices=list(MODELS), metavar="MODEL",
                         help="only time and check every engine mode of these models (needs the data)")
     parser.add_argument("--steps", type=int, default=100, help="steps an epoch for --engine-modes")
+    parser.add_argument("--modes", nargs="+", choices=ENGINE_MODES, default=list(ENGINE_MODES),
+                        help="the engine modes --engine-modes tries (default: all; 'none step-graph' "
+                             "compiles nothing, so it takes seconds a cell)")
     parser.add_argument("--bound", action="store_true",
                         help="only bound what a faster LocalRNN can buy: the step without LocalRNNs "
                              "plus their matmuls alone, against the reference and the fastest variant")
@@ -615,7 +618,7 @@ def _run_engine_modes(args: argparse.Namespace, device: torch.device) -> None:
     cells = []
     for table in args.tables:
         for model in args.engine_modes:
-            cells.append(engine_modes(table, model, device, args.steps))
+            cells.append(engine_modes(table, model, device, args.steps, modes=tuple(args.modes)))
             timing = {mode: round(r["ms_per_step"], 2) if r["works"] else r["error"][:60]
                       for mode, r in cells[-1]["modes"].items()}
             print(f"table {table} {model}: fastest correct {cells[-1]['fastest_correct']}; ms/step {timing}")
