@@ -12,9 +12,10 @@
 # outlive the command), all bound by the same deadline; then it runs the GPU engine tests
 # beside them (before them, with GPU_TESTS_FIRST=1). `wait` sleeps, then packs what has
 # landed. `finish` waits for the runners, analyses one finished run of each (task, model) the
-# committed analyses lack (its lowest seed) and packs
-# records, logs, their best weights (for analyses on any machine), the checkpoints of
-# unfinished runs, and stops MPS.
+# committed analyses lack (its lowest seed), packs records, logs, those runs' best weights (for
+# analyses on any machine) and the checkpoints of unfinished runs, and stops MPS. To resume those in a later lease, unpack their parts here
+# (`cat checkpoints.tar.part-* | tar xf -` puts them in runs/) and name each run folder in that
+# lease's `carry`: its runner finds the checkpoint and resumes, and the record lists both sessions.
 # Every step leaves $OUT/records.tgz, so a lost machine loses at most one step's records. Logs
 # go to runs/_logs: runs/ is ignored by git, so the next call's copy of the working tree keeps
 # it (it replaces every file git does not ignore, records copied under results/ included).
