@@ -2,16 +2,21 @@
 
 Every function draws on a matplotlib Axes (or returns a Figure) with labelled axes and returns
 it, so a chapter cell is one call. Used by book/intuition.md, book/model.md, the table
-chapters and book/visualizations.md.
+chapters, book/report.md and book/visualizations.md.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.patches import FancyArrowPatch
+from matplotlib.ticker import MaxNLocator
+
+from .results import PAPER_ORDER, cells, evidence, fmt, learning_curves, lr_cuts, model_name, select_lr
+from .tasks import TASKS
 
 PALETTE = {"rtransformer": "C3", "local-rnn": "C0", "conv": "C2", "transformer-none": "C7",
            "transformer-sinusoidal": "C1", "transformer": "C1", "tcn": "C2", "lstm": "C4",
@@ -387,3 +392,72 @@ def plot_window_saliency(analysis: dict[str, Any], ax=None, method: str = "gradi
                  f"{examples} example{'s' if examples > 1 else ''}", fontsize=9)
     plt.colorbar(image, ax=ax, fraction=0.04, label="share")
     return ax
+
+
+def plot_learning_curves(records: pd.DataFrame, task: str, ax=None, quantity: str = "test_metric"):
+    """The paper-profile runs of `task` (no ablations), per model over the seeds of its chosen
+    lr: the mean per epoch, a band of ± one standard deviation where there are several seeds
+    (n in the legend), and the paper's number as a dashed line of the same colour."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
+    info = TASKS[task]
+    curves = learning_curves(select_lr(evidence(records)), task, quantity)
+    for model in [m for m in PAPER_ORDER if m in set(curves["model"])]:
+        rows = curves[curves["model"] == model]
+        stats = rows.groupby("epoch")["value"].agg(["mean", "std", "count"])
+        colour = PALETTE.get(model)
+        ax.plot(stats.index, stats["mean"], color=colour, label=f"{model_name(model)} (n={rows['seed'].nunique()})")
+        if rows["seed"].nunique() > 1:
+            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                            color=colour, alpha=0.2, lw=0)
+        ax.axhline(info.paper[model], color=colour, ls="--", lw=1, label=f"paper: {fmt(info.paper[model], task)}")
+    if curves.empty:
+        ax.text(0.5, 0.5, "no paper-profile records yet", ha="center", va="center", transform=ax.transAxes)
+    elif info.metric == "perplexity":
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    split = quantity.split("_")[0].replace("valid", "validation")
+    ax.set_ylabel(f"{split} {info.metric}")
+    ax.set_title(f"Table {info.table}: {task}, paper profile", fontsize=10)
+    if not curves.empty:
+        ax.legend(fontsize=8, ncol=2)
+    return ax
+
+
+def plot_seed_traces(records: pd.DataFrame, task: str, model: str, ax=None):
+    """Each paper-profile seed of one cell: its test metric per epoch (left axis), the epochs
+    after which its lr was cut (ticks at the top) and the paper's number (dashed)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.2), layout="constrained")
+    info = TASKS[task]
+    runs = select_lr(evidence(records))
+    runs = runs[(runs["task"] == task) & (runs["model"] == model)].sort_values("seed") if len(runs) else runs
+    for index, run in enumerate(runs.itertuples()):
+        colour = f"C{index}"
+        points = [(e["epoch"], e["test_metric"]) for e in run.curve if "test_metric" in e]
+        ax.plot(*zip(*points), color=colour, lw=1.2, label=f"seed {run.seed}")
+        for epoch in lr_cuts(run.curve):
+            ax.axvline(epoch + 0.5, color=colour, lw=0.8, ls=":", alpha=0.8)
+    ax.axhline(info.paper[model], color="k", ls="--", lw=1, label=f"paper: {fmt(info.paper[model], task)}")
+    ax.set_xlabel("epoch (dotted: the lr is cut after it)")
+    ax.set_ylabel(f"test {info.metric}")
+    ax.set_title(f"Table {info.table}, {model_name(model)}: every seed", fontsize=10)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_seed_trace_grid(records: pd.DataFrame):
+    """`plot_seed_traces` for every cell with paper-profile runs, two panels a row; None when
+    there are none."""
+    table_cells = cells(records)
+    run = table_cells[table_cells["n"] > 0]
+    if run.empty:
+        return None
+    rows = math.ceil(len(run) / 2)
+    fig, axes = plt.subplots(rows, 2, figsize=(7.2, 2.9 * rows), squeeze=False, layout="constrained")
+    for ax, row in zip(axes.flat, run.itertuples()):
+        plot_seed_traces(records, row.task, row.model, ax)
+    for ax in axes.flat[len(run):]:
+        ax.set_visible(False)
+    return fig

@@ -11,7 +11,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from rtlib import report, results  # noqa: E402
+from rtlib import plots, report, results  # noqa: E402
 from rtlib.paths import REPO  # noqa: E402
 from rtlib.results import cell, cells, claims, comparisons, load_records  # noqa: E402
 from rtlib.tasks import TASKS  # noqa: E402
@@ -276,13 +276,13 @@ def test_committed_records_render_without_nan():
 
 
 def test_curves_carry_the_papers_number_and_say_when_there_is_nothing(tmp_path):
-    ax = results.plot_learning_curves(load_records(tmp_path), "mnist")
+    ax = plots.plot_learning_curves(load_records(tmp_path), "mnist")
     assert ax.texts[0].get_text() == "no paper-profile records yet"
     seeds(tmp_path, [2.40, 2.42, 2.41])
-    ax = results.plot_learning_curves(load_records(tmp_path), "nottingham")
+    ax = plots.plot_learning_curves(load_records(tmp_path), "nottingham")
     labels = [line.get_label() for line in ax.get_lines()]
     assert "R-Transformer (n=3)" in labels and "paper: 2.37" in labels
-    assert results.plot_seed_trace_grid(load_records(tmp_path)) is not None
+    assert plots.plot_seed_trace_grid(load_records(tmp_path)) is not None
 
 
 def test_report_notebook_renders_from_records_alone(data_mirror, tmp_path):
