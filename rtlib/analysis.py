@@ -30,8 +30,8 @@ from .configs import RunConfig
 from .models import build_model
 from .models.config import recorded_settings
 from .models.layers import CausalSelfAttention
-from .paths import ANALYSIS_DIR
 from .models.local_rnn import LocalRNN
+from .paths import ANALYSIS_DIR
 
 MAX_TOKENS = 64        # language-model and music excerpts: full maps of this many positions
 SIGNIFICANT = 4        # attention weights and saliencies are stored with 4 significant digits
@@ -358,6 +358,17 @@ def _entropy_of(item: dict[str, Any]) -> list[list[float]]:
     return [[normalized(row) for row in layer] for layer in item["last_row"]]
 
 
+def analysed_examples(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every example an analysis holds: the first (the analysis itself, with the maps), then
+    its ``more_examples`` (summaries)."""
+    return [item] + list(item.get("more_examples", []))
+
+
+def example_description(example: dict[str, Any]) -> str:
+    """An example's description; the first example keeps it under ``example``."""
+    return example["example"]["description"] if "example" in example else example["description"]
+
+
 def head_uniformity(items) -> "pd.DataFrame":
     """One row per (task, model, layer, head) of the analyses: mean attention distance (over the
     examples analysed), that of a uniform head over the same positions ((L - 1) / 4, averaged over
@@ -370,15 +381,15 @@ def head_uniformity(items) -> "pd.DataFrame":
     for item in items:
         if "mean_distance" not in item:
             continue
-        examples = [item] + item.get("more_examples", [])
-        distance = np.mean([np.asarray(e["mean_distance"], dtype=float) for e in examples], axis=0)
+        held = analysed_examples(item)
+        distance = np.mean([np.asarray(e["mean_distance"], dtype=float) for e in held], axis=0)
         entropy = np.mean([np.asarray(_entropy_of(e) if e is item else e["entropy"], dtype=float)
-                           for e in examples if e is item or "entropy" in e], axis=0)
-        uniform = float(np.mean([(e["length"] - 1) / 4 for e in examples]))  # lengths may differ
+                           for e in held if e is item or "entropy" in e], axis=0)
+        uniform = float(np.mean([(e["length"] - 1) / 4 for e in held]))  # lengths may differ
         for layer, head in np.ndindex(distance.shape):
             rows.append(dict(task=item["task"], model=item["model"], profile=item.get("profile", "?"),
                              layer=layer + 1, head=head + 1,
-                             examples=len(examples), distance=distance[layer, head], uniform=uniform,
+                             examples=len(held), distance=distance[layer, head], uniform=uniform,
                              ratio=distance[layer, head] / uniform, entropy=entropy[layer, head]))
     return pd.DataFrame(rows)
 
@@ -430,10 +441,9 @@ def distance_comparison(items) -> "pd.DataFrame":
         other = by_model.get((task, "transformer"))
         if model != "rtransformer" or other is None:
             continue
-        theirs = {e["example"]["description"] if e is other else e["description"]: e
-                  for e in [other] + other.get("more_examples", [])}
-        for e in [item] + item.get("more_examples", []):
-            description = e["example"]["description"] if e is item else e["description"]
+        theirs = {example_description(e): e for e in analysed_examples(other)}
+        for e in analysed_examples(item):
+            description = example_description(e)
             if description in theirs:
                 rows.append(dict(task=task, example=description,
                                  rtransformer=float(np.mean(e["mean_distance"])),
@@ -497,7 +507,7 @@ def provenance(items) -> "pd.DataFrame":
                      "weights": origin.get("weights", "not recorded"),
                      "epoch": "not recorded" if epoch is None else f"{epoch} of {origin.get('epochs_run', '?')}",
                      "precision": origin.get("precision") or "not recorded",
-                     "examples": 1 + len(item.get("more_examples", [])),
+                     "examples": len(analysed_examples(item)),
                      "note": origin.get("note", "")})
     return pd.DataFrame(rows)
 

@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.patches import FancyArrowPatch
 from matplotlib.ticker import MaxNLocator
 
+from .analysis import analysed_examples
 from .results import PAPER_ORDER, cells, evidence, fmt, learning_curves, lr_cuts, model_name, select_lr
 from .tasks import TASKS
 
@@ -328,20 +329,20 @@ def plot_maps_side_by_side(analyses: Sequence[dict[str, Any]], layers: Sequence[
 
 
 def _lengths(analysis: dict[str, Any]) -> list[int]:
-    """The length of every example analysed (the first, then `more_examples`)."""
-    return [e["length"] for e in [analysis] + list(analysis.get("more_examples", []))]
+    """The length of every example analysed."""
+    return [e["length"] for e in analysed_examples(analysis)]
 
 
 def window_saliency_mean(analysis: dict[str, Any], method: str = "gradient") -> np.ndarray:
     """(LocalRNN layers, offsets) window saliency averaged over every example analysed."""
-    examples = [analysis] + [e for e in analysis.get("more_examples", []) if "saliency" in e]
-    return np.mean([np.asarray(e["saliency"][method], dtype=float) for e in examples], axis=0)
+    held = [e for e in analysed_examples(analysis) if "saliency" in e]
+    return np.mean([np.asarray(e["saliency"][method], dtype=float) for e in held], axis=0)
 
 
 def _distances(analysis: dict[str, Any]) -> np.ndarray:
     """(layers, heads) mean attention distance, averaged over every example analysed."""
-    examples = [analysis] + list(analysis.get("more_examples", []))
-    return np.mean([np.asarray(e["mean_distance"], dtype=float) for e in examples], axis=0)
+    distances = [np.asarray(e["mean_distance"], dtype=float) for e in analysed_examples(analysis)]
+    return np.mean(distances, axis=0)
 
 
 def plot_attention_distance(analyses: Sequence[dict[str, Any]], ax=None):
@@ -352,17 +353,17 @@ def plot_attention_distance(analyses: Sequence[dict[str, Any]], ax=None):
     ax = ax or plt.subplots(figsize=(5, 3))[1]
     for analysis in analyses:
         color = PALETTE.get(analysis["model"])
-        examples = [analysis] + list(analysis.get("more_examples", []))
+        held = analysed_examples(analysis)
         distance = _distances(analysis)  # (layers, heads)
         layers = np.arange(1, len(distance) + 1)
         mean = distance.mean(1)
-        if len(examples) > 1:
-            for example in examples:
+        if len(held) > 1:
+            for example in held:
                 ax.plot(layers, np.asarray(example["mean_distance"], dtype=float).mean(1), color=color,
                         lw=0.8, alpha=0.45)
         ax.errorbar(layers, mean, yerr=[mean - distance.min(1), distance.max(1) - mean], marker="o",
                     capsize=3, color=color, label=f"{label(analysis['model'])} ({analysis.get('profile', '?')}, "
-                                                  f"{len(examples)} ex.)")
+                                                  f"{len(held)} ex.)")
     for lengths in sorted({tuple(_lengths(analysis)) for analysis in analyses}):
         span = f"L={lengths[0]}" if len(set(lengths)) == 1 else f"L={min(lengths)}–{max(lengths)}, mean"
         ax.axhline(np.mean([(length - 1) / 4 for length in lengths]), color="k", ls="--", lw=1,
@@ -387,9 +388,9 @@ def plot_window_saliency(analysis: dict[str, Any], ax=None, method: str = "gradi
     ax.set_yticks(range(len(saliency)))
     ax.set_yticklabels([f"LocalRNN {i + 1}" for i in range(len(saliency))], fontsize=8)
     ax.set_xlabel("input inside the window")
-    examples = 1 + sum("saliency" in e for e in analysis.get("more_examples", []))
+    count = sum("saliency" in e for e in analysed_examples(analysis))
     ax.set_title(f"{analysis['task']} ({analysis.get('profile', '?')}): {method}, "
-                 f"{examples} example{'s' if examples > 1 else ''}", fontsize=9)
+                 f"{count} example{'s' if count > 1 else ''}", fontsize=9)
     plt.colorbar(image, ax=ax, fraction=0.04, label="share")
     return ax
 
@@ -427,7 +428,7 @@ def plot_learning_curves(records: pd.DataFrame, task: str, ax=None, quantity: st
 
 def plot_seed_traces(records: pd.DataFrame, task: str, model: str, ax=None):
     """Each paper-profile seed of one cell: its test metric per epoch (left axis), the epochs
-    after which its lr was cut (ticks at the top) and the paper's number (dashed)."""
+    after which its lr was cut (dotted vertical lines) and the paper's number (dashed)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 3.2), layout="constrained")
     info = TASKS[task]
