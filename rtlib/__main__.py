@@ -92,6 +92,10 @@ def add_reproduce_parser(commands) -> None:
     parser.add_argument("--deadline-minutes", type=non_negative_float,
                         help="the whole batch: jobs stop (checkpointed) before this many minutes "
                              "from now, and none starts in the last minute")
+    parser.add_argument("--carry-limit-mb", type=non_negative_float,
+                        help="with --deadline-minutes: the most a run folder's weights can weigh "
+                             "to leave the machine; a job over it that is projected to miss the "
+                             "deadline is stopped, so the jobs beside it get its share of the GPU")
     parser.add_argument("--out", type=folder, help="run folders (default runs/)")
     parser.add_argument("--results", type=folder, help="record copies (default results/records/<profile>)")
     parser.add_argument("--notebooks", type=folder, help="stripped notebook copies "

@@ -24,11 +24,12 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterable, TextIO
 
 import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
+from .deadline import epochs_logged, late_job, read_pace, verdict
 from .paths import RECORDS_DIR, REPO, RUNS_DIR
 from .run_folder import (JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
                          safe_child)
@@ -469,8 +470,8 @@ class LiveView:
 def run_jobs(jobs: list[Job], *, results_dir: Path | None = None, notebooks_dir: Path | None = None,
              gpus: list[int] = (), jobs_per_gpu: int = 1, max_minutes: float | None = None,
              deadline_minutes: float | None = None, data_dir: Path | None = None,
-             compile_mode: str = "auto", stream: TextIO | None = None,
-             poll_s: float = 0.5) -> list[Outcome]:
+             compile_mode: str = "auto", carry_limit_mb: float | None = None,
+             stream: TextIO | None = None, poll_s: float = 0.5) -> list[Outcome]:
     """Run every job not finished yet, `jobs_per_gpu` at a time on each GPU (one at a time on
     the CPU when `gpus` is empty); a failing job does not stop the others. Ctrl-C stops the
     running jobs, which stay resumable. With several jobs a GPU, NVIDIA MPS runs them side by
@@ -478,13 +479,16 @@ def run_jobs(jobs: list[Job], *, results_dir: Path | None = None, notebooks_dir:
 
     `deadline_minutes` bounds the whole batch (say, a lease on a machine): every job gets at
     most what is left of it as its `max_minutes`, so each stops with a fresh checkpoint in
-    time, and no job starts in its last minute."""
+    time, and no job starts in its last minute. With `carry_limit_mb` as well, a job projected
+    to miss the deadline whose weights are over that size (they cannot leave the machine) is
+    stopped early, so the jobs beside it get its share of the GPU (`rtlib.deadline`)."""
     view = LiveView(stream or sys.stdout, len(jobs))
     with mps_daemon(enabled=bool(gpus) and jobs_per_gpu > 1, log=view.event):
         deadline = None if deadline_minutes is None else time.monotonic() + 60 * deadline_minutes
         return _run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir, gpus=gpus,
                          jobs_per_gpu=jobs_per_gpu, max_minutes=max_minutes, deadline=deadline,
-                         data_dir=data_dir, compile_mode=compile_mode, view=view, poll_s=poll_s)
+                         data_dir=data_dir, compile_mode=compile_mode, view=view, poll_s=poll_s,
+                         carry_limit_mb=carry_limit_mb)
 
 
 @contextlib.contextmanager
@@ -552,7 +556,8 @@ def _job_minutes(max_minutes: float | None, deadline: float | None) -> float | N
 
 
 def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu, max_minutes,
-              deadline, data_dir, compile_mode, view: "LiveView", poll_s: float) -> list[Outcome]:
+              deadline, data_dir, compile_mode, view: "LiveView", poll_s: float,
+              carry_limit_mb: float | None = None) -> list[Outcome]:
     if not RUN_NOTEBOOK.exists():
         raise FileNotFoundError(f"{RUN_NOTEBOOK} is missing: run `jupytext --sync book/run.md` first")
     slots = [(f"gpu{gpu}" + (f"/{k + 1}" if jobs_per_gpu > 1 else ""), gpu)
@@ -570,6 +575,7 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
                f"{'GPU ' + ','.join(map(str, gpus)) if gpus else 'CPU'}")
     running: dict[tuple[str, int | None], Running] = {}
     retries: Counter = Counter()
+    pacing = _Pacing(deadline, carry_limit_mb)
     claims = _claim_all(list(pending))
     handlers = _interrupt_on((signal.SIGTERM, signal.SIGHUP))
     try:
@@ -602,6 +608,7 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
                     view.event(f"{outcome.status:<6} [{outcome.slot}] {item.job.run_id} "
                                f"{outcome.wall_minutes:.1f} min"
                                f"{': ' + outcome.error if outcome.error else ''}")
+            pacing.stop_late_job(running.values(), view)
             counts = Counter(outcome.status for outcome in outcomes.values())
             view.tick(list(running.values()), {**counts, "pending": len(pending)})
             if running:
@@ -621,6 +628,36 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
             signal.signal(sig, handler)
         claims.close()
     return [outcomes[job.run_id] for job in jobs]
+
+
+class _Pacing:
+    """The runner's side of `rtlib.deadline`: which epochs of each running job were timed at
+    the current mix, and which jobs were already asked to stop."""
+
+    def __init__(self, deadline: float | None, carry_limit_mb: float | None):
+        self.deadline, self.carry_limit_mb = deadline, carry_limit_mb
+        self.mix: frozenset[str] = frozenset()
+        self.since: dict[str, int] = {}
+        self.asked: set[str] = set()
+
+    def stop_late_job(self, running: Iterable[Running], view: "LiveView") -> None:
+        if self.deadline is None or self.carry_limit_mb is None:
+            return
+        running = [item for item in running if item.job.run_id not in self.asked]
+        mix = frozenset(item.job.run_id for item in running)
+        if mix != self.mix:  # a job started or ended: time every job again, from its next epoch
+            self.mix = mix
+            self.since = {item.job.run_id: len(epochs_logged(item.job.out_dir)) + 1 for item in running}
+        paces = [read_pace(item.job.run_id, item.job.out_dir, item.job.cfg.train.epochs,
+                                    self.since[item.job.run_id]) for item in running]
+        seconds_left, limit = self.deadline - time.monotonic(), int(self.carry_limit_mb * 1e6)
+        late = late_job(paces, seconds_left, limit)
+        if late is None:
+            return
+        item = next(item for item in running if item.job.run_id == late.run_id)
+        (item.job.out_dir / STOP_REQUEST).touch()
+        self.asked.add(late.run_id)
+        view.event(f"stop   [{item.slot}] {late.run_id}: {verdict(late, seconds_left, limit)}")
 
 
 def _interrupt_on(signals) -> dict:
@@ -755,11 +792,14 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
     if missing:
         raise ValueError(f"--gpus {','.join(map(str, gpus))}: GPU {missing[0]} is not on this machine, "
                          f"which has {f'GPUs {available}' if available else 'no GPU'} ('' runs on the CPU)")
+    if args.carry_limit_mb is not None and args.deadline_minutes is None:
+        raise ValueError(f"--carry-limit-mb {args.carry_limit_mb:g} needs --deadline-minutes: a job is "
+                         "stopped early only when it is projected to miss the batch's deadline")
     try:
         outcomes = run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir, gpus=gpus,
                             jobs_per_gpu=args.jobs_per_gpu, max_minutes=args.max_minutes,
                             deadline_minutes=args.deadline_minutes, data_dir=data_dir,
-                            compile_mode=args.compile, stream=stream)
+                            compile_mode=args.compile, carry_limit_mb=args.carry_limit_mb, stream=stream)
     except KeyboardInterruptWithOutcomes as interrupted:
         print(format_summary(interrupted.outcomes), file=stream)
         return EXIT_INTERRUPTED

@@ -9,7 +9,8 @@
 #
 # `start` installs the notebook tools from carried wheels, starts NVIDIA MPS and one
 # `python -m rtlib reproduce` per quoted argument set, each in its own process session (so they
-# outlive the command), all bound by the same deadline; then it runs the GPU engine tests
+# outlive the command), all bound by the same deadline (a job projected to miss it, with weights
+# too large to come back, is stopped, so the others get its share); then it runs the GPU engine tests
 # beside them (before them, with GPU_TESTS_FIRST=1). `wait` sleeps, then packs what has
 # landed. `finish` waits for the runners, analyses one finished run of each (task, model) the
 # committed analyses lack (its lowest seed), packs records, logs, those runs' best weights (for
@@ -38,6 +39,12 @@ ROOT=$PWD
 LOGS=runs/_logs
 RUNNERS=$LOGS/runner_pids
 CODE=runs/_code
+# $OUT takes 8 files of 16 MiB: records and notebooks leave 6 parts of 15 MiB for weights
+SHIP_PARTS=6
+# A run folder's weights under this size fit beside the best weights of two analysed PTB-char runs
+# (28.5 MB each); the runners stop a job over it that they project to miss the deadline
+# (rtlib/deadline.py)
+CARRY_LIMIT_MB=30
 mkdir -p $LOGS
 
 require_runners() {
@@ -47,24 +54,30 @@ the previous one went cold, and its runs/ with it" >&2
   exit 2
 }
 
-# ship NAME BYTES RUN_DIR...: the runs' *.pt, record and log, smallest run first, as long as the
-# total stays under BYTES, in $OUT/NAME.tar.part-*; names what did not fit.
+# parts NAME: how many parts ship NAME put in $OUT.
+parts() { ls "$OUT/$1".tar.part-* 2>/dev/null | wc -l; }
+
+# ship NAME PARTS WEIGHTS RUN_DIR...: the runs' WEIGHTS files (a glob), record and log, smallest
+# run first, as long as they fit in PARTS parts of 15 MiB (1 MB left for the tar headers,
+# records and logs), in $OUT/NAME.tar.part-*; names what did not fit.
 ship() {
-  name=$1 limit=$2; shift 2
+  name=$1 limit=$(($2 * 15 * 1048576 - 1000000)) weights=$3; shift 3
   [ $# -gt 0 ] || return 0
-  chosen=$(for d in "$@"; do echo "$(du -cb "$d"/*.pt | tail -1 | cut -f1) $d"; done | sort -n | \
+  # shellcheck disable=SC2086
+  chosen=$(for d in "$@"; do echo "$(du -cb "$d"/$weights | tail -1 | cut -f1) $d"; done | sort -n | \
     awk -v limit="$limit" '{ total += $1; if (total < limit) print $2; else print $2 > "/dev/stderr" }' \
     2> "$LOGS/left_behind_$name.txt")
   echo "$name left behind: $(cat "$LOGS/left_behind_$name.txt")"
   [ -n "$chosen" ] || return 0
   # shellcheck disable=SC2086
-  tar cf - $(for d in $chosen; do ls "$d"/*.pt "$d"/record.json "$d"/log.jsonl 2>/dev/null; done) | \
+  tar cf - $(for d in $chosen; do ls "$d"/$weights "$d"/record.json "$d"/log.jsonl 2>/dev/null; done) | \
     split -b 15M - "$OUT/$name.tar.part-"
 }
 
 # The first finished paper-profile run (lowest seed, no ablation) of each (task, model) that has no
 # committed analysis at the paper profile (results/analysis/<task>_<model>_paper_*.json).
 unanalysed() {
+  local seen=""
   for d in runs/*_paper_lr*_seed*; do
     [ -f "$d/record.json" ] || continue
     key=$(basename "$d"); key=${key%%_paper_*}
@@ -85,7 +98,8 @@ pack() {
     $CODE/results/analysis $LOGS 2>/dev/null
   ls runs 2>/dev/null | grep -v '^_' | while read -r run; do
     if [ -f "runs/$run/record.json" ]; then echo "done      $run"
-    else echo "running   $run  epochs $(wc -l < "runs/$run/log.jsonl" 2>/dev/null || echo 0)"; fi
+    elif [ -f "runs/$run/log.jsonl" ]; then echo "running   $run  epochs $(wc -l < "runs/$run/log.jsonl")"
+    else echo "waiting   $run"; fi
   done
 }
 
@@ -119,7 +133,8 @@ case "$1" in
       i=$((i + 1))
       # shellcheck disable=SC2086
       (cd "$CODE" && exec setsid nohup python3 -m rtlib reproduce $runner_args --profile paper --gpus 0 \
-        --out "$ROOT/runs" --deadline-minutes "$deadline") > "$LOGS/runner$i.log" 2>&1 < /dev/null &
+        --out "$ROOT/runs" --deadline-minutes "$deadline" --carry-limit-mb $CARRY_LIMIT_MB) \
+        > "$LOGS/runner$i.log" 2>&1 < /dev/null &
       echo $! >> "$RUNNERS"
       echo "runner $i: $runner_args"
     done
@@ -151,10 +166,12 @@ case "$1" in
     # $OUT takes 8 files of 16 MiB: records, notebooks, then 15 MiB parts of two tarballs.
     # Their best weights (so the visualizations can analyse them anywhere, on a CPU too), then
     # the checkpoints of unfinished runs; smallest runs first.
+    # They share SHIP_PARTS: the checkpoints get the parts the weights leave.
     # shellcheck disable=SC2086
-    ship weights 62000000 $(for d in $finished; do [ -f "$d/best.pt" ] && echo "$d"; done)
+    ship weights $SHIP_PARTS best.pt $(for d in $finished; do [ -f "$d/best.pt" ] && echo "$d"; done)
     # shellcheck disable=SC2086
-    ship checkpoints 31000000 $(for d in runs/*; do [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] && echo "$d"; done)
+    ship checkpoints $((SHIP_PARTS - $(parts weights))) '*.pt' \
+      $(for d in runs/*; do [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] && echo "$d"; done)
     echo quit | nvidia-cuda-mps-control
     ls -la "$OUT" ;;
 esac

@@ -177,6 +177,8 @@ def test_ablations_run_at_the_first_seed_of_the_paper_profile():
     (["--table", "4", "--profile", "smoke", "--seeds", "1", "--gpus", "a,b"], "'a,b'"),
     (["--table", "4", "--profile", "smoke", "--seeds", "1", "--lrs", "all"], "'all'"),
     (["--table", "4", "--profile", "smoke", "--seeds", "1", "--variants", "nrom=post", "--plan"], "'nrom"),
+    (["--table", "4", "--profile", "smoke", "--seeds", "1", "--carry-limit-mb", "-1"], "'-1'"),
+    (["--table", "4", "--profile", "smoke", "--seeds", "1", "--carry-limit-mb", "31"], "--carry-limit-mb 31 needs"),
 ])
 def test_bad_cli_values_exit_2_with_one_line(capsys, argv, named):
     try:

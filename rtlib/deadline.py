@@ -1,0 +1,79 @@
+"""Which running job to stop so that the others finish before a batch's deadline.
+
+A lent GPU comes for a fixed stretch. A run that cannot finish within it is worth only its
+checkpoint, and only if that checkpoint can leave the machine, to be carried back and resumed
+in a later lease. A PTB-char R-Transformer's run folder holds 57 MB of weights (checkpoint and
+best), more than a batch can bring back beside its records. Such a job, projected to miss
+the deadline, trains for nothing and slows the jobs that share the GPU with it. In batch e
+(results/batches/2026-12-01_h200_e.json), two PTB-char R-Transformers and a seq-MNIST one
+shared an H200 at 16.5 and 37 s an epoch, and none of them could finish in 22 minutes.
+
+`late_job` names the job to stop, one at a time. Stopping a job changes the mix, so the
+runner measures every job's pace again at the new mix before it judges again. The runner
+sees only its own jobs: another runner's jobs on the same GPU slow its jobs down, but they
+are never stopped by it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+MEASURED_EPOCHS = 3   # epochs timed at the current mix before a job is judged
+
+
+@dataclass(frozen=True)
+class Pace:
+    run_id: str
+    epochs_done: int
+    epochs_total: int
+    seconds_per_epoch: float | None   # None: fewer than MEASURED_EPOCHS timed at the current mix
+    carry_bytes: int                  # what resuming it elsewhere needs: its checkpoint and best weights
+
+    def seconds_needed(self) -> float | None:
+        if self.seconds_per_epoch is None:
+            return None
+        return self.seconds_per_epoch * max(0, self.epochs_total - self.epochs_done)
+
+
+def epochs_logged(run_dir: Path) -> list[dict]:
+    """The run's epoch log (`log.jsonl`, rewritten whole at every checkpoint, so never torn)."""
+    log = run_dir / "log.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def carry_bytes(run_dir: Path) -> int:
+    return sum(path.stat().st_size for path in run_dir.glob("*.pt"))
+
+
+def read_pace(run_id: str, run_dir: Path, epochs_total: int, since: int) -> Pace:
+    """The job's pace over its last `MEASURED_EPOCHS` epochs, counting only epochs logged after
+    its first `since` (those logged before the current mix began, and the epoch it began in).
+    Its log's `elapsed_s` is wall time, evaluation included."""
+    entries = epochs_logged(run_dir)
+    timed = [entry["elapsed_s"] for entry in entries[since:]]
+    rate = None
+    if len(timed) > MEASURED_EPOCHS:
+        rate = (timed[-1] - timed[-1 - MEASURED_EPOCHS]) / MEASURED_EPOCHS
+    return Pace(run_id, len(entries), epochs_total, rate, carry_bytes(run_dir))
+
+
+def late_job(paces: list[Pace], seconds_left: float, carry_limit_bytes: int) -> Pace | None:
+    """The job to stop now, or None. Candidates are the jobs projected to need more than
+    `seconds_left` whose weights are over `carry_limit_bytes`: their progress cannot leave the
+    machine. Of those, the one with the most time still needed is chosen. Nothing is judged
+    while any job's pace at the current mix is unmeasured: a stop speeds up the jobs beside
+    it, so their old pace would condemn them too."""
+    if any(pace.seconds_per_epoch is None for pace in paces):
+        return None
+    late = [pace for pace in paces
+            if pace.seconds_needed() > seconds_left and pace.carry_bytes > carry_limit_bytes]
+    return max(late, key=Pace.seconds_needed, default=None)
+
+
+def verdict(pace: Pace, seconds_left: float, carry_limit_bytes: int) -> str:
+    """Why `pace`'s job is stopped, in one line."""
+    return (f"projected to need {pace.seconds_needed() / 60:.1f} more minutes at "
+            f"{pace.seconds_per_epoch:.1f} s an epoch ({pace.epochs_done}/{pace.epochs_total} epochs), "
+            f"{seconds_left / 60:.1f} left before the deadline, and its {pace.carry_bytes / 1e6:.0f} MB "
+            f"of weights cannot leave the machine (limit {carry_limit_bytes / 1e6:.0f} MB)")

@@ -1,0 +1,95 @@
+"""The runner stops a job that cannot finish before the batch's deadline and cannot leave the
+machine either, so that the jobs beside it get its share (rtlib.deadline)."""
+import json
+
+from rtlib.deadline import MEASURED_EPOCHS, Pace, late_job, read_pace, verdict
+from rtlib.reproduce import expand_jobs
+from rtlib.run_folder import STOP_REQUEST
+from test_reproduce import run_fake_jobs
+
+
+def write_log(run_dir, seconds_per_epoch, epochs, start_s=0.0):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(dict(epoch=k + 1, elapsed_s=start_s + seconds_per_epoch * (k + 1))) for k in range(epochs)]
+    (run_dir / "log.jsonl").write_text("".join(line + "\n" for line in lines))
+
+
+def test_pace_counts_only_epochs_after_the_mix_began(tmp_path):
+    write_log(tmp_path, 30.0, 5)  # 5 epochs of 30 s at an earlier mix, then 4 of 10 s
+    entries = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    entries += [dict(epoch=5 + k + 1, elapsed_s=150.0 + 10.0 * (k + 1)) for k in range(4)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    (tmp_path / "checkpoint.pt").write_bytes(b"x" * 1000)
+    (tmp_path / "best.pt").write_bytes(b"x" * 500)
+    pace = read_pace("run", tmp_path, epochs_total=100, since=5)
+    assert pace == Pace("run", 9, 100, 10.0, 1500)
+    assert pace.seconds_needed() == 910.0
+    assert read_pace("run", tmp_path, epochs_total=100, since=6).seconds_per_epoch is None
+    assert read_pace("run", tmp_path / "none", epochs_total=100, since=0) == Pace("run", 0, 100, None, 0)
+
+
+def test_the_late_job_that_cannot_leave_is_the_one_stopped():
+    heavy = Pace("ptb-char", 10, 100, 16.0, 57_000_000)      # needs 24 min
+    heavier = Pace("ptb-char-2", 5, 100, 16.0, 57_000_000)   # needs 25.3 min
+    portable = Pace("mnist", 12, 50, 37.0, 2_000_000)         # needs 23.4 min, but can be carried
+    on_time = Pace("ptb-word", 90, 100, 9.0, 57_000_000)
+    limit = 31_000_000
+    assert late_job([heavy, heavier, portable, on_time], 20 * 60, limit) == heavier
+    assert late_job([heavy, portable, on_time], 20 * 60, limit) == heavy
+    assert late_job([portable, on_time], 20 * 60, limit) is None
+    assert late_job([heavy, portable], 30 * 60, limit) is None  # everyone finishes
+    unmeasured = Pace("new", 1, 100, None, 0)
+    assert late_job([heavy, unmeasured], 20 * 60, limit) is None  # the mix is not measured yet
+    assert "24.0 more minutes at 16.0 s an epoch (10/100 epochs), 20.0 left" in verdict(heavy, 20 * 60, limit)
+
+
+class EpochPerPoll:
+    """A job's process that logs one epoch of `seconds_per_epoch` each time it is polled, and
+    exits when its epochs are done or at its first poll after a stop request."""
+
+    def __init__(self, run_dir, seconds_per_epoch, epochs_total):
+        self.run_dir, self.rate, self.total, self.returncode = run_dir, seconds_per_epoch, epochs_total, None
+
+    def poll(self):
+        done = len((self.run_dir / "log.jsonl").read_text().splitlines())
+        if (self.run_dir / STOP_REQUEST).exists() or done == self.total:
+            self.returncode = 0
+            return 0
+        with open(self.run_dir / "log.jsonl", "a") as log:
+            log.write(json.dumps(dict(epoch=done + 1, elapsed_s=self.rate * (done + 1))) + "\n")
+        return None
+
+
+def test_the_runner_stops_a_late_job_over_the_carry_limit_and_lets_the_others_run(monkeypatch, tmp_path):
+    import time
+
+    import rtlib.reproduce as reproduce
+    heavy, portable = expand_jobs([4], ["rtransformer", "transformer"], "paper", seeds=1, lrs="config", out=tmp_path)
+    rates = {heavy.run_id: 60.0, portable.run_id: 1.0}   # a minute an epoch cannot finish 100 in 10
+
+    def start(job, slot, params, threads_share=1):
+        write_log(job.out_dir, rates[job.run_id], 0)
+        if job is heavy:
+            (job.out_dir / "checkpoint.pt").write_bytes(b"x" * 2_000_000)
+        return reproduce.Running(job, EpochPerPoll(job.out_dir, rates[job.run_id], job.cfg.train.epochs),
+                                 slot[0], time.monotonic(), resumed=False)
+
+    def finish(running):
+        stopped = (running.job.out_dir / STOP_REQUEST).exists()
+        return reproduce.Outcome(running.job, "remaining" if stopped else "done", "ran", slot=running.slot)
+
+    def run(carry_limit_mb):
+        for job in (heavy, portable):
+            (job.out_dir / STOP_REQUEST).unlink(missing_ok=True)
+        return run_fake_jobs(monkeypatch, tmp_path, [heavy, portable], start, finish, jobs_per_gpu=2,
+                             deadline=time.monotonic() + 600, carry_limit_mb=carry_limit_mb)
+
+    outcomes = {outcome.job.run_id: outcome for outcome in run(carry_limit_mb=1.0)}
+    assert outcomes[heavy.run_id].status == "remaining" and outcomes[portable.run_id].status == "done"
+    logged = len((heavy.out_dir / "log.jsonl").read_text().splitlines())
+    assert MEASURED_EPOCHS < logged < 10  # judged as soon as both were timed at their mix
+    assert not (portable.out_dir / STOP_REQUEST).exists()
+    # under the limit, or with no limit, a late job trains on to the deadline's checkpoint
+    for limit in (3.0, None):
+        outcomes = {outcome.job.run_id: outcome for outcome in run(carry_limit_mb=limit)}
+        assert outcomes[heavy.run_id].status == "done"
