@@ -1,9 +1,10 @@
 """Which running job to stop so that the others finish before a batch's deadline.
 
 A lent GPU comes for a fixed stretch. A run that cannot finish within it is worth only its
-checkpoint, and only if that checkpoint can leave the machine, to be carried back and resumed
-in a later lease. A PTB-char R-Transformer's run folder holds 57 MB of weights (checkpoint and
-best), more than a batch can bring back beside its records. Such a job, projected to miss
+checkpoint, and only if that checkpoint can leave the machine and be carried back in, to
+resume in a later lease. A PTB-char R-Transformer's run folder holds 57 MB of weights
+(checkpoint and best), more than a call can carry in beside the working tree, the wheels and the
+data (64 MiB in all). Such a job, projected to miss
 the deadline, trains for nothing and slows the jobs that share the GPU with it. In batch e
 (results/batches/2026-12-01_h200_e.json), two PTB-char R-Transformers and a seq-MNIST one
 shared an H200 at 16.5 and 37 s an epoch, and none of them could finish in 22 minutes.

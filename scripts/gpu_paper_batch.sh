@@ -39,12 +39,12 @@ ROOT=$PWD
 LOGS=runs/_logs
 RUNNERS=$LOGS/runner_pids
 CODE=runs/_code
-# $OUT takes 8 files of 16 MiB: records and notebooks leave 6 parts of 15 MiB for weights
-SHIP_PARTS=6
-# A run folder's weights under this size fit beside the best weights of two analysed PTB-char runs
-# (28.5 MB each); the runners stop a job over it that they project to miss the deadline
-# (rtlib/deadline.py)
-CARRY_LIMIT_MB=30
+# $OUT brings back at most 8 files of 16 MiB each, 64 MiB in all
+OUT_FILES=8 OUT_BYTES=67108864 PART_BYTES=15728640
+# A later lease carries an unfinished run folder back in beside the working tree (5 MB), the
+# wheels (22 MB) and the data (19 MB), 64 MiB in all: the runners stop a job whose weights are
+# over this size once they project that it will miss the deadline (rtlib/deadline.py)
+CARRY_LIMIT_MB=20
 mkdir -p $LOGS
 
 require_runners() {
@@ -54,14 +54,19 @@ the previous one went cold, and its runs/ with it" >&2
   exit 2
 }
 
-# parts NAME: how many parts ship NAME put in $OUT.
-parts() { ls "$OUT/$1".tar.part-* 2>/dev/null | wc -l; }
+# room: the bytes $OUT can still take, in the files it has left (1 MB kept for tar headers,
+# records and logs).
+room() {
+  used=$(cat "$OUT"/* 2>/dev/null | wc -c) files=$(ls "$OUT" | wc -l)
+  bytes=$((OUT_BYTES - used)) in_files=$(((OUT_FILES - files) * PART_BYTES))
+  echo $(( (bytes < in_files ? bytes : in_files) - 1000000 ))
+}
 
-# ship NAME PARTS WEIGHTS RUN_DIR...: the runs' WEIGHTS files (a glob), record and log, smallest
-# run first, as long as they fit in PARTS parts of 15 MiB (1 MB left for the tar headers,
-# records and logs), in $OUT/NAME.tar.part-*; names what did not fit.
+# ship NAME WEIGHTS RUN_DIR...: the runs' WEIGHTS files (a glob), record and log, smallest run
+# first, as long as they fit in what $OUT has room for, in $OUT/NAME.tar.part-*; names what did
+# not fit.
 ship() {
-  name=$1 limit=$(($2 * 15 * 1048576 - 1000000)) weights=$3; shift 3
+  name=$1 limit=$(room) weights=$2; shift 2
   [ $# -gt 0 ] || return 0
   # shellcheck disable=SC2086
   chosen=$(for d in "$@"; do echo "$(du -cb "$d"/$weights | tail -1 | cut -f1) $d"; done | sort -n | \
@@ -163,14 +168,13 @@ case "$1" in
       --run $(for d in $finished; do echo "$ROOT/$d"; done)) > $LOGS/analyze.log 2>&1
     pack
     tar czf "$OUT/notebooks.tgz" runs/*/run.ipynb 2>/dev/null
-    # $OUT takes 8 files of 16 MiB: records, notebooks, then 15 MiB parts of two tarballs.
-    # Their best weights (so the visualizations can analyse them anywhere, on a CPU too), then
-    # the checkpoints of unfinished runs; smallest runs first.
-    # They share SHIP_PARTS: the checkpoints get the parts the weights leave.
+    # Then, in 15 MiB parts, as far as $OUT has room: the analysed runs' best weights (so the
+    # visualizations can analyse them anywhere, on a CPU too), then the run folders of unfinished
+    # runs to resume; smallest runs first.
     # shellcheck disable=SC2086
-    ship weights $SHIP_PARTS best.pt $(for d in $finished; do [ -f "$d/best.pt" ] && echo "$d"; done)
+    ship weights best.pt $(for d in $finished; do [ -f "$d/best.pt" ] && echo "$d"; done)
     # shellcheck disable=SC2086
-    ship checkpoints $((SHIP_PARTS - $(parts weights))) '*.pt' \
+    ship checkpoints '*.pt' \
       $(for d in runs/*; do [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] && echo "$d"; done)
     echo quit | nvidia-cuda-mps-control
     ls -la "$OUT" ;;
