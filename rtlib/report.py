@@ -518,7 +518,8 @@ def how_sure() -> str:
             "*supported* when the interval lies on the side the paper claims, *contradicted* when it lies "
             "on the other side, *inconclusive* when it straddles 0. A claim is supported only when every "
             "comparison it makes is, and contradicted when any one is; *not tested* means that no "
-            "comparison of it has runs on both sides.")
+            "comparison of it has runs on both sides. Means are printed to the paper's digits, interval "
+            "ends to one digit more, so that an end near 0 shows on which side of 0 it lies.")
 
 
 def _prose(row) -> str:

@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import pandas as pd
 import torch
@@ -53,6 +53,7 @@ class ToyTask:
     num_classes: int
     sample: Callable[[int, torch.Generator], tuple[Tensor, Tensor]]
     symbols: str = ""  # one character per token id, for `render`
+    settings: Mapping[str, int] = field(default_factory=dict)  # the arguments that made it
 
     @property
     def chance(self) -> float:
@@ -63,7 +64,8 @@ def one_hot(tokens: Tensor, vocab: int) -> Tensor:
     return F.one_hot(tokens, vocab).float()
 
 
-def _two_events(name: str, length: int, start: int, room: int, num_noise: int) -> ToyTask:
+def _two_events(name: str, length: int, start: int, room: int, num_noise: int,
+                settings: Mapping[str, int]) -> ToyTask:
     """Noise tokens 0..num_noise-1, then events A = num_noise and B = num_noise + 1 at two distinct
     positions among start..start+room-1, and the query Q = num_noise + 2 last; label 1 when A
     comes first. Both classes hold the same tokens: only their order differs."""
@@ -81,7 +83,7 @@ def _two_events(name: str, length: int, start: int, room: int, num_noise: int) -
         return one_hot(tokens, num_noise + 3), labels
 
     symbols = "abcdefghijklmnopqrstuvwxyz"[:num_noise] + "AB?"
-    return ToyTask(name, length, num_noise + 3, 2, sample, symbols)
+    return ToyTask(name, length, num_noise + 3, 2, sample, symbols, settings)
 
 
 def order_task(length: int = 24, span: int = 4, num_noise: int = 6) -> ToyTask:
@@ -90,7 +92,8 @@ def order_task(length: int = 24, span: int = 4, num_noise: int = 6) -> ToyTask:
     must cover the last span + 1 positions."""
     if not 2 <= span < length:
         raise ValueError(f"span={span} must be in 2..length-1={length - 1}")
-    return _two_events(f"order(span={span})", length, length - 1 - span, span, num_noise)
+    return _two_events(f"order(span={span})", length, length - 1 - span, span, num_noise,
+                       dict(length=length, span=span, num_noise=num_noise))
 
 
 def order_ceiling(span: int, seen: int) -> float:
@@ -111,7 +114,8 @@ def far_order_task(length: int = 32, min_distance: int = 14, num_noise: int = 6)
     room = length - 1 - min_distance  # positions 0..room-1 lie more than min_distance back
     if room < 2:
         raise ValueError(f"min_distance={min_distance} leaves no room in length={length}")
-    return _two_events(f"far order(distance>{min_distance})", length, 0, room, num_noise)
+    return _two_events(f"far order(distance>{min_distance})", length, 0, room, num_noise,
+                       dict(length=length, min_distance=min_distance, num_noise=num_noise))
 
 
 def retrieval_task(length: int = 32, min_distance: int = 12, num_values: int = 4,
@@ -140,7 +144,8 @@ def retrieval_task(length: int = 32, min_distance: int = 12, num_values: int = 4
 
     symbols = "abcdefghijklmnopqrstuvwxyz"[:num_noise] + "0123456789"[:num_values] + "M?"
     return ToyTask(f"retrieval(distance>={min_distance})", length, num_noise + num_values + 2,
-                   num_values, sample, symbols)
+                   num_values, sample, symbols,
+                   dict(length=length, min_distance=min_distance, num_values=num_values, num_noise=num_noise))
 
 
 def decode(x: Tensor) -> list[int]:
@@ -178,10 +183,11 @@ class LocalRNNStack(nn.Module):
         return x
 
 
+TOY_WIDTH = 32   # d_model of every toy model
 TOY_MODELS = ("rtransformer", "local-rnn", "transformer-none", "transformer-sinusoidal", "conv")
 
 
-def make_toy_model(kind: str, vocab: int, num_classes: int, d_model: int = 32, levels: int = 2,
+def make_toy_model(kind: str, vocab: int, num_classes: int, d_model: int = TOY_WIDTH, levels: int = 2,
                    heads: int = 2, window: int = 5) -> SequenceClassifier:
     """A classifier around one of `TOY_MODELS`, all of width `d_model` and depth `levels`.
 
@@ -197,10 +203,15 @@ def make_toy_model(kind: str, vocab: int, num_classes: int, d_model: int = 32, l
         backbone = Transformer(d_model=d_model, levels=levels, heads=heads, dropout=0.0,
                                position=kind.split("-", 1)[1])
     elif kind == "conv":
-        backbone = TCN(d_model, [d_model] * levels, kernel_size=max(2, (window + 1) // 2), dropout=0.0)
+        backbone = TCN(d_model, [d_model] * levels, kernel_size=conv_kernel(window), dropout=0.0)
     else:
         raise ValueError(f"kind={kind!r} is not one of {list(TOY_MODELS)}")
     return SequenceClassifier(backbone, vocab, num_classes, project_input=True)
+
+
+def conv_kernel(window: int) -> int:
+    """The kernel of the "conv" toy's TCN blocks: one block sees `window` inputs (odd windows)."""
+    return max(2, (window + 1) // 2)
 
 
 def receptive_field(kind: str, levels: int, window: int, length: int) -> int:
@@ -208,7 +219,7 @@ def receptive_field(kind: str, levels: int, window: int, length: int) -> int:
     if kind == "local-rnn":
         return min(length, levels * (window - 1) + 1)
     if kind == "conv":
-        kernel = max(2, (window + 1) // 2)
+        kernel = conv_kernel(window)
         return min(length, 1 + sum(2 * (kernel - 1) * 2 ** level for level in range(levels)))
     return length
 
