@@ -580,6 +580,11 @@ def _parser() -> OneLineParser:
     parser.add_argument("--bound", action="store_true",
                         help="only bound what a faster LocalRNN can buy: the step without LocalRNNs "
                              "plus their matmuls alone, against the reference and the fastest variant")
+    parser.add_argument("--sharing", nargs="+", metavar="ROUND",
+                        help="only time jobs sharing the GPU (rtlib.sharing), one round each, e.g. "
+                             "4:rtransformer 4:rtransformer*3 4:rtransformer*2+3:rtransformer")
+    parser.add_argument("--sharing-seconds", type=float, default=15.0,
+                        help="how long each --sharing round runs its steps")
     return parser
 
 
@@ -639,6 +644,24 @@ def _run_bounds(args: argparse.Namespace, device: torch.device) -> None:
         _write_check(args.out, "bound", device, tables=bounds)  # after each table: a cut-off run keeps it
 
 
+def _run_sharing(args: argparse.Namespace, device: torch.device) -> None:
+    from .reproduce import mps_daemon
+    from .sharing import measure, parse_round
+
+    rounds = [parse_round(text) for text in args.sharing]
+    name = device_name(device)
+    with mps_daemon(enabled=device.type == "cuda" and max(map(len, rounds)) > 1) as mps:
+        result = measure(rounds, str(device), seconds=args.sharing_seconds, warmup=args.warmup)
+    report = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(), mps=mps,
+                  date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result)
+    out = args.out or BENCH_DIR / f"sharing_{name.replace(' ', '_')}.json"
+    atomic_write_json(out, report)
+    for row in report["rounds"]:
+        gain = "" if row["gain"] is None else f"gain {row['gain']:.2f}  "
+        print(f"{row['jobs']:<48} {gain}steps/s " + " ".join(f"{job['steps_per_s']:.1f}" for job in row["per_job"]))
+    print(f"wrote {out}")
+
+
 def _run_benchmark(args: argparse.Namespace, device: torch.device) -> None:
     name = device_name(device)
     report = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(),
@@ -667,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
         _run_engine_modes(args, device)
     elif args.bound:
         _run_bounds(args, device)
+    elif args.sharing:
+        _run_sharing(args, device)
     else:
         _run_benchmark(args, device)
     return 0
