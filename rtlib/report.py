@@ -367,6 +367,21 @@ def load_batches(folder: str | Path = BATCHES_DIR) -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for path in sorted(Path(folder).glob("*.json"))]
 
 
+def batch_line(batch: dict[str, Any]) -> str:
+    """One batch log in a sentence: when, at which commit, how long, what finished, what was
+    lost and why, how the jobs shared the GPU."""
+    lost = _lost([batch])
+    reasons = collections.Counter(run["why"] for run in lost).most_common()
+    not_started = batch.get("not_started", [])
+    counts = (f"{plural(len(batch['finished']), 'run')} finished, "
+              f"{len(not_started) if isinstance(not_started, list) else not_started} not started, "
+              f"{len(lost)} lost" + (": " + "; ".join(f"{n} {why}" for why, n in reasons) if lost else ""))
+    return (f"Batch of {batch['date']} at commit {batch['git_commit']} on {batch['device']}, "
+            f"{batch['deadline_minutes']:g}-minute deadline, machine held "
+            f"{batch.get('machine_held_minutes', float('nan')):.1f} minutes: {counts}. "
+            f"Sharing: {batch.get('sharing', 'not recorded')}.")
+
+
 @functools.lru_cache(maxsize=None)
 def train_steps(task: str, model: str, data_dir: str | None = None) -> int:
     """Training steps in one epoch of the paper profile."""
