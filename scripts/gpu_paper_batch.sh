@@ -40,7 +40,7 @@ LOGS=runs/_logs
 RUNNERS=$LOGS/runner_pids
 CODE=runs/_code
 # $OUT brings back at most 8 files of 16 MiB each, 64 MiB in all
-OUT_FILES=8 OUT_BYTES=67108864 PART_BYTES=15728640
+OUT_FILES=${OUT_FILES:-8} OUT_BYTES=${OUT_BYTES:-67108864} PART_BYTES=${PART_BYTES:-15728640}
 # A later lease carries an unfinished run folder back in beside the working tree (5 MB), the
 # wheels (22 MB) and the data (19 MB), 64 MiB in all: the runners stop a job whose weights are
 # over this size once they project that it will miss the deadline (rtlib/deadline.py)
@@ -54,12 +54,13 @@ the previous one went cold, and its runs/ with it" >&2
   exit 2
 }
 
-# room: the bytes $OUT can still take, in the files it has left (1 MB kept for tar headers,
-# records and logs).
+# room: the bytes $OUT can still take, in the files it has left, less a margin for tar headers,
+# records and logs (1 MB, or a sixteenth of the room).
 room() {
   used=$(cat "$OUT"/* 2>/dev/null | wc -c) files=$(ls "$OUT" | wc -l)
   bytes=$((OUT_BYTES - used)) in_files=$(((OUT_FILES - files) * PART_BYTES))
-  echo $(( (bytes < in_files ? bytes : in_files) - 1000000 ))
+  free=$((bytes < in_files ? bytes : in_files)) margin=$((OUT_BYTES / 16 < 1000000 ? OUT_BYTES / 16 : 1000000))
+  echo $((free - margin))
 }
 
 # ship NAME WEIGHTS RUN_DIR...: the runs' WEIGHTS files (a glob), record and log, smallest run
@@ -76,7 +77,7 @@ ship() {
   [ -n "$chosen" ] || return 0
   # shellcheck disable=SC2086
   tar cf - $(for d in $chosen; do ls "$d"/$weights "$d"/record.json "$d"/log.jsonl 2>/dev/null; done) | \
-    split -b 15M - "$OUT/$name.tar.part-"
+    split -b "$PART_BYTES" - "$OUT/$name.tar.part-"
 }
 
 # The first finished paper-profile run (lowest seed, no ablation) of each (task, model) that has no

@@ -1,0 +1,73 @@
+"""scripts/gpu_paper_batch.sh's `finish` on a CPU, with the GPU tools stubbed and the limits on
+what a call brings back scaled down: what it ships, what it leaves behind, and that it stays
+within the device tool's limits (8 files, 64 MiB in all, at full scale)."""
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from rtlib.paths import REPO
+
+SCRIPT = REPO / "scripts" / "gpu_paper_batch.sh"
+LIMITS = dict(OUT_FILES="8", OUT_BYTES="600000", PART_BYTES="100000")
+
+
+def run_folder(root: Path, run_id: str, checkpoint: int, best: int, finished: bool) -> Path:
+    folder = root / "runs" / run_id
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(os.urandom(checkpoint))
+    (folder / "best.pt").write_bytes(os.urandom(best))
+    (folder / "log.jsonl").write_text('{"epoch": 1}\n')
+    if finished:
+        (folder / "record.json").write_text("{}\n")
+    return folder
+
+
+def members(out: Path, name: str) -> set[str]:
+    parts = sorted(out.glob(f"{name}.tar.part-*"))
+    if not parts:
+        return set()
+    joined = out.parent / f"{name}.tar"
+    joined.write_bytes(b"".join(part.read_bytes() for part in parts))
+    with tarfile.open(joined) as archive:
+        return set(archive.getnames())
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("split") is None, reason="needs bash and coreutils")
+def test_finish_ships_analysed_best_weights_then_unfinished_runs_that_fit(tmp_path):
+    root, out, stubs = tmp_path / "repo", tmp_path / "out", tmp_path / "bin"
+    for folder in (root / "runs" / "_logs", root / "results" / "analysis", out, stubs):
+        folder.mkdir(parents=True)
+    (stubs / "nvidia-cuda-mps-control").write_text("#!/bin/sh\ncat > /dev/null\n")
+    (stubs / "nvidia-cuda-mps-control").chmod(0o755)
+    (root / "runs" / "_logs" / "runner_pids").write_text("999999999\n")  # runners that have ended
+    (root / "results" / "analysis" / "ptb-word_transformer_paper_lr2_seed1112.json").write_text("{}")
+    run_folder(root, "ptb-char_rtransformer_paper_lr2_seed1112", 150_000, 150_000, finished=True)
+    run_folder(root, "ptb-char_rtransformer_paper_lr2_seed1113", 150_000, 150_000, finished=True)
+    run_folder(root, "ptb-word_transformer_paper_lr2_seed1113", 50_000, 50_000, finished=True)
+    run_folder(root, "mnist_rtransformer_paper_lr0.001_seed1111", 20_000, 10_000, finished=False)
+    run_folder(root, "ptb-char_transformer_paper_lr2_seed1112", 250_000, 250_000, finished=False)
+    env = dict(os.environ, OUT=str(out), PATH=f"{stubs}{os.pathsep}{os.environ['PATH']}", **LIMITS)
+    done = subprocess.run(["bash", str(SCRIPT), "finish"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    files = list(out.iterdir())
+    assert len(files) <= 8 and sum(f.stat().st_size for f in files) <= int(LIMITS["OUT_BYTES"])
+    assert members(out, "weights") == {  # one run per (task, model) without a paper analysis
+        "runs/ptb-char_rtransformer_paper_lr2_seed1112/best.pt",
+        "runs/ptb-char_rtransformer_paper_lr2_seed1112/record.json",
+        "runs/ptb-char_rtransformer_paper_lr2_seed1112/log.jsonl"}
+    assert members(out, "checkpoints") == {
+        f"runs/mnist_rtransformer_paper_lr0.001_seed1111/{name}" for name in ("checkpoint.pt", "best.pt", "log.jsonl")}
+    left = (root / "runs" / "_logs" / "left_behind_checkpoints.txt").read_text()
+    assert left.strip() == "runs/ptb-char_transformer_paper_lr2_seed1112"
+    assert (out / "records.tgz").exists() and (out / "notebooks.tgz").exists()
+
+
+def test_finish_refuses_a_machine_where_no_runner_started(tmp_path):
+    done = subprocess.run(["bash", str(SCRIPT), "finish"], cwd=tmp_path, env=dict(os.environ, OUT=str(tmp_path)),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no runners were started on this machine" in done.stderr
