@@ -11,7 +11,9 @@
 # `python -m rtlib reproduce` per quoted argument set, each in its own process session (so they
 # outlive the command), all bound by the same deadline (a job projected to miss it, with weights
 # too large to come back, is stopped, so the others get its share); then it runs the GPU engine tests
-# beside them (before them, with GPU_TESTS_FIRST=1). `wait` sleeps, then packs what has
+# beside them (before them, with GPU_TESTS_FIRST=1), and with START_WAIT_S it goes on as
+# `wait` until the call has run that long; SHARING_ROUNDS first times jobs sharing the GPU
+# (`rtlib bench --sharing`, into runs/_logs/sharing.json). `wait` sleeps, then packs what has
 # landed. `finish` waits for the runners, analyses one finished run of each (task, model) the
 # committed analyses lack (its lowest seed), packs records, logs, those runs' best weights (for
 # analyses on any machine) and the checkpoints of unfinished runs, and stops MPS. To resume those in a later lease, unpack their parts here
@@ -131,6 +133,12 @@ case "$1" in
       echo quit | nvidia-cuda-mps-control
       pack; exit 1
     fi
+    # SHARING_ROUNDS="4:rtransformer 4:rtransformer*2 ...": time jobs sharing the GPU first
+    if [ -n "${SHARING_ROUNDS:-}" ]; then
+      # shellcheck disable=SC2086
+      timeout 300 python3 -m rtlib bench --sharing $SHARING_ROUNDS --sharing-seconds 10 \
+        --out $LOGS/sharing.json > $LOGS/sharing.log 2>&1; tail -n 12 $LOGS/sharing.log
+    fi
     rm -rf "$CODE" && mkdir -p "$CODE/results" "$CODE/data"
     cp -r rtlib notebooks pyproject.toml "$CODE/" && cp -r results/records "$CODE/results/"
     cp data/SHA256SUMS data/README.md "$CODE/data/"
@@ -145,6 +153,8 @@ case "$1" in
       echo "runner $i: $runner_args"
     done
     [ "${GPU_TESTS_FIRST:-0}" = 1 ] || gpu_tests
+    # START_WAIT_S=580: go on as `wait` until the call has run that long (one call fewer)
+    if [ "${START_WAIT_S:-0}" -gt "$SECONDS" ]; then sleep $((START_WAIT_S - SECONDS)); tail -n 3 $LOGS/runner*.log; fi
     pack ;;
   stop)
     require_runners
