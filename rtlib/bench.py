@@ -658,7 +658,7 @@ def _run_sharing(args: argparse.Namespace, device: torch.device) -> None:
     atomic_write_json(out, report)
     for row in report["rounds"]:
         gain = "" if row["gain"] is None else f"gain {row['gain']:.2f}  "
-        print(f"{row['jobs']:<48} {gain}steps/s " + " ".join(f"{job['steps_per_s']:.1f}" for job in row["per_job"]))
+        print(f"{row['jobs']:<48} {gain}steps/s " + " ".join(f"{job['steps_per_s']:.3g}" for job in row["per_job"]))
     print(f"wrote {out}")
 
 

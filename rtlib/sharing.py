@@ -106,7 +106,7 @@ def measure(rounds: list[list[Job]], device: str, seconds: float = 15.0, profile
         for number, jobs in enumerate(rounds):
             workers = assign(jobs, slots)
             atomic_write_json(folder / f"round-{number}.json", dict(workers=workers, seconds=seconds))
-            measured.append([_wait_for(folder / f"result-{number}-{index}.json", processes, 120 + 2 * seconds)
+            measured.append([_wait_for(folder / f"result-{number}-{index}.json", processes, 600 + 3 * seconds)
                              for index in workers])
     finally:
         atomic_write_json(folder / "stop.json", {})
@@ -162,16 +162,19 @@ def _worker(folder: Path, index: int, table: int, model: str, device_name: str, 
 
 
 def _steps_for(runner, device: torch.device, seconds: float) -> tuple[int, float]:
-    """Steps for about `seconds` after a tenth as long untimed (the round's jobs all start)."""
-    settle = time.monotonic() + seconds / 10
-    while time.monotonic() < settle:
+    """Steps for about `seconds`, after a tenth as long untimed while the round's jobs all start.
+    The clock is read after a synchronize every chunk of steps, a chunk being about 0.2 s of them."""
+    settle, began, steps = time.monotonic() + seconds / 10, time.monotonic(), 0
+    while steps == 0 or time.monotonic() < settle:
         runner.step()
+        steps += 1
     _sync(device)
+    chunk = max(1, int(0.2 * steps / (time.monotonic() - began)))
     began, steps = time.monotonic(), 0
     while time.monotonic() - began < seconds:
-        for _ in range(5):
+        for _ in range(chunk):
             runner.step()
-        steps += 5
+        steps += chunk
         _sync(device)
     return steps, time.monotonic() - began
 
