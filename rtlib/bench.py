@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .cli import OneLineParser
-from .configs import MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
+from .configs import MODELS, PROFILES, TABLE_TASKS, RunConfig, run_config, with_variant
 from .models import build_model
 from .models.config import recorded_settings
 from .models.local_rnn import LocalRNN
@@ -585,6 +585,8 @@ def _parser() -> OneLineParser:
                              "4:rtransformer 4:rtransformer*3 4:rtransformer*2+3:rtransformer")
     parser.add_argument("--sharing-seconds", type=float, default=15.0,
                         help="how long each --sharing round runs its steps")
+    parser.add_argument("--sharing-profile", choices=PROFILES, default="paper",
+                        help="whose configurations the --sharing jobs train (default: paper)")
     return parser
 
 
@@ -651,7 +653,8 @@ def _run_sharing(args: argparse.Namespace, device: torch.device) -> None:
     rounds = [parse_round(text) for text in args.sharing]
     name = device_name(device)
     with mps_daemon(enabled=device.type == "cuda" and max(map(len, rounds)) > 1) as mps:
-        result = measure(rounds, str(device), seconds=args.sharing_seconds, warmup=args.warmup)
+        result = measure(rounds, str(device), seconds=args.sharing_seconds, profile=args.sharing_profile,
+                         warmup=args.warmup)
     report = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(), mps=mps,
                   date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result)
     out = args.out or BENCH_DIR / f"sharing_{name.replace(' ', '_')}.json"

@@ -34,5 +34,5 @@ def test_sharing_times_each_round_and_counts_shares_of_solo_speed(tmp_path):
 def test_bench_sharing_writes_its_report(tmp_path, capsys):
     out = tmp_path / "sharing.json"
     assert bench_main(["--device", "cpu", "--sharing", "4:transformer", "--sharing-seconds", "0.5",
-                       "--warmup", "1", "--out", str(out)]) == 0
+                       "--sharing-profile", "smoke", "--warmup", "1", "--out", str(out)]) == 0
     assert out.exists() and "gain 1.00" in capsys.readouterr().out
