@@ -78,3 +78,12 @@ def verdict(pace: Pace, seconds_left: float, carry_limit_bytes: int) -> str:
             f"{pace.seconds_per_epoch:.1f} s an epoch ({pace.epochs_done}/{pace.epochs_total} epochs), "
             f"{seconds_left / 60:.1f} left before the deadline, and its {pace.carry_bytes / 1e6:.0f} MB "
             f"of weights cannot leave the machine (limit {carry_limit_bytes / 1e6:.0f} MB)")
+
+
+def progress(pace: Pace, seconds_left: float) -> str:
+    """'RUN: epoch 27/100, 16.5 s an epoch, 20.1 more minutes (13.2 left before the deadline)'."""
+    head = f"{pace.run_id}: epoch {pace.epochs_done}/{pace.epochs_total}"
+    if pace.seconds_per_epoch is None:
+        return f"{head}, pace not measured yet at this mix ({seconds_left / 60:.1f} min left before the deadline)"
+    return (f"{head}, {pace.seconds_per_epoch:.1f} s an epoch, {pace.seconds_needed() / 60:.1f} more minutes "
+            f"({seconds_left / 60:.1f} left before the deadline)")

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, TextIO
 import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
-from .deadline import epochs_logged, late_job, read_pace, verdict
+from .deadline import epochs_logged, late_job, progress, read_pace, verdict
 from .paths import RECORDS_DIR, REPO, RUNS_DIR
 from .run_folder import (JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
                          safe_child)
@@ -537,6 +537,7 @@ def mps_daemon(enabled: bool, log: Callable[[str], None] = print):
 # under MPS one client's crash takes the others down with it ("unspecified launch failure").
 GPU_FAULTS = ("CUDA error:", "AcceleratorError")
 GPU_FAULT_RETRIES = 1
+PROGRESS_EVERY_S = 120.0   # how often a runner with a deadline says how its jobs pace
 
 
 def _retry_after_gpu_fault(outcome: "Outcome", retries: Counter) -> bool:
@@ -608,7 +609,7 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
                     view.event(f"{outcome.status:<6} [{outcome.slot}] {item.job.run_id} "
                                f"{outcome.wall_minutes:.1f} min"
                                f"{': ' + outcome.error if outcome.error else ''}")
-            pacing.stop_late_job(running.values(), view)
+            pacing.watch(running.values(), view)
             counts = Counter(outcome.status for outcome in outcomes.values())
             view.tick(list(running.values()), {**counts, "pending": len(pending)})
             if running:
@@ -632,16 +633,19 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
 
 class _Pacing:
     """The runner's side of `rtlib.deadline`: which epochs of each running job were timed at
-    the current mix, and which jobs were already asked to stop."""
+    the current mix, which jobs were already asked to stop, and when to say how they pace."""
 
     def __init__(self, deadline: float | None, carry_limit_mb: float | None):
         self.deadline, self.carry_limit_mb = deadline, carry_limit_mb
         self.mix: frozenset[str] = frozenset()
         self.since: dict[str, int] = {}
         self.asked: set[str] = set()
+        self.next_progress = time.monotonic() + PROGRESS_EVERY_S
 
-    def stop_late_job(self, running: Iterable[Running], view: "LiveView") -> None:
-        if self.deadline is None or self.carry_limit_mb is None:
+    def watch(self, running: Iterable[Running], view: "LiveView") -> None:
+        """With a deadline: every `PROGRESS_EVERY_S` a line per job on its pace, and with a carry
+        limit, the late job to stop (`rtlib.deadline.late_job`)."""
+        if self.deadline is None:
             return
         running = [item for item in running if item.job.run_id not in self.asked]
         mix = frozenset(item.job.run_id for item in running)
@@ -649,8 +653,15 @@ class _Pacing:
             self.mix = mix
             self.since = {item.job.run_id: len(epochs_logged(item.job.out_dir)) + 1 for item in running}
         paces = [read_pace(item.job.run_id, item.job.out_dir, item.job.cfg.train.epochs,
-                                    self.since[item.job.run_id]) for item in running]
-        seconds_left, limit = self.deadline - time.monotonic(), int(self.carry_limit_mb * 1e6)
+                           self.since[item.job.run_id]) for item in running]
+        seconds_left = self.deadline - time.monotonic()
+        if running and time.monotonic() >= self.next_progress:
+            self.next_progress = time.monotonic() + PROGRESS_EVERY_S
+            for item, pace in zip(running, paces):
+                view.event(f"pace   [{item.slot}] {progress(pace, seconds_left)}")
+        if self.carry_limit_mb is None:
+            return
+        limit = int(self.carry_limit_mb * 1e6)
         late = late_job(paces, seconds_left, limit)
         if late is None:
             return

@@ -154,7 +154,7 @@ case "$1" in
     done
     [ "${GPU_TESTS_FIRST:-0}" = 1 ] || gpu_tests
     # START_WAIT_S=580: go on as `wait` until the call has run that long (one call fewer)
-    if [ "${START_WAIT_S:-0}" -gt "$SECONDS" ]; then sleep $((START_WAIT_S - SECONDS)); tail -n 3 $LOGS/runner*.log; fi
+    if [ "${START_WAIT_S:-0}" -gt "$SECONDS" ]; then sleep $((START_WAIT_S - SECONDS)); tail -n 8 $LOGS/runner*.log; fi
     pack ;;
   stop)
     require_runners
@@ -167,7 +167,7 @@ case "$1" in
   wait)
     require_runners
     sleep "$2"
-    tail -n 3 $LOGS/runner*.log
+    tail -n 8 $LOGS/runner*.log
     pack ;;
   finish)
     require_runners

@@ -2,7 +2,7 @@
 machine either, so that the jobs beside it get its share (rtlib.deadline)."""
 import json
 
-from rtlib.deadline import MEASURED_EPOCHS, Pace, late_job, read_pace, verdict
+from rtlib.deadline import MEASURED_EPOCHS, Pace, late_job, progress, read_pace, verdict
 from rtlib.reproduce import expand_jobs
 from rtlib.run_folder import STOP_REQUEST
 from test_reproduce import run_fake_jobs
@@ -41,6 +41,9 @@ def test_the_late_job_that_cannot_leave_is_the_one_stopped():
     unmeasured = Pace("new", 1, 100, None, 0)
     assert late_job([heavy, unmeasured], 20 * 60, limit) is None  # the mix is not measured yet
     assert "24.0 more minutes at 16.0 s an epoch (10/100 epochs), 20.0 left" in verdict(heavy, 20 * 60, limit)
+    assert progress(heavy, 20 * 60) == ("ptb-char: epoch 10/100, 16.0 s an epoch, 24.0 more minutes "
+                                        "(20.0 left before the deadline)")
+    assert "pace not measured yet" in progress(unmeasured, 20 * 60)
 
 
 class EpochPerPoll:
@@ -78,6 +81,10 @@ def test_the_runner_stops_a_late_job_over_the_carry_limit_and_lets_the_others_ru
         stopped = (running.job.out_dir / STOP_REQUEST).exists()
         return reproduce.Outcome(running.job, "remaining" if stopped else "done", "ran", slot=running.slot)
 
+    said = []
+    monkeypatch.setattr(reproduce, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(reproduce.LiveView, "event", lambda view, text: said.append(text))
+
     def run(carry_limit_mb):
         for job in (heavy, portable):
             (job.out_dir / STOP_REQUEST).unlink(missing_ok=True)
@@ -89,6 +96,9 @@ def test_the_runner_stops_a_late_job_over_the_carry_limit_and_lets_the_others_ru
     logged = len((heavy.out_dir / "log.jsonl").read_text().splitlines())
     assert MEASURED_EPOCHS < logged < 10  # judged as soon as both were timed at their mix
     assert not (portable.out_dir / STOP_REQUEST).exists()
+    stops = [line for line in said if line.startswith("stop ")]
+    assert len(stops) == 1 and heavy.run_id in stops[0] and "cannot leave the machine" in stops[0]
+    assert any(line.startswith("pace ") and f"{portable.run_id}: epoch" in line for line in said)
     # under the limit, or with no limit, a late job trains on to the deadline's checkpoint
     for limit in (3.0, None):
         outcomes = {outcome.job.run_id: outcome for outcome in run(carry_limit_mb=limit)}
