@@ -357,11 +357,11 @@ def _start(job: Job, slot: tuple[str, int | None], params: dict[str, Any], threa
     log = open(job.out_dir / "job.log", "a")
     process = subprocess.Popen([sys.executable, "-c", JOB_SCRIPT, json.dumps(spec)], cwd=REPO,
                                env=env, stdout=log, stderr=subprocess.STDOUT,
-                               preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                               preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
     return Running(job, process, label, time.monotonic(), (job.out_dir / "checkpoint.pt").exists(), log)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In a job's process (Linux): get SIGTERM when the runner dies, even by SIGKILL. The
     kernel follows its papermill process on its own (ipykernel's parent poller)."""
     import ctypes

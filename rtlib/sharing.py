@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from .configs import MODELS, TABLE_TASKS, run_config
+from .reproduce import die_with_parent
 from .run_folder import atomic_write_json
 from .runtime import resolve_compile
 
@@ -98,7 +99,8 @@ def measure(rounds: list[list[Job]], device: str, seconds: float = 15.0, profile
         logs.append(log := open(folder / f"worker-{index}.log", "w"))
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "rtlib.sharing", str(folder), str(index), str(table), model, device,
-             profile, str(warmup)], stdout=log, stderr=subprocess.STDOUT))
+             profile, str(warmup)], stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None))
     try:
         ready = [_wait_for(folder / f"ready-{index}.json", processes, ready_timeout_s)
                  for index in range(len(slots))]
