@@ -82,13 +82,15 @@ ship() {
     split -b "$PART_BYTES" - "$OUT/$name.tar.part-"
 }
 
-# The first finished paper-profile run (lowest seed, no ablation) of each (task, model) that has no
-# committed analysis at the paper profile (results/analysis/<task>_<model>_paper_*.json).
+# The first finished paper-profile run (lowest seed, no ablation) of each (task, R-Transformer or
+# Transformer) that has no committed analysis at the paper profile
+# (results/analysis/<task>_<model>_paper_*.json): the visualizations show attention.
 unanalysed() {
   local seen=""
   for d in runs/*_paper_lr*_seed*; do
     [ -f "$d/record.json" ] || continue
     key=$(basename "$d"); key=${key%%_paper_*}
+    case $key in *_rtransformer | *_transformer) ;; *) continue ;; esac  # the models with attention
     ls results/analysis/"${key}"_paper_*.json > /dev/null 2>&1 && continue
     case " $seen " in *" $key "*) continue ;; esac
     seen="$seen $key"

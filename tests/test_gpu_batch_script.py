@@ -48,6 +48,7 @@ def test_finish_ships_analysed_best_weights_then_unfinished_runs_that_fit(tmp_pa
     run_folder(root, "ptb-char_rtransformer_paper_lr2_seed1112", 150_000, 150_000, finished=True)
     run_folder(root, "ptb-char_rtransformer_paper_lr2_seed1113", 150_000, 150_000, finished=True)
     run_folder(root, "ptb-word_transformer_paper_lr2_seed1113", 50_000, 50_000, finished=True)
+    run_folder(root, "nottingham_gru_paper_lr0.001_seed1111", 5_000, 5_000, finished=True)  # no attention
     run_folder(root, "mnist_rtransformer_paper_lr0.001_seed1111", 20_000, 10_000, finished=False)
     run_folder(root, "ptb-char_transformer_paper_lr2_seed1112", 250_000, 250_000, finished=False)
     env = dict(os.environ, OUT=str(out), PATH=f"{stubs}{os.pathsep}{os.environ['PATH']}", **LIMITS)
@@ -56,7 +57,7 @@ def test_finish_ships_analysed_best_weights_then_unfinished_runs_that_fit(tmp_pa
     assert done.returncode == 0, done.stderr
     files = list(out.iterdir())
     assert len(files) <= 8 and sum(f.stat().st_size for f in files) <= int(LIMITS["OUT_BYTES"])
-    assert members(out, "weights") == {  # one run per (task, model) without a paper analysis
+    assert members(out, "weights") == {  # one run per (task, attention model) without a paper analysis
         "runs/ptb-char_rtransformer_paper_lr2_seed1112/best.pt",
         "runs/ptb-char_rtransformer_paper_lr2_seed1112/record.json",
         "runs/ptb-char_rtransformer_paper_lr2_seed1112/log.jsonl"}
