@@ -11,7 +11,8 @@
 # `python -m rtlib reproduce` per quoted argument set, each in its own process session (so they
 # outlive the command), all bound by the same deadline (a job projected to miss it, with weights
 # too large to come back, is stopped, so the others get its share); then it runs the GPU engine tests
-# beside them (before them, with GPU_TESTS_FIRST=1), and with START_WAIT_S it goes on as
+# beside them (before them with GPU_TESTS_FIRST=1, not at all with GPU_TESTS_SKIP=1), and with
+# START_WAIT_S it goes on as
 # `wait` until the call has run that long; SHARING_ROUNDS first times jobs sharing the GPU
 # (`rtlib bench --sharing`, into runs/_logs/sharing.json). `wait` sleeps, then packs what has
 # landed. `finish` waits for the runners, analyses one finished run of each (task, model) the
@@ -154,7 +155,8 @@ case "$1" in
       echo $! >> "$RUNNERS"
       echo "runner $i: $runner_args"
     done
-    [ "${GPU_TESTS_FIRST:-0}" = 1 ] || gpu_tests
+    # GPU_TESTS_SKIP=1: the engine has not changed since its tests last passed on a GPU
+    [ "${GPU_TESTS_FIRST:-0}" = 1 ] || [ "${GPU_TESTS_SKIP:-0}" = 1 ] || gpu_tests
     # START_WAIT_S=580: go on as `wait` until the call has run that long (one call fewer)
     if [ "${START_WAIT_S:-0}" -gt "$SECONDS" ]; then sleep $((START_WAIT_S - SECONDS)); tail -n 8 $LOGS/runner*.log; fi
     pack ;;
