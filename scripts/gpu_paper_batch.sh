@@ -7,19 +7,21 @@
 #   scripts/gpu_paper_batch.sh finish
 #   scripts/gpu_paper_batch.sh stop RUN_ID [RUN_ID ...]
 #
-# `start` installs the notebook tools from carried wheels, starts NVIDIA MPS and one
+# `start` installs the notebook tools from carried wheels and starts NVIDIA MPS. With
+# SHARING_ROUNDS="4:rtransformer 4:rtransformer*2 ..." it first times jobs sharing the GPU
+# (`rtlib bench --sharing`, into runs/_logs/sharing.json). Then it starts one
 # `python -m rtlib reproduce` per quoted argument set, each in its own process session (so they
-# outlive the command), all bound by the same deadline (a job projected to miss it, with weights
-# too large to come back, is stopped, so the others get its share); then it runs the GPU engine tests
-# beside them (before them with GPU_TESTS_FIRST=1, not at all with GPU_TESTS_SKIP=1), and with
-# START_WAIT_S it goes on as
-# `wait` until the call has run that long; SHARING_ROUNDS first times jobs sharing the GPU
-# (`rtlib bench --sharing`, into runs/_logs/sharing.json). `wait` sleeps, then packs what has
-# landed. `finish` waits for the runners, analyses one finished run of each (task, model) the
-# committed analyses lack (its lowest seed), packs records, logs, those runs' best weights (for
-# analyses on any machine) and the checkpoints of unfinished runs, and stops MPS. To resume those in a later lease, unpack their parts here
-# (`cat checkpoints.tar.part-* | tar xf -` puts them in runs/) and name each run folder in that
-# lease's `carry`: its runner finds the checkpoint and resumes, and the record lists both sessions.
+# outlive the command), all bound by the same deadline; a job projected to miss it, with weights
+# too large to come back, is stopped so that the others get its share. The GPU engine tests run
+# beside the runners, before them with GPU_TESTS_FIRST=1, or not at all with GPU_TESTS_SKIP=1.
+# With START_WAIT_S, `start` goes on as `wait` until the call has run that long (one call fewer
+# to chain). `wait` sleeps, then packs what has landed. `finish` waits for the runners, analyses
+# one finished run of each (task, R-Transformer or Transformer) the committed analyses lack (its
+# lowest seed), packs the records, the logs, those runs' best weights (for analyses on any
+# machine) and, as far as there is room, the run folders of unfinished runs, and stops MPS. To
+# resume those in a later lease, unpack their parts here (`cat checkpoints.tar.part-* | tar xf -`
+# puts them in runs/) and name each run folder in that lease's `carry`: its runner finds the
+# checkpoint and resumes, and the record lists both sessions.
 # Every step leaves $OUT/records.tgz, so a lost machine loses at most one step's records. Logs
 # go to runs/_logs: runs/ is ignored by git, so the next call's copy of the working tree keeps
 # it (it replaces every file git does not ignore, records copied under results/ included).
