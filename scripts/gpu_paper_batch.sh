@@ -101,8 +101,12 @@ unanalysed() {
   done
 }
 
+# Whether a runner of this batch still runs (a pid from an earlier machine's runs/ may now be
+# another process: its command line must be a runner's).
 runners_alive() {
-  for pid in $(cat "$RUNNERS"); do kill -0 "$pid" 2>/dev/null && return 0; done
+  for pid in $(cat "$RUNNERS"); do
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "rtlib reproduce" && return 0
+  done
   return 1
 }
 
@@ -172,7 +176,8 @@ case "$1" in
     pack ;;
   wait)
     require_runners
-    sleep "$2"
+    # sleeps SECONDS, less once every runner has ended
+    until [ "$SECONDS" -ge "$2" ] || ! runners_alive; do sleep 5; done
     tail -n 8 $LOGS/runner*.log
     pack ;;
   finish)

@@ -72,3 +72,23 @@ def test_finish_refuses_a_machine_where_no_runner_started(tmp_path):
     done = subprocess.run(["bash", str(SCRIPT), "finish"], cwd=tmp_path, env=dict(os.environ, OUT=str(tmp_path)),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "no runners were started on this machine" in done.stderr
+
+
+def test_wait_ends_early_once_no_runner_of_the_batch_runs(tmp_path):
+    import time
+    (tmp_path / "runs" / "_logs").mkdir(parents=True)
+    pids = tmp_path / "runs" / "_logs" / "runner_pids"
+    env = dict(os.environ, OUT=str(tmp_path / "out"))
+    (tmp_path / "out").mkdir()
+    pids.write_text("1\n")  # a pid that is no runner (an earlier machine's, reused)
+    began = time.monotonic()
+    subprocess.run(["bash", str(SCRIPT), "wait", "60"], cwd=tmp_path, env=env, capture_output=True, timeout=60)
+    assert time.monotonic() - began < 10
+    runner = subprocess.Popen(["bash", "-c", 'exec -a "python3 -m rtlib reproduce" sleep 30'])
+    try:
+        pids.write_text(f"{runner.pid}\n")
+        began = time.monotonic()
+        subprocess.run(["bash", str(SCRIPT), "wait", "3"], cwd=tmp_path, env=env, capture_output=True, timeout=60)
+        assert time.monotonic() - began >= 3
+    finally:
+        runner.kill()
