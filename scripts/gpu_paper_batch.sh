@@ -182,7 +182,9 @@ case "$1" in
     pack ;;
   finish)
     require_runners
-    while runners_alive; do sleep 5; done
+    # at most 7 minutes, so that analysing and packing fit in the call's 10
+    until ! runners_alive || [ "$SECONDS" -ge 420 ]; do sleep 5; done
+    runners_alive && echo "warning: runners still run after 7 minutes; packing what has landed"
     tail -n 40 $LOGS/runner*.log
     finished=$(unanalysed)
     # shellcheck disable=SC2086
