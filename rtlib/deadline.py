@@ -38,9 +38,16 @@ class Pace:
 
 
 def epochs_logged(run_dir: Path) -> list[dict]:
-    """The run's epoch log (`log.jsonl`, rewritten whole at every checkpoint, so never torn)."""
+    """The run's epoch log (`log.jsonl`, rewritten whole at every checkpoint). A line cut off by
+    a kill, in a log older than that rule, is skipped: watching a run must never stop the runner."""
     log = run_dir / "log.jsonl"
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    entries = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
 
 
 def carry_bytes(run_dir: Path) -> int:
@@ -52,9 +59,9 @@ def read_pace(run_id: str, run_dir: Path, epochs_total: int, since: int) -> Pace
     its first `since` (those logged before the current mix began, and the epoch it began in).
     Its log's `elapsed_s` is wall time, evaluation included."""
     entries = epochs_logged(run_dir)
-    timed = [entry["elapsed_s"] for entry in entries[since:]]
+    timed = [entry.get("elapsed_s") for entry in entries[since:]]
     rate = None
-    if len(timed) > MEASURED_EPOCHS:
+    if len(timed) > MEASURED_EPOCHS and None not in timed[-1 - MEASURED_EPOCHS:]:
         rate = (timed[-1] - timed[-1 - MEASURED_EPOCHS]) / MEASURED_EPOCHS
     return Pace(run_id, len(entries), epochs_total, rate, carry_bytes(run_dir))
 

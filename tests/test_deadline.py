@@ -26,6 +26,9 @@ def test_pace_counts_only_epochs_after_the_mix_began(tmp_path):
     assert pace.seconds_needed() == 910.0
     assert read_pace("run", tmp_path, epochs_total=100, since=6).seconds_per_epoch is None
     assert read_pace("run", tmp_path / "none", epochs_total=100, since=0) == Pace("run", 0, 100, None, 0)
+    with open(tmp_path / "log.jsonl", "a") as log:  # a line a kill cut off, in an old log
+        log.write('{"epoch": 10, "elaps')
+    assert read_pace("run", tmp_path, epochs_total=100, since=5) == pace
 
 
 def test_the_late_job_that_cannot_leave_is_the_one_stopped():
