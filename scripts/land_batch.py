@@ -1,0 +1,191 @@
+"""Land what one GPU batch (scripts/gpu_paper_batch.sh) brought back, on this machine:
+
+- the records of finished runs into results/records/<profile>/, their notebooks stripped into
+  results/notebooks/<profile>/ (a record already committed with other content is never
+  overwritten: that is a second run of the same experiment, to compare, not to replace);
+- the analyses made on the GPU machine into results/analysis/, and the shipped best weights
+  into runs/, analysed here on the CPU where the GPU machine made no analysis;
+- the shipped run folders of unfinished runs into runs/, to carry back to a later lease;
+- the sharing benchmark, if the batch ran one, into results/bench/;
+- the batch log, results/batches/<name>.json: what finished (epochs, job minutes, seconds an
+  epoch at its mix), what was lost and why (the runners' own `stop` lines, else "unfinished at
+  the deadline"), and the settings given on the command line.
+
+    python scripts/land_batch.py FETCHED_DIR --name 2026-12-02_h200_f --script "..." \
+        --sharing "..." --deadline-minutes 23 --held-minutes 25.1 [--git-commit abc1234] \
+        [--date 2026-12-02] [--note "..."] [--examples 4]
+
+FETCHED_DIR is the device tool's `files_at` folder of the batch's last call (`finish`).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from rtlib.deadline import epochs_logged
+from rtlib.paths import REPO
+from rtlib.reproduce import strip_notebook
+from rtlib.run_folder import RecordError, atomic_write_json, copy_record, read_record
+
+STOP_LINE = re.compile(r"^stop +\[[^\]]*\] (?P<run>\S+): (?P<why>.*)$")
+
+
+def unpack(archive: Path, into: Path) -> None:
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+
+
+def unpack_parts(fetched: Path, name: str, into: Path) -> list[Path]:
+    """The run folders in `name`.tar.part-* (split by the batch), unpacked into `into`/runs."""
+    parts = sorted(fetched.glob(f"{name}.tar.part-*"))
+    if not parts:
+        return []
+    with tempfile.TemporaryDirectory() as scratch:
+        joined = Path(scratch) / f"{name}.tar"
+        with open(joined, "wb") as out:
+            for part in parts:
+                out.write(part.read_bytes())
+        with tarfile.open(joined) as tar:
+            names = tar.getnames()
+            tar.extractall(into, filter="data")
+    return sorted({into / Path(name).parent for name in names})
+
+
+def steady_seconds_per_epoch(entries: list[dict]) -> float | None:
+    """Seconds an epoch after the first (which compiles), from the log's wall clock."""
+    timed = [entry["elapsed_s"] for entry in entries[1:] if "elapsed_s" in entry]
+    return round((timed[-1] - timed[0]) / (len(timed) - 1), 2) if len(timed) > 1 else None
+
+
+def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list[str]) -> None:
+    for record_path in sorted(landed.glob("runs/*/record.json")):
+        run_dir = record_path.parent
+        try:
+            record = read_record(record_path)
+        except RecordError as error:
+            conflicts.append(str(error))
+            continue
+        run_id, profile = record["run_id"], record["profile"]
+        committed = repo / "results" / "records" / profile / f"{run_id}.json"
+        if committed.exists() and json.loads(committed.read_text()) != record:
+            conflicts.append(f"{run_id}: a record with other content is committed; this one is left in {run_dir}")
+            continue
+        copy_record(record, committed.parent, run_id)
+        notebook = run_dir / "run.ipynb"
+        if notebook.exists():
+            out = repo / "results" / "notebooks" / profile / f"{run_id}.ipynb"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(strip_notebook(nbformat.read(notebook, as_version=4)), out)
+        finished.append(dict(run_id=run_id, epochs=record["epochs_run"],
+                             job_minutes=round(record["gpu_minutes"], 2),
+                             seconds_per_epoch=steady_seconds_per_epoch(record.get("curve", []))))
+
+
+def lost_runs(landed: Path, stops: dict[str, str]) -> list[dict]:
+    lost = []
+    for log in sorted(landed.glob("runs/*/log.jsonl")):
+        run_dir = log.parent
+        if (run_dir / "record.json").exists() or run_dir.name.startswith("_"):
+            continue
+        entries = epochs_logged(run_dir)
+        last = entries[-1]["elapsed_s"] if entries and "elapsed_s" in entries[-1] else 0.0
+        lost.append(dict(run_id=run_dir.name, epochs=len(entries), job_minutes=round(last / 60, 2),
+                         seconds_per_epoch=steady_seconds_per_epoch(entries),
+                         why=stops.get(run_dir.name, "unfinished at the deadline")))
+    return lost
+
+
+def runner_stops(landed: Path) -> dict[str, str]:
+    """run id -> why its runner stopped it early (`rtlib.deadline`), from the runners' logs."""
+    stops = {}
+    for log in sorted(landed.glob("runs/_logs/runner*.log")):
+        for line in log.read_text().splitlines():
+            match = STOP_LINE.match(line)
+            if match:
+                stops[match["run"]] = "stopped by its runner: " + match["why"]
+    return stops
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fetched", type=Path)
+    parser.add_argument("--name", required=True, help="the batch log's name, e.g. 2026-12-02_h200_f")
+    parser.add_argument("--script", required=True, help="the calls, as run")
+    parser.add_argument("--sharing", required=True, help="how the jobs shared the GPU")
+    parser.add_argument("--deadline-minutes", type=float, required=True)
+    parser.add_argument("--held-minutes", type=float, required=True, help="the lease's held_s / 60")
+    parser.add_argument("--git-commit", help="the commit the batch ran (default: its records')")
+    parser.add_argument("--device", help="the GPU (default: its records')")
+    parser.add_argument("--date", default=datetime.datetime.now(datetime.timezone.utc).date().isoformat())
+    parser.add_argument("--note", default="")
+    parser.add_argument("--examples", type=int, default=4, help="test examples an analysis covers")
+    parser.add_argument("--repo", type=Path, default=REPO)
+    args = parser.parse_args(argv)
+    log_path = args.repo / "results" / "batches" / f"{args.name}.json"
+    if log_path.exists():
+        parser.error(f"{log_path} exists: choose another --name")
+    if not (args.fetched / "records.tgz").exists():
+        parser.error(f"{args.fetched} has no records.tgz: not a batch's fetched files")
+    with tempfile.TemporaryDirectory() as scratch:
+        landed = Path(scratch)
+        unpack(args.fetched / "records.tgz", landed)
+        if (args.fetched / "notebooks.tgz").exists():
+            unpack(args.fetched / "notebooks.tgz", landed)
+        finished, conflicts = [], []
+        land_records(landed, args.repo, finished, conflicts)
+        lost = lost_runs(landed, runner_stops(landed))
+        sharing = landed / "runs" / "_logs" / "sharing.json"
+        if sharing.exists():
+            device = json.loads(sharing.read_text())["device"].replace(" ", "_")
+            shutil.copy(sharing, args.repo / "results" / "bench" / f"sharing_{device}.json")
+        analysed = []
+        for analysis in sorted(landed.glob("runs/_code/results/analysis/*.json")):
+            target = args.repo / "results" / "analysis" / analysis.name
+            if not target.exists():
+                shutil.copy(analysis, target)
+                analysed.append(analysis.stem + " (on the GPU machine)")
+    weights = unpack_parts(args.fetched, "weights", args.repo)
+    analysed += analyse([run for run in weights if not any(name.startswith(run.name) for name in analysed)],
+                        args.repo, args.examples)
+    carried = unpack_parts(args.fetched, "checkpoints", args.repo)
+    any_record = next((read_record(args.repo / "results" / "records" / "paper" / f"{run['run_id']}.json")
+                       for run in finished), {})
+    atomic_write_json(log_path, dict(
+        date=args.date, device=f"{args.device or any_record.get('device', 'not recorded')} (one, lent)",
+        git_commit=args.git_commit or any_record.get("git_commit", "not recorded"), profile="paper",
+        script=args.script,
+        sharing=args.sharing, deadline_minutes=args.deadline_minutes,
+        machine_held_minutes=args.held_minutes, finished=finished, lost_runs=lost, analysed=analysed,
+        seconds_per_epoch_is="the steady rate: the run's wall clock over its epochs after the first (which "
+                             "compiles), evaluation included; job_minutes is the job's own wall time",
+        **({"note": args.note} if args.note else {})))
+    print(f"{len(finished)} records landed, {len(lost)} runs lost, {len(analysed)} analysed; wrote {log_path}")
+    for line in conflicts:
+        print(f"not landed: {line}", file=sys.stderr)
+    if carried:
+        print("to resume, carry: " + json.dumps([str(path.relative_to(args.repo)) for path in carried]))
+    return 1 if conflicts else 0
+
+
+def analyse(run_dirs: list[Path], repo: Path, examples: int) -> list[str]:
+    from rtlib.analysis import analyze_run
+
+    done = []
+    for run_dir in run_dirs:
+        if (run_dir / "record.json").exists() and (run_dir / "best.pt").exists():
+            out = repo / "results" / "analysis" / f"{run_dir.name}.json"
+            done.append(analyze_run(run_dir, out, device="cpu", examples=examples)["run_id"] + " (on a CPU)")
+    return done
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""scripts/land_batch.py: a batch's fetched files land as records, notebooks, analyses, run
+folders to carry and a batch log, and a committed record is never overwritten."""
+import importlib.util
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from rtlib.paths import REPO
+
+spec = importlib.util.spec_from_file_location("land_batch", REPO / "scripts" / "land_batch.py")
+land_batch = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(land_batch)
+
+RECORD = REPO / "results" / "records" / "paper" / "nottingham_rtransformer_paper_lr5e-05_seed1111.json"
+LOST = "mnist_rtransformer_paper_lr0.001_seed1111"
+
+
+def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def fetched_batch(folder: Path) -> str:
+    record = json.loads(RECORD.read_text())
+    run = record["run_id"]
+    with tarfile.open(folder / "records.tgz", "w:gz") as tar:
+        add(tar, f"runs/{run}/record.json", RECORD.read_bytes())
+        add(tar, f"runs/{LOST}/log.jsonl",
+            "".join(json.dumps(dict(epoch=k, elapsed_s=90.0 + 37.0 * (k - 1))) + "\n" for k in range(1, 5)).encode())
+        add(tar, "runs/_logs/runner2.log",
+            f"start  [gpu0] {LOST}\nstop   [gpu0] {LOST}: projected to need 30.0 more minutes\n".encode())
+        add(tar, f"runs/_code/results/analysis/{run}.json", b'{"run_id": "x"}\n')
+    with tarfile.open(folder / "notebooks.tgz", "w:gz") as tar:
+        add(tar, f"runs/{run}/run.ipynb", nbformat.writes(nbformat.v4.new_notebook()).encode())
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        add(tar, f"runs/{LOST}/checkpoint.pt", b"weights")
+    data = buffer.getvalue()
+    (folder / "checkpoints.tar.part-aa").write_bytes(data[:1000])
+    (folder / "checkpoints.tar.part-ab").write_bytes(data[1000:])
+    return run
+
+
+def repo(folder: Path) -> Path:
+    for sub in ("records/paper", "notebooks/paper", "analysis", "bench", "batches"):
+        (folder / "results" / sub).mkdir(parents=True)
+    return folder
+
+
+def test_a_batch_lands_its_records_analyses_carried_runs_and_log(tmp_path, capsys):
+    fetched, root = tmp_path / "fetched", repo(tmp_path / "repo")
+    fetched.mkdir()
+    run = fetched_batch(fetched)
+    code = land_batch.main([str(fetched), "--name", "2026-12-02_h200_f", "--script", "start; wait; finish",
+                            "--sharing", "MPS, 2 jobs", "--deadline-minutes", "23", "--held-minutes", "25.1",
+                            "--repo", str(root)])
+    assert code == 0
+    assert json.loads((root / "results" / "records" / "paper" / f"{run}.json").read_text()) == json.loads(RECORD.read_text())
+    assert (root / "results" / "notebooks" / "paper" / f"{run}.ipynb").exists()
+    assert (root / "results" / "analysis" / f"{run}.json").exists()
+    assert (root / "runs" / LOST / "checkpoint.pt").read_bytes() == b"weights"
+    log = json.loads((root / "results" / "batches" / "2026-12-02_h200_f.json").read_text())
+    record = json.loads(RECORD.read_text())
+    assert log["finished"] == [dict(run_id=run, epochs=record["epochs_run"], job_minutes=round(record["gpu_minutes"], 2),
+                                    seconds_per_epoch=land_batch.steady_seconds_per_epoch(record["curve"]))]
+    assert log["lost_runs"] == [dict(run_id=LOST, epochs=4, job_minutes=round(201.0 / 60, 2), seconds_per_epoch=37.0,
+                                     why="stopped by its runner: projected to need 30.0 more minutes")]
+    assert log["git_commit"] == record["git_commit"] and log["machine_held_minutes"] == 25.1
+    assert f'"runs/{LOST}"' in capsys.readouterr().out
+
+
+def test_a_committed_record_with_other_content_is_never_overwritten(tmp_path):
+    fetched, root = tmp_path / "fetched", repo(tmp_path / "repo")
+    fetched.mkdir()
+    run = fetched_batch(fetched)
+    committed = root / "results" / "records" / "paper" / f"{run}.json"
+    committed.write_text(json.dumps({**json.loads(RECORD.read_text()), "test_metric": 1.0}))
+    before = committed.read_text()
+    code = land_batch.main([str(fetched), "--name", "2026-12-02_h200_g", "--script", "s", "--sharing", "s",
+                            "--deadline-minutes", "1", "--held-minutes", "1", "--repo", str(root)])
+    assert code == 1 and committed.read_text() == before
+
+
+def test_a_batch_log_that_exists_is_refused(tmp_path):
+    root = repo(tmp_path / "repo")
+    (root / "results" / "batches" / "x.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        land_batch.main([str(tmp_path), "--name", "x", "--script", "s", "--sharing", "s",
+                         "--deadline-minutes", "1", "--held-minutes", "1", "--repo", str(root)])
+    assert exit_.value.code == 2
