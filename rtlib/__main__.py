@@ -69,10 +69,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_reproduce_parser(commands) -> None:
     from .configs import MODELS, PROFILES
-    from .reproduce import non_negative_float, parse_gpus, positive_int
+    from .reproduce import non_negative_float, parse_cell, parse_gpus, positive_int
     parser = commands.add_parser("reproduce", help="run a table's grid through the run notebook")
-    parser.add_argument("--table", required=True, nargs="+", choices=["1", "2", "3", "4", "all"],
+    parser.add_argument("--table", nargs="+", choices=["1", "2", "3", "4", "all"],
                         help="one or more tables, run in the order given, or all")
+    parser.add_argument("--cells", nargs="+", type=parse_cell, metavar="TABLE:MODEL[:LRS]",
+                        help="instead of --table and --models: these cells, in the order given, each "
+                             "with its own --lrs if named (e.g. 3:rtransformer:config 2:gru:sweep)")
     parser.add_argument("--models", nargs="+", choices=MODELS, help="default: all six")
     parser.add_argument("--profile", required=True, choices=PROFILES)
     parser.add_argument("--seeds", default=1, type=positive_int, help="N seeds: 1111, 1112, ... (default 1)")

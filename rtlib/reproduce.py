@@ -11,6 +11,7 @@ shell commands for an existing scheduler (a Slurm array, GNU parallel).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -111,6 +112,28 @@ def expand_jobs(tables: list[int], models: list[str], profile: str, seeds: int, 
     if unfit:
         raise ValueError(f"variant {unfit[0]!r} fits none of the models {list(models)}: {why[unfit[0]]}")
     return jobs
+
+
+def parse_cell(text: str) -> tuple[int, str, str | None]:
+    """'3:rtransformer' or '2:gru:sweep' -> (table, model, lrs mode or None for --lrs's)."""
+    table, _, rest = text.partition(":")
+    model, _, lrs = rest.partition(":")
+    if not (table.isdigit() and int(table) in TABLE_TASKS and model in MODELS and (lrs in LR_MODES or not lrs)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not TABLE:MODEL[:LRS] with a table in {sorted(TABLE_TASKS)}, a model in "
+            f"{list(MODELS)} and LRS in {list(LR_MODES)}")
+    return int(table), model, lrs or None
+
+
+def cell_jobs(cells: list[tuple[int, str, str | None]], profile: str, seeds: int, lrs: str,
+              variants: list[str], out: Path, notes: list[str], finished: dict[str, dict]) -> list[Job]:
+    """`expand_jobs` for each (table, model, lrs) cell in the order given, each cell with its own
+    lr mode (default `lrs`): one runner, and so one view of the GPU's jobs, for a mixed batch."""
+    jobs: dict[str, Job] = {}
+    for table, model, cell_lrs in cells:
+        for job in expand_jobs([table], [model], profile, seeds, cell_lrs or lrs, variants, out, notes, finished):
+            jobs.setdefault(job.run_id, job)
+    return list(jobs.values())
 
 
 def _job(task: str, model: str, profile: str, lr: float, seed: int, variant: str, out: Path) -> Job:
@@ -770,7 +793,14 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
     if os.environ.get("RTLIB_SMOKE") == "1" and profile != "smoke":
         print(f"RTLIB_SMOKE=1: profile {profile!r} -> 'smoke'", file=stream)
         profile = "smoke"
-    tables = list(TABLE_TASKS) if "all" in args.table else list(dict.fromkeys(int(t) for t in args.table))
+    if args.table is None and args.cells is None:
+        raise ValueError("no jobs named: give --table (with --models) or --cells")
+    if args.table is not None and args.cells is not None:
+        raise ValueError(f"--table {' '.join(args.table)} and --cells together: give one of them")
+    if args.cells and args.ablations:
+        raise ValueError("--ablations runs whole tables: give --table, not --cells")
+    tables = [] if args.table is None else (
+        list(TABLE_TASKS) if "all" in args.table else list(dict.fromkeys(int(t) for t in args.table)))
     # absolute paths: the jobs run from the repo root, whatever the caller's folder
     out = Path(args.out).resolve() if args.out else RUNS_DIR
     results_dir = Path(args.results).resolve() if args.results else RECORDS_DIR / profile
@@ -779,6 +809,8 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
     finished = finished_records(out, results_dir)
     if args.ablations:
         jobs = ablation_jobs(profile, tables, out)
+    elif args.cells:
+        jobs = cell_jobs(args.cells, profile, args.seeds, args.lrs, args.variants or [""], out, notes, finished)
     else:
         jobs = expand_jobs(tables, args.models or list(MODELS), profile, args.seeds, args.lrs,
                            args.variants or [""], out, notes, finished)

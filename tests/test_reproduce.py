@@ -179,6 +179,11 @@ def test_ablations_run_at_the_first_seed_of_the_paper_profile():
     (["--table", "4", "--profile", "smoke", "--seeds", "1", "--variants", "nrom=post", "--plan"], "'nrom"),
     (["--table", "4", "--profile", "smoke", "--seeds", "1", "--carry-limit-mb", "-1"], "'-1'"),
     (["--table", "4", "--profile", "smoke", "--seeds", "1", "--carry-limit-mb", "31"], "--carry-limit-mb 31 needs"),
+    (["--cells", "3:rtx", "--profile", "smoke", "--plan"], "'3:rtx'"),
+    (["--cells", "3:rtransformer:all", "--profile", "smoke", "--plan"], "'3:rtransformer:all'"),
+    (["--profile", "smoke", "--plan"], "--cells"),
+    (["--table", "3", "--cells", "3:rtransformer", "--profile", "smoke", "--plan"], "--table 3 and --cells"),
+    (["--cells", "3:rtransformer", "--ablations", "--profile", "smoke", "--plan"], "--ablations"),
 ])
 def test_bad_cli_values_exit_2_with_one_line(capsys, argv, named):
     try:
@@ -309,3 +314,13 @@ def test_a_stopped_job_is_asked_to_checkpoint_first_and_ended_only_after_its_gra
         running = reproduce.Running(job, process, "gpu0", 0.0, False, log=io.StringIO())
         outcome = reproduce._stop(running, grace_s=grace_s)
         assert process.returncode == returncode and outcome.status == "remaining"
+
+
+def test_cells_run_in_the_order_given_each_with_its_own_lr_mode(tmp_path):
+    from rtlib.reproduce import cell_jobs, parse_cell
+    cells = [parse_cell("3:rtransformer:config"), parse_cell("2:gru:grid"), parse_cell("3:rtransformer")]
+    jobs = cell_jobs(cells, "paper", seeds=2, lrs="config", variants=[""], out=tmp_path, notes=[], finished={})
+    ptb = expand_jobs([3], ["rtransformer"], "paper", seeds=2, lrs="config", out=tmp_path)
+    gru = expand_jobs([2], ["gru"], "paper", seeds=2, lrs="grid", out=tmp_path)
+    assert [job.run_id for job in jobs] == [job.run_id for job in ptb + gru]  # the repeated cell adds nothing
+    assert len(gru) > 2  # the grid: more than the config's lr at 2 seeds
