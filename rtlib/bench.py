@@ -680,21 +680,14 @@ def _run_benchmark(args: argparse.Namespace, device: torch.device) -> None:
     print(f"wrote {out}")
 
 
+# the option that asks for one check only, and the check; without any, the benchmark
+CHECKS = (("precision_check", _run_precision_checks), ("equivalence", _run_equivalence_checks),
+          ("profile", _run_profiles), ("engine_modes", _run_engine_modes), ("bound", _run_bounds),
+          ("sharing", _run_sharing))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    device = torch.device(args.device)
-    if args.precision_check:
-        _run_precision_checks(args, device)
-    elif args.equivalence:
-        _run_equivalence_checks(args, device)
-    elif args.profile:
-        _run_profiles(args, device)
-    elif args.engine_modes:
-        _run_engine_modes(args, device)
-    elif args.bound:
-        _run_bounds(args, device)
-    elif args.sharing:
-        _run_sharing(args, device)
-    else:
-        _run_benchmark(args, device)
+    run = next((check for option, check in CHECKS if getattr(args, option)), _run_benchmark)
+    run(args, torch.device(args.device))
     return 0
