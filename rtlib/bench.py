@@ -118,7 +118,7 @@ def time_steps(runner: StepRunner, warmup: int, repeats: int) -> dict[str, float
 def _times_ms(call: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> list[float]:
     for _ in range(warmup):
         call()
-    _synchronize(device)
+    synchronize(device)
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -144,7 +144,7 @@ def step_flops(runner: StepRunner) -> int:
     return counter.get_total_flops()
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -298,11 +298,11 @@ def bench_music_epoch(device: torch.device, setups: list[str] | None = None,
         graphed = runner.graphs is not None
         for tunes in batches if graphed else batches[:3]:
             runner.step(protocol.as_tensors(tunes, GRAPH_LENGTH_MULTIPLE))
-        _synchronize(device)
+        synchronize(device)
         began = time.perf_counter()
         for tunes in batches:
             runner.step(protocol.as_tensors(tunes, GRAPH_LENGTH_MULTIPLE))
-        _synchronize(device)
+        synchronize(device)
         result[name] = dict(epoch_s=time.perf_counter() - began, steps=len(batches))
         if graphed:
             result[name].update(graphs=len(runner.graphs), padded_to_multiple_of=GRAPH_LENGTH_MULTIPLE)
@@ -359,7 +359,7 @@ def profile_table(table: int, variant: str, device: torch.device, steps: int = 3
     with torch.profiler.profile(activities=activities) as profiler:
         for _ in range(steps):
             runner.step()
-        _synchronize(device)
+        synchronize(device)
     kernels: dict[str, list[float]] = {}
     for event in profiler.events():
         if event.device_type == torch.autograd.DeviceType.CUDA:

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from .bench import StepRunner, synchronize
 from .configs import MODELS, TABLE_TASKS, run_config
 from .reproduce import die_with_parent
 from .run_folder import atomic_write_json
@@ -139,15 +140,13 @@ def _shares(rounds: list[list[Job]], measured: list[list[dict[str, Any]]]) -> li
 
 def _worker(folder: Path, index: int, table: int, model: str, device_name: str, profile: str,
             warmup: int) -> None:
-    from .bench import StepRunner  # bench imports the models; the parent needs none of it
-
     device = torch.device(device_name)
     cfg = run_config(TABLE_TASKS[table], model, profile)
     mode = resolve_compile("auto", model, device)
     runner = StepRunner(cfg, device, cfg.train.precision, mode=mode)
     for _ in range(warmup):
         runner.step()
-    _sync(device)
+    synchronize(device)
     atomic_write_json(folder / f"ready-{index}.json", dict(mode=mode))
     number = 0
     while not (folder / "stop.json").exists():
@@ -170,20 +169,15 @@ def _steps_for(runner, device: torch.device, seconds: float) -> tuple[int, float
     while steps == 0 or time.monotonic() < settle:
         runner.step()
         steps += 1
-    _sync(device)
+    synchronize(device)
     chunk = max(1, int(0.2 * steps / (time.monotonic() - began)))
     began, steps = time.monotonic(), 0
     while time.monotonic() - began < seconds:
         for _ in range(chunk):
             runner.step()
         steps += chunk
-        _sync(device)
+        synchronize(device)
     return steps, time.monotonic() - began
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":
