@@ -325,20 +325,22 @@ def _keep_results(outcome: Outcome, results_dir: Path | None, notebooks_dir: Pat
     if outcome.status != "done" or results_dir is None:
         return
     try:
-        _copy_results(outcome, results_dir, notebooks_dir)
+        copy_results(outcome.record, outcome.job.out_dir, results_dir, notebooks_dir)
     except (OSError, ValueError) as error:  # the run is done; only its copy is missing
         view.event(f"warning: could not copy {outcome.job.run_id} to {results_dir}: {error}")
 
 
-def _copy_results(outcome: Outcome, results_dir: Path, notebooks_dir: Path | None) -> None:
+def copy_results(record: dict[str, Any], run_dir: Path, results_dir: Path, notebooks_dir: Path | None) -> None:
+    """A finished run's record into `results_dir` and its executed notebook (``run_dir/run.ipynb``),
+    stripped, into `notebooks_dir`, both named by its run id."""
     import nbformat
 
-    copy_record(outcome.record, results_dir, outcome.job.run_id)
-    executed = outcome.job.out_dir / "run.ipynb"
+    copy_record(record, results_dir, record["run_id"])
+    executed = run_dir / "run.ipynb"
     if notebooks_dir is not None and executed.exists():
         notebooks_dir.mkdir(parents=True, exist_ok=True)
         nbformat.write(strip_notebook(nbformat.read(executed, as_version=4)),
-                       safe_child(notebooks_dir, f"{outcome.job.run_id}.ipynb"))
+                       safe_child(notebooks_dir, f"{record['run_id']}.ipynb"))
 
 
 def _claim_all(jobs: list[Job]) -> contextlib.ExitStack:

@@ -29,12 +29,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-import nbformat
-
 from rtlib.deadline import epochs_logged
 from rtlib.paths import REPO
-from rtlib.reproduce import strip_notebook
-from rtlib.run_folder import RecordError, atomic_write_json, copy_record, read_record
+from rtlib.reproduce import copy_results
+from rtlib.run_folder import RecordError, atomic_write_json, read_record
 
 STOP_LINE = re.compile(r"^stop +\[[^\]]*\] (?P<run>\S+): (?P<why>.*)$")
 
@@ -79,12 +77,7 @@ def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list
         if committed.exists() and json.loads(committed.read_text()) != record:
             conflicts.append(f"{run_id}: a record with other content is committed; this one is left in {run_dir}")
             continue
-        copy_record(record, committed.parent, run_id)
-        notebook = run_dir / "run.ipynb"
-        if notebook.exists():
-            out = repo / "results" / "notebooks" / profile / f"{run_id}.ipynb"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            nbformat.write(strip_notebook(nbformat.read(notebook, as_version=4)), out)
+        copy_results(record, run_dir, committed.parent, repo / "results" / "notebooks" / profile)
         finished.append(dict(run_id=run_id, epochs=record["epochs_run"],
                              job_minutes=round(record["gpu_minutes"], 2),
                              seconds_per_epoch=steady_seconds_per_epoch(record.get("curve", []))))
@@ -147,15 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         if sharing.exists():
             device = json.loads(sharing.read_text())["device"].replace(" ", "_")
             shutil.copy(sharing, args.repo / "results" / "bench" / f"sharing_{device}.json")
-        analysed = []
+        on_gpu = set()
         for analysis in sorted(landed.glob("runs/_code/results/analysis/*.json")):
             target = args.repo / "results" / "analysis" / analysis.name
             if not target.exists():
                 shutil.copy(analysis, target)
-                analysed.append(analysis.stem + " (on the GPU machine)")
+                on_gpu.add(analysis.stem)
     weights = unpack_parts(args.fetched, "weights", args.repo)
-    analysed += analyse([run for run in weights if not any(name.startswith(run.name) for name in analysed)],
-                        args.repo, args.examples)
+    on_cpu = analyse([run for run in weights if run.name not in on_gpu], args.repo, args.examples)
+    analysed = [f"{run} (on the GPU machine)" for run in sorted(on_gpu)] + [f"{run} (on a CPU)" for run in on_cpu]
     carried = unpack_parts(args.fetched, "checkpoints", args.repo)
     any_record = next((read_record(args.repo / "results" / "records" / "paper" / f"{run['run_id']}.json")
                        for run in finished), {})
@@ -183,7 +176,7 @@ def analyse(run_dirs: list[Path], repo: Path, examples: int) -> list[str]:
     for run_dir in run_dirs:
         if (run_dir / "record.json").exists() and (run_dir / "best.pt").exists():
             out = repo / "results" / "analysis" / f"{run_dir.name}.json"
-            done.append(analyze_run(run_dir, out, device="cpu", examples=examples)["run_id"] + " (on a CPU)")
+            done.append(analyze_run(run_dir, out, device="cpu", examples=examples)["run_id"])
     return done
 
 
