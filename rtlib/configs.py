@@ -369,6 +369,14 @@ def _parse_setting(raw: str, hint: Any) -> Any:
         return raw
 
 
+def table_and_model(spec: str) -> tuple[int, str] | None:
+    """'3:rtransformer' -> (3, 'rtransformer'); None unless it names a table and a model."""
+    table, _, model = spec.partition(":")
+    if table.isdigit() and int(table) in TABLE_TASKS and model in MODELS:
+        return int(table), model
+    return None
+
+
 def check_choice(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not one of {list(allowed)}")

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, TextIO
 
 import pandas as pd
 
-from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, with_variant
+from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, table_and_model, with_variant
 from .deadline import epochs_logged, late_job, progress, read_pace, verdict
 from .paths import RECORDS_DIR, REPO, RUNS_DIR
 from .run_folder import (JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
@@ -118,11 +118,12 @@ def parse_cell(text: str) -> tuple[int, str, str | None]:
     """'3:rtransformer' or '2:gru:sweep' -> (table, model, lrs mode or None for --lrs's)."""
     table, _, rest = text.partition(":")
     model, _, lrs = rest.partition(":")
-    if not (table.isdigit() and int(table) in TABLE_TASKS and model in MODELS and (lrs in LR_MODES or not lrs)):
+    cell = table_and_model(f"{table}:{model}")
+    if cell is None or (lrs and lrs not in LR_MODES):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not TABLE:MODEL[:LRS] with a table in {sorted(TABLE_TASKS)}, a model in "
             f"{list(MODELS)} and LRS in {list(LR_MODES)}")
-    return int(table), model, lrs or None
+    return (*cell, lrs or None)
 
 
 def cell_jobs(cells: list[tuple[int, str, str | None]], profile: str, seeds: int, lrs: str,

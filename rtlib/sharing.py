@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from .bench import StepRunner, synchronize
-from .configs import MODELS, TABLE_TASKS, run_config
+from .configs import MODELS, TABLE_TASKS, run_config, table_and_model
 from .reproduce import die_with_parent
 from .run_folder import atomic_write_json
 from .runtime import resolve_compile
@@ -46,13 +46,13 @@ def parse_round(text: str) -> list[Job]:
     jobs = []
     for part in text.split("+"):
         spec, _, count = part.partition("*")
-        table, _, model = spec.partition(":")
-        if not table.isdigit() or int(table) not in TABLE_TASKS or model not in MODELS:
+        job = table_and_model(spec)
+        if job is None:
             raise ValueError(f"--sharing {text!r}: {part!r} is not TABLE:MODEL[*COUNT] with a table in "
                              f"{sorted(TABLE_TASKS)} and a model in {list(MODELS)}")
         if count and not (count.isdigit() and int(count) >= 1):
             raise ValueError(f"--sharing {text!r}: the count {count!r} is not a whole number >= 1")
-        jobs += [(int(table), model)] * int(count or 1)
+        jobs += [job] * int(count or 1)
     return jobs
 
 
