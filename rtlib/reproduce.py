@@ -564,6 +564,7 @@ def mps_daemon(enabled: bool, log: Callable[[str], None] = print):
 GPU_FAULTS = ("CUDA error:", "AcceleratorError")
 GPU_FAULT_RETRIES = 1
 PROGRESS_EVERY_S = 120.0   # how often a runner with a deadline says how its jobs pace
+JUDGE_EVERY_S = 5.0        # how often it reads its jobs' logs (an epoch takes seconds at least)
 
 
 def _retry_after_gpu_fault(outcome: "Outcome", retries: Counter) -> bool:
@@ -667,12 +668,14 @@ class _Pacing:
         self.since: dict[str, int] = {}
         self.asked: set[str] = set()
         self.next_progress = time.monotonic() + PROGRESS_EVERY_S
+        self.next_judgement = 0.0
 
     def watch(self, running: Iterable[Running], view: "LiveView") -> None:
         """With a deadline: every `PROGRESS_EVERY_S` a line per job on its pace, and with a carry
         limit, the late job to stop (`rtlib.deadline.late_job`)."""
-        if self.deadline is None:
+        if self.deadline is None or time.monotonic() < self.next_judgement:
             return
+        self.next_judgement = time.monotonic() + JUDGE_EVERY_S
         running = [item for item in running if item.job.run_id not in self.asked]
         mix = frozenset(item.job.run_id for item in running)
         if mix != self.mix:  # a job started or ended: time every job again, from its next epoch

@@ -86,6 +86,7 @@ def test_the_runner_stops_a_late_job_over_the_carry_limit_and_lets_the_others_ru
 
     said = []
     monkeypatch.setattr(reproduce, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(reproduce, "JUDGE_EVERY_S", 0.0)  # the fake jobs log an epoch a poll
     monkeypatch.setattr(reproduce.LiveView, "event", lambda view, text: said.append(text))
 
     def run(carry_limit_mb):
