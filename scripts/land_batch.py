@@ -55,7 +55,8 @@ def unpack_parts(fetched: Path, name: str, into: Path) -> list[Path]:
         with tarfile.open(joined) as tar:
             names = tar.getnames()
             tar.extractall(into, filter="data")
-    return sorted({into / Path(name).parent for name in names})
+    return sorted({into / Path(*Path(name).parts[:2]) for name in names
+                   if Path(name).parts[0] == "runs" and len(Path(name).parts) > 2})
 
 
 def steady_seconds_per_epoch(entries: list[dict]) -> float | None:

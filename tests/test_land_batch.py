@@ -40,6 +40,10 @@ def fetched_batch(folder: Path) -> str:
         add(tar, f"runs/{run}/run.ipynb", nbformat.writes(nbformat.v4.new_notebook()).encode())
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder_entry in ("runs", f"runs/{LOST}"):
+            info = tarfile.TarInfo(folder_entry)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
         add(tar, f"runs/{LOST}/checkpoint.pt", b"weights")
     data = buffer.getvalue()
     (folder / "checkpoints.tar.part-aa").write_bytes(data[:1000])
@@ -72,7 +76,8 @@ def test_a_batch_lands_its_records_analyses_carried_runs_and_log(tmp_path, capsy
     assert log["lost_runs"] == [dict(run_id=LOST, epochs=4, job_minutes=round(201.0 / 60, 2), seconds_per_epoch=37.0,
                                      why="stopped by its runner: projected to need 30.0 more minutes")]
     assert log["git_commit"] == record["git_commit"] and log["machine_held_minutes"] == 25.1
-    assert f'"runs/{LOST}"' in capsys.readouterr().out
+    carry = capsys.readouterr().out.split("to resume, carry: ")[1]
+    assert json.loads(carry) == [f"runs/{LOST}"]
 
 
 def test_a_committed_record_with_other_content_is_never_overwritten(tmp_path):
