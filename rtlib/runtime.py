@@ -26,14 +26,16 @@ import torch
 COMPILE_MODES = ("auto", "none", "default", "reduce-overhead", "step-graph", "default+step-graph")
 
 # The fastest mode measured correct on one GPU, per model. The attention models: every table's
-# training step, reference vs fast variants (results/bench/NVIDIA_H100_80GB_HBM3.json).
+# training step, reference vs fast variants (results/bench/NVIDIA_H100_80GB_HBM3.json). The
+# baselines: every table through the engine, eager vs step-graph, same losses, dropout masks
+# varying (results/bench/engine_modes_NVIDIA_H200.json: 1.3-6.2x per step).
 FASTEST_ON_CUDA: dict[str, str] = {
     "rtransformer": "default+step-graph",
     "transformer": "default+step-graph",
-    "tcn": "none",
-    "rnn": "none",
-    "gru": "none",
-    "lstm": "none",
+    "tcn": "step-graph",
+    "rnn": "step-graph",
+    "gru": "step-graph",
+    "lstm": "step-graph",
 }
 
 
