@@ -407,11 +407,18 @@ def reference_ms(bench: list[dict], device: str) -> dict[int, float]:
     return {}
 
 
-def _lost(batches: list[dict]) -> list[dict]:
-    """Every run a batch lost (it left no record), each with `why`; a run lost twice is listed twice."""
-    return [{"why": "stopped at the batch's deadline", **run} for batch in batches
+def _lost(batches: list[dict], records: pd.DataFrame | None = None) -> list[dict]:
+    """Every run a batch lost (it left no record), each with `why`; a run lost twice is listed
+    twice. With `records`, a run whose checkpoint a later session resumed from is not lost: its
+    record's GPU-minutes hold that batch's time too."""
+    resumed = set()
+    if records is not None and len(records):
+        resumed = {(row.run_id, session["from_epoch"]) for row in records.itertuples()
+                   if isinstance(row.sessions, list) for session in row.sessions}
+    lost = [{"why": "stopped at the batch's deadline", **run} for batch in batches
             for run in batch.get("stopped_at_the_deadline", [])] + \
            [run for batch in batches for run in batch.get("lost_runs", [])]
+    return [run for run in lost if (run["run_id"], run.get("epochs", -1) + 1) not in resumed]
 
 
 def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir: str | None = None) -> pd.DataFrame:
@@ -419,7 +426,7 @@ def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir
     wall time; jobs that shared a GPU each count in full), runs stopped at a batch's deadline and
     lost, and what the released algorithm would take for the same finished R-Transformer runs."""
     done = evidence(records)
-    lost = _lost(batches)
+    lost = _lost(batches, records)
     rows = []
     for table, task in TABLE_TASKS.items():
         runs = done[done["task"] == task] if len(done) else done
@@ -509,7 +516,7 @@ def scope(records: pd.DataFrame, batches: list[dict]) -> str:
     per_table = [f"Table {t}: " + _join([f"{model_name(r.model)} ×{r.n}" for r in group.itertuples()])
                  for t, group in run.groupby("table")]
     held = sum(batch.get("machine_held_minutes", 0.0) for batch in batches)
-    lost = sum(run["job_minutes"] for run in _lost(batches))
+    lost = sum(run["job_minutes"] for run in _lost(batches, records))
     quick = records[records["profile"] == "fast"] if len(records) else records
     if done.empty:
         text = "**Scope.** No paper-profile runs are recorded yet, so no claim of the paper is tested."
@@ -602,7 +609,7 @@ def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
                          f"{fmt(row.values[index], row.task)}, its mean {fmt(row.mean, row.task)} with it and "
                          f"{fmt(np.delete(np.asarray(row.values), index).mean(), row.task)} without: "
                          f"fewer than {MIN_SEEDS} seeds could not have shown it.")
-    lost = _lost(batches)
+    lost = _lost(batches, records)
     if lost:
         reasons = collections.Counter(run["why"] for run in lost)
         why = "; ".join(f"{count} {reason}" for reason, count in reasons.most_common())

@@ -48,7 +48,7 @@ COLUMNS = ("run_id", "record_version", "status", "task", "table", "model", "prof
            "seed", "lr", "metric", "higher_is_better", "best_valid_loss", "best_valid_metric",
            "best_epoch", "test_metric", "selections", "epochs_run", "wall_time_s", "gpu_minutes",
            "device", "precision", "engine", "deviations", "torch_version", "paper_value",
-           "num_parameters", "git_commit", "config", "curve", "changes", "finished_at", "path")
+           "num_parameters", "git_commit", "config", "curve", "changes", "sessions", "finished_at", "path")
 NUMERIC = ("seed", "lr", "best_valid_loss", "best_valid_metric", "best_epoch", "test_metric",
            "epochs_run", "wall_time_s", "gpu_minutes", "paper_value", "num_parameters")
 QUALIFIER = {"paper": "", "fast": "short run (fast profile): not evidence",

@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     on_cpu = analyse([run for run in weights if run.name not in on_gpu], args.repo, args.examples)
     analysed = [f"{run} (on the GPU machine)" for run in sorted(on_gpu)] + [f"{run} (on a CPU)" for run in on_cpu]
     carried = unpack_parts(args.fetched, "checkpoints", args.repo)
+    for run in lost:
+        if any(path.name == run["run_id"] for path in carried):
+            run.update(checkpoint="brought back", why=run["why"] + "; its checkpoint came back to resume")
     any_record = next((read_record(args.repo / "results" / "records" / "paper" / f"{run['run_id']}.json")
                        for run in finished), {})
     atomic_write_json(log_path, dict(

@@ -74,7 +74,8 @@ def test_a_batch_lands_its_records_analyses_carried_runs_and_log(tmp_path, capsy
     assert log["finished"] == [dict(run_id=run, epochs=record["epochs_run"], job_minutes=round(record["gpu_minutes"], 2),
                                     seconds_per_epoch=land_batch.steady_seconds_per_epoch(record["curve"]))]
     assert log["lost_runs"] == [dict(run_id=LOST, epochs=4, job_minutes=round(201.0 / 60, 2), seconds_per_epoch=37.0,
-                                     why="stopped by its runner: projected to need 30.0 more minutes")]
+                                     why="stopped by its runner: projected to need 30.0 more minutes; "
+                                         "its checkpoint came back to resume", checkpoint="brought back")]
     assert log["git_commit"] == record["git_commit"] and log["machine_held_minutes"] == 25.1
     carry = capsys.readouterr().out.split("to resume, carry: ")[1]
     assert json.loads(carry) == [f"runs/{LOST}"]

@@ -309,3 +309,15 @@ def test_a_batch_line_counts_what_finished_what_was_lost_and_why():
                            "machine held 13.6 minutes: 1 run finished, 2 not started, 3 lost: ")
     assert "2 the machine was given back; 1 stopped at the batch's deadline." in line
     assert line.endswith("Sharing: MPS, 3 jobs.")
+
+
+def test_a_lost_run_resumed_from_its_checkpoint_is_no_longer_lost(tmp_path):
+    seeds(tmp_path, [2.40])
+    records = load_records(tmp_path)
+    run_id = records["run_id"].iloc[0]
+    batch = dict(lost_runs=[dict(run_id=run_id, epochs=65, job_minutes=22.9, why="unfinished at the deadline"),
+                            dict(run_id="other", epochs=9, job_minutes=3.3, why="stopped by its runner")])
+    assert [run["run_id"] for run in report._lost([batch], records)] == [run_id, "other"]
+    records.at[records.index[0], "sessions"] = [dict(from_epoch=1), dict(from_epoch=66)]
+    assert [run["run_id"] for run in report._lost([batch], records)] == ["other"]
+    assert len(report._lost([batch])) == 2
