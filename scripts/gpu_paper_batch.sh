@@ -17,8 +17,9 @@
 # With START_WAIT_S, `start` goes on as `wait` until the call has run that long (one call fewer
 # to chain). `wait` sleeps, then packs what has landed. `finish` waits for the runners, analyses
 # one finished run of each (task, R-Transformer or Transformer) the committed analyses lack (its
-# lowest seed), packs the records, the logs, those runs' best weights (for analyses on any
-# machine) and, as far as there is room, the run folders of unfinished runs, and stops MPS. To
+# lowest seed), packs the records, the logs and, as far as there is room, the run folders of
+# unfinished runs small enough to carry back in (CARRY_LIMIT_BYTES), then the analysed runs'
+# best weights (for analyses on any machine), and stops MPS. To
 # resume those in a later lease, unpack their parts here (`cat checkpoints.tar.part-* | tar xf -`
 # puts them in runs/) and name each run folder in that lease's `carry`: its runner finds the
 # checkpoint and resumes, and the record lists both sessions.
@@ -49,7 +50,7 @@ OUT_FILES=${OUT_FILES:-8} OUT_BYTES=${OUT_BYTES:-67108864} PART_BYTES=${PART_BYT
 # A later lease carries an unfinished run folder back in beside the working tree (5 MB), the
 # wheels (22 MB) and the data (19 MB), 64 MiB in all: the runners stop a job whose weights are
 # over this size once they project that it will miss the deadline (rtlib/deadline.py)
-CARRY_LIMIT_MB=20
+CARRY_LIMIT_BYTES=${CARRY_LIMIT_BYTES:-20000000}
 mkdir -p $LOGS
 
 require_runners() {
@@ -156,7 +157,7 @@ case "$1" in
       i=$((i + 1))
       # shellcheck disable=SC2086
       (cd "$CODE" && exec setsid nohup python3 -m rtlib reproduce $runner_args --profile paper --gpus 0 \
-        --out "$ROOT/runs" --deadline-minutes "$deadline" --carry-limit-mb $CARRY_LIMIT_MB) \
+        --out "$ROOT/runs" --deadline-minutes "$deadline" --carry-limit-mb $((CARRY_LIMIT_BYTES / 1000000))) \
         > "$LOGS/runner$i.log" 2>&1 < /dev/null &
       echo $! >> "$RUNNERS"
       echo "runner $i: $runner_args"
@@ -192,14 +193,18 @@ case "$1" in
       --run $(for d in $finished; do echo "$ROOT/$d"; done)) > $LOGS/analyze.log 2>&1
     pack
     tar czf "$OUT/notebooks.tgz" runs/*/run.ipynb 2>/dev/null
-    # Then, in 15 MiB parts, as far as $OUT has room: the analysed runs' best weights (so the
-    # visualizations can analyse them anywhere, on a CPU too), then the run folders of unfinished
-    # runs to resume; smallest runs first.
+    # Then, in 15 MiB parts, as far as $OUT has room, smallest runs first: the run folders of
+    # unfinished runs small enough to carry into a later lease (their GPU time is lost
+    # otherwise; batch f left three behind for a best.pt), then the analysed runs' best weights
+    # (the analyses are made above; the weights let the visualizations re-analyse anywhere).
+    # shellcheck disable=SC2086
+    ship checkpoints '*.pt' $(for d in runs/*; do
+      [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] || continue
+      if [ "$(du -cb "$d"/*.pt | tail -1 | cut -f1)" -le "$CARRY_LIMIT_BYTES" ]; then echo "$d"
+      else echo "$d" >> "$LOGS/too_large_to_carry.txt"; fi
+    done)
     # shellcheck disable=SC2086
     ship weights best.pt $(for d in $finished; do [ -f "$d/best.pt" ] && echo "$d"; done)
-    # shellcheck disable=SC2086
-    ship checkpoints '*.pt' \
-      $(for d in runs/*; do [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] && echo "$d"; done)
     echo quit | nvidia-cuda-mps-control
     ls -la "$OUT" ;;
 esac

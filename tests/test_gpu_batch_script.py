@@ -12,7 +12,7 @@ import pytest
 from rtlib.paths import REPO
 
 SCRIPT = REPO / "scripts" / "gpu_paper_batch.sh"
-LIMITS = dict(OUT_FILES="8", OUT_BYTES="600000", PART_BYTES="100000")
+LIMITS = dict(OUT_FILES="8", OUT_BYTES="600000", PART_BYTES="100000", CARRY_LIMIT_BYTES="400000")
 
 
 def run_folder(root: Path, run_id: str, checkpoint: int, best: int, finished: bool) -> Path:
@@ -37,7 +37,7 @@ def members(out: Path, name: str) -> set[str]:
 
 
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("split") is None, reason="needs bash and coreutils")
-def test_finish_ships_analysed_best_weights_then_unfinished_runs_that_fit(tmp_path):
+def test_finish_ships_unfinished_runs_that_can_be_carried_then_analysed_best_weights(tmp_path):
     root, out, stubs = tmp_path / "repo", tmp_path / "out", tmp_path / "bin"
     for folder in (root / "runs" / "_logs", root / "results" / "analysis", out, stubs):
         folder.mkdir(parents=True)
@@ -50,21 +50,22 @@ def test_finish_ships_analysed_best_weights_then_unfinished_runs_that_fit(tmp_pa
     run_folder(root, "ptb-word_transformer_paper_lr2_seed1113", 50_000, 50_000, finished=True)
     run_folder(root, "nottingham_gru_paper_lr0.001_seed1111", 5_000, 5_000, finished=True)  # no attention
     run_folder(root, "mnist_rtransformer_paper_lr0.001_seed1111", 20_000, 10_000, finished=False)
-    run_folder(root, "ptb-char_transformer_paper_lr2_seed1112", 250_000, 250_000, finished=False)
+    run_folder(root, "ptb-char_transformer_paper_lr2_seed1112", 250_000, 250_000, finished=False)  # too large
+    run_folder(root, "nottingham_gru_paper_lr0.001_seed1112", 190_000, 190_000, finished=False)
     env = dict(os.environ, OUT=str(out), PATH=f"{stubs}{os.pathsep}{os.environ['PATH']}", **LIMITS)
     done = subprocess.run(["bash", str(SCRIPT), "finish"], cwd=root, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     files = list(out.iterdir())
     assert len(files) <= 8 and sum(f.stat().st_size for f in files) <= int(LIMITS["OUT_BYTES"])
-    assert members(out, "weights") == {  # one run per (task, attention model) without a paper analysis
-        "runs/ptb-char_rtransformer_paper_lr2_seed1112/best.pt",
-        "runs/ptb-char_rtransformer_paper_lr2_seed1112/record.json",
-        "runs/ptb-char_rtransformer_paper_lr2_seed1112/log.jsonl"}
     assert members(out, "checkpoints") == {
-        f"runs/mnist_rtransformer_paper_lr0.001_seed1111/{name}" for name in ("checkpoint.pt", "best.pt", "log.jsonl")}
-    left = (root / "runs" / "_logs" / "left_behind_checkpoints.txt").read_text()
-    assert left.strip() == "runs/ptb-char_transformer_paper_lr2_seed1112"
+        f"runs/{run}/{name}" for run in ("mnist_rtransformer_paper_lr0.001_seed1111", "nottingham_gru_paper_lr0.001_seed1112")
+        for name in ("checkpoint.pt", "best.pt", "log.jsonl")}
+    too_large = (root / "runs" / "_logs" / "too_large_to_carry.txt").read_text()
+    assert too_large.strip() == "runs/ptb-char_transformer_paper_lr2_seed1112"
+    assert members(out, "weights") == set()  # no room left after the checkpoints
+    left = (root / "runs" / "_logs" / "left_behind_weights.txt").read_text()
+    assert left.strip() == "runs/ptb-char_rtransformer_paper_lr2_seed1112"  # one run per (task, attention model)
     assert (out / "records.tgz").exists() and (out / "notebooks.tgz").exists()
 
 
