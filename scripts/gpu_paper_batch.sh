@@ -48,9 +48,10 @@ CODE=runs/_code
 # $OUT brings back at most 8 files of 16 MiB each, 64 MiB in all
 OUT_FILES=${OUT_FILES:-8} OUT_BYTES=${OUT_BYTES:-67108864} PART_BYTES=${PART_BYTES:-15728640}
 # A later lease carries an unfinished run folder back in beside the working tree (5 MB), the
-# wheels (22 MB) and the data (19 MB), 64 MiB in all: the runners stop a job whose weights are
-# over this size once they project that it will miss the deadline (rtlib/deadline.py)
-CARRY_LIMIT_BYTES=${CARRY_LIMIT_BYTES:-20000000}
+# wheels (5 MB, scripts/gpu_wheels.sh) and the data (19 MB at most), 64 MiB in all: the runners
+# stop a job whose weights are over this size once they project that it will miss the deadline
+# (rtlib/deadline.py), and `finish` ships no run folder over it
+CARRY_LIMIT_BYTES=${CARRY_LIMIT_BYTES:-30000000}
 mkdir -p $LOGS
 
 require_runners() {
@@ -125,8 +126,13 @@ case "$1" in
   start)
     deadline=$2; shift 2
     rm -f "$RUNNERS"
-    python3 -m pip install -q --no-index --find-links wheels312 papermill ipykernel jupytext \
-      nbformat nbclient pytest > $LOGS/pip.log 2>&1 || tail -3 $LOGS/pip.log
+    # wheels312 holds only what the image lacks (scripts/gpu_wheels.sh), hence --no-deps
+    python3 -m pip install -q --no-index --no-deps wheels312/*.whl > $LOGS/pip.log 2>&1 || tail -3 $LOGS/pip.log
+    python3 -m pip check >> $LOGS/pip.log 2>&1
+    if ! python3 -c "import papermill, nbclient, ipykernel, jupytext" 2>> $LOGS/pip.log; then
+      echo "error: the run notebook's tools do not import (runs/_logs/pip.log); no runner started" >&2
+      tail -3 $LOGS/pip.log; pack; exit 1
+    fi
     nvidia-smi -L
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     nvidia-cuda-mps-control -d && echo "MPS started: $(ls $CUDA_MPS_PIPE_DIRECTORY | tr '\n' ' ')"

@@ -95,18 +95,20 @@ def test_wait_ends_early_once_no_runner_of_the_batch_runs(tmp_path):
         runner.kill()
 
 
-def test_start_runs_the_sharing_bench_then_one_runner_per_argument_set_and_waits(tmp_path):
-    """`start` on a CPU with python3, nvidia-smi and MPS stubbed: what it calls, with which
-    arguments, that START_WAIT_S keeps the call going, and that `finish` then packs."""
-    import time
+def stubbed_machine(tmp_path: Path, imports: bool = True) -> tuple[Path, Path, dict[str, str]]:
+    """A repo, $OUT and an environment whose python3, nvidia-smi and MPS are stubs that note
+    their arguments in tmp_path/calls.txt; with imports=False the notebook tools fail to import."""
     root, out, stubs = tmp_path / "repo", tmp_path / "out", tmp_path / "bin"
-    for folder in (root / "rtlib", root / "notebooks", root / "results" / "records", root / "data", out, stubs):
+    for folder in (root / "rtlib", root / "notebooks", root / "results" / "records", root / "data",
+                   root / "wheels312", out, stubs):
         folder.mkdir(parents=True)
-    for name in ("pyproject.toml", "rtlib/__init__.py", "notebooks/run.ipynb", "data/SHA256SUMS", "data/README.md"):
+    for name in ("pyproject.toml", "rtlib/__init__.py", "notebooks/run.ipynb", "data/SHA256SUMS", "data/README.md",
+                 "wheels312/papermill-2.7.0-py3-none-any.whl"):
         (root / name).write_text("")
-    calls = tmp_path / "calls.txt"
     fakes = {
-        "python3": f'echo "$*" >> {calls}\ncase "$*" in *"rtlib reproduce"*) exec -a "python3 -m rtlib reproduce" sleep 2 ;; esac',
+        "python3": f'echo "$*" >> {tmp_path / "calls.txt"}\ncase "$*" in\n'
+                   f'  *"rtlib reproduce"*) exec -a "python3 -m rtlib reproduce" sleep 2 ;;\n'
+                   f'  "-c import papermill"*) exit {0 if imports else 1} ;;\nesac',
         "nvidia-smi": 'echo "GPU 0: stub"',
         "nvidia-cuda-mps-control": "cat > /dev/null",
     }
@@ -114,21 +116,40 @@ def test_start_runs_the_sharing_bench_then_one_runner_per_argument_set_and_waits
         (stubs / name).write_text(f"#!/bin/bash\n{body}\n")
         (stubs / name).chmod(0o755)
     env = dict(os.environ, OUT=str(out), PATH=f"{stubs}{os.pathsep}{os.environ['PATH']}", GPU_TESTS_SKIP="1",
-               START_WAIT_S="4", SHARING_ROUNDS="4:rtransformer 4:rtransformer*2", CUDA_MPS_PIPE_DIRECTORY=str(tmp_path / "mps"),
-               CUDA_MPS_LOG_DIRECTORY=str(tmp_path / "mpslog"))
+               CUDA_MPS_PIPE_DIRECTORY=str(tmp_path / "mps"), CUDA_MPS_LOG_DIRECTORY=str(tmp_path / "mpslog"))
+    return root, out, env
+
+
+def test_start_runs_the_sharing_bench_then_one_runner_per_argument_set_and_waits(tmp_path):
+    """`start` on a CPU with python3, nvidia-smi and MPS stubbed: what it calls, with which
+    arguments, that START_WAIT_S keeps the call going, and that `finish` then packs."""
+    import time
+    root, out, env = stubbed_machine(tmp_path)
+    env.update(START_WAIT_S="4", SHARING_ROUNDS="4:rtransformer 4:rtransformer*2")
     began = time.monotonic()
     started = subprocess.run(["bash", str(SCRIPT), "start", "5", "--cells 3:rtransformer:config --seeds 3"],
                              cwd=root, env=env, capture_output=True, text=True, timeout=60)
     assert started.returncode == 0, started.stderr
     assert time.monotonic() - began >= 4  # START_WAIT_S
-    lines = calls.read_text().splitlines()
-    assert lines[0].startswith("-m pip install -q --no-index --find-links wheels312")
-    assert lines[1] == ("-m rtlib bench --sharing 4:rtransformer 4:rtransformer*2 --sharing-seconds 10 "
+    lines = (tmp_path / "calls.txt").read_text().splitlines()
+    assert lines[:3] == ["-m pip install -q --no-index --no-deps wheels312/papermill-2.7.0-py3-none-any.whl",
+                         "-m pip check", "-c import papermill, nbclient, ipykernel, jupytext"]
+    assert lines[3] == ("-m rtlib bench --sharing 4:rtransformer 4:rtransformer*2 --sharing-seconds 10 "
                         "--out runs/_logs/sharing.json")
-    assert lines[2] == (f"-m rtlib reproduce --cells 3:rtransformer:config --seeds 3 --profile paper --gpus 0 "
-                        f"--out {root}/runs --deadline-minutes 5 --carry-limit-mb 20")
+    assert lines[4] == (f"-m rtlib reproduce --cells 3:rtransformer:config --seeds 3 --profile paper --gpus 0 "
+                        f"--out {root}/runs --deadline-minutes 5 --carry-limit-mb 30")
     assert (root / "runs" / "_code" / "rtlib" / "__init__.py").exists() and (out / "records.tgz").exists()
     finished = subprocess.run(["bash", str(SCRIPT), "finish"], cwd=root, env=env, capture_output=True, text=True,
                               timeout=60)
     assert finished.returncode == 0, finished.stderr
     assert (out / "notebooks.tgz").exists()
+
+
+def test_start_starts_no_runner_when_the_notebook_tools_do_not_import(tmp_path):
+    root, out, env = stubbed_machine(tmp_path, imports=False)
+    started = subprocess.run(["bash", str(SCRIPT), "start", "5", "--cells 3:rtransformer:config"],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 1
+    assert "the run notebook's tools do not import" in started.stderr
+    assert not any("rtlib reproduce" in line for line in (tmp_path / "calls.txt").read_text().splitlines())
+    assert (out / "records.tgz").exists()
