@@ -75,7 +75,8 @@ def add_reproduce_parser(commands) -> None:
                         help="one or more tables, run in the order given, or all")
     parser.add_argument("--cells", nargs="+", type=parse_cell, metavar="TABLE:MODEL[:LRS]",
                         help="instead of --table and --models: these cells, in the order given, each "
-                             "with its own --lrs if named (e.g. 3:rtransformer:config 2:gru:sweep)")
+                             "with its own --lrs if named (e.g. 3:rtransformer:config 2:gru:sweep); "
+                             "again:RUN_ID runs a recorded run once more, its record into --repeats")
     parser.add_argument("--models", nargs="+", choices=MODELS, help="default: all six")
     parser.add_argument("--profile", required=True, choices=PROFILES)
     parser.add_argument("--seeds", default=1, type=positive_int, help="N seeds: 1111, 1112, ... (default 1)")
@@ -103,6 +104,8 @@ def add_reproduce_parser(commands) -> None:
     parser.add_argument("--results", type=folder, help="record copies (default results/records/<profile>)")
     parser.add_argument("--notebooks", type=folder, help="stripped notebook copies "
                                                        "(default results/notebooks/<profile>)")
+    parser.add_argument("--repeats", type=folder, help="record copies of again: runs, kept apart from "
+                                                     "the first runs' (default results/repeats/records/<profile>)")
     parser.add_argument("--data-dir", type=folder)
     parser.add_argument("--plan", action="store_true",
                         help="print the jobs as shell commands (run from the repo root), run nothing")

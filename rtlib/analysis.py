@@ -291,8 +291,7 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
     the others as distances, entropies and saliency (``more_examples``); record where the weights
     come from (``provenance``); write the JSON to `out_path` (default
     ``results/analysis/<run id>.json``) and return it."""
-    from .run_folder import read_record
-    from .run_folder import run_id
+    from .run_folder import AGAIN, read_record, run_id
 
     cfg, model, protocol = load_run(run_dir, data_dir, device)
     result = dict(run_id=run_id(cfg), run_dir=str(run_dir),
@@ -311,7 +310,10 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
         # seq-MNIST has no validation split: its best.pt is the last epoch's weights
         epoch=(record.get("best_epoch") or record.get("epochs_run")) if (run / "best.pt").exists() else None,
         epochs_run=record.get("epochs_run"), precision=record.get("precision", "not recorded"),
-        git_commit=record.get("git_commit"), analysed_on=device)
+        git_commit=record.get("git_commit"), analysed_on=device,
+        **({"note": f"a second run of this seed, made for its weights (results/repeats/); its test "
+                    f"{record.get('metric')} {record.get('test_metric', float('nan')):.4g}"}
+           if run.name.endswith(AGAIN) else {}))
     out_path = Path(out_path) if out_path else ANALYSIS_DIR / f"{result['run_id']}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, separators=(",", ":")) + "\n")

@@ -7,6 +7,7 @@ BOOK_DIR = REPO / "book"
 DATA_DIR = REPO / "data"
 RESULTS_DIR = REPO / "results"
 RECORDS_DIR = RESULTS_DIR / "records"
+REPEATS_DIR = RESULTS_DIR / "repeats" / "records"  # second runs of recorded runs, kept apart
 ANALYSIS_DIR = RESULTS_DIR / "analysis"
 BATCHES_DIR = RESULTS_DIR / "batches"
 BENCH_DIR = RESULTS_DIR / "bench"

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, run_config
 from .bench_results import load_bench
-from .paths import BATCHES_DIR, BENCH_DIR
+from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR
 from .results import (CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablations, cell, cells,
                       claims, evidence, fmt, lr_cuts, model_name, ours_text, plural, rounding, select_lr,
                       selections, signed)
@@ -542,6 +542,40 @@ def how_sure() -> str:
             "comparison it makes is, and contradicted when any one is; *not tested* means that no "
             "comparison of it has runs on both sides. Means are printed to the paper's digits, interval "
             "ends to one digit more, so that an end near 0 shows on which side of 0 it lies.")
+
+
+def repeats(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> pd.DataFrame:
+    """Each paper-profile run made a second time with the same settings and seed (for weights
+    that did not come back): its first and second test metric and their difference."""
+    from .results import load_records
+
+    again = load_records(folder, profiles=[EVIDENCE_PROFILE]) if Path(folder).is_dir() else pd.DataFrame()
+    first = evidence(records, variant=None).set_index("run_id") if len(records) else pd.DataFrame()
+    rows = [dict(table=row.table, task=row.task, model=row.model, seed=int(row.seed), device=row.device,
+                 first=first.at[row.run_id, "test_metric"], second=row.test_metric)
+            for row in again.itertuples() if row.run_id in first.index]
+    frame = pd.DataFrame(rows, columns=["table", "task", "model", "seed", "device", "first", "second"])
+    return frame.assign(difference=frame["second"] - frame["first"])
+
+
+def same_seed_twice(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> str:
+    """What the repeats show: how far one run moves when made again with its seed, beside the
+    spread over seeds of its cell."""
+    found = repeats(records, folder)
+    if found.empty:
+        return ("**Same seed, run twice.** No paper-profile run has been made a second time yet, so how far "
+                "a run moves with its seed fixed (GPU rounding: bf16, compiled kernels, atomic adds) is not "
+                "measured; the spread over seeds includes that part.")
+    spread = cells(records).set_index(["task", "model"])["std"]
+    parts = []
+    for row in found.itertuples():
+        std = spread.get((row.task, row.model), math.nan)
+        share = f", {abs(row.difference) / std:.2f} of the cell's std over seeds" if std and np.isfinite(std) else ""
+        parts.append(f"Table {row.table} {model_name(row.model)} seed {row.seed}: {fmt(row.first, row.task, 2)} "
+                     f"then {fmt(row.second, row.task, 2)} ({signed(row.difference, row.task, 2)}{share})")
+    return (f"**Same seed, run twice.** {plural(len(found), 'paper-profile run')} made a second time with the "
+            f"same settings and seed on {_join(sorted(set(found['device'])))} (for weights the first run's "
+            f"machine kept): " + "; ".join(parts) + ". The first run's record is the one the tables use.")
 
 
 def _prose(row) -> str:

@@ -31,8 +31,8 @@ import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, table_and_model, with_variant
 from .deadline import epochs_logged, late_job, progress, read_pace, verdict
-from .paths import RECORDS_DIR, REPO, RUNS_DIR
-from .run_folder import (JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
+from .paths import RECORDS_DIR, REPEATS_DIR, REPO, RUNS_DIR
+from .run_folder import (AGAIN, JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
                          safe_child)
 from .tasks import TASKS
 
@@ -50,6 +50,12 @@ class Job:
     cfg: RunConfig
     run_id: str
     out_dir: Path
+    repeat: bool = False  # a second run of a recorded run, for its weights: its record goes apart
+
+    @property
+    def name(self) -> str:
+        """The job's name in the runner's logs and summaries: its run id, marked when a repeat."""
+        return self.run_id + (AGAIN if self.repeat else "")
 
     def parameters(self, *, results_dir: Path | None, max_minutes: float | None,
                    data_dir: Path | None, device: str = "auto", compile_mode: str = "auto") -> dict[str, Any]:
@@ -114,27 +120,56 @@ def expand_jobs(tables: list[int], models: list[str], profile: str, seeds: int, 
     return jobs
 
 
-def parse_cell(text: str) -> tuple[int, str, str | None]:
-    """'3:rtransformer' or '2:gru:sweep' -> (table, model, lrs mode or None for --lrs's)."""
+@dataclass(frozen=True)
+class Again:
+    """A `--cells` item 'again:RUN_ID': run a recorded run once more (same settings and seed),
+    say for weights that did not come back from the machine that made it."""
+    run_id: str
+
+
+def parse_cell(text: str) -> "tuple[int, str, str | None] | Again":
+    """'3:rtransformer' or '2:gru:sweep' -> (table, model, lrs mode or None for --lrs's);
+    'again:RUN_ID' -> Again(RUN_ID)."""
+    if text.startswith("again:"):
+        return Again(text.removeprefix("again:"))
     table, _, rest = text.partition(":")
     model, _, lrs = rest.partition(":")
     cell = table_and_model(f"{table}:{model}")
     if cell is None or (lrs and lrs not in LR_MODES):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not TABLE:MODEL[:LRS] with a table in {sorted(TABLE_TASKS)}, a model in "
-            f"{list(MODELS)} and LRS in {list(LR_MODES)}")
+            f"{list(MODELS)} and LRS in {list(LR_MODES)}, nor again:RUN_ID")
     return (*cell, lrs or None)
 
 
-def cell_jobs(cells: list[tuple[int, str, str | None]], profile: str, seeds: int, lrs: str,
-              variants: list[str], out: Path, notes: list[str], finished: dict[str, dict]) -> list[Job]:
+def cell_jobs(cells: list, profile: str, seeds: int, lrs: str, variants: list[str], out: Path,
+              notes: list[str], finished: dict[str, dict]) -> list[Job]:
     """`expand_jobs` for each (table, model, lrs) cell in the order given, each cell with its own
-    lr mode (default `lrs`): one runner, and so one view of the GPU's jobs, for a mixed batch."""
+    lr mode (default `lrs`), and a repeat for each `Again`: one runner, and so one view of the
+    GPU's jobs, for a mixed batch."""
     jobs: dict[str, Job] = {}
-    for table, model, cell_lrs in cells:
-        for job in expand_jobs([table], [model], profile, seeds, cell_lrs or lrs, variants, out, notes, finished):
-            jobs.setdefault(job.run_id, job)
+    for cell in cells:
+        found = ([again_job(cell.run_id, profile, out, finished)] if isinstance(cell, Again) else
+                 expand_jobs([cell[0]], [cell[1]], profile, seeds, cell[2] or lrs, variants, out, notes, finished))
+        for job in found:
+            jobs.setdefault(job.name, job)
     return list(jobs.values())
+
+
+def again_job(run: str, profile: str, out: Path, finished: dict[str, dict]) -> Job:
+    """The job that runs recorded run `run` again, in its own folder (``<run id>.again``);
+    ValueError if it has no record, or one of another profile or of settings that changed."""
+    record = finished.get(run)
+    if record is None:
+        raise ValueError(f"again:{run}: no record of {run} to run again (a run without a record runs "
+                         "without again:)")
+    cfg = RunConfig.from_dict(record["config"])
+    if cfg.profile != profile:
+        raise ValueError(f"again:{run} is a {cfg.profile!r} run, not of --profile {profile}")
+    job = _job(cfg.task, cfg.model, cfg.profile, cfg.train.lr, cfg.train.seed, cfg.variant, out)
+    if job.cfg.to_dict() != record["config"]:
+        raise ValueError(f"again:{run}: its record was made with other settings (configs.py changed?)")
+    return Job(job.cfg, job.run_id, Path(out) / f"{job.run_id}{AGAIN}", repeat=True)
 
 
 def _job(task: str, model: str, profile: str, lr: float, seed: int, variant: str, out: Path) -> Job:
@@ -183,7 +218,8 @@ def chosen_lr(records: list[dict[str, Any]], higher_is_better: bool) -> float:
 def finished_records(jobs_out: Path, results_dir: Path | None) -> dict[str, dict[str, Any]]:
     """run id -> record of every finished run under `jobs_out` (run folders) and `results_dir`."""
     found: dict[str, dict[str, Any]] = {}
-    paths = sorted(Path(jobs_out).glob("*/record.json")) if Path(jobs_out).is_dir() else []
+    paths = sorted(path for path in Path(jobs_out).glob("*/record.json")
+                   if not path.parent.name.endswith(AGAIN)) if Path(jobs_out).is_dir() else []
     if results_dir is not None and Path(results_dir).is_dir():
         paths += sorted(Path(results_dir).glob("*.json"))
     for path in paths:
@@ -205,12 +241,13 @@ def ablation_jobs(profile: str, tables: list[int], out: Path = RUNS_DIR) -> list
 
 
 def plan_commands(jobs: list[Job], *, results_dir: Path | None, max_minutes: float | None = None,
-                  data_dir: Path | None = None, compile_mode: str = "auto") -> list[str]:
+                  data_dir: Path | None = None, compile_mode: str = "auto",
+                  repeats_dir: Path | None = None) -> list[str]:
     """One shell line per job, to be run from the repo root by any scheduler."""
     lines = []
     for job in jobs:
-        params = job.parameters(results_dir=results_dir, max_minutes=max_minutes, data_dir=data_dir,
-                                compile_mode=compile_mode)
+        params = job.parameters(results_dir=repeats_dir if job.repeat else results_dir,
+                                max_minutes=max_minutes, data_dir=data_dir, compile_mode=compile_mode)
         args = ["papermill", _shown(RUN_NOTEBOOK), f"{params['out_dir']}/run.ipynb", "-k", KERNEL]
         for key, value in params.items():
             if value is not None and not (key in ("device", "compile_mode") and value == "auto"):
@@ -481,7 +518,7 @@ class LiveView:
             elapsed = int(time.monotonic() - item.started)
             log = item.job.out_dir / "log.jsonl"
             epochs = len(log.read_text().splitlines()) if log.exists() else 0
-            lines.append(f"  [{item.slot}] {item.job.run_id}  {elapsed // 60}m{elapsed % 60:02d}s  "
+            lines.append(f"  [{item.slot}] {item.job.name}  {elapsed // 60}m{elapsed % 60:02d}s  "
                          f"epoch {epochs}/{item.job.cfg.train.epochs}{'  (resumed)' if item.resumed else ''}")
         self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()
@@ -494,7 +531,7 @@ class LiveView:
 
 
 def run_jobs(jobs: list[Job], *, results_dir: Path | None = None, notebooks_dir: Path | None = None,
-             gpus: list[int] = (), jobs_per_gpu: int = 1, max_minutes: float | None = None,
+             repeats_dir: Path | None = None, gpus: list[int] = (), jobs_per_gpu: int = 1, max_minutes: float | None = None,
              deadline_minutes: float | None = None, data_dir: Path | None = None,
              compile_mode: str = "auto", carry_limit_mb: float | None = None,
              stream: TextIO | None = None, poll_s: float = 0.5) -> list[Outcome]:
@@ -507,11 +544,15 @@ def run_jobs(jobs: list[Job], *, results_dir: Path | None = None, notebooks_dir:
     most what is left of it as its `max_minutes`, so each stops with a fresh checkpoint in
     time, and no job starts in its last minute. With `carry_limit_mb` as well, a job projected
     to miss the deadline whose weights are over that size (they cannot leave the machine) is
-    stopped early, so the jobs beside it get its share of the GPU (`rtlib.deadline`)."""
+    stopped early, so the jobs beside it get its share of the GPU (`rtlib.deadline`).
+
+    A repeat (`Job.repeat`) keeps its record and notebook in `repeats_dir` (and the notebooks
+    folder beside it) instead of `results_dir`: a second run never replaces the first."""
     view = LiveView(stream or sys.stdout, len(jobs))
     with mps_daemon(enabled=bool(gpus) and jobs_per_gpu > 1, log=view.event):
         deadline = None if deadline_minutes is None else time.monotonic() + 60 * deadline_minutes
-        return _run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir, gpus=gpus,
+        return _run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir,
+                         repeats_dir=repeats_dir, gpus=gpus,
                          jobs_per_gpu=jobs_per_gpu, max_minutes=max_minutes, deadline=deadline,
                          data_dir=data_dir, compile_mode=compile_mode, view=view, poll_s=poll_s,
                          carry_limit_mb=carry_limit_mb)
@@ -571,8 +612,8 @@ def _retry_after_gpu_fault(outcome: "Outcome", retries: Counter) -> bool:
     """Whether a failed job goes back to the queue (it resumes from its last checkpoint)."""
     if outcome.status != "failed" or not any(fault in outcome.error for fault in GPU_FAULTS):
         return False
-    retries[outcome.job.run_id] += 1
-    return retries[outcome.job.run_id] <= GPU_FAULT_RETRIES
+    retries[outcome.job.name] += 1
+    return retries[outcome.job.name] <= GPU_FAULT_RETRIES
 
 
 def _job_minutes(max_minutes: float | None, deadline: float | None) -> float | None:
@@ -585,20 +626,25 @@ def _job_minutes(max_minutes: float | None, deadline: float | None) -> float | N
 
 def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu, max_minutes,
               deadline, data_dir, compile_mode, view: "LiveView", poll_s: float,
-              carry_limit_mb: float | None = None) -> list[Outcome]:
+              carry_limit_mb: float | None = None, repeats_dir: Path | None = None) -> list[Outcome]:
     if not RUN_NOTEBOOK.exists():
         raise FileNotFoundError(f"{RUN_NOTEBOOK} is missing: run `jupytext --sync book/run.md` first")
     slots = [(f"gpu{gpu}" + (f"/{k + 1}" if jobs_per_gpu > 1 else ""), gpu)
              for gpu in gpus for k in range(jobs_per_gpu)] or [("cpu", None)]
+    def kept_in(job: Job) -> tuple[Path | None, Path | None]:
+        if not job.repeat:
+            return results_dir, notebooks_dir
+        return repeats_dir, (notebooks_dir_for(repeats_dir) if repeats_dir else None)
+
     outcomes: dict[str, Outcome] = {}
     pending: deque[Job] = deque()
     for job in jobs:
-        before = _finished_before(job, results_dir)
+        before = _finished_before(job, kept_in(job)[0])
         if before is None:
             pending.append(job)
         else:
-            outcomes[job.run_id] = before
-            _keep_results(before, results_dir, notebooks_dir, view)
+            outcomes[job.name] = before
+            _keep_results(before, *kept_in(job), view)
     view.event(f"{len(jobs)} jobs: {len(outcomes)} finished before, {len(pending)} to run on "
                f"{'GPU ' + ','.join(map(str, gpus)) if gpus else 'CPU'}")
     running: dict[tuple[str, int | None], Running] = {}
@@ -613,27 +659,27 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
                 view.event(f"deadline: {len(pending)} jobs not started (less than a minute left)")
                 while pending:
                     job = pending.popleft()
-                    outcomes[job.run_id] = Outcome(job, "remaining", "not started")
+                    outcomes[job.name] = Outcome(job, "remaining", "not started")
             for slot in slots:
                 if slot not in running and pending:
                     job = pending.popleft()
-                    params = job.parameters(results_dir=results_dir, max_minutes=budget,
+                    params = job.parameters(results_dir=kept_in(job)[0], max_minutes=budget,
                                             data_dir=data_dir, device="cpu" if slot[1] is None else "auto",
                                             compile_mode=compile_mode)
                     running[slot] = _start(job, slot, params, threads_share=len(slots))
-                    view.event(f"start  [{running[slot].slot}] {job.run_id}"
+                    view.event(f"start  [{running[slot].slot}] {job.name}"
                                f"{' (resuming)' if running[slot].resumed else ''}")
             for slot, item in list(running.items()):
                 if item.process.poll() is not None:
                     outcome = _finish(running.pop(slot))
                     if _retry_after_gpu_fault(outcome, retries):
                         pending.appendleft(item.job)
-                        view.event(f"retry  [{outcome.slot}] {item.job.run_id} after a GPU fault, from its "
+                        view.event(f"retry  [{outcome.slot}] {item.job.name} after a GPU fault, from its "
                                    f"last checkpoint: {outcome.error[:120]}")
                         continue
-                    outcomes[item.job.run_id] = outcome
-                    _keep_results(outcome, results_dir, notebooks_dir, view)
-                    view.event(f"{outcome.status:<6} [{outcome.slot}] {item.job.run_id} "
+                    outcomes[item.job.name] = outcome
+                    _keep_results(outcome, *kept_in(item.job), view)
+                    view.event(f"{outcome.status:<6} [{outcome.slot}] {item.job.name} "
                                f"{outcome.wall_minutes:.1f} min"
                                f"{': ' + outcome.error if outcome.error else ''}")
             pacing.watch(running.values(), view)
@@ -647,15 +693,15 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
         for item in running.values():
             (item.job.out_dir / STOP_REQUEST).touch()
         for slot, item in list(running.items()):
-            outcomes[item.job.run_id] = _stop(running.pop(slot))
+            outcomes[item.job.name] = _stop(running.pop(slot))
         for job in pending:
-            outcomes[job.run_id] = Outcome(job, "remaining", "not started")
-        raise KeyboardInterruptWithOutcomes([outcomes[job.run_id] for job in jobs])
+            outcomes[job.name] = Outcome(job, "remaining", "not started")
+        raise KeyboardInterruptWithOutcomes([outcomes[job.name] for job in jobs])
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         claims.close()
-    return [outcomes[job.run_id] for job in jobs]
+    return [outcomes[job.name] for job in jobs]
 
 
 class _Pacing:
@@ -676,13 +722,13 @@ class _Pacing:
         if self.deadline is None or time.monotonic() < self.next_judgement:
             return
         self.next_judgement = time.monotonic() + JUDGE_EVERY_S
-        running = [item for item in running if item.job.run_id not in self.asked]
-        mix = frozenset(item.job.run_id for item in running)
+        running = [item for item in running if item.job.name not in self.asked]
+        mix = frozenset(item.job.name for item in running)
         if mix != self.mix:  # a job started or ended: time every job again, from its next epoch
             self.mix = mix
-            self.since = {item.job.run_id: len(epochs_logged(item.job.out_dir)) + 1 for item in running}
-        paces = [read_pace(item.job.run_id, item.job.out_dir, item.job.cfg.train.epochs,
-                           self.since[item.job.run_id]) for item in running]
+            self.since = {item.job.name: len(epochs_logged(item.job.out_dir)) + 1 for item in running}
+        paces = [read_pace(item.job.name, item.job.out_dir, item.job.cfg.train.epochs,
+                           self.since[item.job.name]) for item in running]
         seconds_left = self.deadline - time.monotonic()
         if running and time.monotonic() >= self.next_progress:
             self.next_progress = time.monotonic() + PROGRESS_EVERY_S
@@ -694,7 +740,7 @@ class _Pacing:
         late = late_job(paces, seconds_left, limit)
         if late is None:
             return
-        item = next(item for item in running if item.job.run_id == late.run_id)
+        item = next(item for item in running if item.job.name == late.run_id)
         (item.job.out_dir / STOP_REQUEST).touch()
         self.asked.add(late.run_id)
         view.event(f"stop   [{item.slot}] {late.run_id}: {verdict(late, seconds_left, limit)}")
@@ -722,7 +768,7 @@ def summary_table(outcomes: list[Outcome]) -> pd.DataFrame:
     rows = []
     for outcome in outcomes:
         record = outcome.record or {}
-        rows.append(dict(status=outcome.status, run_id=outcome.job.run_id, how=outcome.how,
+        rows.append(dict(status=outcome.status, run_id=outcome.job.name, how=outcome.how,
                          minutes=round(outcome.wall_minutes, 2),
                          gpu_minutes=round(record["gpu_minutes"], 2) if record else None,
                          test_metric=round(record["test_metric"], 4)
@@ -811,6 +857,7 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
     out = Path(args.out).resolve() if args.out else RUNS_DIR
     results_dir = Path(args.results).resolve() if args.results else RECORDS_DIR / profile
     notebooks_dir = Path(args.notebooks).resolve() if args.notebooks else notebooks_dir_for(results_dir)
+    repeats_dir = Path(args.repeats).resolve() if args.repeats else REPEATS_DIR / profile
     notes: list[str] = []
     finished = finished_records(out, results_dir)
     if args.ablations:
@@ -822,15 +869,16 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
                            args.variants or [""], out, notes, finished)
     data_dir = Path(args.data_dir).resolve() if args.data_dir else None
     if args.plan:  # what is still missing, as shell lines
-        missing = [job for job in jobs if not _is_finished(job, finished)]
+        missing = [job for job in jobs if (_finished_before(job, repeats_dir) is None if job.repeat
+                                           else not _is_finished(job, finished))]
         print(f"# {len(missing)} of {len(jobs)} jobs have no record yet", file=stream)
         for job in missing:
-            if job.run_id in finished:
+            if job.run_id in finished and not job.repeat:
                 print(f"# {job.run_id}: its record was made with other settings (stale)", file=stream)
         for note in notes:
             print(f"# {note}", file=stream)
         for line in plan_commands(missing, results_dir=results_dir, max_minutes=args.max_minutes,
-                                  data_dir=data_dir, compile_mode=args.compile):
+                                  data_dir=data_dir, compile_mode=args.compile, repeats_dir=repeats_dir):
             print(line, file=stream)
         return 0
     for note in notes:
@@ -845,7 +893,8 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
         raise ValueError(f"--carry-limit-mb {args.carry_limit_mb:g} needs --deadline-minutes: a job is "
                          "stopped early only when it is projected to miss the batch's deadline")
     try:
-        outcomes = run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir, gpus=gpus,
+        outcomes = run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir,
+                            repeats_dir=repeats_dir, gpus=gpus,
                             jobs_per_gpu=args.jobs_per_gpu, max_minutes=args.max_minutes,
                             deadline_minutes=args.deadline_minutes, data_dir=data_dir,
                             compile_mode=args.compile, carry_limit_mb=args.carry_limit_mb, stream=stream)

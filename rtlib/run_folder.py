@@ -48,6 +48,7 @@ from .configs import RunConfig
 from .data.fetch import remove_orphans, sha256_of
 from .paths import REPO
 
+AGAIN = ".again"  # the suffix of a run folder that runs a recorded run a second time
 LOCK, JOB_LOCK = ".lock", ".job.lock"  # the engine's; the batch runner's, for a job's whole life
 # A file by this name asks the run training in the folder to checkpoint and stop at its next
 # step: the safe way to stop a job that shares a GPU under MPS, where a killed process can take

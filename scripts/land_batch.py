@@ -1,8 +1,9 @@
 """Land what one GPU batch (scripts/gpu_paper_batch.sh) brought back, on this machine:
 
 - the records of finished runs into results/records/<profile>/, their notebooks stripped into
-  results/notebooks/<profile>/ (a record already committed with other content is never
-  overwritten: that is a second run of the same experiment, to compare, not to replace);
+  results/notebooks/<profile>/, and those of repeats (`reproduce --cells again:RUN_ID`, run
+  folders named <run id>.again) into results/repeats/records|notebooks/<profile>/; a record
+  already committed with other content is never overwritten;
 - the analyses made on the GPU machine into results/analysis/, and the shipped best weights
   into runs/, analysed here on the CPU where the GPU machine made no analysis;
 - the shipped run folders of unfinished runs into runs/, to carry back to a later lease;
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from rtlib.deadline import epochs_logged
 from rtlib.paths import REPO
-from rtlib.reproduce import copy_results
+from rtlib.reproduce import AGAIN, copy_results, notebooks_dir_for
 from rtlib.run_folder import RecordError, atomic_write_json, read_record
 
 STOP_LINE = re.compile(r"^stop +\[[^\]]*\] (?P<run>\S+): (?P<why>.*)$")
@@ -74,12 +75,14 @@ def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list
             conflicts.append(str(error))
             continue
         run_id, profile = record["run_id"], record["profile"]
-        committed = repo / "results" / "records" / profile / f"{run_id}.json"
+        records = repo / "results" / ("repeats" if run_dir.name.endswith(AGAIN) else "") / "records" / profile
+        committed = records / f"{run_id}.json"
         if committed.exists() and json.loads(committed.read_text()) != record:
-            conflicts.append(f"{run_id}: a record with other content is committed; this one is left in {run_dir}")
+            conflicts.append(f"{run_dir.name}: a record with other content is committed in {records}; this one "
+                             "is not landed (it stays in the fetched records.tgz)")
             continue
-        copy_results(record, run_dir, committed.parent, repo / "results" / "notebooks" / profile)
-        finished.append(dict(run_id=run_id, epochs=record["epochs_run"],
+        copy_results(record, run_dir, records, notebooks_dir_for(records))
+        finished.append(dict(run_id=run_dir.name, epochs=record["epochs_run"],
                              job_minutes=round(record["gpu_minutes"], 2),
                              seconds_per_epoch=steady_seconds_per_epoch(record.get("curve", []))))
 

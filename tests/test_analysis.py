@@ -174,6 +174,10 @@ def test_analyze_run_on_several_examples_keeps_each_ones_distances(real_data, tm
     run = _smoke_run("ptb-word", "transformer", tmp_path / "run", real_data)
     result = analysis.analyze_run(run, tmp_path / "a.json", real_data, examples=3)
     assert len(result["more_examples"]) == 2 and result["provenance"]["weights"] == "best.pt"
+    assert "note" not in result["provenance"]
+    again = run.rename(run.with_name(run.name + ".again"))  # a second run of the seed, for its weights
+    repeat = analysis.analyze_run(again, tmp_path / "b.json", real_data)
+    assert repeat["provenance"]["note"].startswith("a second run of this seed, made for its weights")
     descriptions = {result["example"]["description"]} | {e["description"] for e in result["more_examples"]}
     assert len(descriptions) == 3
     assert analysis.head_uniformity([result])["examples"].eq(3).all()

@@ -26,11 +26,15 @@ def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def fetched_batch(folder: Path) -> str:
+def fetched_batch(folder: Path, repeat: bytes | None = None) -> str:
+    """A batch's fetched files around the committed RECORD; with `repeat`, a second run's
+    record of the same run in its .again folder."""
     record = json.loads(RECORD.read_text())
     run = record["run_id"]
     with tarfile.open(folder / "records.tgz", "w:gz") as tar:
         add(tar, f"runs/{run}/record.json", RECORD.read_bytes())
+        if repeat is not None:
+            add(tar, f"runs/{run}.again/record.json", repeat)
         add(tar, f"runs/{LOST}/log.jsonl",
             "".join(json.dumps(dict(epoch=k, elapsed_s=90.0 + 37.0 * (k - 1))) + "\n" for k in range(1, 5)).encode())
         add(tar, "runs/_logs/runner2.log",
@@ -100,3 +104,19 @@ def test_a_batch_log_that_exists_is_refused(tmp_path):
         land_batch.main([str(tmp_path), "--name", "x", "--script", "s", "--sharing", "s",
                          "--deadline-minutes", "1", "--held-minutes", "1", "--repo", str(root)])
     assert exit_.value.code == 2
+
+
+def test_a_repeat_lands_apart_and_leaves_the_first_runs_record_alone(tmp_path):
+    fetched, root = tmp_path / "fetched", repo(tmp_path / "repo")
+    fetched.mkdir()
+    again = {**json.loads(RECORD.read_text()), "test_metric": 2.5}
+    again.pop("content_sha256", None)  # a record without its digest is read unchecked
+    run = fetched_batch(fetched, repeat=json.dumps(again).encode())
+    code = land_batch.main([str(fetched), "--name", "2026-12-02_h200_g", "--script", "s", "--sharing", "s",
+                            "--deadline-minutes", "1", "--held-minutes", "1", "--repo", str(root)])
+    assert code == 0
+    first = root / "results" / "records" / "paper" / f"{run}.json"
+    assert json.loads(first.read_text()) == json.loads(RECORD.read_text())
+    assert json.loads((root / "results" / "repeats" / "records" / "paper" / f"{run}.json").read_text())["test_metric"] == 2.5
+    log = json.loads((root / "results" / "batches" / "2026-12-02_h200_g.json").read_text())
+    assert [entry["run_id"] for entry in log["finished"]] == [run, f"{run}.again"]

@@ -324,3 +324,52 @@ def test_cells_run_in_the_order_given_each_with_its_own_lr_mode(tmp_path):
     gru = expand_jobs([2], ["gru"], "paper", seeds=2, lrs="grid", out=tmp_path)
     assert [job.run_id for job in jobs] == [job.run_id for job in ptb + gru]  # the repeated cell adds nothing
     assert len(gru) > 2  # the grid: more than the config's lr at 2 seeds
+
+
+def test_again_runs_a_recorded_run_once_more_in_its_own_folder_with_its_record_kept_apart(monkeypatch, tmp_path):
+    import rtlib.reproduce as reproduce
+    from rtlib.reproduce import AGAIN, Again, cell_jobs, parse_cell
+    first = expand_jobs([4], ["rtransformer"], "smoke", seeds=1, lrs="config", out=tmp_path)[0]
+    finished = {first.run_id: dict(config=first.cfg.to_dict(), run_id=first.run_id)}
+    assert parse_cell(f"again:{first.run_id}") == Again(first.run_id)
+    jobs = cell_jobs([parse_cell("4:rtransformer:config"), parse_cell(f"again:{first.run_id}")], "smoke", seeds=1,
+                     lrs="config", variants=[""], out=tmp_path, notes=[], finished=finished)
+    assert [(job.run_id, job.repeat, job.name) for job in jobs] == [
+        (first.run_id, False, first.run_id), (first.run_id, True, first.run_id + AGAIN)]
+    assert jobs[1].cfg == first.cfg and jobs[1].out_dir == tmp_path / f"{first.run_id}{AGAIN}"
+    for run, profile, error in [("nope_seed1", "smoke", "no record of nope_seed1 to run again"),
+                                (first.run_id, "paper", "is a 'smoke' run, not of --profile paper")]:
+        with pytest.raises(ValueError, match=error):
+            cell_jobs([Again(run)], profile, 1, "config", [""], tmp_path, [], finished)
+    stale = {first.run_id: dict(finished[first.run_id], config={**first.cfg.to_dict(), "changes": ["x"]})}
+    with pytest.raises(ValueError, match="its record was made with other settings"):
+        cell_jobs([Again(first.run_id)], "smoke", 1, "config", [""], tmp_path, [], stale)
+
+    results, repeats = tmp_path / "records", tmp_path / "repeats"
+    results.mkdir()
+    (results / f"{first.run_id}.json").write_text("{}")  # the first run's record: the plain job is skipped
+    monkeypatch.setattr(reproduce, "_finished_before",
+                        lambda job, folder: None if job.repeat or folder != results else
+                        reproduce.Outcome(job, "done", "skipped"))
+    monkeypatch.setattr(reproduce, "_keep_results", lambda *args: None)
+    given = {}
+
+    def start(job, slot, params, threads_share=1):
+        given[job.name] = params
+        return reproduce.Running(job, ExitedProcess(0), slot[0], 0.0, resumed=False)
+
+    def finish(running):
+        return reproduce.Outcome(running.job, "remaining", "stopped, checkpointed")
+    outcomes = run_fake_jobs(monkeypatch, tmp_path, jobs, start, finish, results_dir=results, repeats_dir=repeats)
+    assert [outcome.how for outcome in outcomes] == ["skipped", "stopped, checkpointed"]
+    assert list(given) == [first.run_id + AGAIN]
+    assert given[first.run_id + AGAIN]["results_dir"] == str(repeats)
+    assert given[first.run_id + AGAIN]["out_dir"] == str(tmp_path / f"{first.run_id}{AGAIN}")
+
+
+def test_finished_records_leave_out_the_folders_of_repeats(tmp_path):
+    from rtlib.reproduce import AGAIN, finished_records
+    for name, value in [("x_seed1", 1.0), (f"x_seed1{AGAIN}", 2.0)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "record.json").write_text(json.dumps(dict(run_id="x_seed1", config={}, test_metric=value)))
+    assert finished_records(tmp_path, None)["x_seed1"]["test_metric"] == 1.0

@@ -321,3 +321,16 @@ def test_a_lost_run_resumed_from_its_checkpoint_is_no_longer_lost(tmp_path):
     records.at[records.index[0], "sessions"] = [dict(from_epoch=1), dict(from_epoch=66)]
     assert [run["run_id"] for run in report._lost([batch], records)] == ["other"]
     assert len(report._lost([batch])) == 2
+
+
+def test_a_run_made_twice_with_its_seed_is_shown_beside_its_first_run_and_counts_once(tmp_path):
+    seeds(tmp_path / "records", [2.40, 2.42, 2.41])
+    records = load_records(tmp_path / "records")
+    assert "No paper-profile run has been made a second time yet" in report.same_seed_twice(records, tmp_path / "none")
+    write_record(tmp_path / "repeats", seed=1111, test=2.4013)
+    found = report.repeats(records, tmp_path / "repeats")
+    assert len(found) == 1 and found["difference"].iloc[0] == pytest.approx(0.0013)
+    text = report.same_seed_twice(records, tmp_path / "repeats")
+    assert "1 paper-profile run made a second time" in text and "2.4000 then 2.4013 (+0.0013" in text
+    assert "0.13 of the cell's std over seeds" in text
+    assert len(load_records(tmp_path / "records")) == 3  # a repeat never joins the records the tables use
