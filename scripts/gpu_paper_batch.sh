@@ -6,6 +6,8 @@
 #   scripts/gpu_paper_batch.sh wait SECONDS
 #   scripts/gpu_paper_batch.sh finish
 #   scripts/gpu_paper_batch.sh stop RUN_ID [RUN_ID ...]
+#   scripts/gpu_paper_batch.sh more [RUN_DIR ...]     (after finish, as often as it says)
+#   scripts/gpu_paper_batch.sh receive                (before start, one call a carried part)
 #
 # `start` installs the notebook tools from carried wheels and starts NVIDIA MPS. With
 # SHARING_ROUNDS="4:rtransformer 4:rtransformer*2 ..." it first times jobs sharing the GPU
@@ -22,7 +24,14 @@
 # best weights (for analyses on any machine), and stops MPS. To
 # resume those in a later lease, unpack their parts here (`cat checkpoints.tar.part-* | tar xf -`
 # puts them in runs/) and name each run folder in that lease's `carry`: its runner finds the
-# checkpoint and resumes, and the record lists both sessions.
+# checkpoint and resumes, and the record lists both sessions. A run folder too large for that
+# (a PTB-word baseline's is 150 MB, and its 100 epochs take longer than a lease) travels in
+# parts (scripts/transfer.py): `more` sends the folders `finish` left behind, 4 parts of 15 MiB
+# a call, until it says none are left; land_batch.py --more joins them here. To resume them,
+# `transfer.py split incoming RUN_DIR... --part-bytes 55000000` here, then in the next lease one
+# `receive` call a part (carry incoming/manifest.json and that part), chained, before `start`.
+# For such a batch set CARRY_LIMIT_BYTES above the folders' size, or the runners stop those
+# jobs as soon as they project them late.
 # Every step leaves $OUT/records.tgz, so a lost machine loses at most one step's records. Logs
 # go to runs/_logs: runs/ is ignored by git, so the next call's copy of the working tree keeps
 # it (it replaces every file git does not ignore, records copied under results/ included).
@@ -203,6 +212,7 @@ case "$1" in
     # unfinished runs small enough to carry into a later lease (their GPU time is lost
     # otherwise; batch f left three behind for a best.pt), then the analysed runs' best weights
     # (the analyses are made above; the weights let the visualizations re-analyse anywhere).
+    rm -f "$LOGS/too_large_to_carry.txt"
     # shellcheck disable=SC2086
     ship checkpoints '*.pt' $(for d in runs/*; do
       [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] || continue
@@ -213,4 +223,21 @@ case "$1" in
     ship weights best.pt $(for d in $finished; do [ -f "$d/best.pt" ] && echo "$d"; done)
     echo quit | nvidia-cuda-mps-control
     ls -la "$OUT" ;;
+  more)
+    require_runners
+    shift
+    if [ ! -f runs/_outgoing/manifest.json ]; then
+      to_send="$*"
+      [ -n "$to_send" ] || to_send=$(cat "$LOGS/left_behind_checkpoints.txt" "$LOGS/too_large_to_carry.txt" \
+        2>/dev/null | tr '\n' ' ')
+      [ -n "${to_send// /}" ] || { echo "no run folder was left behind"; exit 0; }
+      # shellcheck disable=SC2086
+      python3 scripts/transfer.py split runs/_outgoing $to_send --part-bytes "$PART_BYTES" || exit 2
+    fi
+    parts=$(((OUT_BYTES - 1000000) / PART_BYTES)); [ "$parts" -lt "$OUT_FILES" ] || parts=$((OUT_FILES - 1))
+    python3 scripts/transfer.py next runs/_outgoing "$OUT" --parts "$parts" ;;
+  receive)
+    mkdir -p runs/_incoming
+    [ -d incoming ] && cp incoming/* runs/_incoming/
+    python3 scripts/transfer.py join runs/_incoming --into . && rm -rf runs/_incoming ;;
 esac

@@ -16,7 +16,8 @@
         --sharing "..." --deadline-minutes 23 --held-minutes 25.1 [--git-commit abc1234] \
         [--date 2026-12-02] [--note "..."] [--examples 4]
 
-FETCHED_DIR is the device tool's `files_at` folder of the batch's last call (`finish`).
+FETCHED_DIR is the device tool's `files_at` folder of the batch's `finish` call; `--more DIR...`
+names those of its `more` calls, whose parts (scripts/transfer.py) are joined into runs/.
 """
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ from rtlib.deadline import epochs_logged
 from rtlib.paths import REPO
 from rtlib.reproduce import AGAIN, copy_results, notebooks_dir_for
 from rtlib.run_folder import RecordError, atomic_write_json, read_record
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import transfer  # noqa: E402  (scripts/transfer.py, beside this script)
 
 STOP_LINE = re.compile(r"^stop +\[[^\]]*\] (?P<run>\S+): (?P<why>.*)$")
 
@@ -125,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", default=datetime.datetime.now(datetime.timezone.utc).date().isoformat())
     parser.add_argument("--note", default="")
     parser.add_argument("--examples", type=int, default=4, help="test examples an analysis covers")
+    parser.add_argument("--more", type=Path, nargs="+", default=[],
+                        help="the fetched folders of the batch's `more` calls (run folders in parts)")
     parser.add_argument("--repo", type=Path, default=REPO)
     args = parser.parse_args(argv)
     log_path = args.repo / "results" / "batches" / f"{args.name}.json"
@@ -132,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{log_path} exists: choose another --name")
     if not (args.fetched / "records.tgz").exists():
         parser.error(f"{args.fetched} has no records.tgz: not a batch's fetched files")
+    in_parts = []
+    if args.more:
+        runs, missing = transfer.join(args.more, args.repo)
+        if missing:
+            parser.error(f"--more: parts {' '.join(missing)} are missing: call `more` until it says none are left")
+        in_parts = [args.repo / run for run in runs]
     with tempfile.TemporaryDirectory() as scratch:
         landed = Path(scratch)
         unpack(args.fetched / "records.tgz", landed)
@@ -155,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     analysed = [f"{run} (on the GPU machine)" for run in sorted(on_gpu)] + [f"{run} (on a CPU)" for run in on_cpu]
     carried = unpack_parts(args.fetched, "checkpoints", args.repo)
     for run in lost:
-        if any(path.name == run["run_id"] for path in carried):
+        if any(path.name == run["run_id"] for path in carried + in_parts):
             run.update(checkpoint="brought back", why=run["why"] + "; its checkpoint came back to resume")
     any_record = next((read_record(args.repo / "results" / "records" / "paper" / f"{run['run_id']}.json")
                        for run in finished), {})
@@ -173,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not landed: {line}", file=sys.stderr)
     if carried:
         print("to resume, carry: " + json.dumps([str(path.relative_to(args.repo)) for path in carried]))
+    if in_parts:
+        print("to resume the run folders too large to carry in one call: python scripts/transfer.py split "
+              f"incoming {' '.join(str(path.relative_to(args.repo)) for path in in_parts)} --part-bytes "
+              "55000000, then one `gpu_paper_batch.sh receive` call a part before `start`")
     return 1 if conflicts else 0
 
 

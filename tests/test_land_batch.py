@@ -120,3 +120,29 @@ def test_a_repeat_lands_apart_and_leaves_the_first_runs_record_alone(tmp_path):
     assert json.loads((root / "results" / "repeats" / "records" / "paper" / f"{run}.json").read_text())["test_metric"] == 2.5
     log = json.loads((root / "results" / "batches" / "2026-12-02_h200_g.json").read_text())
     assert [entry["run_id"] for entry in log["finished"]] == [run, f"{run}.again"]
+
+
+def test_run_folders_sent_in_parts_by_more_calls_land_in_runs(tmp_path, capsys, monkeypatch):
+    fetched, root, machine = tmp_path / "fetched", repo(tmp_path / "repo"), tmp_path / "machine"
+    fetched.mkdir()
+    fetched_batch(fetched)
+    for part in fetched.glob("checkpoints.tar.part-*"):
+        part.unlink()  # finish had no room for it
+    (machine / "runs" / LOST).mkdir(parents=True)
+    (machine / "runs" / LOST / "checkpoint.pt").write_bytes(b"w" * 5000)
+    monkeypatch.chdir(machine)
+    land_batch.transfer.split(Path("runs/_outgoing"), [Path("runs") / LOST], 2000)
+    calls = [tmp_path / "more1", tmp_path / "more2"]
+    for call in calls:
+        land_batch.transfer.send_next(Path("runs/_outgoing"), call, parts=4)
+    args = [str(fetched), "--name", "2026-12-02_h200_h", "--script", "s", "--sharing", "s",
+            "--deadline-minutes", "1", "--held-minutes", "1", "--repo", str(root), "--more"]
+    with pytest.raises(SystemExit):  # a part not fetched: nothing lands
+        land_batch.main(args + [str(calls[0])])
+    assert not (root / "results" / "batches" / "2026-12-02_h200_h.json").exists()
+    assert not list((root / "results" / "records" / "paper").iterdir())
+    assert land_batch.main(args + [str(call) for call in calls]) == 0
+    assert (root / "runs" / LOST / "checkpoint.pt").read_bytes() == b"w" * 5000
+    log = json.loads((root / "results" / "batches" / "2026-12-02_h200_h.json").read_text())
+    assert log["lost_runs"][0]["checkpoint"] == "brought back"
+    assert f"transfer.py split incoming runs/{LOST}" in capsys.readouterr().out
