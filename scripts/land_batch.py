@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transfer  # noqa: E402  (scripts/transfer.py, beside this script)
 
 STOP_LINE = re.compile(r"^stop +\[[^\]]*\] (?P<run>\S+): (?P<why>.*)$")
+NOT_STARTED_LINE = re.compile(r"^remaining +(?P<run>\S+) +not started")  # the runner's summary table
 
 
 def unpack(archive: Path, into: Path) -> None:
@@ -105,6 +106,12 @@ def lost_runs(landed: Path, stops: dict[str, str]) -> list[dict]:
     return lost
 
 
+def not_started(landed: Path) -> list[str]:
+    """The jobs the runners never started (the deadline came first), from their summary tables."""
+    return sorted({match["run"] for log in sorted(landed.glob("runs/_logs/runner*.log"))
+                   for match in map(NOT_STARTED_LINE.match, log.read_text().splitlines()) if match})
+
+
 def runner_stops(landed: Path) -> dict[str, str]:
     """run id -> why its runner stopped it early (`rtlib.deadline`), from the runners' logs."""
     stops = {}
@@ -152,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         finished, conflicts = [], []
         land_records(landed, args.repo, finished, conflicts)
         lost = lost_runs(landed, runner_stops(landed))
+        never_started = not_started(landed)
         sharing = landed / "runs" / "_logs" / "sharing.json"
         if sharing.exists():
             device = json.loads(sharing.read_text())["device"].replace(" ", "_")
@@ -168,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     carried = unpack_parts(args.fetched, "checkpoints", args.repo)
     for run in lost:
         if any(path.name == run["run_id"] for path in carried + in_parts):
-            run.update(checkpoint="brought back", why=run["why"] + "; its checkpoint came back to resume")
+            run.update(checkpoint="brought back", why=run["why"] + " (checkpoint brought back to resume)")
     any_record = next((read_record(args.repo / "results" / "records" / "paper" / f"{run['run_id']}.json")
                        for run in finished), {})
     atomic_write_json(log_path, dict(
@@ -176,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         git_commit=args.git_commit or any_record.get("git_commit", "not recorded"), profile="paper",
         script=args.script,
         sharing=args.sharing, deadline_minutes=args.deadline_minutes,
-        machine_held_minutes=args.held_minutes, finished=finished, lost_runs=lost, analysed=analysed,
+        machine_held_minutes=args.held_minutes, finished=finished, lost_runs=lost, not_started=never_started,
+        analysed=analysed,
         seconds_per_epoch_is="the steady rate: the run's wall clock over its epochs after the first (which "
                              "compiles), evaluation included; job_minutes is the job's own wall time",
         **({"note": args.note} if args.note else {})))

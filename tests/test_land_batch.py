@@ -38,7 +38,9 @@ def fetched_batch(folder: Path, repeat: bytes | None = None) -> str:
         add(tar, f"runs/{LOST}/log.jsonl",
             "".join(json.dumps(dict(epoch=k, elapsed_s=90.0 + 37.0 * (k - 1))) + "\n" for k in range(1, 5)).encode())
         add(tar, "runs/_logs/runner2.log",
-            f"start  [gpu0] {LOST}\nstop   [gpu0] {LOST}: projected to need 30.0 more minutes\n".encode())
+            f"start  [gpu0] {LOST}\nstop   [gpu0] {LOST}: projected to need 30.0 more minutes\n"
+            f"remaining  {LOST}  stopped, checkpointed  3.4\n"
+            "remaining  nottingham_gru_paper_lr0.001_seed1113  not started  0.0\n".encode())
         add(tar, f"runs/_code/results/analysis/{run}.json", b'{"run_id": "x"}\n')
     with tarfile.open(folder / "notebooks.tgz", "w:gz") as tar:
         add(tar, f"runs/{run}/run.ipynb", nbformat.writes(nbformat.v4.new_notebook()).encode())
@@ -78,9 +80,10 @@ def test_a_batch_lands_its_records_analyses_carried_runs_and_log(tmp_path, capsy
     assert log["finished"] == [dict(run_id=run, epochs=record["epochs_run"], job_minutes=round(record["gpu_minutes"], 2),
                                     seconds_per_epoch=land_batch.steady_seconds_per_epoch(record["curve"]))]
     assert log["lost_runs"] == [dict(run_id=LOST, epochs=4, job_minutes=round(201.0 / 60, 2), seconds_per_epoch=37.0,
-                                     why="stopped by its runner: projected to need 30.0 more minutes; "
-                                         "its checkpoint came back to resume", checkpoint="brought back")]
+                                     why="stopped by its runner: projected to need 30.0 more minutes "
+                                         "(checkpoint brought back to resume)", checkpoint="brought back")]
     assert log["git_commit"] == record["git_commit"] and log["machine_held_minutes"] == 25.1
+    assert log["not_started"] == ["nottingham_gru_paper_lr0.001_seed1113"]
     carry = capsys.readouterr().out.split("to resume, carry: ")[1]
     assert json.loads(carry) == [f"runs/{LOST}"]
 
