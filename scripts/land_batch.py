@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy(analysis, target)
                 on_gpu.add(analysis.stem)
     weights = unpack_parts(args.fetched, "weights", args.repo)
-    on_cpu = analyse([run for run in weights if run.name not in on_gpu], args.repo, args.examples)
+    on_cpu = analyse([run for run in weights if run.name.removesuffix(AGAIN) not in on_gpu], args.repo, args.examples)
     analysed = [f"{run} (on the GPU machine)" for run in sorted(on_gpu)] + [f"{run} (on a CPU)" for run in on_cpu]
     carried = unpack_parts(args.fetched, "checkpoints", args.repo)
     for run in lost:
@@ -207,7 +207,7 @@ def analyse(run_dirs: list[Path], repo: Path, examples: int) -> list[str]:
     done = []
     for run_dir in run_dirs:
         if (run_dir / "record.json").exists() and (run_dir / "best.pt").exists():
-            out = repo / "results" / "analysis" / f"{run_dir.name}.json"
+            out = repo / "results" / "analysis" / f"{run_dir.name.removesuffix(AGAIN)}.json"
             done.append(analyze_run(run_dir, out, device="cpu", examples=examples)["run_id"])
     return done
 

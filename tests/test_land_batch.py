@@ -115,6 +115,9 @@ def test_a_repeat_lands_apart_and_leaves_the_first_runs_record_alone(tmp_path):
     again = {**json.loads(RECORD.read_text()), "test_metric": 2.5}
     again.pop("content_sha256", None)  # a record without its digest is read unchecked
     run = fetched_batch(fetched, repeat=json.dumps(again).encode())
+    with tarfile.open(fetched / "weights.tar.part-aa", "w") as tar:  # the repeat's weights, analysed on the GPU
+        add(tar, f"runs/{run}.again/best.pt", b"not loadable: a CPU analysis of it would fail")
+        add(tar, f"runs/{run}.again/record.json", json.dumps(again).encode())
     code = land_batch.main([str(fetched), "--name", "2026-12-02_h200_g", "--script", "s", "--sharing", "s",
                             "--deadline-minutes", "1", "--held-minutes", "1", "--repo", str(root)])
     assert code == 0
@@ -123,6 +126,7 @@ def test_a_repeat_lands_apart_and_leaves_the_first_runs_record_alone(tmp_path):
     assert json.loads((root / "results" / "repeats" / "records" / "paper" / f"{run}.json").read_text())["test_metric"] == 2.5
     log = json.loads((root / "results" / "batches" / "2026-12-02_h200_g.json").read_text())
     assert [entry["run_id"] for entry in log["finished"]] == [run, f"{run}.again"]
+    assert log["analysed"] == [f"{run} (on the GPU machine)"]
 
 
 def test_run_folders_sent_in_parts_by_more_calls_land_in_runs(tmp_path, capsys, monkeypatch):
