@@ -421,12 +421,20 @@ def _lost(batches: list[dict], records: pd.DataFrame | None = None) -> list[dict
     return [run for run in lost if (run["run_id"], run.get("epochs", -1) + 1) not in resumed]
 
 
-def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir: str | None = None) -> pd.DataFrame:
+def _repeat_records(folder: str | Path = REPEATS_DIR) -> pd.DataFrame:
+    from .results import load_records
+    return load_records(folder, profiles=[EVIDENCE_PROFILE]) if Path(folder).is_dir() else pd.DataFrame()
+
+
+def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir: str | None = None,
+         repeats_dir: str | Path = REPEATS_DIR) -> pd.DataFrame:
     """Per table and in all: paper-profile runs finished and their GPU-minutes (each job's own
     wall time; jobs that shared a GPU each count in full), runs stopped at a batch's deadline and
-    lost, and what the released algorithm would take for the same finished R-Transformer runs."""
+    lost, runs made a second time (for their weights), and what the released algorithm would take
+    for the same finished R-Transformer runs."""
     done = evidence(records)
     lost = _lost(batches, records)
+    again = _repeat_records(repeats_dir)
     rows = []
     for table, task in TABLE_TASKS.items():
         runs = done[done["task"] == task] if len(done) else done
@@ -438,7 +446,8 @@ def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir
         rows.append(dict(table=table, task=task, runs=len(runs), gpu_minutes=float(runs["gpu_minutes"].sum()),
                          rtransformer_minutes=float(rt["gpu_minutes"].sum()),
                          released_minutes=released if len(rt) and all(ms.values()) else math.nan,
-                         lost_runs=len(gone), lost_minutes=float(sum(gone))))
+                         lost_runs=len(gone), lost_minutes=float(sum(gone)),
+                         repeat_minutes=float(again[again["task"] == task]["gpu_minutes"].sum()) if len(again) else 0.0))
     frame = pd.DataFrame(rows)
     total = frame.drop(columns=["task"]).sum(numeric_only=True, min_count=1)
     return pd.concat([frame, pd.DataFrame([{**total, "table": "all", "task": ""}])], ignore_index=True)
@@ -496,6 +505,7 @@ def cost_table(records, batches, bench, data_dir=None) -> HTMLTable:
             "of them R-Transformer": minutes(row.rtransformer_minutes),
             "released algorithm, same R-Transformer runs": minutes(row.released_minutes),
             "runs lost (GPU-minutes)": f"{int(row.lost_runs)} ({row.lost_minutes:.1f})",
+            "second runs, for weights (GPU-minutes)": minutes(row.repeat_minutes),
             "runs left of the sweep": f"{int(row.left)} of {int(row.planned)}",
             "GPU-minutes left (estimate)": (minutes(row.minutes_left) + (f" + {int(row.unpriced)} runs unpriced"
                                                                          if row.unpriced else ""))}
@@ -507,7 +517,7 @@ def cost_table(records, batches, bench, data_dir=None) -> HTMLTable:
 # The first screen
 
 
-def scope(records: pd.DataFrame, batches: list[dict]) -> str:
+def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = REPEATS_DIR) -> str:
     """One paragraph: which cells and seeds count, at which profile, precision and GPU, for how
     many GPU-minutes; the short runs shown apart."""
     done = evidence(records)
@@ -517,6 +527,9 @@ def scope(records: pd.DataFrame, batches: list[dict]) -> str:
                  for t, group in run.groupby("table")]
     held = sum(batch.get("machine_held_minutes", 0.0) for batch in batches)
     lost = sum(run["job_minutes"] for run in _lost(batches, records))
+    again = _repeat_records(repeats_dir)
+    second = (f", {again['gpu_minutes'].sum():.1f} more for {plural(len(again), 'run')} made a second time for "
+              "their weights" if len(again) else "")
     quick = records[records["profile"] == "fast"] if len(records) else records
     if done.empty:
         text = "**Scope.** No paper-profile runs are recorded yet, so no claim of the paper is tested."
@@ -524,8 +537,9 @@ def scope(records: pd.DataFrame, batches: list[dict]) -> str:
         text = (f"**Scope.** {len(done)} paper-profile runs make {len(run)} of the {len(table_cells)} cells "
                 f"({'; '.join(per_table)}; ×n: seeds). Precision: {_counts(records, 'precision')}. "
                 f"GPU: {_join(sorted(set(done['device'])))}. Cost: {done['gpu_minutes'].sum():.1f} GPU-minutes "
-                f"of job time for these runs" + (f", {lost:.1f} more for runs that were lost before they "
-                                                 f"finished, on machines held {held:.1f} minutes" if batches else "") + ".")
+                f"of job time for these runs" + second +
+                (f", {lost:.1f} more for runs that were lost before they finished, on machines held "
+                 f"{held:.1f} minutes" if batches else "") + ".")
     if len(quick):
         text += (f" {len(quick)} short fast-profile runs ({quick['gpu_minutes'].sum():.1f} GPU-minutes) "
                  "are shown apart and count for nothing.")
@@ -547,9 +561,7 @@ def how_sure() -> str:
 def repeats(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> pd.DataFrame:
     """Each paper-profile run made a second time with the same settings and seed (for weights
     that did not come back): its first and second test metric and their difference."""
-    from .results import load_records
-
-    again = load_records(folder, profiles=[EVIDENCE_PROFILE]) if Path(folder).is_dir() else pd.DataFrame()
+    again = _repeat_records(folder)
     first = evidence(records, variant=None).set_index("run_id") if len(records) else pd.DataFrame()
     rows = [dict(table=row.table, task=row.task, model=row.model, seed=int(row.seed), device=row.device,
                  first=first.at[row.run_id, "test_metric"], second=row.test_metric)

@@ -334,3 +334,6 @@ def test_a_run_made_twice_with_its_seed_is_shown_beside_its_first_run_and_counts
     assert "1 paper-profile run made a second time" in text and "2.4000 then 2.4013 (+0.0013" in text
     assert "0.13 of the cell's std over seeds" in text
     assert len(load_records(tmp_path / "records")) == 3  # a repeat never joins the records the tables use
+    spent = report.cost(records, [], [], repeats_dir=tmp_path / "repeats").set_index("table")
+    assert spent.loc[2, "repeat_minutes"] == 1.0 and spent.loc[2, "gpu_minutes"] == 3.0
+    assert "1.0 more for 1 run made a second time for their weights" in report.scope(records, [], tmp_path / "repeats")
