@@ -2,9 +2,9 @@
 
 A lent GPU comes for a fixed stretch. A run that cannot finish within it is worth only its
 checkpoint, and only if that checkpoint can leave the machine and be carried back in, to
-resume in a later lease. A PTB-char R-Transformer's run folder holds 57 MB of weights
-(checkpoint and best), more than a call can carry in beside the working tree, the wheels and the
-data (64 MiB in all). Such a job, projected to miss
+resume in a later lease. A PTB-char R-Transformer's run folder holds 114 MB of weights
+(checkpoint and best, 57 MB each), more than a call can carry in beside the working tree, the
+wheels and the data (64 MiB in all). Such a job, projected to miss
 the deadline, trains for nothing and slows the jobs that share the GPU with it. In batch e
 (results/batches/2026-12-01_h200_e.json), two PTB-char R-Transformers and a seq-MNIST one
 shared an H200 at 16.5 and 37 s an epoch, and none of them could finish in 22 minutes.
@@ -51,7 +51,13 @@ def epochs_logged(run_dir: Path) -> list[dict]:
 
 
 def carry_bytes(run_dir: Path) -> int:
-    return sum(path.stat().st_size for path in run_dir.glob("*.pt"))
+    """The weights a run folder ships once stopped: its checkpoint and its best weights. Between
+    an improvement and the next checkpoint those are staged as ``best.next.pt`` beside the old
+    ``best.pt`` (counted once, the larger), which a stopped run has settled."""
+    def size(name: str) -> int:
+        path = run_dir / name
+        return path.stat().st_size if path.exists() else 0
+    return size("checkpoint.pt") + max(size("best.pt"), size("best.next.pt"))
 
 
 def read_pace(run_id: str, run_dir: Path, epochs_total: int, since: int) -> Pace:

@@ -2,7 +2,7 @@
 in parts over several calls (standard library only: it runs on both machines).
 
 A call brings back at most 64 MiB (8 files of 16 MiB) and carries in at most 64 MiB with the
-working tree, but a PTB-word GRU's run folder is 150 MB and a PTB-char R-Transformer's 171 MB:
+working tree, but a PTB-word GRU's run folder is 150 MB and a PTB-char R-Transformer's 114 MB:
 such a run cannot finish in one 30-minute lease, nor resume in the next unless its folder
 travels in parts.
 

@@ -107,3 +107,13 @@ def test_the_runner_stops_a_late_job_over_the_carry_limit_and_lets_the_others_ru
     for limit in (3.0, None):
         outcomes = {outcome.job.run_id: outcome for outcome in run(carry_limit_mb=limit)}
         assert outcomes[heavy.run_id].status == "done"
+
+
+def test_the_weights_that_would_ship_count_a_staged_best_once(tmp_path):
+    from rtlib.deadline import carry_bytes
+    assert carry_bytes(tmp_path) == 0
+    (tmp_path / "checkpoint.pt").write_bytes(b"c" * 100)
+    assert carry_bytes(tmp_path) == 100  # the first epoch: no best yet
+    (tmp_path / "best.pt").write_bytes(b"b" * 40)
+    (tmp_path / "best.next.pt").write_bytes(b"n" * 40)
+    assert carry_bytes(tmp_path) == 140
