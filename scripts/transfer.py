@@ -1,5 +1,5 @@
 """Move run folders too large for one device call between this machine and a lent GPU machine,
-in parts over several calls (standard library only: it runs on both machines).
+in parts over several calls (standard library and rtlib.data.fetch only: it runs on both).
 
 A call brings back at most 64 MiB (8 files of 16 MiB) and carries in at most 64 MiB with the
 working tree, but a PTB-word GRU's run folder is 150 MB and a PTB-char R-Transformer's 114 MB:
@@ -30,16 +30,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from rtlib.data.fetch import sha256_of  # noqa: E402  (standard library only, like this script)
+
 MANIFEST = "manifest.json"
 SENT = "sent"  # the subfolder of FOLDER that parts move to once `next` has put them in OUT
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def split(folder: Path, run_dirs: list[Path], part_bytes: int) -> dict:
