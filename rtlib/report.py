@@ -469,10 +469,25 @@ def _minutes_per_run(records: pd.DataFrame, batches: list[dict]) -> dict[tuple[s
     return price
 
 
-def remaining(records: pd.DataFrame, batches: list[dict] = ()) -> pd.DataFrame:
+def step_minutes(bench: list[dict], task: str, model: str, data_dir: str | None = None) -> float:
+    """Minutes of one paper-profile run's training steps alone (no evaluation, no other job on
+    the GPU), in the model's fastest correct engine mode as `bench --engine-modes` timed it:
+    a floor under the run's job time; NaN where the bench has no such cell."""
+    for data in bench:
+        for entry in data.get("cells", []) if isinstance(data.get("cells"), list) else []:
+            if (entry.get("task"), entry.get("model")) == (task, model) and entry.get("fastest_correct"):
+                ms = entry["modes"][entry["fastest_correct"]]["ms_per_step"]
+                epochs = run_config(task, model, EVIDENCE_PROFILE).train.epochs
+                return ms * train_steps(task, model, data_dir) * epochs / 60_000
+    return math.nan
+
+
+def remaining(records: pd.DataFrame, batches: list[dict] = (), bench: list[dict] = (),
+              data_dir: str | None = None) -> pd.DataFrame:
     """The paper-profile sweep of `python -m rtlib reproduce --table all --seeds 3 --lrs sweep`
     plus `--ablations`, per table: runs planned, finished, left, and the GPU-minutes left at the
-    job times measured so far for the same (task, model) (`unpriced`: runs of models never run)."""
+    job times measured so far for the same (task, model). Runs of models never run are
+    `unpriced`; with `bench`, those it times get `floor_minutes` (`step_minutes`) instead."""
     from .reproduce import ablation_jobs, expand_jobs
 
     tables = list(TABLE_TASKS)
@@ -487,14 +502,18 @@ def remaining(records: pd.DataFrame, batches: list[dict] = ()) -> pd.DataFrame:
         mine = [job for job in jobs if job.cfg.task == task]
         left = [job for job in mine if finished.get(job.run_id, {}).get("config") != job.cfg.to_dict()]
         estimate = np.array([price.get((job.cfg.task, job.cfg.model), math.nan) for job in left])
+        floors = {model: step_minutes(list(bench), task, model, data_dir) for model in MODELS} if bench else {}
+        floor = np.array([floors.get(job.cfg.model, math.nan) if np.isnan(value) else math.nan
+                          for job, value in zip(left, estimate)])
         rows.append(dict(table=table, task=task, planned=len(mine), finished=len(mine) - len(left),
                          left=len(left), minutes_left=float(np.nansum(estimate)),
-                         unpriced=int(np.isnan(estimate).sum())))
+                         floored=int(np.isfinite(floor).sum()), floor_minutes=float(np.nansum(floor)),
+                         unpriced=int((np.isnan(estimate) & np.isnan(floor)).sum())))
     return pd.DataFrame(rows)
 
 
 def cost_table(records, batches, bench, data_dir=None) -> HTMLTable:
-    spent, left = cost(records, batches, bench, data_dir), remaining(records, batches)
+    spent, left = cost(records, batches, bench, data_dir), remaining(records, batches, bench, data_dir)
     left = pd.concat([left, pd.DataFrame([{**left.sum(numeric_only=True), "table": "all"}])], ignore_index=True)
     merged = spent.merge(left, on="table", how="left")
 
@@ -507,8 +526,10 @@ def cost_table(records, batches, bench, data_dir=None) -> HTMLTable:
             "runs lost (GPU-minutes)": f"{int(row.lost_runs)} ({row.lost_minutes:.1f})",
             "second runs, for weights (GPU-minutes)": minutes(row.repeat_minutes),
             "runs left of the sweep": f"{int(row.left)} of {int(row.planned)}",
-            "GPU-minutes left (estimate)": (minutes(row.minutes_left) + (f" + {int(row.unpriced)} runs unpriced"
-                                                                         if row.unpriced else ""))}
+            "GPU-minutes left (estimate)": (minutes(row.minutes_left)
+                                            + (f" + at least {row.floor_minutes:.1f} for {int(row.floored)} runs "
+                                               "never run (their training steps alone)" if row.floored else "")
+                                            + (f" + {int(row.unpriced)} runs unpriced" if row.unpriced else ""))}
            for row in merged.itertuples()]
     return HTMLTable(pd.DataFrame(out), None)
 

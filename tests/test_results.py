@@ -258,6 +258,12 @@ def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_pa
     left = report.remaining(records, batches).set_index("table")
     assert left.loc[2, "finished"] == 0  # hand-made records do not carry the config the runner asks for
     assert left.loc[4, "minutes_left"] > 0 and left["planned"].sum() > 100
+    timed = [dict(device="test GPU", cells=[dict(task="nottingham", model="gru", fastest_correct="step-graph",
+                                                  modes={"step-graph": dict(ms_per_step=6.0)})])]
+    floored = report.remaining(records, batches, timed).set_index("table")
+    assert floored.loc[2, "floored"] > 0 and floored.loc[2, "unpriced"] == left.loc[2, "unpriced"] - floored.loc[2, "floored"]
+    assert floored.loc[2, "floor_minutes"] == pytest.approx(floored.loc[2, "floored"] * 6.0 * steps * 100 / 60_000)
+    assert report.step_minutes(timed, "nottingham", "lstm") != report.step_minutes(timed, "nottingham", "lstm")  # NaN
 
 
 def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path):
