@@ -106,21 +106,17 @@ def lost_runs(landed: Path, stops: dict[str, str]) -> list[dict]:
     return lost
 
 
-def not_started(landed: Path) -> list[str]:
-    """The jobs the runners never started (the deadline came first), from their summary tables."""
-    return sorted({match["run"] for log in sorted(landed.glob("runs/_logs/runner*.log"))
-                   for match in map(NOT_STARTED_LINE.match, log.read_text().splitlines()) if match})
-
-
-def runner_stops(landed: Path) -> dict[str, str]:
-    """run id -> why its runner stopped it early (`rtlib.deadline`), from the runners' logs."""
-    stops = {}
+def runner_events(landed: Path) -> tuple[dict[str, str], list[str]]:
+    """From the runners' logs: run id -> why its runner stopped it early (`rtlib.deadline`), and
+    the jobs they never started (the deadline came first; their summary tables)."""
+    stops, never = {}, set()
     for log in sorted(landed.glob("runs/_logs/runner*.log")):
         for line in log.read_text().splitlines():
-            match = STOP_LINE.match(line)
-            if match:
+            if match := STOP_LINE.match(line):
                 stops[match["run"]] = "stopped by its runner: " + match["why"]
-    return stops
+            elif match := NOT_STARTED_LINE.match(line):
+                never.add(match["run"])
+    return stops, sorted(never)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             unpack(args.fetched / "notebooks.tgz", landed)
         finished, conflicts = [], []
         land_records(landed, args.repo, finished, conflicts)
-        lost = lost_runs(landed, runner_stops(landed))
-        never_started = not_started(landed)
+        stops, never_started = runner_events(landed)
+        lost = lost_runs(landed, stops)
         sharing = landed / "runs" / "_logs" / "sharing.json"
         if sharing.exists():
             device = json.loads(sharing.read_text())["device"].replace(" ", "_")
