@@ -21,8 +21,8 @@ from .configs import ABLATIONS, MODELS, TABLE_TASKS, run_config
 from .bench_results import load_bench
 from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR
 from .results import (CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablations, cell, cells,
-                      claims, evidence, fmt, lr_cuts, model_name, ours_text, plural, rounding, select_lr,
-                      selections, signed)
+                      claims, evidence, fmt, load_records, lr_cuts, model_name, ours_text, plural, rounding,
+                      select_lr, selections, signed)
 from .tables import paper_protocol, parameter_counts
 from .tasks import TASKS
 
@@ -422,7 +422,6 @@ def _lost(batches: list[dict], records: pd.DataFrame | None = None) -> list[dict
 
 
 def _repeat_records(folder: str | Path = REPEATS_DIR) -> pd.DataFrame:
-    from .results import load_records
     return load_records(folder, profiles=[EVIDENCE_PROFILE]) if Path(folder).is_dir() else pd.DataFrame()
 
 
