@@ -21,17 +21,13 @@ from .configs import ABLATIONS, MODELS, TABLE_TASKS, run_config
 from .bench_results import load_bench
 from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR
 from .results import (CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablations, cell, cells,
-                      claims, evidence, fmt, load_records, lr_cuts, model_name, ours_text, plural, rounding,
+                      claims, diverged, diverged_text, evidence, fmt, join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding,
                       select_lr, selections, signed)
 from .tables import paper_protocol, parameter_counts
 from .tasks import TASKS
 
 # The paper's split sizes (§4.3), in thousands of characters / words.
 PAPER_SPLITS = {"char": dict(train=5059, valid=396, test=446), "word": dict(train=888, valid=70, test=79)}
-
-
-def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
 
 
 def _runs(records: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
@@ -91,7 +87,14 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
     behaviour, and a one-sentence `explanation` that says "Unexplained" when nothing explains it."""
     row = cell(cells(records), task, model)
     runs = _runs(records, task, model)
+    failed = diverged_text(diverged(records, task, model))
     if row["n"] == 0:
+        if failed:
+            tried = set(records[(records["task"] == task) & (records["model"] == model)
+                                & (records["profile"] == EVIDENCE_PROFILE)]["lr"])
+            untried = [f"{lr:g}" for lr in run_config(task, model, "paper").train.lr_grid if lr not in tried]
+            rest = f"; not run yet: lr {join_words(untried)} of its grid" if untried else ""
+            return dict(evidence=[failed], explanation=f"No finished run yet: {failed}{rest}.")
         return dict(evidence=[], explanation="Not run at the paper profile.")
     epochs = run_config(task, model, "paper").train.epochs
     cuts = {int(run.seed): lr_cuts(run.curve) for run in runs.itertuples()}
@@ -111,7 +114,11 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
     if model == "transformer":
         items.append("no released Transformer baseline: ours has the R-Transformer's sizes and settings, "
                      "sinusoidal positions and no LocalRNN")
-    return dict(evidence=items, explanation=_explanation(records, row, runs, cuts, found))
+    explanation = _explanation(records, row, runs, cuts, found)
+    if failed:
+        items.append(failed)
+        explanation += f" Besides, {failed}."
+    return dict(evidence=items, explanation=explanation)
 
 
 def _explanation(records, row, runs, cuts, found) -> str:
@@ -130,8 +137,8 @@ def _explanation(records, row, runs, cuts, found) -> str:
         first = {s: (cuts[s][0] if cuts[s] else None) for s in seeds}
         sentences.append(
             f"Most of the gap comes from seed {odd} ({fmt(row['values'][outlier], task)} against "
-            f"{_join([fmt(v, task) for v in others])}), whose lr was first cut after epoch "
-            f"{first[odd]} (the others: {_join([str(first[s]) for s in rest])}); without it the mean "
+            f"{join_words([fmt(v, task) for v in others])}), whose lr was first cut after epoch "
+            f"{first[odd]} (the others: {join_words([str(first[s]) for s in rest])}); without it the mean "
             f"is {fmt(others.mean(), task)}.")
     if row["verdict"] != "not reproduced":
         return " ".join(sentences)
@@ -147,7 +154,7 @@ def _explanation(records, row, runs, cuts, found) -> str:
     else:
         causes = _untested_causes(task, model, records)
         sentences.append(f"Ours is {direction} than the paper's by {fmt(abs(row['delta']), task, 1)}: "
-                         "unexplained" + (f"; not yet tested: {_join(causes)}." if causes else "."))
+                         "unexplained" + (f"; not yet tested: {join_words(causes)}." if causes else "."))
     return " ".join(sentences)
 
 
@@ -155,7 +162,7 @@ def gaps_table(records: pd.DataFrame) -> HTMLTable:
     """Every paper-profile cell: ours, the paper's, the verdict, the evidence and its explanation."""
     table_cells = cells(records)
     out = []
-    for _, row in table_cells[table_cells["n"] > 0].iterrows():
+    for _, row in table_cells[(table_cells["n"] > 0) | (table_cells["diverged"] > 0)].iterrows():
         found = gap_evidence(records, row["task"], row["model"])
         out.append({"table": row["table"], "model": model_name(row["model"]), "ours": ours_text(row),
                     "paper": fmt(row["paper"], row["task"]), "verdict": row["verdict"],
@@ -194,17 +201,21 @@ def results_paragraph(records: pd.DataFrame, task: str) -> str:
     table_cells = cells(records)
     rows = table_cells[table_cells["task"] == task]
     lines = []
-    for _, row in rows[rows["n"] > 0].iterrows():
+    for _, row in rows[(rows["n"] > 0) | (rows["diverged"] > 0)].iterrows():
+        explanation = gap_evidence(records, task, row["model"])["explanation"]
+        if row["n"] == 0:
+            lines.append(f"- **{model_name(row['model'])}**: **{row['verdict']}**. {explanation}")
+            continue
         seeds = ", ".join(str(s) for s in row["seeds"])
         lines.append(f"- **{model_name(row['model'])}**: {ours_text(row)} over seed{'s' if row['n'] > 1 else ''} "
                      f"{seeds}, against the paper's {fmt(row['paper'], task)}: **{row['verdict']}**. "
-                     + gap_evidence(records, task, row["model"])["explanation"])
-    missing = [model_name(m) for m in rows[rows["n"] == 0]["model"]]
+                     + explanation)
+    missing = [model_name(m) for m in rows[(rows["n"] == 0) & (rows["diverged"] == 0)]["model"]]
     head = (f"**Results at the paper profile** (Table {info.table}, {METRIC_NAMES.get(info.metric, info.metric)}, "
             f"{'higher' if info.higher_is_better else 'lower'} is better):")
     if not lines:
         head = f"**No paper-profile records of Table {info.table} yet**: every row is *not run*."
-    tail = [f"Not run at the paper profile: {_join(missing)}."] if lines and missing else []
+    tail = [f"Not run at the paper profile: {join_words(missing)}."] if lines and missing else []
     quick = records[(records["task"] == task) & (records["profile"] == "fast")] if len(records) else records
     if len(quick):
         tail.append(f"{len(quick)} short fast-profile runs of this table exist; they are quick looks, "
@@ -276,7 +287,7 @@ def cudnn_error(bench: list[dict]) -> str:
 
 def _counts(records: pd.DataFrame, column: str) -> str:
     values = evidence(records)[column].map(lambda v: v["compile"] if isinstance(v, dict) else v)
-    return _join([f"{value} ({count} runs)" for value, count in values.value_counts().items()]) or "no runs yet"
+    return join_words([f"{value} ({count} runs)" for value, count in values.value_counts().items()]) or "no runs yet"
 
 
 @functools.lru_cache(maxsize=None)
@@ -319,7 +330,7 @@ def deviations(records: pd.DataFrame, bench_dir: str | Path = BENCH_DIR, data_di
     """Every way our paper-profile runs differ from the released scripts, with its effect and
     whether that effect is measured or argued."""
     bench = load_bench(bench_dir)
-    versions = _join(sorted(set(evidence(records)["torch_version"].dropna()))) or "no runs yet"
+    versions = join_words(sorted(set(evidence(records)["torch_version"].dropna()))) or "no runs yet"
     fp32 = [f"Table {a.table}: " + _ablation_text(records, a) for a in ABLATIONS if a.variant == "precision=fp32"]
     rows = [
         ("precision", "fp32", f"bf16 autocast where the GPU has it: {_counts(records, 'precision')}",
@@ -543,7 +554,7 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
     done = evidence(records)
     table_cells = cells(records)
     run = table_cells[table_cells["n"] > 0]
-    per_table = [f"Table {t}: " + _join([f"{model_name(r.model)} ×{r.n}" for r in group.itertuples()])
+    per_table = [f"Table {t}: " + join_words([f"{model_name(r.model)} ×{r.n}" for r in group.itertuples()])
                  for t, group in run.groupby("table")]
     held = sum(batch.get("machine_held_minutes", 0.0) for batch in batches)
     lost = sum(run["job_minutes"] for run in _lost(batches, records))
@@ -551,13 +562,19 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
     second = (f", {again['gpu_minutes'].sum():.1f} more for {plural(len(again), 'run')} made a second time for "
               "their weights" if len(again) else "")
     quick = records[records["profile"] == "fast"] if len(records) else records
-    if done.empty:
+    broke = diverged(records)
+    failed = (f", {broke['gpu_minutes'].sum():.1f} more for {plural(len(broke), 'run')} that diverged"
+              if len(broke) else "")
+    if done.empty and len(broke):
+        text = (f"**Scope.** No paper-profile run has finished yet, so no claim of the paper is tested; "
+                f"{plural(len(broke), 'run')} diverged ({broke['gpu_minutes'].sum():.1f} GPU-minutes).")
+    elif done.empty:
         text = "**Scope.** No paper-profile runs are recorded yet, so no claim of the paper is tested."
     else:
         text = (f"**Scope.** {len(done)} paper-profile runs make {len(run)} of the {len(table_cells)} cells "
                 f"({'; '.join(per_table)}; ×n: seeds). Precision: {_counts(records, 'precision')}. "
-                f"GPU: {_join(sorted(set(done['device'])))}. Cost: {done['gpu_minutes'].sum():.1f} GPU-minutes "
-                f"of job time for these runs" + second +
+                f"GPU: {join_words(sorted(set(done['device'])))}. Cost: {done['gpu_minutes'].sum():.1f} GPU-minutes "
+                f"of job time for these runs" + second + failed +
                 (f", {lost:.1f} more for runs that were lost before they finished, on machines held "
                  f"{held:.1f} minutes" if batches else "") + ".")
     if len(quick):
@@ -606,7 +623,7 @@ def same_seed_twice(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> 
         parts.append(f"Table {row.table} {model_name(row.model)} seed {row.seed}: {fmt(row.first, row.task, 2)} "
                      f"then {fmt(row.second, row.task, 2)} ({signed(row.difference, row.task, 2)}{share})")
     return (f"**Same seed, run twice.** {plural(len(found), 'paper-profile run')} made a second time with the "
-            f"same settings and seed on {_join(sorted(set(found['device'])))} (for weights the first run's "
+            f"same settings and seed on {join_words(sorted(set(found['device'])))} (for weights the first run's "
             f"machine kept): " + "; ".join(parts) + ". The first run's record is the one the tables use.")
 
 
@@ -623,7 +640,7 @@ def headline(records: pd.DataFrame) -> str:
 
     found = claims(records)
     counts = found["verdict"].value_counts()
-    tally = _join([f"{counts[v]} {'is' if counts[v] == 1 else 'are'} {v}" for v in
+    tally = join_words([f"{counts[v]} {'is' if counts[v] == 1 else 'are'} {v}" for v in
                    ("supported", "contradicted", "inconclusive", "not tested") if v in counts])
     pairs = comparisons(records)
     decided = pairs[(pairs["n_rtransformer"] >= MIN_SEEDS) & (pairs["n_baseline"] >= MIN_SEEDS)]
@@ -645,8 +662,8 @@ def headline(records: pd.DataFrame) -> str:
         f"Of the paper's {len(found)} claims, {tally}"
         + (f"; compared at {MIN_SEEDS} seeds a side so far: " + "; ".join(
             f"{text} ({', '.join(verdicts)})" for text, verdicts in tested.items()) if tested else "") + ".",
-        (f"Cells within tolerance: {_join(held)}." if held else f"No cell is within tolerance at {MIN_SEEDS} seeds yet."),
-        (f"Outside it: {_join(missed)}" if missed else "No cell is outside it yet")
+        (f"Cells within tolerance: {join_words(held)}." if held else f"No cell is within tolerance at {MIN_SEEDS} seeds yet."),
+        (f"Outside it: {join_words(missed)}" if missed else "No cell is outside it yet")
         + (f"; {plural(few, 'cell')} {'has' if few == 1 else 'have'} fewer than {MIN_SEEDS} seeds and no verdict."
            if few else "."),
     ])

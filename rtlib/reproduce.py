@@ -185,19 +185,34 @@ def _lr_seeds(task, model, profile, variant, lrs, seeds, finished, notes):
     if lrs == "config" or len(train.lr_grid) == 1 or TASKS[task].kind == "classify":
         return [(train.lr, seeds)]  # seq-MNIST has no validation split to choose an lr on
     first, rest = seeds[:1], seeds[1:]
-    plan = [(train.lr, seeds)] + [(lr, first) for lr in train.lr_grid if lr != train.lr]
-    grid = [_job(task, model, profile, lr, first[0], variant, Path()) for lr in train.lr_grid]
-    if rest and all(_is_finished(job, finished) for job in grid):
-        chosen = chosen_lr([finished[job.run_id] for job in grid], TASKS[task].higher_is_better)
-        if chosen != train.lr:
-            plan.append((chosen, rest))
+    row = f"{task} {model} {variant or 'row'}"
+    lrs_first = [train.lr] + [lr for lr in train.lr_grid if lr != train.lr]
+    grid = {lr: _job(task, model, profile, lr, first[0], variant, Path()) for lr in lrs_first}
+    at_first = [(lr, first) for lr in lrs_first]
+    if not rest:
+        return at_first
+    if all(_is_finished(job, finished) for job in grid.values()):
+        records = [finished[job.run_id] for job in grid.values()]
+        if all(record.get("status") == "diverged" for record in records):
             if notes is not None:
-                notes.append(f"{task} {model} {variant or 'row'}: lr {chosen:g} chosen on validation "
-                             f"at seed {first[0]} (config {train.lr:g}); seeds {list(rest)} follow it")
-    elif rest and notes is not None:
-        notes.append(f"{task} {model} {variant or 'row'}: the lr grid at seed {first[0]} is not "
-                     f"finished; seeds {list(rest)} run at the config's lr {train.lr:g} for now")
-    return plan
+                notes.append(f"{row}: every lr of the grid diverged at seed {first[0]}; seeds {list(rest)} "
+                             "wait for a grid that trains")
+            return at_first
+        chosen = chosen_lr(records, TASKS[task].higher_is_better)
+        if notes is not None and chosen != train.lr:
+            notes.append(f"{row}: lr {chosen:g} chosen on validation at seed {first[0]} (config "
+                         f"{train.lr:g}); seeds {list(rest)} follow it")
+        return at_first + [(chosen, rest)]
+    config_job = grid[train.lr]
+    if _is_finished(config_job, finished) and finished[config_job.run_id].get("status") == "diverged":
+        if notes is not None:
+            notes.append(f"{row}: the config's lr {train.lr:g} diverged at seed {first[0]}; seeds "
+                         f"{list(rest)} wait for the rest of the grid")
+        return at_first
+    if notes is not None:
+        notes.append(f"{row}: the lr grid at seed {first[0]} is not finished; seeds {list(rest)} run "
+                     f"at the config's lr {train.lr:g} for now")
+    return [(train.lr, seeds)] + at_first[1:]
 
 
 def _is_finished(job: Job, finished: dict[str, dict[str, Any]]) -> bool:

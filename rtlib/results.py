@@ -99,6 +99,39 @@ def load_records(*folders: str | Path, profiles: Iterable[str] | None = None) ->
     return records.sort_values(["task", "model", "profile", "variant", "lr", "seed"]).reset_index(drop=True)
 
 
+def diverged(records: pd.DataFrame, task: str | None = None, model: str | None = None,
+             variant: str = "") -> pd.DataFrame:
+    """The paper-profile runs of `variant` that diverged (of `task` and `model` where given)."""
+    if records.empty:
+        return records
+    keep = ((records["profile"] == EVIDENCE_PROFILE) & (records["status"] == "diverged")
+            & (records["variant"] == variant))
+    if task is not None:
+        keep &= records["task"] == task
+    if model is not None:
+        keep &= records["model"] == model
+    return records[keep].sort_values(["lr", "seed"])
+
+
+def diverged_text(runs: pd.DataFrame) -> str:
+    """'2 runs diverged (training loss not finite) at lr 0.001: seed 1111 in epoch 11 and seed
+    1112 in epoch 24' for the diverged `runs` of one row; '' for none."""
+    if runs.empty:
+        return ""
+    parts = []
+    for lr, group in runs.groupby("lr", sort=True):
+        seeds = join_words([f"seed {int(run.seed)} in epoch {int(run.epochs_run) + 1}"
+                           for run in group.itertuples()])
+        parts.append(f"at lr {lr:g}: {seeds}")
+    return (f"{len(runs)} run{' diverged' if len(runs) == 1 else 's diverged'} (training loss not finite) "
+            + "; ".join(parts))
+
+
+def join_words(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'; '' for none."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
+
+
 def evidence(records: pd.DataFrame, variant: str | None = "") -> pd.DataFrame:
     """The records that count for or against the paper: finished, paper profile, `variant`
     (None: every variant, ablations included)."""
@@ -190,14 +223,16 @@ def cells(records: pd.DataFrame, variant: str = "", profile: str = EVIDENCE_PROF
             std = float(values.std(ddof=1)) if n > 1 else math.nan
             sem = std / math.sqrt(n) if n > 1 else math.nan
             paper = info.paper.get(model, math.nan)
-            result = verdict(task, mean, paper, n, sem)
+            diverged = int((runs["status"] == "diverged").sum()) if len(runs) else 0
+            # a row whose every run so far diverged has a result, though no number: not a gap
+            result = "inconclusive" if n == 0 and diverged else verdict(task, mean, paper, n, sem)
             rows.append(dict(
                 table=table, task=task, model=model, variant=variant, profile=profile,
                 paper=paper, paper_copied=model in info.copied, n=n, mean=mean, std=std, sem=sem,
                 values=tuple(values), seeds=tuple(int(s) for s in mine.sort_values("seed")["seed"]),
                 lr=float(mine["lr"].iloc[0]) if n else math.nan,
                 lr_selection=mine["lr_selection"].iloc[0] if n else "",
-                runs=len(runs), diverged=int((runs["status"] == "diverged").sum()) if len(runs) else 0,
+                runs=len(runs), diverged=diverged,
                 delta=mean - paper if n else math.nan,
                 tolerance=tolerance(task, sem) if n >= MIN_SEEDS else math.nan,
                 verdict=result if profile == EVIDENCE_PROFILE or result == "not run" else "not evidence",
@@ -225,9 +260,10 @@ def plural(n: int, word: str) -> str:
 
 
 def ours_text(row: pd.Series) -> str:
-    """'mean ± std (n)' to the paper's digits; 'not run' where there are no seeds."""
+    """'mean ± std (n)' to the paper's digits; 'diverged (k of k runs)' where every run diverged,
+    'not run' where there are no runs."""
     if row["n"] == 0:
-        return "not run"
+        return f"diverged ({row['diverged']} of {row['runs']} runs)" if row["diverged"] else "not run"
     if row["n"] == 1:
         return f"{fmt(row['mean'], row['task'])} (n=1)"
     return f"{fmt(row['mean'], row['task'])} ± {fmt(row['std'], row['task'])} (n={row['n']})"
@@ -468,8 +504,10 @@ def paper_table(records: pd.DataFrame, task: str) -> HTMLTable:
         paper = fmt(row["paper"], task)
         quick = fast[(fast["task"] == task) & (fast["model"] == row["model"])]
         ours = ours_text(row)
-        if row["n"] == 0 and len(quick) and quick["n"].iloc[0]:
+        if row["n"] == 0 and not row["diverged"] and len(quick) and quick["n"].iloc[0]:
             ours = "not run (fast profile only)"
+        elif row["n"] and row["diverged"]:
+            ours += f"; {row['diverged']} diverged"
         out.append({"model": model_name(row["model"]), "layers / hidden": model_size(task, row["model"]),
                     "paper": f"<i>{paper}</i>" if row["paper_copied"] else paper,
                     "ours": ours, "ours − paper": signed(row["delta"], task, 1) if row["n"] else "–",

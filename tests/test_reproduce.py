@@ -157,10 +157,34 @@ def test_sweep_runs_the_grid_at_the_first_seed_and_follows_the_lr_chosen_on_vali
                                  best_valid_metric={1.0: 90.0, 2.0: 95.0, 3.0: 88.0}[job.cfg.train.lr])
                 for job in grid}
     finished[grid[-1].run_id]["status"] = "diverged"  # lr 3: a diverged run never wins
-    again = expand_jobs([4], ["rtransformer"], "paper", seeds=3, lrs="sweep", finished=finished)
-    assert ids(again) == sorted(ids(jobs) + [(1.0, 1112), (1.0, 1113)])
+    again = expand_jobs([4], ["rtransformer"], "paper", seeds=3, lrs="sweep", finished=finished,
+                        notes=(notes := []))
+    # the config's lr 2 lost on validation: its other seeds are no longer worth a GPU
+    assert ids(again) == [(1.0, 1111), (1.0, 1112), (1.0, 1113), (2.0, 1111), (3.0, 1111)]
+    assert "lr 1 chosen on validation" in notes[0]
     mnist = expand_jobs([1], ["rtransformer"], "paper", seeds=3, lrs="sweep")
     assert ids(mnist) == [(1e-3, 1111), (1e-3, 1112), (1e-3, 1113)]  # no validation split
+
+
+def test_sweep_runs_no_more_seeds_at_an_lr_that_diverged_at_the_first_seed():
+    def ids(jobs):
+        return sorted((job.cfg.train.lr, job.cfg.train.seed) for job in jobs)
+
+    grid = [job for job in expand_jobs([4], ["rtransformer"], "paper", seeds=1, lrs="sweep")]
+    record = {job.cfg.train.lr: dict(config=job.cfg.to_dict(), lr=job.cfg.train.lr, status="diverged",
+                                     best_valid_metric=None) for job in grid}
+    config_lr = run_config("ptb-word", "rtransformer", "paper").train.lr
+    by_lr = {job.cfg.train.lr: job for job in grid}
+    diverged_at_config = {by_lr[config_lr].run_id: record[config_lr]}
+    jobs = expand_jobs([4], ["rtransformer"], "paper", seeds=3, lrs="sweep", finished=diverged_at_config,
+                       notes=(notes := []))
+    assert ids(jobs) == [(1.0, 1111), (2.0, 1111), (3.0, 1111)]
+    assert f"the config's lr {config_lr:g} diverged at seed 1111" in notes[0]
+    all_diverged = {job.run_id: record[job.cfg.train.lr] for job in grid}
+    jobs = expand_jobs([4], ["rtransformer"], "paper", seeds=3, lrs="sweep", finished=all_diverged,
+                       notes=(notes := []))
+    assert ids(jobs) == [(1.0, 1111), (2.0, 1111), (3.0, 1111)]
+    assert "every lr of the grid diverged" in notes[0]
 
 
 def test_ablations_run_at_the_first_seed_of_the_paper_profile():

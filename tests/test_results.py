@@ -105,9 +105,30 @@ def test_fast_and_diverged_runs_are_never_evidence(tmp_path):
     write_record(tmp_path, seed=1111, status="diverged")
     records = load_records(tmp_path)
     row = cell(cells(records), "nottingham", "rtransformer")
-    assert row["n"] == 0 and row["verdict"] == "not run" and row["diverged"] == 1 and row["runs"] == 1
+    # a diverged run is a result without a number: the cell says so instead of "not run"
+    assert row["n"] == 0 and row["verdict"] == "inconclusive" and row["diverged"] == 1 and row["runs"] == 1
     assert cell(cells(records, profile="fast"), "nottingham", "rtransformer")["verdict"] == "not evidence"
-    assert "not run (fast profile only)" in results.paper_table(records, "nottingham").text()
+    assert "diverged (1 of 1 runs)" in results.paper_table(records, "nottingham").text()
+
+
+def test_diverged_runs_are_named_with_their_lr_seed_and_epoch_in_every_section(tmp_path):
+    write_record(tmp_path, model="lstm", lr=1e-3, seed=1111, epochs=10, status="diverged", gpu_minutes=1.0)
+    write_record(tmp_path, model="lstm", lr=1e-3, seed=1112, epochs=23, status="diverged", gpu_minutes=2.0)
+    records = load_records(tmp_path)
+    paragraph = report.results_paragraph(records, "nottingham")
+    said = ("2 runs diverged (training loss not finite) at lr 0.001: seed 1111 in epoch 11 and seed 1112 "
+            "in epoch 24")
+    assert f"**LSTM**: **inconclusive**. No finished run yet: {said}; not run yet: lr 0.0001 of its grid." \
+        in paragraph
+    assert "LSTM" not in paragraph.split("Not run at the paper profile:")[1]
+    assert said in report.gaps_table(records).text()
+    assert "No paper-profile run has finished yet" in report.scope(records, [])
+    assert "2 runs diverged (3.0 GPU-minutes)" in report.scope(records, [])
+    seeds(tmp_path, [3.30, 3.31, 3.29], model="lstm", lr=1e-4)
+    records = load_records(tmp_path)
+    assert "3.0 more for 2 runs that diverged" in report.scope(records, [])
+    assert "3.30 ± 0.01 (n=3); 2 diverged" in results.paper_table(records, "nottingham").text()
+    assert f"Besides, {said}." in report.results_paragraph(records, "nottingham")
 
 
 def test_lr_is_chosen_on_validation_over_common_seeds_never_on_test(tmp_path):
