@@ -291,7 +291,7 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
     the others as distances, entropies and saliency (``more_examples``); record where the weights
     come from (``provenance``); write the JSON to `out_path` (default
     ``results/analysis/<run id>.json``) and return it."""
-    from .run_folder import AGAIN, read_record, run_id
+    from .run_folder import AGAIN, atomic_write_bytes, read_record, run_id
 
     cfg, model, protocol = load_run(run_dir, data_dir, device)
     result = dict(run_id=run_id(cfg), run_dir=str(run_dir),
@@ -311,12 +311,13 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
         epoch=(record.get("best_epoch") or record.get("epochs_run")) if (run / "best.pt").exists() else None,
         epochs_run=record.get("epochs_run"), precision=record.get("precision", "not recorded"),
         git_commit=record.get("git_commit"), analysed_on=device,
-        **({"note": f"a second run of this seed, made for its weights (results/repeats/); its test "
-                    f"{record.get('metric')} {record.get('test_metric', float('nan')):.4g}"}
+        **({"note": "a second run of this seed, made for its weights (results/repeats/); its test "
+                    + (f"{record['metric']} {record['test_metric']:.4g}" if record.get("test_metric") is not None
+                       else f"metric: none ({record.get('status', 'no record')})")}
            if run.name.endswith(AGAIN) else {}))
     out_path = Path(out_path) if out_path else ANALYSIS_DIR / f"{result['run_id']}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, separators=(",", ":")) + "\n")
+    atomic_write_bytes(out_path, lambda tmp: tmp.write_text(json.dumps(result, separators=(",", ":")) + "\n"))
     return result
 
 

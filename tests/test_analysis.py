@@ -10,6 +10,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from rtlib import analysis, plots, tables, tasks  # noqa: E402
+from rtlib.run_folder import DIGEST_KEY, record_digest  # noqa: E402
 from rtlib.configs import run_config  # noqa: E402
 from rtlib.models import LocalRNN, RTransformer, SequenceClassifier, Transformer  # noqa: E402
 from rtlib.train import train  # noqa: E402
@@ -178,6 +179,10 @@ def test_analyze_run_on_several_examples_keeps_each_ones_distances(real_data, tm
     again = run.rename(run.with_name(run.name + ".again"))  # a second run of the seed, for its weights
     repeat = analysis.analyze_run(again, tmp_path / "b.json", real_data)
     assert repeat["provenance"]["note"].startswith("a second run of this seed, made for its weights")
+    record = {**json.loads((again / "record.json").read_text()), "status": "diverged", "test_metric": None}
+    (again / "record.json").write_text(json.dumps({**record, DIGEST_KEY: record_digest(record)}))
+    unscored = analysis.analyze_run(again, tmp_path / "c.json", real_data)
+    assert unscored["provenance"]["note"].endswith("its test metric: none (diverged)")
     descriptions = {result["example"]["description"]} | {e["description"] for e in result["more_examples"]}
     assert len(descriptions) == 3
     assert analysis.head_uniformity([result])["examples"].eq(3).all()
