@@ -501,7 +501,7 @@ def remaining(records: pd.DataFrame, batches: list[dict] = (), bench: list[dict]
     from .reproduce import ablation_jobs, expand_jobs
 
     tables = list(TABLE_TASKS)
-    done = evidence(records, variant=None)
+    done = pd.concat([evidence(records, variant=None), diverged(records, variant=None)])  # diverged: done too
     finished = {row.run_id: dict(config=row.config, best_valid_metric=row.best_valid_metric,
                                  status=row.status, lr=row.lr) for row in done.itertuples()}
     jobs = expand_jobs(tables, list(MODELS), EVIDENCE_PROFILE, 3, "sweep", finished=finished)

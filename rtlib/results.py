@@ -100,12 +100,14 @@ def load_records(*folders: str | Path, profiles: Iterable[str] | None = None) ->
 
 
 def diverged(records: pd.DataFrame, task: str | None = None, model: str | None = None,
-             variant: str = "") -> pd.DataFrame:
-    """The paper-profile runs of `variant` that diverged (of `task` and `model` where given)."""
+             variant: str | None = "") -> pd.DataFrame:
+    """The paper-profile runs of `variant` (None: every variant) that diverged, of `task` and
+    `model` where given."""
     if records.empty:
         return records
-    keep = ((records["profile"] == EVIDENCE_PROFILE) & (records["status"] == "diverged")
-            & (records["variant"] == variant))
+    keep = (records["profile"] == EVIDENCE_PROFILE) & (records["status"] == "diverged")
+    if variant is not None:
+        keep &= records["variant"] == variant
     if task is not None:
         keep &= records["task"] == task
     if model is not None:

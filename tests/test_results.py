@@ -12,6 +12,7 @@ import pytest
 matplotlib.use("Agg")
 
 from rtlib import plots, report, results  # noqa: E402
+from rtlib.configs import run_config  # noqa: E402
 from rtlib.paths import REPO  # noqa: E402
 from rtlib.results import cell, cells, claims, comparisons, load_records  # noqa: E402
 from rtlib.tasks import TASKS  # noqa: E402
@@ -21,8 +22,9 @@ NAN = re.compile(r"\bnan\b", re.IGNORECASE)
 
 def write_record(folder: Path, task="nottingham", model="rtransformer", profile="paper", lr=None,
                  seed=1111, test=2.5, valid=None, variant="", epochs=4, gpu_minutes=1.0, version=2,
-                 status="finished", lr_cut_after=None, test_curve=None):
-    """A small record with the fields `rtlib.train` writes; `test_curve` gives the test metric of
+                 status="finished", lr_cut_after=None, test_curve=None, with_config=False):
+    """A small record with the fields `rtlib.train` writes (`with_config`: also the config the
+    runner would give it, so that the sweep's planner counts it); `test_curve` gives the test metric of
     every epoch (default: `test` throughout), `lr_cut_after` the epoch after which the lr drops."""
     info = TASKS[task]
     lr = lr if lr is not None else {"nottingham": 5e-5, "mnist": 1e-3}.get(task, 2.0)
@@ -50,6 +52,8 @@ def write_record(folder: Path, task="nottingham", model="rtransformer", profile=
                       selections=results_selections(curve, info.higher_is_better))
         if status == "diverged":
             record.update(test_metric=None, best_valid_metric=None, selections={})
+    if with_config:
+        record["config"] = run_config(task, model, profile, lr=lr, seed=seed).to_dict()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{run_id}.json").write_text(json.dumps(record))
     return record
@@ -112,8 +116,9 @@ def test_fast_and_diverged_runs_are_never_evidence(tmp_path):
 
 
 def test_diverged_runs_are_named_with_their_lr_seed_and_epoch_in_every_section(tmp_path):
-    write_record(tmp_path, model="lstm", lr=1e-3, seed=1111, epochs=10, status="diverged", gpu_minutes=1.0)
-    write_record(tmp_path, model="lstm", lr=1e-3, seed=1112, epochs=23, status="diverged", gpu_minutes=2.0)
+    for seed, epochs, minutes in ((1111, 10, 1.0), (1112, 23, 2.0)):
+        write_record(tmp_path, model="lstm", lr=1e-3, seed=seed, epochs=epochs, status="diverged",
+                     gpu_minutes=minutes, with_config=True)
     records = load_records(tmp_path)
     paragraph = report.results_paragraph(records, "nottingham")
     said = ("2 runs diverged (training loss not finite) at lr 0.001: seed 1111 in epoch 11 and seed 1112 "
@@ -123,6 +128,10 @@ def test_diverged_runs_are_named_with_their_lr_seed_and_epoch_in_every_section(t
     assert "LSTM" not in paragraph.split("Not run at the paper profile:")[1]
     assert said in report.gaps_table(records).text()
     assert "No paper-profile run has finished yet" in report.scope(records, [])
+    before = report.remaining(load_records(tmp_path / "none")).set_index("task").loc["nottingham"]
+    after = report.remaining(records).set_index("task").loc["nottingham"]
+    # seed 1111's lr 0.001 diverged: it is done, and seeds 1112-1113 no longer wait on that lr
+    assert after["finished"] == 1 and after["planned"] == before["planned"] - 2
     assert "2 runs diverged (3.0 GPU-minutes)" in report.scope(records, [])
     seeds(tmp_path, [3.30, 3.31, 3.29], model="lstm", lr=1e-4)
     records = load_records(tmp_path)
