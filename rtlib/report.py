@@ -559,8 +559,8 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
     held = sum(batch.get("machine_held_minutes", 0.0) for batch in batches)
     lost = sum(run["job_minutes"] for run in _lost(batches, records))
     again = _repeat_records(repeats_dir)
-    second = (f", {again['gpu_minutes'].sum():.1f} more for {plural(len(again), 'run')} made a second time for "
-              "their weights" if len(again) else "")
+    second = (f", {again['gpu_minutes'].sum():.1f} more for {plural(len(again), 'run')} made a second time "
+              "with their seed (*How sure*)" if len(again) else "")
     quick = records[records["profile"] == "fast"] if len(records) else records
     broke = diverged(records)
     failed = (f", {broke['gpu_minutes'].sum():.1f} more for {plural(len(broke), 'run')} that diverged"
@@ -597,19 +597,40 @@ def how_sure() -> str:
 
 def repeats(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> pd.DataFrame:
     """Each paper-profile run made a second time with the same settings and seed (for weights
-    that did not come back): its first and second test metric and their difference."""
+    that did not come back, or to see whether a divergence follows the engine): both runs' test
+    metric (None where one diverged), status, epochs run and engine mode, and their difference."""
     again = _repeat_records(folder)
-    first = evidence(records, variant=None).set_index("run_id") if len(records) else pd.DataFrame()
-    rows = [dict(table=row.table, task=row.task, model=row.model, seed=int(row.seed), device=row.device,
-                 first=first.at[row.run_id, "test_metric"], second=row.test_metric)
-            for row in again.itertuples() if row.run_id in first.index]
-    frame = pd.DataFrame(rows, columns=["table", "task", "model", "seed", "device", "first", "second"])
-    return frame.assign(difference=frame["second"] - frame["first"])
+    pool = records[(records["profile"] == EVIDENCE_PROFILE)
+                   & records["status"].isin(["finished", "diverged"])] if len(records) else records
+    first = pool.set_index("run_id") if len(pool) else pd.DataFrame()
+    rows = []
+    for row in again.itertuples():
+        if row.run_id not in first.index:
+            continue
+        one = first.loc[row.run_id]
+        rows.append(dict(table=row.table, task=row.task, model=row.model, seed=int(row.seed), device=row.device,
+                         first=one["test_metric"], second=row.test_metric,
+                         first_status=one["status"], second_status=row.status,
+                         first_epochs=one["epochs_run"], second_epochs=row.epochs_run,
+                         first_engine=_compile_mode(one["engine"]), second_engine=_compile_mode(row.engine)))
+    columns = ["table", "task", "model", "seed", "device", "first", "second", "first_status", "second_status",
+               "first_epochs", "second_epochs", "first_engine", "second_engine"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.assign(difference=pd.to_numeric(frame["second"]) - pd.to_numeric(frame["first"]))
+
+
+def _compile_mode(engine: Any) -> str:
+    return engine.get("compile", "not recorded") if isinstance(engine, dict) else "not recorded"
+
+
+def _outcome(status: str, metric: float, epochs: float, task: str) -> str:
+    return f"diverged in epoch {int(epochs) + 1}" if status == "diverged" else fmt(metric, task, 2)
 
 
 def same_seed_twice(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> str:
     """What the repeats show: how far one run moves when made again with its seed, beside the
-    spread over seeds of its cell."""
+    spread over seeds of its cell; where one of the two diverged, when each did and in which
+    engine mode."""
     found = repeats(records, folder)
     if found.empty:
         return ("**Same seed, run twice.** No paper-profile run has been made a second time yet, so how far "
@@ -618,13 +639,19 @@ def same_seed_twice(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> 
     spread = cells(records).set_index(["task", "model"])["std"]
     parts = []
     for row in found.itertuples():
-        std = spread.get((row.task, row.model), math.nan)
-        share = f", {abs(row.difference) / std:.2f} of the cell's std over seeds" if std and np.isfinite(std) else ""
-        parts.append(f"Table {row.table} {model_name(row.model)} seed {row.seed}: {fmt(row.first, row.task, 2)} "
-                     f"then {fmt(row.second, row.task, 2)} ({signed(row.difference, row.task, 2)}{share})")
+        engines = (f" (engine {row.first_engine}, then {row.second_engine})"
+                   if row.first_engine != row.second_engine else "")
+        outcomes = (f"{_outcome(row.first_status, row.first, row.first_epochs, row.task)} then "
+                    f"{_outcome(row.second_status, row.second, row.second_epochs, row.task)}{engines}")
+        if np.isfinite(row.difference):
+            std = spread.get((row.task, row.model), math.nan)
+            share = f", {abs(row.difference) / std:.2f} of the cell's std over seeds" if std and np.isfinite(std) else ""
+            outcomes += f" ({signed(row.difference, row.task, 2)}{share})"
+        parts.append(f"Table {row.table} {model_name(row.model)} seed {row.seed}: {outcomes}")
     return (f"**Same seed, run twice.** {plural(len(found), 'paper-profile run')} made a second time with the "
             f"same settings and seed on {join_words(sorted(set(found['device'])))} (for weights the first run's "
-            f"machine kept): " + "; ".join(parts) + ". The first run's record is the one the tables use.")
+            f"machine kept, or to see whether a divergence follows the engine mode): " + "; ".join(parts)
+            + ". The first run's record is the one the tables use.")
 
 
 def _prose(row) -> str:

@@ -372,4 +372,17 @@ def test_a_run_made_twice_with_its_seed_is_shown_beside_its_first_run_and_counts
     assert len(load_records(tmp_path / "records")) == 3  # a repeat never joins the records the tables use
     spent = report.cost(records, [], [], repeats_dir=tmp_path / "repeats").set_index("table")
     assert spent.loc[2, "repeat_minutes"] == 1.0 and spent.loc[2, "gpu_minutes"] == 3.0
-    assert "1.0 more for 1 run made a second time for their weights" in report.scope(records, [], tmp_path / "repeats")
+    assert "1.0 more for 1 run made a second time with their seed" in report.scope(records, [], tmp_path / "repeats")
+
+
+def test_a_diverged_run_made_again_in_another_engine_mode_says_when_each_diverged(tmp_path):
+    write_record(tmp_path / "records", model="lstm", lr=1e-3, epochs=10, status="diverged")
+    path = tmp_path / "records" / "nottingham_lstm_paper_lr0.001_seed1111.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "engine": {"compile": "step-graph"}}))
+    write_record(tmp_path / "repeats", model="lstm", lr=1e-3, epochs=100, test=3.25)
+    records = load_records(tmp_path / "records")
+    found = report.repeats(records, tmp_path / "repeats")
+    assert len(found) == 1 and np.isnan(found["difference"].iloc[0])
+    text = report.same_seed_twice(records, tmp_path / "repeats")
+    assert "Table 2 LSTM seed 1111: diverged in epoch 11 then 3.2500 (engine step-graph, then none)." in text
+    assert not NAN.search(text)
