@@ -592,7 +592,9 @@ def how_sure() -> str:
             "on the other side, *inconclusive* when it straddles 0. A claim is supported only when every "
             "comparison it makes is, and contradicted when any one is; *not tested* means that no "
             "comparison of it has runs on both sides. Means are printed to the paper's digits, interval "
-            "ends to one digit more, so that an end near 0 shows on which side of 0 it lies.")
+            "ends to one digit more, so that an end near 0 shows on which side of 0 it lies. A run whose "
+            "training loss stopped being finite is a result without a number: it is named with its lr, "
+            "seed and epoch, never averaged, and a row whose every run so far diverged is *inconclusive*.")
 
 
 def repeats(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> pd.DataFrame:

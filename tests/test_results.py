@@ -128,6 +128,7 @@ def test_diverged_runs_are_named_with_their_lr_seed_and_epoch_in_every_section(t
     assert "LSTM" not in paragraph.split("Not run at the paper profile:")[1]
     assert said in report.gaps_table(records).text()
     assert "No paper-profile run has finished yet" in report.scope(records, [])
+    assert "a row whose every run so far diverged is *inconclusive*" in report.how_sure()
     before = report.remaining(load_records(tmp_path / "none")).set_index("task").loc["nottingham"]
     after = report.remaining(records).set_index("task").loc["nottingham"]
     # seed 1111's lr 0.001 diverged: it is done, and seeds 1112-1113 no longer wait on that lr
