@@ -87,10 +87,11 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
     behaviour, and a one-sentence `explanation` that says "Unexplained" when nothing explains it."""
     row = cell(cells(records), task, model)
     runs = _runs(records, task, model)
-    failed = diverged_text(diverged(records, task, model))
+    broke = diverged(records, task, model)
+    failed = diverged_text(broke) + _divergence_checks(records, broke)
     if row["n"] == 0:
         if failed:
-            tried = set(records[(records["task"] == task) & (records["model"] == model)
+            tried = set(records[(records["task"] == task) & (records["model"] == model) & (records["variant"] == "")
                                 & (records["profile"] == EVIDENCE_PROFILE)]["lr"])
             untried = [f"{lr:g}" for lr in run_config(task, model, "paper").train.lr_grid if lr not in tried]
             rest = f"; not run yet: lr {join_words(untried)} of its grid" if untried else ""
@@ -119,6 +120,23 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
         items.append(failed)
         explanation += f" Besides, {failed}."
     return dict(evidence=items, explanation=explanation)
+
+
+def _divergence_checks(records: pd.DataFrame, broke: pd.DataFrame) -> str:
+    """'; with the same lr and seed, `precision=fp32`: seed 1111 3.25' for the variant runs
+    (ablations) made at the lr and seed of a diverged run, to see whether it diverges again."""
+    if broke.empty:
+        return ""
+    pool = records[(records["profile"] == EVIDENCE_PROFILE) & (records["variant"] != "")]
+    parts = []
+    for run in broke.itertuples():
+        same = pool[(pool["task"] == run.task) & (pool["model"] == run.model) & np.isclose(pool["lr"], run.lr)
+                    & (pool["seed"] == run.seed)]
+        for check in same.itertuples():
+            outcome = (f"diverged in epoch {int(check.epochs_run) + 1}" if check.status == "diverged"
+                       else f"{fmt(check.test_metric, run.task)} after {int(check.epochs_run)} epochs")
+            parts.append(f"`{check.variant}` at seed {int(run.seed)}: {outcome}")
+    return f"; at the same lr and seed, {'; '.join(parts)}" if parts else ""
 
 
 def _explanation(records, row, runs, cuts, found) -> str:

@@ -129,6 +129,11 @@ def test_diverged_runs_are_named_with_their_lr_seed_and_epoch_in_every_section(t
     assert said in report.gaps_table(records).text()
     assert "No paper-profile run has finished yet" in report.scope(records, [])
     assert "a row whose every run so far diverged is *inconclusive*" in report.how_sure()
+    write_record(tmp_path, model="lstm", lr=1e-3, seed=1111, epochs=100, test=3.27, variant="precision=fp32")
+    checked = report.results_paragraph(load_records(tmp_path), "nottingham")
+    assert f"{said}; at the same lr and seed, `precision=fp32` at seed 1111: 3.27 after 100 epochs; not run yet: " \
+        "lr 0.0001 of its grid." in checked
+    (tmp_path / "nottingham_lstm_paper_precision=fp32_lr0.001_seed1111.json").unlink()
     before = report.remaining(load_records(tmp_path / "none")).set_index("task").loc["nottingham"]
     after = report.remaining(records).set_index("task").loc["nottingham"]
     # seed 1111's lr 0.001 diverged: it is done, and seeds 1112-1113 no longer wait on that lr
