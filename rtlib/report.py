@@ -21,8 +21,9 @@ from .configs import ABLATIONS, MODELS, TABLE_TASKS, run_config
 from .bench_results import load_bench
 from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR
 from .results import (CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablations, cell, cells,
-                      claims, diverged, diverged_text, evidence, fmt, join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding,
-                      select_lr, selections, signed)
+                      claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt, join_words,
+                      load_records, lr_cuts, model_name, ours_text, plural, rounding, select_lr, selections,
+                      signed)
 from .tables import paper_protocol, parameter_counts
 from .tasks import TASKS
 
@@ -123,8 +124,9 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
 
 
 def _divergence_checks(records: pd.DataFrame, broke: pd.DataFrame) -> str:
-    """'; with the same lr and seed, `precision=fp32`: seed 1111 3.25' for the variant runs
-    (ablations) made at the lr and seed of a diverged run, to see whether it diverges again."""
+    """'; at the same lr and seed, `precision=fp32` at seed 1111: 3.25 after 100 epochs' for the
+    variant runs (ablations) made at the lr and seed of a diverged run, to see whether it diverges
+    again; '' for none."""
     if broke.empty:
         return ""
     pool = records[(records["profile"] == EVIDENCE_PROFILE) & (records["variant"] != "")]
@@ -133,7 +135,7 @@ def _divergence_checks(records: pd.DataFrame, broke: pd.DataFrame) -> str:
         same = pool[(pool["task"] == run.task) & (pool["model"] == run.model) & np.isclose(pool["lr"], run.lr)
                     & (pool["seed"] == run.seed)]
         for check in same.itertuples():
-            outcome = (f"diverged in epoch {int(check.epochs_run) + 1}" if check.status == "diverged"
+            outcome = (f"diverged in epoch {diverged_in(check.epochs_run)}" if check.status == "diverged"
                        else f"{fmt(check.test_metric, run.task)} after {int(check.epochs_run)} epochs")
             parts.append(f"`{check.variant}` at seed {int(run.seed)}: {outcome}")
     return f"; at the same lr and seed, {'; '.join(parts)}" if parts else ""
@@ -519,7 +521,7 @@ def remaining(records: pd.DataFrame, batches: list[dict] = (), bench: list[dict]
     from .reproduce import ablation_jobs, expand_jobs
 
     tables = list(TABLE_TASKS)
-    done = pd.concat([evidence(records, variant=None), diverged(records, variant=None)])  # diverged: done too
+    done = done_runs(records)
     finished = {row.run_id: dict(config=row.config, best_valid_metric=row.best_valid_metric,
                                  status=row.status, lr=row.lr) for row in done.itertuples()}
     jobs = expand_jobs(tables, list(MODELS), EVIDENCE_PROFILE, 3, "sweep", finished=finished)
@@ -620,8 +622,7 @@ def repeats(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> pd.DataF
     that did not come back, or to see whether a divergence follows the engine): both runs' test
     metric (None where one diverged), status, epochs run and engine mode, and their difference."""
     again = _repeat_records(folder)
-    pool = records[(records["profile"] == EVIDENCE_PROFILE)
-                   & records["status"].isin(["finished", "diverged"])] if len(records) else records
+    pool = done_runs(records)
     first = pool.set_index("run_id") if len(pool) else pd.DataFrame()
     rows = []
     for row in again.itertuples():
@@ -644,7 +645,7 @@ def _compile_mode(engine: Any) -> str:
 
 
 def _outcome(status: str, metric: float, epochs: float, task: str) -> str:
-    return f"diverged in epoch {int(epochs) + 1}" if status == "diverged" else fmt(metric, task, 2)
+    return f"diverged in epoch {diverged_in(epochs)}" if status == "diverged" else fmt(metric, task, 2)
 
 
 def same_seed_twice(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> str:

@@ -50,7 +50,7 @@ class Job:
     cfg: RunConfig
     run_id: str
     out_dir: Path
-    repeat: bool = False  # a second run of a recorded run, for its weights: its record goes apart
+    repeat: bool = False  # a second run of a recorded run (`again:`): its record goes apart
 
     @property
     def name(self) -> str:

@@ -99,20 +99,29 @@ def load_records(*folders: str | Path, profiles: Iterable[str] | None = None) ->
     return records.sort_values(["task", "model", "profile", "variant", "lr", "seed"]).reset_index(drop=True)
 
 
-def diverged(records: pd.DataFrame, task: str | None = None, model: str | None = None,
-             variant: str | None = "") -> pd.DataFrame:
-    """The paper-profile runs of `variant` (None: every variant) that diverged, of `task` and
-    `model` where given."""
+def diverged(records: pd.DataFrame, task: str | None = None, model: str | None = None) -> pd.DataFrame:
+    """The paper-profile runs (no variant) that diverged, of `task` and `model` where given."""
     if records.empty:
         return records
-    keep = (records["profile"] == EVIDENCE_PROFILE) & (records["status"] == "diverged")
-    if variant is not None:
-        keep &= records["variant"] == variant
+    keep = ((records["profile"] == EVIDENCE_PROFILE) & (records["status"] == "diverged")
+            & (records["variant"] == ""))
     if task is not None:
         keep &= records["task"] == task
     if model is not None:
         keep &= records["model"] == model
     return records[keep].sort_values(["lr", "seed"])
+
+
+def done_runs(records: pd.DataFrame) -> pd.DataFrame:
+    """The paper-profile runs of every variant that ended: finished or diverged (both results)."""
+    if records.empty:
+        return records
+    return records[(records["profile"] == EVIDENCE_PROFILE) & records["status"].isin(["finished", "diverged"])]
+
+
+def diverged_in(epochs_run: float) -> int:
+    """The epoch in which a diverged run's loss stopped being finite: the one after its last logged."""
+    return int(epochs_run) + 1
 
 
 def diverged_text(runs: pd.DataFrame) -> str:
@@ -122,7 +131,7 @@ def diverged_text(runs: pd.DataFrame) -> str:
         return ""
     parts = []
     for lr, group in runs.groupby("lr", sort=True):
-        seeds = join_words([f"seed {int(run.seed)} in epoch {int(run.epochs_run) + 1}"
+        seeds = join_words([f"seed {int(run.seed)} in epoch {diverged_in(run.epochs_run)}"
                            for run in group.itertuples()])
         parts.append(f"at lr {lr:g}: {seeds}")
     return (f"{len(runs)} run{' diverged' if len(runs) == 1 else 's diverged'} (training loss not finite) "
