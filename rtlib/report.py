@@ -399,12 +399,14 @@ def load_batches(folder: str | Path = BATCHES_DIR) -> list[dict[str, Any]]:
 
 
 def batch_line(batch: dict[str, Any]) -> str:
-    """One batch log in a sentence: when, at which commit, how long, what finished, what was
-    lost and why, how the jobs shared the GPU."""
+    """One batch log in a sentence: when, at which commit, how long, what finished (and what of
+    it diverged), what was lost and why, how the jobs shared the GPU."""
     lost = _lost([batch])
     reasons = collections.Counter(run["why"] for run in lost).most_common()
     not_started = batch.get("not_started", [])
-    counts = (f"{plural(len(batch['finished']), 'run')} finished, "
+    broke = sum(run.get("status") == "diverged" for run in batch["finished"])
+    counts = (f"{plural(len(batch['finished']) - broke, 'run')} finished, "
+              + (f"{broke} diverged, " if broke else "") +
               f"{len(not_started) if isinstance(not_started, list) else not_started} not started, "
               f"{len(lost)} lost" + (": " + "; ".join(f"{n} {why}" for why, n in reasons) if lost else ""))
     return (f"Batch of {batch['date']} at commit {batch['git_commit']} on {batch['device']}, "

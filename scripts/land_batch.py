@@ -71,7 +71,10 @@ def steady_seconds_per_epoch(entries: list[dict]) -> float | None:
     return round((timed[-1] - timed[0]) / (len(timed) - 1), 2) if len(timed) > 1 else None
 
 
-def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list[str]) -> None:
+def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list[str]) -> list[dict]:
+    """Copy each landed record (and its notebook) into results/, noting it in `finished` and any
+    refusal in `conflicts`; the records landed."""
+    records_landed = []
     for record_path in sorted(landed.glob("runs/*/record.json")):
         run_dir = record_path.parent
         try:
@@ -87,9 +90,11 @@ def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list
                              "is not landed (it stays in the fetched records.tgz)")
             continue
         copy_results(record, run_dir, records, notebooks_dir_for(records))
-        finished.append(dict(run_id=run_dir.name, epochs=record["epochs_run"],
-                             job_minutes=round(record["gpu_minutes"], 2),
+        records_landed.append(record)
+        finished.append(dict(run_id=run_dir.name, status=record.get("status", "finished"),
+                             epochs=record["epochs_run"], job_minutes=round(record["gpu_minutes"], 2),
                              seconds_per_epoch=steady_seconds_per_epoch(record.get("curve", []))))
+    return records_landed
 
 
 def lost_runs(landed: Path, stops: dict[str, str]) -> list[dict]:
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         if (args.fetched / "notebooks.tgz").exists():
             unpack(args.fetched / "notebooks.tgz", landed)
         finished, conflicts = [], []
-        land_records(landed, args.repo, finished, conflicts)
+        records_landed = land_records(landed, args.repo, finished, conflicts)
         stops, never_started = runner_events(landed)
         lost = lost_runs(landed, stops)
         sharing = landed / "runs" / "_logs" / "sharing.json"
@@ -173,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in lost:
         if any(path.name == run["run_id"] for path in carried + in_parts):
             run.update(checkpoint="brought back", why=run["why"] + " (checkpoint brought back to resume)")
-    any_record = next((read_record(args.repo / "results" / "records" / "paper" / f"{run['run_id']}.json")
-                       for run in finished), {})
+    any_record = records_landed[0] if records_landed else {}
     atomic_write_json(log_path, dict(
         date=args.date, device=f"{args.device or any_record.get('device', 'not recorded')} (one, lent)",
         git_commit=args.git_commit or any_record.get("git_commit", "not recorded"), profile="paper",

@@ -77,7 +77,8 @@ def test_a_batch_lands_its_records_analyses_carried_runs_and_log(tmp_path, capsy
     assert (root / "runs" / LOST / "checkpoint.pt").read_bytes() == b"weights"
     log = json.loads((root / "results" / "batches" / "2026-12-02_h200_f.json").read_text())
     record = json.loads(RECORD.read_text())
-    assert log["finished"] == [dict(run_id=run, epochs=record["epochs_run"], job_minutes=round(record["gpu_minutes"], 2),
+    assert log["finished"] == [dict(run_id=run, status="finished", epochs=record["epochs_run"],
+                                    job_minutes=round(record["gpu_minutes"], 2),
                                     seconds_per_epoch=land_batch.steady_seconds_per_epoch(record["curve"]))]
     assert log["lost_runs"] == [dict(run_id=LOST, epochs=4, job_minutes=round(201.0 / 60, 2), seconds_per_epoch=37.0,
                                      why="stopped by its runner: projected to need 30.0 more minutes "
@@ -127,6 +128,24 @@ def test_a_repeat_lands_apart_and_leaves_the_first_runs_record_alone(tmp_path):
     log = json.loads((root / "results" / "batches" / "2026-12-02_h200_g.json").read_text())
     assert [entry["run_id"] for entry in log["finished"]] == [run, f"{run}.again"]
     assert log["analysed"] == [f"{run} (on the GPU machine)"]
+
+
+def test_a_batch_of_repeats_and_diverged_runs_logs_each_ones_status_and_its_records_commit(tmp_path):
+    fetched, root = tmp_path / "fetched", repo(tmp_path / "repo")
+    fetched.mkdir()
+    first = json.loads(RECORD.read_text())
+    again = {key: value for key, value in first.items() if key != "content_sha256"}
+    broke = {**again, "run_id": "ptb-char_lstm_paper_lr2_seed1111", "status": "diverged", "test_metric": None}
+    with tarfile.open(fetched / "records.tgz", "w:gz") as tar:  # only a repeat and a diverged run came back
+        add(tar, f"runs/{first['run_id']}.again/record.json", json.dumps(again).encode())
+        add(tar, f"runs/{broke['run_id']}/record.json", json.dumps(broke).encode())
+    code = land_batch.main([str(fetched), "--name", "2026-12-02_h200_x", "--script", "s", "--sharing", "s",
+                            "--deadline-minutes", "1", "--held-minutes", "1", "--repo", str(root)])
+    assert code == 0
+    log = json.loads((root / "results" / "batches" / "2026-12-02_h200_x.json").read_text())
+    assert [(entry["run_id"], entry["status"]) for entry in log["finished"]] == [
+        (f"{first['run_id']}.again", "finished"), (broke["run_id"], "diverged")]
+    assert log["git_commit"] == first["git_commit"]
 
 
 def test_run_folders_sent_in_parts_by_more_calls_land_in_runs(tmp_path, capsys, monkeypatch):

@@ -342,13 +342,13 @@ def test_report_notebook_renders_from_records_alone(data_mirror, tmp_path):
 def test_a_batch_line_counts_what_finished_what_was_lost_and_why():
     batch = dict(date="2026-12-01", git_commit="abc1234", device="NVIDIA H200", deadline_minutes=22,
                  machine_held_minutes=13.6, sharing="MPS, 3 jobs", not_started=["a", "b"],
-                 finished=[dict(run_id="x")],
+                 finished=[dict(run_id="x"), dict(run_id="v", status="diverged")],
                  stopped_at_the_deadline=[dict(run_id="y", job_minutes=20.0)],
                  lost_runs=[dict(run_id="z", job_minutes=8.7, why="the machine was given back"),
                             dict(run_id="w", job_minutes=8.6, why="the machine was given back")])
     line = report.batch_line(batch)
     assert line.startswith("Batch of 2026-12-01 at commit abc1234 on NVIDIA H200, 22-minute deadline, "
-                           "machine held 13.6 minutes: 1 run finished, 2 not started, 3 lost: ")
+                           "machine held 13.6 minutes: 1 run finished, 1 diverged, 2 not started, 3 lost: ")
     assert "2 the machine was given back; 1 stopped at the batch's deadline." in line
     assert line.endswith("Sharing: MPS, 3 jobs.")
 
