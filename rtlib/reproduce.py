@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, TextIO
 import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, table_and_model, with_variant
+from .data.fetch import fetch_tasks
 from .deadline import epochs_logged, late_job, progress, read_pace, verdict
 from .paths import RECORDS_DIR, REPEATS_DIR, REPO, RUNS_DIR
 from .run_folder import (AGAIN, JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
@@ -907,6 +908,7 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
     if args.carry_limit_mb is not None and args.deadline_minutes is None:
         raise ValueError(f"--carry-limit-mb {args.carry_limit_mb:g} needs --deadline-minutes: a job is "
                          "stopped early only when it is projected to miss the batch's deadline")
+    fetch_tasks(sorted({job.cfg.task for job in jobs}), data_dir)  # a missing data set stops us now
     try:
         outcomes = run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir,
                             repeats_dir=repeats_dir, gpus=gpus,

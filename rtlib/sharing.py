@@ -33,6 +33,7 @@ import torch
 
 from .bench import StepRunner, synchronize
 from .configs import MODELS, TABLE_TASKS, run_config, table_and_model
+from .data.fetch import fetch_tasks
 from .reproduce import die_with_parent
 from .run_folder import atomic_write_json
 from .runtime import resolve_compile
@@ -77,13 +78,19 @@ def assign(jobs: list[Job], slots: list[Job]) -> list[int]:
     return chosen
 
 
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(its log is empty)"
+
+
 def _wait_for(path: Path, processes: list[subprocess.Popen], timeout_s: float) -> dict[str, Any]:
     began = time.monotonic()
     while not path.exists():
-        failed = [process for process in processes if process.poll() not in (None, 0)]
+        failed = [index for index, process in enumerate(processes) if process.poll() not in (None, 0)]
         if failed:
-            raise RuntimeError(f"a sharing worker exited with code {failed[0].returncode} "
-                               f"(its log: {path.parent / 'worker-*.log'})")
+            log = path.parent / f"worker-{failed[0]}.log"
+            raise RuntimeError(f"sharing worker {failed[0]} exited with code {processes[failed[0]].returncode}: "
+                               f"{_last_line(log)} (its log: {log})")
         if time.monotonic() - began > timeout_s:
             raise TimeoutError(f"no {path.name} after {timeout_s:.0f} s (logs in {path.parent})")
         time.sleep(POLL_S)
@@ -94,6 +101,7 @@ def measure(rounds: list[list[Job]], device: str, seconds: float = 15.0, profile
             warmup: int = 20, ready_timeout_s: float = 900.0) -> dict[str, Any]:
     """Run every round for `seconds` in its own processes; their steps a second, shares and gains."""
     slots = worker_slots(rounds)
+    fetch_tasks(sorted({TABLE_TASKS[table] for table, _ in slots}))  # before any worker compiles
     folder = Path(tempfile.mkdtemp(prefix="rtlib-sharing-"))
     processes, logs = [], []
     for index, (table, model) in enumerate(slots):

@@ -142,6 +142,14 @@ case "$1" in
       echo "error: the run notebook's tools do not import (runs/_logs/pip.log); no runner started" >&2
       tail -3 $LOGS/pip.log; pack; exit 1
     fi
+    # the GPU tests train every table's models: without a data set carried in, they fail in a way
+    # that says nothing about the engine (batch h's PTB cases), so check the data first
+    if [ "${GPU_TESTS_SKIP:-0}" != 1 ] && \
+       ! python3 -m rtlib data --tasks mnist nottingham ptb-char ptb-word > $LOGS/data.log 2>&1; then
+      echo "error: the GPU tests need every table's data set: carry data_mirror/mnist, data_mirror/music" \
+        "and data_mirror/ptb, or set GPU_TESTS_SKIP=1; no runner started ($(tail -n 1 $LOGS/data.log))" >&2
+      pack; exit 1
+    fi
     nvidia-smi -L
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     nvidia-cuda-mps-control -d && echo "MPS started: $(ls $CUDA_MPS_PIPE_DIRECTORY | tr '\n' ' ')"

@@ -30,7 +30,8 @@ from rtlib.data import (
     pmnist_permutation,
     verify_all,
 )
-from rtlib.data.fetch import DATA_DIR_ENV, MIRROR_ENV, read_checksums, sha256_of
+from rtlib.configs import TASKS
+from rtlib.data.fetch import DATA_DIR_ENV, MIRROR_ENV, TASK_DATA, fetch_tasks, read_checksums, sha256_of, task_files
 from rtlib.paths import DATA_DIR
 
 # the module, which `import rtlib.data.fetch as ...` would not give: the package's `fetch`
@@ -260,6 +261,32 @@ def test_data_command_verifies_every_file_with_the_standard_library_only(real_da
                          capture_output=True, text=True, cwd=DATA_DIR.parent)
     assert run.returncode == 0, run.stderr
     assert run.stdout == f"rtlib data: all {len(SOURCES)} files present and verified in {real_data}\n"
+
+
+def test_every_task_names_its_data_files_and_every_file_belongs_to_a_task():
+    assert set(TASK_DATA) == set(TASKS)
+    assert task_files("ptb-word") == task_files("ptb-char") == sorted(name for name in SOURCES if name.startswith("ptb/"))
+    assert task_files("nottingham") == ["music/Nottingham.mat"] and len(task_files("mnist")) == 4
+    assert {name for task in TASKS for name in task_files(task)} == set(SOURCES)
+    with pytest.raises(ValueError, match="unknown task 'ptb'.*ptb-char"):
+        task_files("ptb")
+
+
+def test_data_for_some_tasks_is_fetched_alone_and_a_missing_set_fails_in_one_line(
+    data_mirror: Path, tmp_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+):
+    """Batch h carried no PTB data: the GPU machine's preflight checks only the tasks it runs."""
+    partial = mirror_with(tmp_path / "partial", "music/Nottingham.mat", (data_mirror / "music/Nottingham.mat").read_bytes())
+    monkeypatch.setenv(MIRROR_ENV, str(partial))
+    assert set(fetch_tasks(["nottingham"], tmp_data_dir)) == {"music/Nottingham.mat"}
+    assert fetch_module.main(["--data-dir", str(tmp_data_dir), "--tasks", "nottingham"]) == 0
+    assert capsys.readouterr().out == f"rtlib data: the 1 files of nottingham present and verified in {tmp_data_dir}\n"
+    monkeypatch.setattr(fetch_module, "download", lambda url, timeout_s=0.0: (_ for _ in ()).throw(urllib.error.URLError("offline")))
+    assert fetch_module.main(["--data-dir", str(tmp_data_dir), "--tasks", "nottingham", "ptb-word"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "ptb/ptb.test.txt" in err and "offline" in err
+    assert files_under(tmp_data_dir) == [tmp_data_dir / "music/Nottingham.mat"]
 
 
 # --- MNIST -------------------------------------------------------------------------------

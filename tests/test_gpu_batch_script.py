@@ -95,9 +95,10 @@ def test_wait_ends_early_once_no_runner_of_the_batch_runs(tmp_path):
         runner.kill()
 
 
-def stubbed_machine(tmp_path: Path, imports: bool = True) -> tuple[Path, Path, dict[str, str]]:
+def stubbed_machine(tmp_path: Path, imports: bool = True, data: bool = True) -> tuple[Path, Path, dict[str, str]]:
     """A repo, $OUT and an environment whose python3, nvidia-smi and MPS are stubs that note
-    their arguments in tmp_path/calls.txt; with imports=False the notebook tools fail to import."""
+    their arguments in tmp_path/calls.txt; with imports=False the notebook tools fail to import,
+    with data=False `rtlib data` finds no data."""
     root, out, stubs = tmp_path / "repo", tmp_path / "out", tmp_path / "bin"
     for folder in (root / "rtlib", root / "notebooks", root / "results" / "records", root / "data",
                    root / "wheels312", out, stubs):
@@ -108,7 +109,8 @@ def stubbed_machine(tmp_path: Path, imports: bool = True) -> tuple[Path, Path, d
     fakes = {
         "python3": f'echo "$*" >> {tmp_path / "calls.txt"}\ncase "$*" in\n'
                    f'  *"rtlib reproduce"*) exec -a "python3 -m rtlib reproduce" sleep 2 ;;\n'
-                   f'  "-c import papermill"*) exit {0 if imports else 1} ;;\nesac',
+                   f'  "-c import papermill"*) exit {0 if imports else 1} ;;\n'
+                   f'  *"rtlib data"*) {"exit 0" if data else "echo rtlib data: error: cannot find ptb >&2; exit 1"} ;;\nesac',
         "nvidia-smi": 'echo "GPU 0: stub"',
         "nvidia-cuda-mps-control": "cat > /dev/null",
     }
@@ -152,4 +154,20 @@ def test_start_starts_no_runner_when_the_notebook_tools_do_not_import(tmp_path):
     assert started.returncode == 1
     assert "the run notebook's tools do not import" in started.stderr
     assert not any("rtlib reproduce" in line for line in (tmp_path / "calls.txt").read_text().splitlines())
+    assert (out / "records.tgz").exists()
+
+
+def test_start_checks_the_data_of_the_gpu_tests_before_it_starts_anything(tmp_path):
+    """Batch h carried no PTB data: its GPU tests' PTB cases failed for that alone, saying nothing
+    about the engine. With the GPU tests on, a missing data set stops `start` before MPS."""
+    root, out, env = stubbed_machine(tmp_path, data=False)
+    env.pop("GPU_TESTS_SKIP")
+    started = subprocess.run(["bash", str(SCRIPT), "start", "5", "--cells 3:rtransformer:config"],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 1
+    assert "the GPU tests need every table's data set" in started.stderr
+    assert "cannot find ptb" in started.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert "-m rtlib data --tasks mnist nottingham ptb-char ptb-word" in calls
+    assert not any("rtlib reproduce" in line for line in calls)
     assert (out / "records.tgz").exists()

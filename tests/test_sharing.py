@@ -36,3 +36,17 @@ def test_bench_sharing_writes_its_report(tmp_path, capsys):
     assert bench_main(["--device", "cpu", "--sharing", "4:transformer", "--sharing-seconds", "0.5",
                        "--sharing-profile", "smoke", "--warmup", "1", "--out", str(out)]) == 0
     assert out.exists() and "gain 1.00" in capsys.readouterr().out
+
+
+def test_a_missing_data_set_stops_the_measurement_before_any_worker_starts(tmp_path, monkeypatch):
+    """Batch h: Table 4 workers without PTB data failed after the others had compiled, and the
+    whole measurement was lost. The data is checked first now."""
+    import importlib
+    import urllib.error
+    fetch_module = importlib.import_module("rtlib.data.fetch")
+    monkeypatch.setenv(fetch_module.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(fetch_module.MIRROR_ENV, str(tmp_path / "empty_mirror"))
+    monkeypatch.setattr(fetch_module, "download", lambda url, timeout_s=0.0: (_ for _ in ()).throw(urllib.error.URLError("offline")))
+    monkeypatch.setattr("subprocess.Popen", lambda *a, **k: pytest.fail("a worker started"))
+    with pytest.raises(fetch_module.DataNotFoundError, match="cannot find data file music/Nottingham.mat"):
+        measure([parse_round("2:gru+4:transformer")], "cpu", seconds=0.1, profile="smoke")

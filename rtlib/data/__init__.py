@@ -8,10 +8,13 @@ import importlib
 from rtlib.data.fetch import (
     CHECKSUMS_FILE,
     SOURCES,
+    TASK_DATA,
     ChecksumError,
     DataNotFoundError,
     default_data_dir,
     fetch,
+    fetch_tasks,
+    task_files,
     verify_all,
 )
 
@@ -38,10 +41,13 @@ def __getattr__(name: str):
 __all__ = [
     "CHECKSUMS_FILE",
     "SOURCES",
+    "TASK_DATA",
     "ChecksumError",
     "DataNotFoundError",
     "default_data_dir",
     "fetch",
+    "fetch_tasks",
+    "task_files",
     "verify_all",
     *_LOADERS,
 ]

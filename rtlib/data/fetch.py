@@ -48,6 +48,16 @@ SOURCES: dict[str, str] = {
     "music/MuseData.mat": _TCN_URL + "poly_music/mdata/MuseData.mat",
     "music/Piano_midi.mat": _TCN_URL + "poly_music/mdata/Piano_midi.mat",
 }
+TASK_DATA: dict[str, str] = {  # task -> the data files it reads: a name, or a folder ending in /
+    "mnist": "mnist/",
+    "pmnist": "mnist/",
+    "nottingham": "music/Nottingham.mat",
+    "jsb": "music/JSB_Chorales.mat",
+    "muse": "music/MuseData.mat",
+    "piano": "music/Piano_midi.mat",
+    "ptb-char": "ptb/",
+    "ptb-word": "ptb/",
+}
 
 
 class ChecksumError(Exception):
@@ -126,6 +136,20 @@ def verify_all(data_dir: str | Path | None = None) -> dict[str, Path]:
     return {name: fetch(name, data_dir) for name in read_checksums()}
 
 
+def task_files(task: str) -> list[str]:
+    """The names (keys of data/SHA256SUMS) of the data files that `task` reads."""
+    if task not in TASK_DATA:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASK_DATA)}")
+    return [name for name in read_checksums() if name == TASK_DATA[task]
+            or (TASK_DATA[task].endswith("/") and name.startswith(TASK_DATA[task]))]
+
+
+def fetch_tasks(tasks: list[str], data_dir: str | Path | None = None) -> dict[str, Path]:
+    """Fetch and verify the data files of `tasks`, before any work that needs them starts: a
+    missing file then stops it at once, in one line, not later in each job."""
+    return {name: fetch(name, data_dir) for task in tasks for name in task_files(task)}
+
+
 def write_mirror(folder: str | Path, data_dir: str | Path | None = None) -> Path:
     """Fill `folder` with every data file laid out as it is served (MNIST gzipped), from the
     cache `data_dir`, fetched first where missing: a mirror for $RTLIB_DATA_MIRROR, e.g. on a
@@ -141,18 +165,22 @@ def write_mirror(folder: str | Path, data_dir: str | Path | None = None) -> Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m rtlib data [--data-dir DIR]`: fetch and verify every data file. A file that no
-    source has, or has wrong, ends it with exit code 1 and one line naming what was tried."""
+    """`python -m rtlib data [--data-dir DIR] [--tasks TASK ...]`: fetch and verify every data
+    file, or those the tasks read. A file that no source has, or has wrong, ends it with exit
+    code 1 and one line naming what was tried."""
     parser = OneLineParser(prog="rtlib data", description=main.__doc__)
     parser.add_argument("--data-dir", type=Path, help="the cache (default: $RTLIB_DATA_DIR or data/)")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASK_DATA), metavar="TASK",
+                        help=f"only the files these tasks read ({', '.join(TASK_DATA)})")
     args = parser.parse_args(argv)
     try:
-        paths = verify_all(args.data_dir)
+        paths = fetch_tasks(args.tasks, args.data_dir) if args.tasks else verify_all(args.data_dir)
     except (DataNotFoundError, ChecksumError) as error:
-        print(f"rtlib data: error: {error}", file=sys.stderr)
+        print(f"rtlib data: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     folder = args.data_dir or default_data_dir()
-    print(f"rtlib data: all {len(paths)} files present and verified in {folder}")
+    which = f"the {len(paths)} files of {', '.join(args.tasks)}" if args.tasks else f"all {len(paths)} files"
+    print(f"rtlib data: {which} present and verified in {folder}")
     return 0
 
 

@@ -14,14 +14,9 @@ import scipy.io
 import torch
 from torch import Tensor
 
-from rtlib.data.fetch import fetch
+from rtlib.data.fetch import TASK_DATA, fetch
 
-MUSIC_DATASETS = {
-    "nottingham": "music/Nottingham.mat",
-    "jsb": "music/JSB_Chorales.mat",
-    "muse": "music/MuseData.mat",
-    "piano": "music/Piano_midi.mat",
-}
+MUSIC_DATASETS = {name: TASK_DATA[name] for name in ("nottingham", "jsb", "muse", "piano")}
 MUSIC_SPLITS = ("train", "valid", "test")
 NUM_KEYS = 88
 
