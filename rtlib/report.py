@@ -401,13 +401,14 @@ def load_batches(folder: str | Path = BATCHES_DIR) -> list[dict[str, Any]]:
 def batch_line(batch: dict[str, Any]) -> str:
     """One batch log in a sentence: when, at which commit, how long, what finished (and what of
     it diverged), what was lost and why, how the jobs shared the GPU."""
-    lost = _lost([batch])
+    lost, kept = _lost([batch]), _waiting([batch])
     reasons = collections.Counter(run["why"] for run in lost).most_common()
     not_started = batch.get("not_started", [])
     broke = sum(run.get("status") == "diverged" for run in batch["finished"])
     counts = (f"{plural(len(batch['finished']) - broke, 'run')} finished, "
               + (f"{broke} diverged, " if broke else "") +
               f"{len(not_started) if isinstance(not_started, list) else not_started} not started, "
+              + (f"{len(kept)} stopped with a checkpoint brought back to resume, " if kept else "") +
               f"{len(lost)} lost" + (": " + "; ".join(f"{n} {why}" for why, n in reasons) if lost else ""))
     return (f"Batch of {batch['date']} at commit {batch['git_commit']} on {batch['device']}, "
             f"{batch['deadline_minutes']:g}-minute deadline, machine held "
@@ -440,18 +441,35 @@ def reference_ms(bench: list[dict], device: str) -> dict[int, float]:
     return {}
 
 
-def _lost(batches: list[dict], records: pd.DataFrame | None = None) -> list[dict]:
-    """Every run a batch lost (it left no record), each with `why`; a run lost twice is listed
-    twice. With `records`, a run whose checkpoint a later session resumed from is not lost: its
+def _unfinished(batches: list[dict], records: pd.DataFrame | None = None) -> list[dict]:
+    """Every run a batch left without a record, each with `why`; a run left twice is listed
+    twice. With `records`, a run whose checkpoint a later session resumed from is left out: its
     record's GPU-minutes hold that batch's time too."""
     resumed = set()
     if records is not None and len(records):
         resumed = {(row.run_id, session["from_epoch"]) for row in records.itertuples()
                    if isinstance(row.sessions, list) for session in row.sessions}
-    lost = [{"why": "stopped at the batch's deadline", **run} for batch in batches
+    left = [{"why": "stopped at the batch's deadline", **run} for batch in batches
             for run in batch.get("stopped_at_the_deadline", [])] + \
            [run for batch in batches for run in batch.get("lost_runs", [])]
-    return [run for run in lost if (run["run_id"], run.get("epochs", -1) + 1) not in resumed]
+    return [run for run in left if (run["run_id"], run.get("epochs", -1) + 1) not in resumed]
+
+
+def _lost(batches: list[dict], records: pd.DataFrame | None = None) -> list[dict]:
+    """The unfinished runs whose work is gone: no checkpoint of theirs came back."""
+    return [run for run in _unfinished(batches, records) if run.get("checkpoint") != "brought back"]
+
+
+def _waiting(batches: list[dict], records: pd.DataFrame | None = None) -> list[dict]:
+    """The unfinished runs whose checkpoint came back and waits for a later lease to resume it."""
+    return [run for run in _unfinished(batches, records) if run.get("checkpoint") == "brought back"]
+
+
+def _waiting_text(waiting: list[dict]) -> str:
+    one = len(waiting) == 1
+    return (f"{plural(len(waiting), 'run')} {'waits' if one else 'wait'} to resume from "
+            f"{'its checkpoint' if one else 'their checkpoints'}, brought back "
+            f"({sum(run['job_minutes'] for run in waiting):.1f} GPU-minutes so far)")
 
 
 def _repeat_records(folder: str | Path = REPEATS_DIR) -> pd.DataFrame:
@@ -465,7 +483,7 @@ def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir
     lost, runs made a second time (for their weights), and what the released algorithm would take
     for the same finished R-Transformer runs."""
     done = evidence(records)
-    lost = _lost(batches, records)
+    lost, waiting = _lost(batches, records), _waiting(batches, records)
     again = _repeat_records(repeats_dir)
     rows = []
     for table, task in TABLE_TASKS.items():
@@ -475,10 +493,12 @@ def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir
         released = sum(run.epochs_run * train_steps(task, "rtransformer", data_dir) * ms[run.device] / 60_000
                        for run in rt.itertuples() if ms.get(run.device)) if len(rt) else 0.0
         gone = [run["job_minutes"] for run in lost if run["run_id"].startswith(f"{task}_")]
+        kept = [run["job_minutes"] for run in waiting if run["run_id"].startswith(f"{task}_")]
         rows.append(dict(table=table, task=task, runs=len(runs), gpu_minutes=float(runs["gpu_minutes"].sum()),
                          rtransformer_minutes=float(rt["gpu_minutes"].sum()),
                          released_minutes=released if len(rt) and all(ms.values()) else math.nan,
                          lost_runs=len(gone), lost_minutes=float(sum(gone)),
+                         waiting_runs=len(kept), waiting_minutes=float(sum(kept)),
                          repeat_minutes=float(again[again["task"] == task]["gpu_minutes"].sum()) if len(again) else 0.0))
     frame = pd.DataFrame(rows)
     total = frame.drop(columns=["task"]).sum(numeric_only=True, min_count=1)
@@ -490,7 +510,7 @@ def _minutes_per_run(records: pd.DataFrame, batches: list[dict]) -> dict[tuple[s
     records, else seconds per epoch x epochs from a batch log that ran it part of the way."""
     price = {}
     for batch in batches:
-        for run in batch.get("finished", []) + _lost([batch]):
+        for run in batch.get("finished", []) + _unfinished([batch]):
             if "seconds_per_epoch" not in run:  # lost before its first epoch
                 continue
             task, model = run["run_id"].split("_")[:2]
@@ -556,6 +576,7 @@ def cost_table(records, batches, bench, data_dir=None) -> HTMLTable:
             "of them R-Transformer": minutes(row.rtransformer_minutes),
             "released algorithm, same R-Transformer runs": minutes(row.released_minutes),
             "runs lost (GPU-minutes)": f"{int(row.lost_runs)} ({row.lost_minutes:.1f})",
+            "runs waiting to resume (GPU-minutes so far)": f"{int(row.waiting_runs)} ({row.waiting_minutes:.1f})",
             "second runs, for weights (GPU-minutes)": minutes(row.repeat_minutes),
             "runs left of the sweep": f"{int(row.left)} of {int(row.planned)}",
             "GPU-minutes left (estimate)": (minutes(row.minutes_left)
@@ -580,6 +601,7 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
                  for t, group in run.groupby("table")]
     held = sum(batch.get("machine_held_minutes", 0.0) for batch in batches)
     lost = sum(run["job_minutes"] for run in _lost(batches, records))
+    waiting = _waiting(batches, records)
     again = _repeat_records(repeats_dir)
     second = (f", {again['gpu_minutes'].sum():.1f} more for {plural(len(again), 'run')} made a second time "
               "with their seed (*How sure*)" if len(again) else "")
@@ -598,7 +620,8 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
                 f"GPU: {join_words(sorted(set(done['device'])))}. Cost: {done['gpu_minutes'].sum():.1f} GPU-minutes "
                 f"of job time for these runs" + second + failed +
                 (f", {lost:.1f} more for runs that were lost before they finished, on machines held "
-                 f"{held:.1f} minutes" if batches else "") + ".")
+                 f"{held:.1f} minutes" if batches else "") + "."
+                + (f" {_waiting_text(waiting)}." if waiting else ""))
     if len(quick):
         text += (f" {len(quick)} short fast-profile runs ({quick['gpu_minutes'].sum():.1f} GPU-minutes) "
                  "are shown apart and count for nothing.")
@@ -748,5 +771,6 @@ def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
         why = "; ".join(f"{count} {reason}" for reason, count in reasons.most_common())
         items.append(f"*GPU time comes in short leases.* {len(lost)} runs were lost before they finished "
                      f"({sum(run['job_minutes'] for run in lost):.1f} GPU-minutes): {why}. A run must fit "
-                     "its lease or come back with a checkpoint it can resume from.")
+                     "its lease or come back with a checkpoint it can resume from"
+                     + (f"; {_waiting_text(_waiting(batches, records))}." if _waiting(batches, records) else "."))
     return "\n".join(f"- {item}" for item in items)

@@ -353,6 +353,26 @@ def test_a_batch_line_counts_what_finished_what_was_lost_and_why():
     assert line.endswith("Sharing: MPS, 3 jobs.")
 
 
+def test_a_run_whose_checkpoint_came_back_waits_to_resume_and_is_not_lost(tmp_path):
+    seeds(tmp_path, [2.40])
+    records = load_records(tmp_path)
+    batch = dict(date="2026-12-02", git_commit="abc1234", device="NVIDIA H200", deadline_minutes=23,
+                 finished=[], not_started=[],
+                 lost_runs=[dict(run_id="nottingham_lstm_paper_lr0.0001_seed1111", epochs=84, job_minutes=22.8,
+                                 why="unfinished at the deadline", checkpoint="brought back"),
+                            dict(run_id="nottingham_rnn_paper_lr0.001_seed1112", epochs=9, job_minutes=3.3,
+                                 why="stopped by its runner")])
+    assert [run["epochs"] for run in report._lost([batch], records)] == [9]
+    assert [run["epochs"] for run in report._waiting([batch], records)] == [84]
+    assert "0 not started, 1 stopped with a checkpoint brought back to resume, 1 lost: 1 stopped by its runner." \
+        in report.batch_line(batch)
+    assert "3.3 more for runs that were lost" in report.scope(records, [batch])
+    assert "1 run waits to resume from its checkpoint, brought back (22.8 GPU-minutes so far)." \
+        in report.scope(records, [batch])
+    spent = report.cost(records, [batch], []).set_index("table")
+    assert (spent.loc[2, "lost_minutes"], spent.loc[2, "waiting_runs"], spent.loc[2, "waiting_minutes"]) == (3.3, 1, 22.8)
+
+
 def test_a_lost_run_resumed_from_its_checkpoint_is_no_longer_lost(tmp_path):
     seeds(tmp_path, [2.40])
     records = load_records(tmp_path)
