@@ -22,7 +22,7 @@ NAN = re.compile(r"\bnan\b", re.IGNORECASE)
 
 def write_record(folder: Path, task="nottingham", model="rtransformer", profile="paper", lr=None,
                  seed=1111, test=2.5, valid=None, variant="", epochs=4, gpu_minutes=1.0, version=2,
-                 status="finished", lr_cut_after=None, test_curve=None, with_config=False):
+                 status="finished", lr_cut_after=None, test_curve=None, with_config=False, precision="bf16"):
     """A small record with the fields `rtlib.train` writes (`with_config`: also the config the
     runner would give it, so that the sweep's planner counts it); `test_curve` gives the test metric of
     every epoch (default: `test` throughout), `lr_cut_after` the epoch after which the lr drops."""
@@ -47,7 +47,7 @@ def write_record(folder: Path, task="nottingham", model="rtransformer", profile=
                   paper_value=info.paper.get(model), num_parameters=1000, git_commit="abc123",
                   curve=curve, changes=[], finished_at="2026-01-01T00:00:00Z")
     if version >= 2:
-        record.update(status=status, precision="bf16", best_epoch=len(tests), torch_version="2.11",
+        record.update(status=status, precision=precision, best_epoch=len(tests), torch_version="2.11",
                       engine=dict(compile="none"), deviations=[],
                       selections=results_selections(curve, info.higher_is_better))
         if status == "diverged":
@@ -308,6 +308,15 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path):
     assert {"precision", "Transformer baseline", "PTB `<eos>`", "seq-MNIST order"} <= set(table.index)
     assert "bf16 (3 runs)" in table.loc["precision", "our paper-profile runs"]
     assert "the paper counted without them" in table.loc["PTB `<eos>`", "effect"]
+
+
+def test_deviations_name_whole_runs_where_bf16_diverged_and_fp32_did_not(data_mirror, tmp_path):
+    write_record(tmp_path, model="lstm", lr=1e-3, epochs=10, status="diverged")
+    write_record(tmp_path, model="lstm", lr=1e-3, epochs=100, test=3.25, variant="precision=fp32", precision="fp32")
+    write_record(tmp_path, model="gru", lr=1e-3, epochs=30, status="diverged")  # no fp32 twin: not named
+    effect = report.deviations(load_records(tmp_path), report.BENCH_DIR).frame.set_index("what").loc["precision", "effect"]
+    assert effect.endswith("; whole runs where bf16 diverged: Table 2 LSTM, lr 0.001, seed 1111: bf16 diverged "
+                           "in epoch 11, fp32 3.25 after 100 epochs")
 
 
 def test_committed_records_render_without_nan():
