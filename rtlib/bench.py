@@ -652,13 +652,17 @@ def _run_sharing(args: argparse.Namespace, device: torch.device) -> None:
 
     rounds = [parse_round(text) for text in args.sharing]
     name = device_name(device)
-    with mps_daemon(enabled=device.type == "cuda" and max(map(len, rounds)) > 1) as mps:
-        result = measure(rounds, str(device), seconds=args.sharing_seconds, profile=args.sharing_profile,
-                         warmup=args.warmup)
-    report = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(), mps=mps,
-                  date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result)
     out = args.out or BENCH_DIR / f"sharing_{name.replace(' ', '_')}.json"
-    atomic_write_json(out, report)
+    with mps_daemon(enabled=device.type == "cuda" and max(map(len, rounds)) > 1) as mps:
+        header = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(), mps=mps,
+                      date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+        def write(result: dict) -> None:  # after each round, so a cut-off run keeps what it measured
+            atomic_write_json(out, {**header, **result, "complete": len(result["rounds"]) == len(rounds)})
+
+        result = measure(rounds, str(device), seconds=args.sharing_seconds, profile=args.sharing_profile,
+                         warmup=args.warmup, on_round=write)
+    report = {**header, **result}
     for row in report["rounds"]:
         gain = "" if row["gain"] is None else f"gain {row['gain']:.2f}  "
         print(f"{row['jobs']:<48} {gain}steps/s " + " ".join(f"{job['steps_per_s']:.3g}" for job in row["per_job"]))

@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -98,8 +98,10 @@ def _wait_for(path: Path, processes: list[subprocess.Popen], timeout_s: float) -
 
 
 def measure(rounds: list[list[Job]], device: str, seconds: float = 15.0, profile: str = "paper",
-            warmup: int = 20, ready_timeout_s: float = 900.0) -> dict[str, Any]:
-    """Run every round for `seconds` in its own processes; their steps a second, shares and gains."""
+            warmup: int = 20, ready_timeout_s: float = 900.0,
+            on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run every round for `seconds` in its own processes; their steps a second, shares and gains.
+    `on_round` gets the result so far after each round (so a cut-off measurement keeps it)."""
     slots = worker_slots(rounds)
     fetch_tasks(sorted({TABLE_TASKS[table] for table, _ in slots}))  # before any worker compiles
     folder = Path(tempfile.mkdtemp(prefix="rtlib-sharing-"))
@@ -119,6 +121,8 @@ def measure(rounds: list[list[Job]], device: str, seconds: float = 15.0, profile
             atomic_write_json(folder / f"round-{number}.json", dict(workers=workers, seconds=seconds))
             measured.append([_wait_for(folder / f"result-{number}-{index}.json", processes, 600 + 3 * seconds)
                              for index in workers])
+            if on_round is not None:
+                on_round(_result(profile, seconds, warmup, slots, ready, rounds[:number + 1], measured))
     finally:
         atomic_write_json(folder / "stop.json", {})
         for process in processes:
@@ -128,6 +132,10 @@ def measure(rounds: list[list[Job]], device: str, seconds: float = 15.0, profile
                 process.kill()
         for log in logs:
             log.close()
+    return _result(profile, seconds, warmup, slots, ready, rounds, measured)
+
+
+def _result(profile, seconds, warmup, slots, ready, rounds, measured) -> dict[str, Any]:
     return dict(profile=profile, seconds=seconds, warmup=warmup, workers=len(slots),
                 modes=sorted({entry["mode"] for entry in ready}), rounds=_shares(rounds, measured))
 

@@ -1,4 +1,6 @@
 """Jobs sharing one device, timed in processes of their own (rtlib.sharing)."""
+import json
+
 import pytest
 
 from rtlib.bench import main as bench_main
@@ -23,7 +25,10 @@ def test_a_bad_round_names_itself_and_the_allowed_values(text, named):
 
 def test_sharing_times_each_round_and_counts_shares_of_solo_speed(tmp_path):
     rounds = [parse_round("4:transformer"), parse_round("4:transformer*2")]
-    result = measure(rounds, "cpu", seconds=1.0, profile="smoke", warmup=1, ready_timeout_s=300)
+    seen = []
+    result = measure(rounds, "cpu", seconds=1.0, profile="smoke", warmup=1, ready_timeout_s=300,
+                     on_round=lambda so_far: seen.append([row["jobs"] for row in so_far["rounds"]]))
+    assert seen == [["4:transformer"], ["4:transformer", "4:transformer+4:transformer"]]
     alone, shared = result["rounds"]
     assert result["workers"] == 2 and result["modes"] == ["none"]
     assert alone["n"] == 1 and alone["gain"] == pytest.approx(1.0)
@@ -36,6 +41,7 @@ def test_bench_sharing_writes_its_report(tmp_path, capsys):
     assert bench_main(["--device", "cpu", "--sharing", "4:transformer", "--sharing-seconds", "0.5",
                        "--sharing-profile", "smoke", "--warmup", "1", "--out", str(out)]) == 0
     assert out.exists() and "gain 1.00" in capsys.readouterr().out
+    assert json.loads(out.read_text())["complete"] is True
 
 
 def test_a_missing_data_set_stops_the_measurement_before_any_worker_starts(tmp_path, monkeypatch):
