@@ -7,7 +7,7 @@
 - the analyses made on the GPU machine into results/analysis/, and the shipped best weights
   into runs/, analysed here on the CPU where the GPU machine made no analysis;
 - the shipped run folders of unfinished runs into runs/, to carry back to a later lease;
-- the sharing benchmark, if the batch ran one, into results/bench/;
+- the sharing benchmark, if the batch ran one, into results/bench/sharing_<gpu>_<batch name>.json;
 - the batch log, results/batches/<name>.json: what finished (epochs, job minutes, seconds an
   epoch at its mix), what was lost and why (the runners' own `stop` lines, else "unfinished at
   the deadline"), and the settings given on the command line.
@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         sharing = landed / "runs" / "_logs" / "sharing.json"
         if sharing.exists():
             device = json.loads(sharing.read_text())["device"].replace(" ", "_")
-            shutil.copy(sharing, args.repo / "results" / "bench" / f"sharing_{device}.json")
+            # one file a batch: a later measurement (other rounds, other code) never replaces one
+            shutil.copy(sharing, args.repo / "results" / "bench" / f"sharing_{device}_{args.name}.json")
         on_gpu = set()
         for analysis in sorted(landed.glob("runs/_code/results/analysis/*.json")):
             target = args.repo / "results" / "analysis" / analysis.name

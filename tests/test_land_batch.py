@@ -42,6 +42,7 @@ def fetched_batch(folder: Path, repeat: bytes | None = None) -> str:
             f"remaining  {LOST}  stopped, checkpointed  3.4\n"
             "remaining  nottingham_gru_paper_lr0.001_seed1113  not started  0.0\n".encode())
         add(tar, f"runs/_code/results/analysis/{run}.json", b'{"run_id": "x"}\n')
+        add(tar, "runs/_logs/sharing.json", b'{"device": "NVIDIA H200", "rounds": []}\n')
     with tarfile.open(folder / "notebooks.tgz", "w:gz") as tar:
         add(tar, f"runs/{run}/run.ipynb", nbformat.writes(nbformat.v4.new_notebook()).encode())
     buffer = io.BytesIO()
@@ -75,6 +76,8 @@ def test_a_batch_lands_its_records_analyses_carried_runs_and_log(tmp_path, capsy
     assert (root / "results" / "notebooks" / "paper" / f"{run}.ipynb").exists()
     assert (root / "results" / "analysis" / f"{run}.json").exists()
     assert (root / "runs" / LOST / "checkpoint.pt").read_bytes() == b"weights"
+    # one sharing file a batch: an earlier batch's measurement is never replaced
+    assert [path.name for path in (root / "results" / "bench").iterdir()] == ["sharing_NVIDIA_H200_2026-12-02_h200_f.json"]
     log = json.loads((root / "results" / "batches" / "2026-12-02_h200_f.json").read_text())
     record = json.loads(RECORD.read_text())
     assert log["finished"] == [dict(run_id=run, status="finished", epochs=record["epochs_run"],
