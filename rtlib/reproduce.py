@@ -884,16 +884,16 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
         jobs = expand_jobs(tables, args.models or list(MODELS), profile, args.seeds, args.lrs,
                            args.variants or [""], out, notes, finished)
     data_dir = Path(args.data_dir).resolve() if args.data_dir else None
+    to_run = [job for job in jobs if (_finished_before(job, repeats_dir) is None if job.repeat
+                                      else not _is_finished(job, finished))]
     if args.plan:  # what is still missing, as shell lines
-        missing = [job for job in jobs if (_finished_before(job, repeats_dir) is None if job.repeat
-                                           else not _is_finished(job, finished))]
-        print(f"# {len(missing)} of {len(jobs)} jobs have no record yet", file=stream)
-        for job in missing:
+        print(f"# {len(to_run)} of {len(jobs)} jobs have no record yet", file=stream)
+        for job in to_run:
             if job.run_id in finished and not job.repeat:
                 print(f"# {job.run_id}: its record was made with other settings (stale)", file=stream)
         for note in notes:
             print(f"# {note}", file=stream)
-        for line in plan_commands(missing, results_dir=results_dir, max_minutes=args.max_minutes,
+        for line in plan_commands(to_run, results_dir=results_dir, max_minutes=args.max_minutes,
                                   data_dir=data_dir, compile_mode=args.compile, repeats_dir=repeats_dir):
             print(line, file=stream)
         return 0
@@ -908,7 +908,7 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
     if args.carry_limit_mb is not None and args.deadline_minutes is None:
         raise ValueError(f"--carry-limit-mb {args.carry_limit_mb:g} needs --deadline-minutes: a job is "
                          "stopped early only when it is projected to miss the batch's deadline")
-    fetch_tasks(sorted({job.cfg.task for job in jobs}), data_dir)  # a missing data set stops us now
+    fetch_tasks(sorted({job.cfg.task for job in to_run}), data_dir)  # a missing data set stops us now
     try:
         outcomes = run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir,
                             repeats_dir=repeats_dir, gpus=gpus,
