@@ -12,8 +12,8 @@ import pytest
 matplotlib.use("Agg")
 
 from rtlib import plots, report, results  # noqa: E402
-from rtlib.configs import run_config  # noqa: E402
-from rtlib.paths import REPO  # noqa: E402
+from rtlib.configs import run_config, with_variant  # noqa: E402
+from rtlib.paths import RECORDS_DIR, REPEATS_DIR, REPO  # noqa: E402
 from rtlib.results import cell, cells, claims, comparisons, load_records  # noqa: E402
 from rtlib.tasks import TASKS  # noqa: E402
 
@@ -317,6 +317,19 @@ def test_deviations_name_whole_runs_where_bf16_diverged_and_fp32_did_not(data_mi
     effect = report.deviations(load_records(tmp_path), report.BENCH_DIR).frame.set_index("what").loc["precision", "effect"]
     assert effect.endswith("; whole runs where bf16 diverged: Table 2 LSTM, lr 0.001, seed 1111: bf16 diverged "
                            "in epoch 11, fp32 3.25 after 100 epochs")
+
+
+def test_every_committed_paper_record_was_made_with_the_settings_configs_gives_its_run_now():
+    """The tables average the records they find: a setting changed in configs.py (say, a row's
+    precision) would silently mix runs of two experiments under one run id."""
+    for path in sorted([*(RECORDS_DIR / "paper").glob("*.json"), *(REPEATS_DIR / "paper").glob("*.json")]):
+        record = json.loads(path.read_text())
+        cfg = with_variant(run_config(record["task"], record["model"], record["profile"], lr=record["lr"],
+                                      seed=record["seed"]), record["variant"]).to_dict()
+        changed = sorted(key for key in {*cfg, *record["config"]} if cfg.get(key) != record["config"].get(key))
+        assert not changed, (f"{path.name} was made with other {', '.join(changed)} than configs.py gives its run "
+                             "now: move it out of results/ (say to results/superseded/, with a note) or restore "
+                             "the setting")
 
 
 def test_committed_records_render_without_nan():
