@@ -130,15 +130,21 @@ def _divergence_checks(records: pd.DataFrame, broke: pd.DataFrame) -> str:
     if broke.empty:
         return ""
     pool = records[(records["profile"] == EVIDENCE_PROFILE) & (records["variant"] != "")]
-    parts = []
-    for run in broke.itertuples():
-        same = pool[(pool["task"] == run.task) & (pool["model"] == run.model) & np.isclose(pool["lr"], run.lr)
-                    & (pool["seed"] == run.seed)]
-        for check in same.itertuples():
-            outcome = (f"diverged in epoch {diverged_in(check.epochs_run)}" if check.status == "diverged"
-                       else f"{fmt(check.test_metric, run.task)} after {int(check.epochs_run)} epochs")
-            parts.append(f"`{check.variant}` at seed {int(run.seed)}: {outcome}")
+    parts = [f"`{check.variant}` at seed {int(run.seed)}: {_ended(check, run.task)}"
+             for run in broke.itertuples() for check in _same_lr_and_seed(pool, run).itertuples()]
     return f"; at the same lr and seed, {'; '.join(parts)}" if parts else ""
+
+
+def _same_lr_and_seed(pool: pd.DataFrame, run) -> pd.DataFrame:
+    """The runs of `pool` with the task, model, lr and seed of `run` (variants of it)."""
+    return pool[(pool["task"] == run.task) & (pool["model"] == run.model) & np.isclose(pool["lr"], run.lr)
+                & (pool["seed"] == run.seed)]
+
+
+def _ended(check, task: str) -> str:
+    """'diverged in epoch 11' or '3.25 after 100 epochs'."""
+    return (f"diverged in epoch {diverged_in(check.epochs_run)}" if check.status == "diverged"
+            else f"{fmt(check.test_metric, task)} after {int(check.epochs_run)} epochs")
 
 
 def _explanation(records, row, runs, cuts, found) -> str:
@@ -283,15 +289,10 @@ def _precision_divergences(records: pd.DataFrame) -> str:
         return ""
     paper = records[records["profile"] == EVIDENCE_PROFILE]
     fp32 = paper[paper["variant"] == "precision=fp32"]
-    parts = []
-    for run in diverged(paper[paper["precision"] == "bf16"]).itertuples():
-        twin = fp32[(fp32["task"] == run.task) & (fp32["model"] == run.model) & np.isclose(fp32["lr"], run.lr)
-                    & (fp32["seed"] == run.seed)]
-        for check in twin.itertuples():
-            outcome = (f"diverged in epoch {diverged_in(check.epochs_run)}" if check.status == "diverged"
-                       else f"{fmt(check.test_metric, run.task)} after {int(check.epochs_run)} epochs")
-            parts.append(f"Table {run.table} {model_name(run.model)}, lr {run.lr:g}, seed {int(run.seed)}: bf16 "
-                         f"diverged in epoch {diverged_in(run.epochs_run)}, fp32 {outcome}")
+    parts = [f"Table {run.table} {model_name(run.model)}, lr {run.lr:g}, seed {int(run.seed)}: bf16 "
+             f"diverged in epoch {diverged_in(run.epochs_run)}, fp32 {_ended(check, run.task)}"
+             for run in diverged(paper[paper["precision"] == "bf16"]).itertuples()
+             for check in _same_lr_and_seed(fp32, run).itertuples()]
     return f"; whole runs where bf16 diverged: {'; '.join(parts)}" if parts else ""
 
 
@@ -786,12 +787,12 @@ def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
                          f"{fmt(row.values[index], row.task)}, its mean {fmt(row.mean, row.task)} with it and "
                          f"{fmt(np.delete(np.asarray(row.values), index).mean(), row.task)} without: "
                          f"fewer than {MIN_SEEDS} seeds could not have shown it.")
-    lost = _lost(batches, records)
+    lost, waiting = _lost(batches, records), _waiting(batches, records)
     if lost:
         reasons = collections.Counter(run["why"] for run in lost)
         why = "; ".join(f"{count} {reason}" for reason, count in reasons.most_common())
         items.append(f"*GPU time comes in short leases.* {len(lost)} runs were lost before they finished "
                      f"({sum(run['job_minutes'] for run in lost):.1f} GPU-minutes): {why}. A run must fit "
                      "its lease or come back with a checkpoint it can resume from"
-                     + (f"; {_waiting_text(_waiting(batches, records))}." if _waiting(batches, records) else "."))
+                     + (f"; {_waiting_text(waiting)}." if waiting else "."))
     return "\n".join(f"- {item}" for item in items)
