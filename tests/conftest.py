@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,16 @@ def real_data(data_mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def tmp_data_dir(tmp_path: Path) -> Path:
     """An empty cache folder for one test (pass it as `data_dir=`)."""
     return tmp_path / "data"
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No data anywhere: an empty mirror, an empty cache, and every download fails as offline."""
+    fetch_module = importlib.import_module("rtlib.data.fetch")  # rtlib.data.fetch is also a function
+
+    def unreachable(url: str, timeout_s: float = 0.0) -> bytes:
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setenv(fetch_module.MIRROR_ENV, str(tmp_path / "empty_mirror"))
+    monkeypatch.setenv(fetch_module.DATA_DIR_ENV, str(tmp_path / "empty_cache"))
+    monkeypatch.setattr(fetch_module, "download", unreachable)

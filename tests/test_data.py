@@ -51,6 +51,10 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fetch_module, "download", refuse)
 
 
+def offline_download(url: str, timeout_s: float = 0.0) -> bytes:
+    raise urllib.error.URLError("offline")
+
+
 def files_under(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file()) if folder.exists() else []
 
@@ -245,7 +249,7 @@ def test_data_command_without_data_says_where_to_get_it_in_one_line(
     tmp_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ):
     monkeypatch.delenv(MIRROR_ENV, raising=False)
-    monkeypatch.setattr(fetch_module, "download", lambda url: (_ for _ in ()).throw(urllib.error.URLError("offline")))
+    monkeypatch.setattr(fetch_module, "download", offline_download)
     assert fetch_module.main(["--data-dir", str(tmp_data_dir)]) == 1
     out, err = capsys.readouterr()
     first_url = SOURCES[next(iter(read_checksums()))]
@@ -282,7 +286,7 @@ def test_data_for_some_tasks_is_fetched_alone_and_a_missing_set_fails_in_one_lin
     assert set(fetch_tasks(["nottingham"], tmp_data_dir)) == {"music/Nottingham.mat"}
     assert fetch_module.main(["--data-dir", str(tmp_data_dir), "--tasks", "nottingham"]) == 0
     assert capsys.readouterr().out == f"rtlib data: the 1 files of nottingham present and verified in {tmp_data_dir}\n"
-    monkeypatch.setattr(fetch_module, "download", lambda url, timeout_s=0.0: (_ for _ in ()).throw(urllib.error.URLError("offline")))
+    monkeypatch.setattr(fetch_module, "download", offline_download)
     assert fetch_module.main(["--data-dir", str(tmp_data_dir), "--tasks", "nottingham", "ptb-word"]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "ptb/ptb.test.txt" in err and "offline" in err

@@ -218,12 +218,7 @@ def test_bad_cli_values_exit_2_with_one_line(capsys, argv, named):
     assert code == 2 and len(err.strip().splitlines()) == 1 and named in err
 
 
-def test_a_missing_data_set_stops_the_runner_before_any_job_in_one_line(tmp_path, monkeypatch, capsys):
-    import importlib
-    import urllib.error
-    fetch_module = importlib.import_module("rtlib.data.fetch")  # rtlib.data.fetch is also a function
-    monkeypatch.setenv(fetch_module.MIRROR_ENV, str(tmp_path / "empty_mirror"))
-    monkeypatch.setattr(fetch_module, "download", lambda url, timeout_s=0.0: (_ for _ in ()).throw(urllib.error.URLError("offline")))
+def test_a_missing_data_set_stops_the_runner_before_any_job_in_one_line(tmp_path, offline, capsys):
     code = main(["reproduce", *TABLE4, "--models", "rtransformer", *folders(tmp_path, tmp_path / "data")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot find data file ptb/" in err

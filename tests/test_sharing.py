@@ -4,6 +4,7 @@ import json
 import pytest
 
 from rtlib.bench import main as bench_main
+from rtlib.data import DataNotFoundError
 from rtlib.sharing import assign, measure, parse_round, worker_slots
 
 
@@ -44,15 +45,9 @@ def test_bench_sharing_writes_its_report(tmp_path, capsys):
     assert json.loads(out.read_text())["complete"] is True
 
 
-def test_a_missing_data_set_stops_the_measurement_before_any_worker_starts(tmp_path, monkeypatch):
+def test_a_missing_data_set_stops_the_measurement_before_any_worker_starts(offline, monkeypatch):
     """Batch h: Table 4 workers without PTB data failed after the others had compiled, and the
     whole measurement was lost. The data is checked first now."""
-    import importlib
-    import urllib.error
-    fetch_module = importlib.import_module("rtlib.data.fetch")
-    monkeypatch.setenv(fetch_module.DATA_DIR_ENV, str(tmp_path / "data"))
-    monkeypatch.setenv(fetch_module.MIRROR_ENV, str(tmp_path / "empty_mirror"))
-    monkeypatch.setattr(fetch_module, "download", lambda url, timeout_s=0.0: (_ for _ in ()).throw(urllib.error.URLError("offline")))
     monkeypatch.setattr("subprocess.Popen", lambda *a, **k: pytest.fail("a worker started"))
-    with pytest.raises(fetch_module.DataNotFoundError, match="cannot find data file music/Nottingham.mat"):
+    with pytest.raises(DataNotFoundError, match="cannot find data file music/Nottingham.mat"):
         measure([parse_round("2:gru+4:transformer")], "cpu", seconds=0.1, profile="smoke")
