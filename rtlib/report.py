@@ -533,7 +533,7 @@ def _minutes_per_run(records: pd.DataFrame, batches: list[dict]) -> dict[tuple[s
     price = {}
     for batch in batches:
         for run in batch.get("finished", []) + _unfinished([batch]):
-            if "seconds_per_epoch" not in run:  # lost before its first epoch
+            if run.get("seconds_per_epoch") is None:  # ended before an epoch was timed
                 continue
             task, model = run["run_id"].split("_")[:2]
             price[task, model] = run["seconds_per_epoch"] * run_config(task, model, "paper").train.epochs / 60

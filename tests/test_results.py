@@ -280,7 +280,9 @@ def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_pa
                dict(lost_runs=[dict(run_id="ptb-word_rtransformer_paper_lr2_seed1111", job_minutes=2.0,
                                     seconds_per_epoch=3.0, why="failed with the jobs beside it"),
                                dict(run_id="ptb-word_transformer_paper_lr2_seed1111", job_minutes=0.0,
-                                    why="failed before its first epoch")])]
+                                    why="failed before its first epoch")]),
+               dict(finished=[dict(run_id="ptb-word_tcn_paper_lr4_seed1111", status="diverged", epochs=0,
+                                   job_minutes=0.8, seconds_per_epoch=None)])]
     spent = report.cost(records, batches, bench).set_index("table")
     assert spent.loc[4, "lost_runs"] == 3 and spent.loc[4, "lost_minutes"] == 7.0
     assert "3 runs were lost" in report.hard_parts(records, batches)
