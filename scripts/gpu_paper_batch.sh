@@ -32,9 +32,13 @@
 # `receive` call a part (carry incoming/manifest.json and that part), chained, before `start`.
 # For such a batch set CARRY_LIMIT_BYTES above the folders' size, or the runners stop those
 # jobs as soon as they project them late.
-# Every step leaves $OUT/records.tgz, so a lost machine loses at most one step's records. Logs
+# Every step leaves $OUT/records.tgz and notebooks.tgz, so a lost machine loses at most one
+# step's records (batch i's finish found a fresh machine: its records came from `wait`). Logs
 # go to runs/_logs: runs/ is ignored by git, so the next call's copy of the working tree keeps
 # it (it replaces every file git does not ignore, records copied under results/ included).
+# Nothing under runs/ outlives the session, though: a new session's checkout has no runs/, so a
+# checkpoint brought back must be resumed in a later lease of the same session or it is lost
+# (batch h's six were): plan each batch so that its runs finish within it.
 # The runners run from a frozen copy of the code in runs/_code: a job that started while the
 # next call's copy was replacing the tracked files found no notebooks/run.ipynb
 # (results/batches/2026-12-01_h200_c.json), and the same race could hit any module it imports.
@@ -116,7 +120,7 @@ unanalysed() {
 # another process: its command line must be a runner's).
 runners_alive() {
   for pid in $(cat "$RUNNERS"); do
-    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "rtlib reproduce" && return 0
+    tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -q "rtlib reproduce" && return 0
   done
   return 1
 }
@@ -124,6 +128,7 @@ runners_alive() {
 pack() {
   tar czf "$OUT/records.tgz" runs/*/record.json runs/*/log.jsonl runs/*/job.log \
     $CODE/results/analysis $LOGS 2>/dev/null
+  tar czf "$OUT/notebooks.tgz" runs/*/run.ipynb 2>/dev/null
   ls runs 2>/dev/null | grep -v '^_' | while read -r run; do
     if [ -f "runs/$run/record.json" ]; then echo "done      $run"
     elif [ -f "runs/$run/log.jsonl" ]; then echo "running   $run  epochs $(wc -l < "runs/$run/log.jsonl")"
@@ -215,7 +220,6 @@ case "$1" in
     [ -n "$finished" ] && (cd "$CODE" && timeout 150 python3 -m rtlib analyze --device cuda \
       --run $(for d in $finished; do echo "$ROOT/$d"; done)) > $LOGS/analyze.log 2>&1
     pack
-    tar czf "$OUT/notebooks.tgz" runs/*/run.ipynb 2>/dev/null
     # Then, in 15 MiB parts, as far as $OUT has room, smallest runs first: the run folders of
     # unfinished runs small enough to carry into a later lease (their GPU time is lost
     # otherwise; batch f left three behind for a best.pt), then the analysed runs' best weights

@@ -81,10 +81,17 @@ def test_wait_ends_early_once_no_runner_of_the_batch_runs(tmp_path):
     pids = tmp_path / "runs" / "_logs" / "runner_pids"
     env = dict(os.environ, OUT=str(tmp_path / "out"))
     (tmp_path / "out").mkdir()
-    pids.write_text("1\n")  # a pid that is no runner (an earlier machine's, reused)
+    pids.write_text("1\n999999999\n")  # a pid that is no runner (an earlier machine's, reused), one gone
+    finished = tmp_path / "runs" / "nottingham_tcn_paper_lr0.001_seed1111"
+    finished.mkdir()
+    for name in ("record.json", "run.ipynb"):
+        (finished / name).write_text("{}")
     began = time.monotonic()
-    subprocess.run(["bash", str(SCRIPT), "wait", "60"], cwd=tmp_path, env=env, capture_output=True, timeout=60)
-    assert time.monotonic() - began < 10
+    done = subprocess.run(["bash", str(SCRIPT), "wait", "60"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert time.monotonic() - began < 10 and "cmdline" not in done.stderr
+    with tarfile.open(tmp_path / "out" / "notebooks.tgz") as tar:  # every step, not only finish
+        assert tar.getnames() == [f"runs/{finished.name}/run.ipynb"]
     runner = subprocess.Popen(["bash", "-c", 'exec -a "python3 -m rtlib reproduce" sleep 30'])
     try:
         pids.write_text(f"{runner.pid}\n")
