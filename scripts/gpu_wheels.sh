@@ -8,6 +8,11 @@
 # call carries, room for run folders to resume. gpu_paper_batch.sh installs them --no-deps.
 set -eu
 folder=${1:-wheels312}
+# pyenv's shim answers `python3.12: command not found` unless that version is selected
+if ! python3.12 -V > /dev/null 2>&1 && command -v pyenv > /dev/null; then
+  PYENV_VERSION=$(pyenv versions --bare | grep '^3\.12' | tail -n 1)
+  export PYENV_VERSION
+fi
 if [ ! -d "$folder" ]; then
   python3.12 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
