@@ -32,6 +32,9 @@
 # `receive` call a part (carry incoming/manifest.json and that part), chained, before `start`.
 # For such a batch set CARRY_LIMIT_BYTES above the folders' size, or the runners stop those
 # jobs as soon as they project them late.
+# A runner's own arguments come last, so they override these: `--carry-limit-mb 0` in one
+# runner's set has it stop any of its jobs projected to miss the deadline, whose checkpoint
+# no later lease of the session would resume.
 # Every step leaves $OUT/records.tgz and notebooks.tgz, so a lost machine loses at most one
 # step's records (batch i's finish found a fresh machine: its records came from `wait`). Logs
 # go to runs/_logs: runs/ is ignored by git, so the next call's copy of the working tree keeps
@@ -184,8 +187,9 @@ case "$1" in
     for runner_args in "$@"; do
       i=$((i + 1))
       # shellcheck disable=SC2086
-      (cd "$CODE" && exec setsid nohup python3 -m rtlib reproduce $runner_args --profile paper --gpus 0 \
-        --out "$ROOT/runs" --deadline-minutes "$deadline" --carry-limit-mb $((CARRY_LIMIT_BYTES / 1000000))) \
+      (cd "$CODE" && exec setsid nohup python3 -m rtlib reproduce --profile paper --gpus 0 \
+        --out "$ROOT/runs" --deadline-minutes "$deadline" --carry-limit-mb $((CARRY_LIMIT_BYTES / 1000000)) \
+        $runner_args) \
         > "$LOGS/runner$i.log" 2>&1 < /dev/null &
       echo $! >> "$RUNNERS"
       echo "runner $i: $runner_args"

@@ -145,8 +145,8 @@ def test_start_runs_the_sharing_bench_then_one_runner_per_argument_set_and_waits
                          "-m pip check", "-c import papermill, nbclient, ipykernel, jupytext"]
     assert lines[3] == ("-m rtlib bench --sharing 4:rtransformer 4:rtransformer*2 --sharing-seconds 10 "
                         "--out runs/_logs/sharing.json")
-    assert lines[4] == (f"-m rtlib reproduce --cells 3:rtransformer:config --seeds 3 --profile paper --gpus 0 "
-                        f"--out {root}/runs --deadline-minutes 5 --carry-limit-mb 30")
+    assert lines[4] == (f"-m rtlib reproduce --profile paper --gpus 0 --out {root}/runs --deadline-minutes 5 "
+                        "--carry-limit-mb 30 --cells 3:rtransformer:config --seeds 3")  # the runner's own last
     assert (root / "runs" / "_code" / "rtlib" / "__init__.py").exists() and (out / "records.tgz").exists()
     finished = subprocess.run(["bash", str(SCRIPT), "finish"], cwd=root, env=env, capture_output=True, text=True,
                               timeout=60)
