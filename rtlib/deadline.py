@@ -9,7 +9,7 @@ the deadline, trains for nothing and slows the jobs that share the GPU with it. 
 (results/batches/2026-12-01_h200_e.json), two PTB-char R-Transformers and a seq-MNIST one
 shared an H200 at 16.5 and 37 s an epoch, and none of them could finish in 22 minutes.
 
-`late_job` names the job to stop, one at a time. Stopping a job changes the mix, so the
+`late_job` names the job to stop, one at a time; `unstartable`, a job not to start at all. Stopping a job changes the mix, so the
 runner measures every job's pace again at the new mix before it judges again. The runner
 sees only its own jobs: another runner's jobs on the same GPU slow its jobs down, but they
 are never stopped by it.
@@ -83,6 +83,17 @@ def late_job(paces: list[Pace], seconds_left: float, carry_limit_bytes: int) -> 
     late = [pace for pace in paces
             if pace.seconds_needed() > seconds_left and pace.carry_bytes > carry_limit_bytes]
     return max(late, key=Pace.seconds_needed, default=None)
+
+
+def unstartable(run_id: str, epochs_total: int, seen: Pace | None, seconds_left: float,
+                carry_limit_bytes: int) -> Pace | None:
+    """A job not yet started, as a `Pace` at the pace and weight size of `seen` (a job of the
+    same task and model timed by this runner), when at that pace it would miss the deadline with
+    weights that cannot leave the machine: it would train only to be stopped. Else None."""
+    if seen is None or seen.seconds_per_epoch is None:
+        return None
+    pace = Pace(run_id, 0, epochs_total, seen.seconds_per_epoch, seen.carry_bytes)
+    return late_job([pace], seconds_left, carry_limit_bytes)
 
 
 def verdict(pace: Pace, seconds_left: float, carry_limit_bytes: int) -> str:

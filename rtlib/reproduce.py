@@ -31,7 +31,7 @@ import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, table_and_model, with_variant
 from .data.fetch import fetch_tasks
-from .deadline import epochs_logged, late_job, progress, read_pace, verdict
+from .deadline import Pace, epochs_logged, late_job, progress, read_pace, unstartable, verdict
 from .paths import RECORDS_DIR, REPEATS_DIR, REPO, RUNS_DIR
 from .run_folder import (AGAIN, JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
                          safe_child)
@@ -677,6 +677,10 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
                     job = pending.popleft()
                     outcomes[job.name] = Outcome(job, "remaining", "not started")
             for slot in slots:
+                while slot not in running and pending and (why := pacing.would_miss(pending[0])):
+                    job = pending.popleft()
+                    outcomes[job.name] = Outcome(job, "remaining", "not started", slot=slot[0])
+                    view.event(f"skip   [{slot[0]}] {job.name}: {why}")
                 if slot not in running and pending:
                     job = pending.popleft()
                     params = job.parameters(results_dir=kept_in(job)[0], max_minutes=budget,
@@ -731,6 +735,17 @@ class _Pacing:
         self.asked: set[str] = set()
         self.next_progress = time.monotonic() + PROGRESS_EVERY_S
         self.next_judgement = 0.0
+        self.seen: dict[tuple[str, str], Pace] = {}  # (task, model) -> its last measured pace
+
+    def would_miss(self, job: Job) -> str | None:
+        """Why `job` should not start (`rtlib.deadline.unstartable`), or None."""
+        if self.deadline is None or self.carry_limit_mb is None:
+            return None
+        seconds_left, limit = self.deadline - time.monotonic(), int(self.carry_limit_mb * 1e6)
+        late = unstartable(job.name, job.cfg.train.epochs, self.seen.get((job.cfg.task, job.cfg.model)),
+                           seconds_left, limit)
+        return None if late is None else (f"not started: at the pace of its task and model here, "
+                                          f"{verdict(late, seconds_left, limit)}")
 
     def watch(self, running: Iterable[Running], view: "LiveView") -> None:
         """With a deadline: every `PROGRESS_EVERY_S` a line per job on its pace, and with a carry
@@ -745,6 +760,8 @@ class _Pacing:
             self.since = {item.job.name: len(epochs_logged(item.job.out_dir)) + 1 for item in running}
         paces = [read_pace(item.job.name, item.job.out_dir, item.job.cfg.train.epochs,
                            self.since[item.job.name]) for item in running]
+        self.seen.update({(item.job.cfg.task, item.job.cfg.model): pace for item, pace in zip(running, paces)
+                          if pace.seconds_per_epoch is not None})
         seconds_left = self.deadline - time.monotonic()
         if running and time.monotonic() >= self.next_progress:
             self.next_progress = time.monotonic() + PROGRESS_EVERY_S

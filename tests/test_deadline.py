@@ -2,7 +2,7 @@
 machine either, so that the jobs beside it get its share (rtlib.deadline)."""
 import json
 
-from rtlib.deadline import MEASURED_EPOCHS, Pace, late_job, progress, read_pace, verdict
+from rtlib.deadline import MEASURED_EPOCHS, Pace, late_job, progress, read_pace, unstartable, verdict
 from rtlib.reproduce import expand_jobs
 from rtlib.run_folder import STOP_REQUEST
 from test_reproduce import run_fake_jobs
@@ -117,3 +117,47 @@ def test_the_weights_that_would_ship_count_a_staged_best_once(tmp_path):
     (tmp_path / "best.pt").write_bytes(b"b" * 40)
     (tmp_path / "best.next.pt").write_bytes(b"n" * 40)
     assert carry_bytes(tmp_path) == 140
+
+
+def test_a_job_its_task_and_models_pace_says_would_miss_is_not_started():
+    seen = Pace("nottingham_lstm_seed1111", 100, 100, 12.0, 14_000_000)  # 100 epochs take 20 min here
+    assert unstartable("next", 100, seen, 5 * 60, 0) == Pace("next", 0, 100, 12.0, 14_000_000)
+    assert unstartable("next", 100, seen, 25 * 60, 0) is None        # it would finish
+    assert unstartable("next", 100, seen, 5 * 60, 30_000_000) is None  # its weights could leave
+    assert unstartable("next", 100, None, 5 * 60, 0) is None           # nothing of its kind timed yet
+
+
+def test_the_runner_skips_the_next_job_of_a_kind_it_timed_too_slow_for_the_time_left(monkeypatch, tmp_path):
+    """After a stop, the runner starts no job of the same task and model that would be stopped in
+    turn (batch k started seven, each stopped after five epochs); a job of another kind still starts."""
+    import time
+
+    import rtlib.reproduce as reproduce
+    first, second = expand_jobs([2], ["lstm"], "paper", seeds=2, lrs="config", out=tmp_path)
+    other, = expand_jobs([2], ["tcn"], "paper", seeds=1, lrs="config", out=tmp_path)
+    rates = {first.run_id: 60.0, second.run_id: 60.0, other.run_id: 1.0}
+    started = []
+
+    def start(job, slot, params, threads_share=1):
+        started.append(job.run_id)
+        write_log(job.out_dir, rates[job.run_id], 0)
+        (job.out_dir / "checkpoint.pt").write_bytes(b"x" * 1000)
+        return reproduce.Running(job, EpochPerPoll(job.out_dir, rates[job.run_id], job.cfg.train.epochs),
+                                 slot[0], time.monotonic(), resumed=False)
+
+    def finish(running):
+        stopped = (running.job.out_dir / STOP_REQUEST).exists()
+        return reproduce.Outcome(running.job, "remaining" if stopped else "done", "ran", slot=running.slot)
+
+    said = []
+    monkeypatch.setattr(reproduce, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(reproduce, "JUDGE_EVERY_S", 0.0)
+    monkeypatch.setattr(reproduce.LiveView, "event", lambda view, text: said.append(text))
+    outcomes = {outcome.job.run_id: outcome for outcome in run_fake_jobs(
+        monkeypatch, tmp_path, [first, second, other], start, finish, jobs_per_gpu=1,
+        deadline=time.monotonic() + 600, carry_limit_mb=0.0)}
+    assert started == [first.run_id, other.run_id]
+    assert (outcomes[first.run_id].status, outcomes[second.run_id].how, outcomes[other.run_id].status) == \
+        ("remaining", "not started", "done")
+    skips = [line for line in said if line.startswith("skip ")]
+    assert len(skips) == 1 and second.run_id in skips[0] and "at the pace of its task and model here" in skips[0]
