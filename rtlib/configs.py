@@ -187,7 +187,7 @@ _add_rnn_rows("nottingham", dict(lstm=252, gru=294, rnn=514), 2, 0.1, None,
                             batch_size=1, eval_batch_size=1, epochs=100, schedule=MUSIC_PLATEAU))
 # Under bf16 autocast the Table 2 LSTM diverged in all 3 of its runs at lr 1e-3 (two seeds, both
 # engine modes), and so did the only RNN run that ended; the LSTM in fp32 at the same lr and seed
-# stayed finite for 80 epochs at the speed of bf16 (results/diagnostics/README.md). These two rows
+# stayed finite for 80 epochs, 5% slower than bf16 (results/diagnostics/README.md). These two rows
 # run in fp32, as released; their bf16 records are in results/superseded/.
 FP32_MUSIC_RNNS = ("lstm", "rnn")
 for _cell in FP32_MUSIC_RNNS:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .configs import ABLATIONS, MODELS, TABLE_TASKS, run_config
+from .configs import ABLATIONS, MODELS, PAPER, TABLE_TASKS, run_config
 from .bench_results import load_bench
-from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR
+from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR, SUPERSEDED_DIR
 from .results import (CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablations, cell, cells,
                       claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt, join_words,
                       load_records, lr_cuts, model_name, ours_text, plural, rounding, select_lr, selections,
@@ -281,19 +281,36 @@ def _precision_effect(bench: list[dict]) -> str:
             + f" ({', '.join(devices)}); not measured on Table 2")
 
 
-def _precision_divergences(records: pd.DataFrame) -> str:
-    """'; a whole run where bf16 diverged: Table 2 LSTM, lr 0.001, seed 1111: bf16 diverged in epoch
-    11, fp32 3.25 after 100 epochs' for every diverged bf16 run with an fp32 run of the same
-    settings and seed; '' for none."""
-    if records.empty:
+def _precision_divergences(records: pd.DataFrame, superseded: pd.DataFrame) -> str:
+    """'; whole runs where bf16 diverged: Table 2 LSTM, lr 0.001, seed 1111: bf16 diverged in epochs
+    11 and 15, fp32 3.31 after 100 epochs' for every lr and seed whose bf16 runs (committed or
+    superseded) diverged and that has an fp32 run of the same settings; '' for none."""
+    pool = pd.concat([frame for frame in (records, superseded) if len(frame)], ignore_index=True) \
+        if len(records) or len(superseded) else pd.DataFrame()
+    if pool.empty:
         return ""
-    paper = records[records["profile"] == EVIDENCE_PROFILE]
-    fp32 = paper[paper["variant"] == "precision=fp32"]
-    parts = [f"Table {run.table} {model_name(run.model)}, lr {run.lr:g}, seed {int(run.seed)}: bf16 "
-             f"diverged in epoch {diverged_in(run.epochs_run)}, fp32 {_ended(check, run.task)}"
-             for run in diverged(paper[paper["precision"] == "bf16"]).itertuples()
-             for check in _same_lr_and_seed(fp32, run).itertuples()]
+    paper = pool[pool["profile"] == EVIDENCE_PROFILE]
+    fp32 = paper[(paper["precision"] == "fp32") & paper["variant"].isin(["", "precision=fp32"])]
+    parts = []
+    for (table, model, lr, seed), runs in diverged(paper[paper["precision"] == "bf16"]).groupby(
+            ["table", "model", "lr", "seed"]):
+        run = runs.iloc[0]
+        epochs = join_words([str(diverged_in(e)) for e in sorted(runs["epochs_run"])])
+        parts += [f"Table {table} {model_name(model)}, lr {lr:g}, seed {int(seed)}: bf16 diverged in "
+                  f"{'epoch' if len(runs) == 1 else 'epochs'} {epochs}, fp32 {_ended(check, run.task)}"
+                  for check in _same_lr_and_seed(fp32, run).itertuples()]
     return f"; whole runs where bf16 diverged: {'; '.join(parts)}" if parts else ""
+
+
+def _fp32_rows() -> str:
+    """'the Table 2 LSTM and RNN rows run in fp32, as released' for the rows configs.py sets to
+    fp32 ('' for none)."""
+    rows = collections.defaultdict(list)
+    for (family, model), row in PAPER.items():
+        if row.train.precision == "fp32" and family in TABLE_TASKS.values():
+            rows[next(t for t, task in TABLE_TASKS.items() if task == family)].append(model_name(model))
+    return "; ".join(f"the Table {table} {join_words(names)} rows run in fp32, as released"
+                     for table, names in sorted(rows.items()))
 
 
 def _equivalence_effect(bench: list[dict]) -> str:
@@ -328,7 +345,8 @@ def cudnn_error(bench: list[dict]) -> str:
 
 def _counts(records: pd.DataFrame, column: str) -> str:
     values = evidence(records)[column].map(lambda v: v["compile"] if isinstance(v, dict) else v)
-    return join_words([f"{value} ({count} runs)" for value, count in values.value_counts().items()]) or "no runs yet"
+    return join_words([f"{value} ({plural(count, 'run')})" for value, count in values.value_counts().items()]) \
+        or "no runs yet"
 
 
 @functools.lru_cache(maxsize=None)
@@ -367,15 +385,19 @@ def _transformer_sizes(records: pd.DataFrame) -> str:
                      f"({100 * row.transformer / row.rtransformer:.0f}%)" for t, row in counts.iterrows())
 
 
-def deviations(records: pd.DataFrame, bench_dir: str | Path = BENCH_DIR, data_dir: str | None = None) -> HTMLTable:
+def deviations(records: pd.DataFrame, bench_dir: str | Path = BENCH_DIR, data_dir: str | None = None,
+               superseded_dir: str | Path = SUPERSEDED_DIR) -> HTMLTable:
     """Every way our paper-profile runs differ from the released scripts, with its effect and
     whether that effect is measured or argued."""
     bench = load_bench(bench_dir)
+    in_fp32 = _fp32_rows()
     versions = join_words(sorted(set(evidence(records)["torch_version"].dropna()))) or "no runs yet"
     fp32 = [f"Table {a.table}: " + _ablation_text(records, a) for a in ABLATIONS if a.variant == "precision=fp32"]
     rows = [
-        ("precision", "fp32", f"bf16 autocast where the GPU has it: {_counts(records, 'precision')}",
-         _precision_effect(bench) + "; the fp32 ablations: " + "; ".join(fp32) + _precision_divergences(records),
+        ("precision", "fp32", f"bf16 autocast where the GPU has it: {_counts(records, 'precision')}"
+         + (f"; {in_fp32}, because bf16 diverged there" if in_fp32 else ""),
+         _precision_effect(bench) + "; the fp32 ablations: " + "; ".join(fp32)
+         + _precision_divergences(records, superseded_records(superseded_dir)),
          "measured (300 steps; whole runs where named)"),
         ("engine", "eager PyTorch 1.0", f"{_counts(records, 'engine')}; PyTorch {versions}",
          "the same computation compiled and/or replayed as CUDA graphs; rounding differs", "argued"),
@@ -494,19 +516,28 @@ def _waiting_text(waiting: list[dict]) -> str:
             f"({sum(run['job_minutes'] for run in waiting):.1f} GPU-minutes so far)")
 
 
-def _repeat_records(folder: str | Path = REPEATS_DIR) -> pd.DataFrame:
+def _paper_records(folder: str | Path) -> pd.DataFrame:
     return load_records(folder, profiles=[EVIDENCE_PROFILE]) if Path(folder).is_dir() else pd.DataFrame()
 
 
+def superseded_records(folder: str | Path = SUPERSEDED_DIR) -> pd.DataFrame:
+    """The paper-profile runs, first runs and repeats, made with settings that configs.py no
+    longer gives their run id (results/superseded/README.md says why): no table reads them, the
+    cost counts them."""
+    parts = [found for found in (_paper_records(Path(folder) / "records"),
+                                 _paper_records(Path(folder) / "repeats" / "records")) if len(found)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir: str | None = None,
-         repeats_dir: str | Path = REPEATS_DIR) -> pd.DataFrame:
+         repeats_dir: str | Path = REPEATS_DIR, superseded_dir: str | Path = SUPERSEDED_DIR) -> pd.DataFrame:
     """Per table and in all: paper-profile runs finished and their GPU-minutes (each job's own
     wall time; jobs that shared a GPU each count in full), runs stopped at a batch's deadline and
-    lost, runs made a second time (for their weights), and what the released algorithm would take
-    for the same finished R-Transformer runs."""
+    lost, runs made a second time (for their weights), runs superseded by a change of settings,
+    and what the released algorithm would take for the same finished R-Transformer runs."""
     done = evidence(records)
     lost, waiting = _lost(batches, records), _waiting(batches, records)
-    again = _repeat_records(repeats_dir)
+    again, replaced = _paper_records(repeats_dir), superseded_records(superseded_dir)
     rows = []
     for table, task in TABLE_TASKS.items():
         runs = done[done["task"] == task] if len(done) else done
@@ -521,7 +552,10 @@ def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir
                          released_minutes=released if len(rt) and all(ms.values()) else math.nan,
                          lost_runs=len(gone), lost_minutes=float(sum(gone)),
                          waiting_runs=len(kept), waiting_minutes=float(sum(kept)),
-                         repeat_minutes=float(again[again["task"] == task]["gpu_minutes"].sum()) if len(again) else 0.0))
+                         repeat_minutes=float(again[again["task"] == task]["gpu_minutes"].sum()) if len(again) else 0.0,
+                         superseded_runs=int((replaced["task"] == task).sum()) if len(replaced) else 0,
+                         superseded_minutes=float(replaced[replaced["task"] == task]["gpu_minutes"].sum())
+                         if len(replaced) else 0.0))
     frame = pd.DataFrame(rows)
     total = frame.drop(columns=["task"]).sum(numeric_only=True, min_count=1)
     return pd.concat([frame, pd.DataFrame([{**total, "table": "all", "task": ""}])], ignore_index=True)
@@ -600,6 +634,8 @@ def cost_table(records, batches, bench, data_dir=None) -> HTMLTable:
             "runs lost (GPU-minutes)": f"{int(row.lost_runs)} ({row.lost_minutes:.1f})",
             "runs waiting to resume (GPU-minutes so far)": f"{int(row.waiting_runs)} ({row.waiting_minutes:.1f})",
             "second runs, for weights (GPU-minutes)": minutes(row.repeat_minutes),
+            "runs superseded by a change of settings (GPU-minutes)":
+                f"{int(row.superseded_runs)} ({row.superseded_minutes:.1f})",
             "runs left of the sweep": f"{int(row.left)} of {int(row.planned)}",
             "GPU-minutes left (estimate)": (minutes(row.minutes_left)
                                             + (f" + at least {row.floor_minutes:.1f} for {int(row.floored)} runs "
@@ -613,7 +649,8 @@ def cost_table(records, batches, bench, data_dir=None) -> HTMLTable:
 # The first screen
 
 
-def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = REPEATS_DIR) -> str:
+def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = REPEATS_DIR,
+          superseded_dir: str | Path = SUPERSEDED_DIR) -> str:
     """One paragraph: which cells and seeds count, at which profile, precision and GPU, for how
     many GPU-minutes; the short runs shown apart."""
     done = evidence(records)
@@ -624,13 +661,16 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
     held = sum(batch.get("machine_held_minutes", 0.0) for batch in batches)
     lost = sum(run["job_minutes"] for run in _lost(batches, records))
     waiting = _waiting(batches, records)
-    again = _repeat_records(repeats_dir)
+    again = _paper_records(repeats_dir)
     second = (f", {again['gpu_minutes'].sum():.1f} more for {plural(len(again), 'run')} made a second time "
               "with their seed (*How sure*)" if len(again) else "")
     quick = records[records["profile"] == "fast"] if len(records) else records
     broke = diverged(records)
     failed = (f", {broke['gpu_minutes'].sum():.1f} more for {plural(len(broke), 'run')} that diverged"
               if len(broke) else "")
+    replaced = superseded_records(superseded_dir)
+    failed += (f", {replaced['gpu_minutes'].sum():.1f} more for {plural(len(replaced), 'run')} made with "
+               "settings since changed (*Deviations*)" if len(replaced) else "")
     if done.empty and len(broke):
         text = (f"**Scope.** No paper-profile run has finished yet, so no claim of the paper is tested; "
                 f"{plural(len(broke), 'run')} diverged ({broke['gpu_minutes'].sum():.1f} GPU-minutes).")
@@ -668,7 +708,7 @@ def repeats(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> pd.DataF
     """Each paper-profile run made a second time with the same settings and seed (for weights
     that did not come back, or to see whether a divergence follows the engine): both runs' test
     metric (None where one diverged), status, epochs run and engine mode, and their difference."""
-    again = _repeat_records(folder)
+    again = _paper_records(folder)
     pool = done_runs(records)
     first = pool.set_index("run_id") if len(pool) else pd.DataFrame()
     rows = []

@@ -313,12 +313,35 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path):
 
 
 def test_deviations_name_whole_runs_where_bf16_diverged_and_fp32_did_not(data_mirror, tmp_path):
-    write_record(tmp_path, model="lstm", lr=1e-3, epochs=10, status="diverged")
-    write_record(tmp_path, model="lstm", lr=1e-3, epochs=100, test=3.25, variant="precision=fp32", precision="fp32")
-    write_record(tmp_path, model="gru", lr=1e-3, epochs=30, status="diverged")  # no fp32 twin: not named
-    effect = report.deviations(load_records(tmp_path), report.BENCH_DIR).frame.set_index("what").loc["precision", "effect"]
-    assert effect.endswith("; whole runs where bf16 diverged: Table 2 LSTM, lr 0.001, seed 1111: bf16 diverged "
-                           "in epoch 11, fp32 3.25 after 100 epochs")
+    """bf16 runs superseded by the row's move to fp32 still count as evidence for that move."""
+    superseded = tmp_path / "superseded"
+    write_record(superseded / "records", model="lstm", lr=1e-3, epochs=10, status="diverged")
+    write_record(superseded / "repeats" / "records", model="lstm", lr=1e-3, epochs=14, status="diverged")
+    write_record(superseded / "records", model="lstm", lr=1e-3, seed=1112, epochs=23, status="diverged")
+    write_record(tmp_path / "records", model="lstm", lr=1e-3, epochs=100, test=3.25, variant="precision=fp32",
+                 precision="fp32")
+    write_record(tmp_path / "records", model="lstm", lr=1e-3, seed=1112, epochs=100, test=3.3, precision="fp32")
+    write_record(tmp_path / "records", model="gru", lr=1e-3, epochs=30, status="diverged")  # no fp32 twin: not named
+    table = report.deviations(load_records(tmp_path / "records"), report.BENCH_DIR,
+                              superseded_dir=superseded).frame.set_index("what")
+    assert table.loc["precision", "effect"].endswith(
+        "; whole runs where bf16 diverged: Table 2 LSTM, lr 0.001, seed 1111: bf16 diverged in epochs 11 and 15, "
+        "fp32 3.25 after 100 epochs; Table 2 LSTM, lr 0.001, seed 1112: bf16 diverged in epoch 24, fp32 3.30 "
+        "after 100 epochs")
+    assert table.loc["precision", "our paper-profile runs"].endswith(
+        "; the Table 2 LSTM and RNN rows run in fp32, as released, because bf16 diverged there")
+
+
+def test_superseded_runs_count_in_the_cost_and_never_in_a_table(tmp_path):
+    seeds(tmp_path / "records", [2.40, 2.42, 2.41])
+    write_record(tmp_path / "superseded" / "records", model="lstm", lr=1e-3, epochs=10, status="diverged",
+                 gpu_minutes=2.5)
+    records = load_records(tmp_path / "records")
+    assert "2.5 more for 1 run made with settings since changed" in report.scope(
+        records, [], tmp_path / "none", tmp_path / "superseded")
+    spent = report.cost(records, [], [], repeats_dir=tmp_path / "none", superseded_dir=tmp_path / "superseded")
+    assert tuple(spent.set_index("table").loc[2, ["superseded_runs", "superseded_minutes", "gpu_minutes"]]) == (1, 2.5, 3.0)
+    assert report.superseded_records(tmp_path / "none").empty
 
 
 def test_every_committed_paper_record_was_made_with_the_settings_configs_gives_its_run_now():
