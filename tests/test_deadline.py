@@ -66,17 +66,19 @@ class EpochPerPoll:
         return None
 
 
-def test_the_runner_stops_a_late_job_over_the_carry_limit_and_lets_the_others_run(monkeypatch, tmp_path):
+def paced_runner(monkeypatch, rates, weights, started=None):
+    """`start` and `finish` for `run_fake_jobs` whose jobs log an epoch of `rates[run_id]` seconds
+    a poll and hold `weights[run_id]` bytes of checkpoint, and the list the runner's events go to."""
     import time
 
     import rtlib.reproduce as reproduce
-    heavy, portable = expand_jobs([4], ["rtransformer", "transformer"], "paper", seeds=1, lrs="config", out=tmp_path)
-    rates = {heavy.run_id: 60.0, portable.run_id: 1.0}   # a minute an epoch cannot finish 100 in 10
+    started = [] if started is None else started
 
     def start(job, slot, params, threads_share=1):
+        started.append(job.run_id)
         write_log(job.out_dir, rates[job.run_id], 0)
-        if job is heavy:
-            (job.out_dir / "checkpoint.pt").write_bytes(b"x" * 2_000_000)
+        if weights.get(job.run_id):
+            (job.out_dir / "checkpoint.pt").write_bytes(b"x" * weights[job.run_id])
         return reproduce.Running(job, EpochPerPoll(job.out_dir, rates[job.run_id], job.cfg.train.epochs),
                                  slot[0], time.monotonic(), resumed=False)
 
@@ -88,6 +90,15 @@ def test_the_runner_stops_a_late_job_over_the_carry_limit_and_lets_the_others_ru
     monkeypatch.setattr(reproduce, "PROGRESS_EVERY_S", 0.0)
     monkeypatch.setattr(reproduce, "JUDGE_EVERY_S", 0.0)  # the fake jobs log an epoch a poll
     monkeypatch.setattr(reproduce.LiveView, "event", lambda view, text: said.append(text))
+    return start, finish, said
+
+
+def test_the_runner_stops_a_late_job_over_the_carry_limit_and_lets_the_others_run(monkeypatch, tmp_path):
+    import time
+
+    heavy, portable = expand_jobs([4], ["rtransformer", "transformer"], "paper", seeds=1, lrs="config", out=tmp_path)
+    rates = {heavy.run_id: 60.0, portable.run_id: 1.0}   # a minute an epoch cannot finish 100 in 10
+    start, finish, said = paced_runner(monkeypatch, rates, {heavy.run_id: 2_000_000})
 
     def run(carry_limit_mb):
         for job in (heavy, portable):
@@ -132,27 +143,11 @@ def test_the_runner_skips_the_next_job_of_a_kind_it_timed_too_slow_for_the_time_
     turn (batch k started seven, each stopped after five epochs); a job of another kind still starts."""
     import time
 
-    import rtlib.reproduce as reproduce
     first, second = expand_jobs([2], ["lstm"], "paper", seeds=2, lrs="config", out=tmp_path)
     other, = expand_jobs([2], ["tcn"], "paper", seeds=1, lrs="config", out=tmp_path)
     rates = {first.run_id: 60.0, second.run_id: 60.0, other.run_id: 1.0}
     started = []
-
-    def start(job, slot, params, threads_share=1):
-        started.append(job.run_id)
-        write_log(job.out_dir, rates[job.run_id], 0)
-        (job.out_dir / "checkpoint.pt").write_bytes(b"x" * 1000)
-        return reproduce.Running(job, EpochPerPoll(job.out_dir, rates[job.run_id], job.cfg.train.epochs),
-                                 slot[0], time.monotonic(), resumed=False)
-
-    def finish(running):
-        stopped = (running.job.out_dir / STOP_REQUEST).exists()
-        return reproduce.Outcome(running.job, "remaining" if stopped else "done", "ran", slot=running.slot)
-
-    said = []
-    monkeypatch.setattr(reproduce, "PROGRESS_EVERY_S", 0.0)
-    monkeypatch.setattr(reproduce, "JUDGE_EVERY_S", 0.0)
-    monkeypatch.setattr(reproduce.LiveView, "event", lambda view, text: said.append(text))
+    start, finish, said = paced_runner(monkeypatch, rates, {run: 1000 for run in rates}, started)
     outcomes = {outcome.job.run_id: outcome for outcome in run_fake_jobs(
         monkeypatch, tmp_path, [first, second, other], start, finish, jobs_per_gpu=1,
         deadline=time.monotonic() + 600, carry_limit_mb=0.0)}
