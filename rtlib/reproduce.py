@@ -677,10 +677,8 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
                     job = pending.popleft()
                     outcomes[job.name] = Outcome(job, "remaining", "not started")
             for slot in slots:
-                while slot not in running and pending and (why := pacing.would_miss(pending[0])):
-                    job = pending.popleft()
-                    outcomes[job.name] = Outcome(job, "remaining", "not started", slot=slot[0])
-                    view.event(f"skip   [{slot[0]}] {job.name}: {why}")
+                if slot not in running:
+                    _skip_unstartable(pending, slot[0], pacing, outcomes, view)
                 if slot not in running and pending:
                     job = pending.popleft()
                     params = job.parameters(results_dir=kept_in(job)[0], max_minutes=budget,
@@ -722,6 +720,15 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
             signal.signal(sig, handler)
         claims.close()
     return [outcomes[job.name] for job in jobs]
+
+
+def _skip_unstartable(pending: deque, slot: str, pacing: "_Pacing", outcomes: dict, view: "LiveView") -> None:
+    """Mark the jobs at the head of `pending` that `pacing` says would miss the deadline as not
+    started, until one would not."""
+    while pending and (why := pacing.would_miss(pending[0])):
+        job = pending.popleft()
+        outcomes[job.name] = Outcome(job, "remaining", "not started", slot=slot)
+        view.event(f"skip   [{slot}] {job.name}: {why}")
 
 
 class _Pacing:

@@ -29,5 +29,6 @@ def test_smoke_run_computes_its_golden_numbers(golden, real_data, tmp_path, task
     expected = golden(GOLDEN, f"{task}/{model}", numbers)
     if expected is None:
         return
-    assert numbers["curve"] == [pytest.approx(entry, rel=1e-6) for entry in expected["curve"]]
-    assert numbers["test_metric"] == pytest.approx(expected["test_metric"], rel=1e-6)
+    # a few fp32 ulps a step apart across CPUs (AVX-512 with and without AMX), grown over the steps
+    assert numbers["curve"] == [pytest.approx(entry, rel=1e-5) for entry in expected["curve"]]
+    assert numbers["test_metric"] == pytest.approx(expected["test_metric"], rel=1e-5)

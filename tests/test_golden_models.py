@@ -34,6 +34,8 @@ BACKBONES = {
 }
 HEADS = ("classifier", "piano-roll", "language-model")
 
+FP32_CPUS = dict(rel=1e-5, abs=1e-6)
+
 
 def build(backbone: str, head: str) -> torch.nn.Module:
     torch.manual_seed(0)
@@ -79,8 +81,10 @@ def test_model_computes_its_golden_outputs(golden, backbone, head):
     expected = golden(GOLDEN, f"{backbone}/{head}", got)
     if expected is None:
         return
-    assert got["output_head"] == pytest.approx(expected["output_head"], rel=1e-6, abs=1e-7)
-    assert got["output_sum"] == pytest.approx(expected["output_sum"], rel=1e-5, abs=1e-6)
-    assert got["output_norm"] == pytest.approx(expected["output_norm"], rel=1e-6)
-    assert got["grad_norm"] == pytest.approx(expected["grad_norm"], rel=1e-6)
-    assert got["grad_sum"] == pytest.approx(expected["grad_sum"], rel=1e-5, abs=1e-6)
+    # fp32 kernels round differently across CPUs (a few ulps between AVX-512 machines with and
+    # without AMX): FP32_CPUS is far below any change of the computation itself.
+    assert got["output_head"] == pytest.approx(expected["output_head"], **FP32_CPUS)
+    assert got["output_sum"] == pytest.approx(expected["output_sum"], rel=1e-5, abs=1e-5)
+    assert got["output_norm"] == pytest.approx(expected["output_norm"], **FP32_CPUS)
+    assert got["grad_norm"] == pytest.approx(expected["grad_norm"], **FP32_CPUS)
+    assert got["grad_sum"] == pytest.approx(expected["grad_sum"], rel=1e-5, abs=1e-5)
