@@ -9,8 +9,9 @@ the deadline, trains for nothing and slows the jobs that share the GPU with it. 
 (results/batches/2026-12-01_h200_e.json), two PTB-char R-Transformers and a seq-MNIST one
 shared an H200 at 16.5 and 37 s an epoch, and none of them could finish in 22 minutes.
 
-`late_job` names the job to stop, one at a time; `unstartable`, a job not to start at all. Stopping a job changes the mix, so the
-runner measures every job's pace again at the new mix before it judges again. The runner
+`late_job` names the job to stop, one at a time; `unstartable`, a job not to start at all.
+Stopping a job changes the mix, so the runner measures every job's pace again at the new mix
+before it judges again. The runner
 sees only its own jobs: another runner's jobs on the same GPU slow its jobs down, but they
 are never stopped by it.
 """

@@ -285,10 +285,10 @@ def _precision_divergences(records: pd.DataFrame, superseded: pd.DataFrame) -> s
     """'; whole runs where bf16 diverged: Table 2 LSTM, lr 0.001, seed 1111: bf16 diverged in epochs
     11 and 15, fp32 3.31 after 100 epochs' for every lr and seed whose bf16 runs (committed or
     superseded) diverged and that has an fp32 run of the same settings; '' for none."""
-    pool = pd.concat([frame for frame in (records, superseded) if len(frame)], ignore_index=True) \
-        if len(records) or len(superseded) else pd.DataFrame()
-    if pool.empty:
+    frames = [frame for frame in (records, superseded) if len(frame)]
+    if not frames:
         return ""
+    pool = pd.concat(frames, ignore_index=True)
     paper = pool[pool["profile"] == EVIDENCE_PROFILE]
     fp32 = paper[(paper["precision"] == "fp32") & paper["variant"].isin(["", "precision=fp32"])]
     parts = []
@@ -305,12 +305,10 @@ def _precision_divergences(records: pd.DataFrame, superseded: pd.DataFrame) -> s
 def _fp32_rows() -> str:
     """'the Table 2 LSTM and RNN rows run in fp32, as released' for the rows configs.py sets to
     fp32 ('' for none)."""
-    rows = collections.defaultdict(list)
-    for (family, model), row in PAPER.items():
-        if row.train.precision == "fp32" and family in TABLE_TASKS.values():
-            rows[next(t for t, task in TABLE_TASKS.items() if task == family)].append(model_name(model))
+    rows = {table: [model_name(model) for (family, model), row in PAPER.items()
+                    if family == task and row.train.precision == "fp32"] for table, task in TABLE_TASKS.items()}
     return "; ".join(f"the Table {table} {join_words(names)} rows run in fp32, as released"
-                     for table, names in sorted(rows.items()))
+                     for table, names in sorted(rows.items()) if names)
 
 
 def _equivalence_effect(bench: list[dict]) -> str:
@@ -669,7 +667,7 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
     failed = (f", {broke['gpu_minutes'].sum():.1f} more for {plural(len(broke), 'run')} that diverged"
               if len(broke) else "")
     replaced = superseded_records(superseded_dir)
-    failed += (f", {replaced['gpu_minutes'].sum():.1f} more for {plural(len(replaced), 'run')} made with "
+    changed = (f", {replaced['gpu_minutes'].sum():.1f} more for {plural(len(replaced), 'run')} made with "
                "settings since changed (*Deviations*)" if len(replaced) else "")
     if done.empty and len(broke):
         text = (f"**Scope.** No paper-profile run has finished yet, so no claim of the paper is tested; "
@@ -680,7 +678,7 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
         text = (f"**Scope.** {len(done)} paper-profile runs make {len(run)} of the {len(table_cells)} cells "
                 f"({'; '.join(per_table)}; ×n: seeds). Precision: {_counts(records, 'precision')}. "
                 f"GPU: {join_words(sorted(set(done['device'])))}. Cost: {done['gpu_minutes'].sum():.1f} GPU-minutes "
-                f"of job time for these runs" + second + failed +
+                f"of job time for these runs" + second + failed + changed +
                 (f", {lost:.1f} more for runs that were lost before they finished, on machines held "
                  f"{held:.1f} minutes" if batches else "") + "."
                 + (f" {_waiting_text(waiting)}." if waiting else ""))
