@@ -9,8 +9,10 @@
 - the shipped run folders of unfinished runs into runs/, to carry back to a later lease;
 - the sharing benchmark, if the batch ran one, into results/bench/sharing_<gpu>_<batch name>.json;
 - the batch log, results/batches/<name>.json: what finished (epochs, job minutes, seconds an
-  epoch at its mix), what was lost and why (the runners' own `stop` lines, else "unfinished at
-  the deadline"), and the settings given on the command line.
+  epoch at its mix), what was lost and why (the runners' own `stop` lines; "still training" when
+  its runner had not ended as the records were packed, i.e. they came from `start` or `wait` and
+  the machine went cold before `finish`; else "unfinished at the deadline"), and the settings
+  given on the command line.
 
     python scripts/land_batch.py FETCHED_DIR --name 2026-12-02_h200_f --script "..." \
         --sharing "..." --deadline-minutes 23 --held-minutes 25.1 [--git-commit abc1234] \
@@ -41,6 +43,10 @@ import transfer  # noqa: E402  (scripts/transfer.py, beside this script)
 
 STOP_LINE = re.compile(r"^stop +\[[^\]]*\] (?P<run>\S+): (?P<why>.*)$")
 NOT_STARTED_LINE = re.compile(r"^remaining +(?P<run>\S+) +not started")  # the runner's summary table
+START_LINE = re.compile(r"^start +\[[^\]]*\] (?P<run>\S+)$")
+SUMMARY_LINE = re.compile(r"^summary: ")  # a runner's last line: it has ended
+STILL_TRAINING = ("still training when the records were packed (by `start` or `wait`): the machine went cold "
+                  "before `finish`, and the run with it")
 
 
 def unpack(archive: Path, into: Path) -> None:
@@ -112,11 +118,15 @@ def lost_runs(landed: Path, stops: dict[str, str]) -> list[dict]:
 
 
 def runner_events(landed: Path) -> tuple[dict[str, str], list[str]]:
-    """From the runners' logs: run id -> why its runner stopped it early (`rtlib.deadline`), and
-    the jobs they never started (the deadline came first; their summary tables)."""
+    """From the runners' logs: run id -> why its runner stopped it early (`rtlib.deadline`) or
+    why it is lost though nobody stopped it (its runner was still running when the logs were
+    packed), and the jobs they never started (the deadline came first; their summary tables)."""
     stops, never = {}, set()
     for log in sorted(landed.glob("runs/_logs/runner*.log")):
-        for line in log.read_text().splitlines():
+        lines = log.read_text().splitlines()
+        if not any(SUMMARY_LINE.match(line) for line in lines):
+            stops.update((match["run"], STILL_TRAINING) for line in lines if (match := START_LINE.match(line)))
+        for line in lines:
             if match := STOP_LINE.match(line):
                 stops[match["run"]] = "stopped by its runner: " + match["why"]
             elif match := NOT_STARTED_LINE.match(line):
@@ -179,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     for run in lost:
         if any(path.name == run["run_id"] for path in carried + in_parts):
             run.update(checkpoint="brought back", why=run["why"] + " (checkpoint brought back to resume)")
+        elif run["why"] == STILL_TRAINING:
+            run.update(checkpoint="lost with the machine")
     any_record = records_landed[0] if records_landed else {}
     atomic_write_json(log_path, dict(
         date=args.date, device=f"{args.device or any_record.get('device', 'not recorded')} (one, lent)",

@@ -175,3 +175,20 @@ def test_run_folders_sent_in_parts_by_more_calls_land_in_runs(tmp_path, capsys, 
     log = json.loads((root / "results" / "batches" / "2026-12-02_h200_h.json").read_text())
     assert log["lost_runs"][0]["checkpoint"] == "brought back"
     assert f"transfer.py split incoming runs/{LOST}" in capsys.readouterr().out
+
+
+def test_a_run_still_training_when_the_records_were_packed_is_lost_with_the_machine_not_at_the_deadline(tmp_path):
+    fetched, root = tmp_path / "fetched", repo(tmp_path / "repo")
+    fetched.mkdir()
+    ended, running = "mnist_gru_paper_lr0.001_seed1112", "mnist_gru_paper_lr0.001_seed1113"
+    with tarfile.open(fetched / "records.tgz", "w:gz") as tar:
+        for run in (ended, running):
+            add(tar, f"runs/{run}/log.jsonl", b'{"epoch": 1, "elapsed_s": 30.0}\n')
+        add(tar, "runs/_logs/runner1.log", f"start  [gpu0] {ended}\nsummary: 0 done, 0 failed, 1 remaining\n".encode())
+        add(tar, "runs/_logs/runner2.log", f"start  [gpu0] {running}\npace   [gpu0] {running}: epoch 1/20\n".encode())
+    assert land_batch.main([str(fetched), "--name", "b", "--script", "start", "--sharing", "MPS",
+                            "--deadline-minutes", "13.5", "--held-minutes", "9.7", "--repo", str(root)]) == 0
+    lost = {run["run_id"]: run for run in json.loads((root / "results" / "batches" / "b.json").read_text())["lost_runs"]}
+    assert lost[ended]["why"] == "unfinished at the deadline" and "checkpoint" not in lost[ended]
+    assert lost[running]["why"] == land_batch.STILL_TRAINING
+    assert lost[running]["checkpoint"] == "lost with the machine"
