@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .configs import ABLATIONS, MODELS, PAPER, TABLE_TASKS, run_config
+from .configs import ABLATIONS, MODELS, OURS, PAPER, TABLE_TASKS, run_config
 from .bench_results import load_bench
 from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR, SUPERSEDED_DIR
-from .results import (CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablations, cell, cells,
+from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablations, cell, cells,
                       claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt, join_words,
                       load_records, lr_cuts, model_name, ours_text, plural, rounding, select_lr, selections,
                       signed)
 from .tables import paper_protocol, parameter_counts
-from .tasks import TASKS
+from .tasks import TASKS, ClassifyProtocol
 
 # The paper's split sizes (§4.3), in thousands of characters / words.
 PAPER_SPLITS = {"char": dict(train=5059, valid=396, test=446), "word": dict(train=888, valid=70, test=79)}
@@ -56,6 +56,15 @@ def _outlier(values: tuple[float, ...], task: str, paper: float) -> int | None:
     return index if far and pull >= 0.5 * abs(values.mean() - paper) else None
 
 
+def _never_learned(task: str, runs: pd.DataFrame) -> float | None:
+    """For a classification cell: the lowest training loss of any seed when every seed's stayed
+    within 2% of chance (ln of the number of classes) for its whole run, else None."""
+    if TASKS[task].kind != "classify" or runs.empty:
+        return None
+    lowest = min(min(entry["train_loss"] for entry in curve) for curve in runs["curve"])
+    return lowest if lowest >= 0.98 * math.log(ClassifyProtocol.shape.out_features) else None
+
+
 def _untested_causes(task: str, model: str, records: pd.DataFrame) -> list[str]:
     """Candidate causes of a gap that the sweep plans to test and has not yet: the rest of the
     paper's lr grid, and the ablations of this row."""
@@ -64,7 +73,7 @@ def _untested_causes(task: str, model: str, records: pd.DataFrame) -> list[str]:
     runs = evidence(records)
     run = set(runs[(runs["task"] == task) & (runs["model"] == model)]["lr"]) if len(runs) else set()
     causes = []
-    if len(grid) > 1 and not set(grid) <= run:
+    if len(grid) > 1 and TASKS[task].kind != "classify" and not set(grid) <= run:  # as rtlib.reproduce
         causes.append("the lr grid {" + ", ".join(f"{lr:g}" for lr in grid) + "}")
     done = set(ablations(records, task)["variant"]) if len(records) else set()
     causes += [f"`{a.variant}`" for a in ABLATIONS if a.table == table and a.model == model
@@ -111,6 +120,14 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
     for ablation in found[found["model"] == model].itertuples():
         items.append(f"ablation `{ablation.variant}` ({plural(ablation.n, 'seed')}): "
                      f"{fmt(ablation.ours, task)} against {fmt(ablation.baseline, task)} without it")
+    stuck = _never_learned(task, runs)
+    if stuck is not None:
+        items.append(f"training loss at chance (ln {ClassifyProtocol.shape.out_features} = "
+                     f"{math.log(ClassifyProtocol.shape.out_features):.2f}) throughout: lowest {stuck:.2f} "
+                     "over every seed and epoch")
+    source = run_config(task, model, "paper").source
+    if OURS in source:
+        items.append(f"settings: {source}")
     if (task, model) in RELEASED_BEHAVIOUR:
         items.append("released code: " + RELEASED_BEHAVIOUR[task, model])
     if model == "transformer":
@@ -179,7 +196,9 @@ def _explanation(records, row, runs, cuts, found) -> str:
         sentences.append(f"The reporting rule alone removes {100 * rules['rule_explains'].iloc[0]:.0f}% of it.")
     else:
         causes = _untested_causes(task, model, records)
-        sentences.append(f"Ours is {direction} than the paper's by {fmt(abs(row['delta']), task, 1)}: "
+        stuck = ("at every seed the training loss stayed at chance for the whole run, so the model never "
+                 "learned; why is " if _never_learned(task, runs) is not None else "")
+        sentences.append(f"Ours is {direction} than the paper's by {fmt(abs(row['delta']), task, 1)}: {stuck}"
                          "unexplained" + (f"; not yet tested: {join_words(causes)}." if causes else "."))
     return " ".join(sentences)
 
@@ -675,8 +694,12 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
     elif done.empty:
         text = "**Scope.** No paper-profile runs are recorded yet, so no claim of the paper is tested."
     else:
-        text = (f"**Scope.** {len(done)} paper-profile runs make {len(run)} of the {len(table_cells)} cells "
-                f"({'; '.join(per_table)}; ×n: seeds). Precision: {_counts(records, 'precision')}. "
+        used = int(run["n"].sum())
+        extra = len(done) - used
+        unused = (f", {extra} {'is an lr grid point' if extra == 1 else 'are lr grid points'} the cells do "
+                  "not use (not chosen on validation)" if extra else "")
+        text = (f"**Scope.** {len(done)} paper-profile runs finished: {used} make {len(run)} of the "
+                f"{len(table_cells)} cells ({'; '.join(per_table)}; ×n: seeds){unused}. Precision: {_counts(records, 'precision')}. "
                 f"GPU: {join_words(sorted(set(done['device'])))}. Cost: {done['gpu_minutes'].sum():.1f} GPU-minutes "
                 f"of job time for these runs" + second + failed + changed +
                 (f", {lost:.1f} more for runs that were lost before they finished, on machines held "
@@ -767,38 +790,50 @@ def _prose(row) -> str:
             f"{plural(row['n'], 'seed')} against the paper's {fmt(row['paper'], row['task'])}")
 
 
+def _cell_label(row) -> str:
+    return f"T{row['table']} {model_name(row['model'])}"
+
+
 def headline(records: pd.DataFrame) -> str:
-    """Three sentences: what the claims come to, which cells hold up and which do not."""
-    from .results import comparisons
+    """Three sentences for the first screen: what the claims come to (named), the comparisons
+    that go against the paper, and how many cells hold up. The claims table has the rest."""
+    from .results import comparison_text, comparisons
 
     found = claims(records)
-    counts = found["verdict"].value_counts()
-    tally = join_words([f"{counts[v]} {'is' if counts[v] == 1 else 'are'} {v}" for v in
-                   ("supported", "contradicted", "inconclusive", "not tested") if v in counts])
+    parts = []
+    for verdict in CLAIM_VERDICTS:
+        named = [f"“{claim.short}”" for claim, row in zip(CLAIMS, found.itertuples())
+                 if row.verdict == verdict]
+        if named:
+            parts.append(f"{len(named)} {'is' if len(named) == 1 else 'are'} {verdict} ({join_words(named)})")
     pairs = comparisons(records)
-    decided = pairs[(pairs["n_rtransformer"] >= MIN_SEEDS) & (pairs["n_baseline"] >= MIN_SEEDS)]
-    tested = {}
-    for _, row in decided.iterrows():
-        short = next(c.short for c in CLAIMS if c.key == row["claim"])
-        text = (f"Table {row['table']}, the R-Transformer's advantage over the {row['baseline']}: "
-                f"{signed(row['advantage'], row['task'])} "
-                f"{METRIC_NAMES.get(TASKS[row['task']].metric, TASKS[row['task']].metric)} (95% interval "
-                f"{signed(row['low'], row['task'], 1)} to {signed(row['high'], row['task'], 1)}) against the "
-                f"paper's {signed(row['paper_margin'], row['task'])}")
-        tested.setdefault(text, []).append(f"“{short}”: {row['verdict']}")
+    short = {claim.key: f"“{claim.short}”" for claim in CLAIMS}
+    against: dict[str, list[str]] = {}
+    for _, row in pairs[pairs["verdict"] == "contradicted"].iterrows():
+        against.setdefault(comparison_text(row), []).append(short[row["claim"]])
     table_cells = cells(records)
-    held = [_prose(r) for _, r in table_cells[table_cells["verdict"] == "reproduced"].iterrows()]
-    missed = [_prose(r) + f" (ours {'better' if r['better'] else 'worse'})"
-              for _, r in table_cells[table_cells["verdict"] == "not reproduced"].iterrows()]
+    judged = table_cells[table_cells["verdict"].isin(["reproduced", "not reproduced"])]
+    held = [_cell_label(r) for _, r in judged[judged["verdict"] == "reproduced"].iterrows()]
+    missed = judged[judged["verdict"] == "not reproduced"]
+    better = [_cell_label(r) for _, r in missed[missed["better"]].iterrows()]
+    worse = [_cell_label(r) for _, r in missed[~missed["better"]].iterrows()]
     few = int((table_cells["verdict"] == "inconclusive").sum())
+    unrun = int((table_cells["verdict"] == "not run").sum())
+    outside = join_words([f"ours better on {len(better)} ({join_words(better)})"] * bool(better)
+                         + [f"worse on {len(worse)} ({join_words(worse)})"] * bool(worse))
+    rest = join_words([f"{plural(few, 'cell')} {'has' if few == 1 else 'have'} fewer seeds"] * bool(few)
+                      + [f"{unrun} {'is' if unrun == 1 else 'are'} not run"] * bool(unrun))
     return " ".join([
-        f"Of the paper's {len(found)} claims, {tally}"
-        + (f"; compared at {MIN_SEEDS} seeds a side so far: " + "; ".join(
-            f"{text} ({', '.join(verdicts)})" for text, verdicts in tested.items()) if tested else "") + ".",
-        (f"Cells within tolerance: {join_words(held)}." if held else f"No cell is within tolerance at {MIN_SEEDS} seeds yet."),
-        (f"Outside it: {join_words(missed)}" if missed else "No cell is outside it yet")
-        + (f"; {plural(few, 'cell')} {'has' if few == 1 else 'have'} fewer than {MIN_SEEDS} seeds and no verdict."
-           if few else "."),
+        f"Of the paper's {len(found)} claims, {join_words(parts)}.",
+        (f"Against the paper (R-Transformer's advantage [95% interval]): "
+         + "; ".join(f"{text}, against {join_words(names)}" for text, names in against.items()) + "."
+         if against else f"No comparison at {MIN_SEEDS} seeds a side goes against the paper yet."),
+        (f"Of the {len(judged)} cells with {MIN_SEEDS} seeds, {len(held)} "
+         f"{'is' if len(held) == 1 else 'are'} within tolerance of the paper's number"
+         + (f" ({join_words(held)})" if held else "")
+         + (f" and {len(missed)} {'is' if len(missed) == 1 else 'are'} outside it: {outside}" if len(missed) else "")
+         if len(judged) else f"No cell has {MIN_SEEDS} seeds yet")
+        + (f"; {rest}." if rest else "."),
     ])
 
 

@@ -244,6 +244,21 @@ def test_a_gap_without_evidence_says_unexplained_and_what_is_untested(tmp_path):
     assert "better than the paper's" in found["explanation"]
 
 
+def test_a_classifier_that_never_left_chance_says_so_and_names_its_own_settings(tmp_path):
+    for seed, test in zip((1111, 1112, 1113), (8.9, 9.8, 8.9)):
+        record = write_record(tmp_path, task="mnist", model="rnn", seed=seed, test=test, epochs=3)
+        for entry in record["curve"]:
+            entry["train_loss"] = 2.31 + 0.01 * entry["epoch"]
+        (tmp_path / f"{record['run_id']}.json").write_text(json.dumps(record))
+    found = report.gap_evidence(load_records(tmp_path), "mnist", "rnn")
+    assert "the model never learned; why is unexplained." in found["explanation"]
+    assert "lr grid" not in found["explanation"]  # seq-MNIST has no validation split to choose an lr on
+    assert "training loss at chance (ln 10 = 2.30) throughout: lowest 2.32 over every seed and epoch" in found["evidence"]
+    assert any(item.startswith("settings: not given by the paper") for item in found["evidence"])
+    seeds(tmp_path, [98.4, 98.5, 98.6], task="mnist", model="gru")  # a training loss of 5/epoch: it learned
+    assert "never learned" not in report.gap_evidence(load_records(tmp_path), "mnist", "gru")["explanation"]
+
+
 def test_cudnn_error_reads_the_worst_table_of_each_equivalence_file():
     bench = [dict(device="GPU X", tables={"1": dict(cudnn_reference_grad_rel_error_vs_float64=2e-5),
                                           "4": dict(cudnn_reference_grad_rel_error_vs_float64=4.42e-4)}),
@@ -267,8 +282,21 @@ def test_chapter_paragraph_and_first_screen_follow_the_records(tmp_path):
     paragraph = report.results_paragraph(records, "nottingham")
     assert "2.41 ± 0.01 (n=3) over seeds 1111, 1112, 1113" in paragraph and "not reproduced" in paragraph
     assert "Not run at the paper profile: RNN, GRU, LSTM, TCN and Transformer" in paragraph
-    assert "3 paper-profile runs make 1 of the 24 cells" in report.scope(records, [])
+    assert "3 paper-profile runs finished: 3 make 1 of the 24 cells" in report.scope(records, [])
     assert "5 claims, 5 are not tested" in report.headline(records)
+
+
+def test_first_screen_names_the_claims_what_goes_against_them_and_the_unused_grid_points(tmp_path):
+    seeds(tmp_path, [2.40, 2.42, 2.41])
+    seeds(tmp_path, [2.30, 2.31, 2.32], model="transformer")  # the Transformer ahead on Table 2
+    write_record(tmp_path, model="transformer", lr=5e-6, test=3.0, valid=3.0)  # a grid point, not chosen
+    records = load_records(tmp_path)
+    assert "7 paper-profile runs finished: 6 make 2 of the 24 cells" in report.scope(records, [])
+    assert "×n: seeds), 1 is an lr grid point the cells do not use" in report.scope(records, [])
+    headline = report.headline(records)
+    assert "are contradicted (“beats the Transformer”, “needs no positions” and “by the paper's margin”)" in headline
+    assert "T2 vs Transformer: −0.10 [" in headline and "against “beats the Transformer”" in headline
+    assert "Of the 2 cells with 3 seeds, 0 are within tolerance" in headline and "22 are not run" in headline
 
 
 def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_path):
@@ -382,7 +410,7 @@ def test_report_notebook_renders_from_records_alone(data_mirror, tmp_path):
                                    parameters=dict(records_dir=str(tmp_path / "records")),
                                    kernel_name="python3", cwd=str(REPO), progress_bar=False)
     text = json.dumps(executed.cells)
-    assert "3 paper-profile runs make 1 of the 24 cells" in text and "not reproduced" in text
+    assert "3 paper-profile runs finished: 3 make 1 of the 24 cells" in text and "not reproduced" in text
     assert not NAN.search(text)
 
 
