@@ -17,8 +17,10 @@
 # too large to come back, is stopped so that the others get its share. The GPU engine tests run
 # beside the runners, before them with GPU_TESTS_FIRST=1, or not at all with GPU_TESTS_SKIP=1.
 # With START_WAIT_S, `start` goes on as `wait` until the call has run that long (one call fewer
-# to chain). `wait` sleeps, then packs what has landed. `finish` waits for the runners, analyses
-# one finished run of each (task, R-Transformer or Transformer) the committed analyses lack (its
+# to chain). `wait` sleeps, then packs what has landed and, as `finish` does, the unfinished runs
+# small enough to carry into a later lease (so does `start` with START_WAIT_S: a machine that goes
+# cold before the next call then loses only what has run since). `finish` waits for the runners,
+# analyses one finished run of each (task, R-Transformer or Transformer) the committed analyses lack (its
 # lowest seed), packs the records, the logs and, as far as there is room, the run folders of
 # unfinished runs small enough to carry back in (CARRY_LIMIT_BYTES), then the analysed runs'
 # best weights (for analyses on any machine), and stops MPS. To
@@ -99,8 +101,32 @@ ship() {
   echo "$name left behind: $(cat "$LOGS/left_behind_$name.txt")"
   [ -n "$chosen" ] || return 0
   # shellcheck disable=SC2086
-  tar cf - $(for d in $chosen; do ls "$d"/$weights "$d"/record.json "$d"/log.jsonl 2>/dev/null; done) | \
+  tar cf - --transform 's,^runs/_live/,runs/,' \
+    $(for d in $chosen; do ls "$d"/$weights "$d"/record.json "$d"/log.jsonl 2>/dev/null; done) | \
     split -b "$PART_BYTES" - "$OUT/$name.tar.part-"
+}
+
+# carriable: the unfinished runs whose weights are small enough to carry into a later lease
+# (CARRY_LIMIT_BYTES), each as a snapshot of hard links in runs/_live/RUN (shipped as runs/RUN),
+# taken while its checkpoint stayed the same file: a job that saves its next epoch meanwhile
+# cannot pair one epoch's checkpoint with another's best weights (the checkpoint names them by
+# SHA-256, and a resume settles best.pt and log.jsonl from it). The others go to
+# too_large_to_carry.txt.
+carriable() {
+  rm -rf runs/_live "$LOGS/too_large_to_carry.txt"
+  for d in runs/*; do
+    [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] || continue
+    if [ "$(du -cb "$d"/*.pt | tail -1 | cut -f1)" -gt "$CARRY_LIMIT_BYTES" ]; then
+      echo "$d" >> "$LOGS/too_large_to_carry.txt"; continue
+    fi
+    snap=runs/_live/$(basename "$d")
+    for _ in 1 2 3; do
+      rm -rf "$snap" && mkdir -p "$snap"
+      before=$(stat -c %i "$d/checkpoint.pt" 2>/dev/null)
+      ln "$d"/*.pt "$snap"/ 2>/dev/null; cp "$d/log.jsonl" "$snap"/ 2>/dev/null
+      [ "$(stat -c %i "$d/checkpoint.pt" 2>/dev/null)" = "$before" ] && { echo "$snap"; break; }
+    done
+  done
 }
 
 # The first finished paper-profile run (lowest seed, no ablation) of each (task, R-Transformer or
@@ -198,7 +224,9 @@ case "$1" in
     [ "${GPU_TESTS_FIRST:-0}" = 1 ] || [ "${GPU_TESTS_SKIP:-0}" = 1 ] || gpu_tests
     # START_WAIT_S=580: go on as `wait` until the call has run that long (one call fewer)
     if [ "${START_WAIT_S:-0}" -gt "$SECONDS" ]; then sleep $((START_WAIT_S - SECONDS)); tail -n 8 $LOGS/runner*.log; fi
-    pack ;;
+    pack
+    # shellcheck disable=SC2086
+    if [ "${START_WAIT_S:-0}" -gt 0 ]; then ship checkpoints '*.pt' $(carriable); fi ;;
   stop)
     require_runners
     shift
@@ -212,7 +240,11 @@ case "$1" in
     # sleeps SECONDS, less once every runner has ended
     until [ "$SECONDS" -ge "$2" ] || ! runners_alive; do sleep 5; done
     tail -n 8 $LOGS/runner*.log
-    pack ;;
+    pack
+    # should the machine go cold before the next call, the small unfinished runs can resume
+    # in a later lease (batch o's seq-MNIST LSTM was lost at epoch 14)
+    # shellcheck disable=SC2086
+    ship checkpoints '*.pt' $(carriable) ;;
   finish)
     require_runners
     # at most 7 minutes, so that analysing and packing fit in the call's 10
@@ -228,13 +260,8 @@ case "$1" in
     # unfinished runs small enough to carry into a later lease (their GPU time is lost
     # otherwise; batch f left three behind for a best.pt), then the analysed runs' best weights
     # (the analyses are made above; the weights let the visualizations re-analyse anywhere).
-    rm -f "$LOGS/too_large_to_carry.txt"
     # shellcheck disable=SC2086
-    ship checkpoints '*.pt' $(for d in runs/*; do
-      [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] || continue
-      if [ "$(du -cb "$d"/*.pt | tail -1 | cut -f1)" -le "$CARRY_LIMIT_BYTES" ]; then echo "$d"
-      else echo "$d" >> "$LOGS/too_large_to_carry.txt"; fi
-    done)
+    ship checkpoints '*.pt' $(carriable)
     # shellcheck disable=SC2086
     ship weights best.pt $(for d in $finished; do [ -f "$d/best.pt" ] && echo "$d"; done)
     echo quit | nvidia-cuda-mps-control

@@ -102,6 +102,28 @@ def test_wait_ends_early_once_no_runner_of_the_batch_runs(tmp_path):
         runner.kill()
 
 
+def test_wait_ships_the_small_unfinished_runs_so_that_a_machine_gone_cold_loses_less(tmp_path):
+    root, out = tmp_path / "repo", tmp_path / "out"
+    for folder in (root / "runs" / "_logs", out):
+        folder.mkdir(parents=True)
+    (root / "runs" / "_logs" / "runner_pids").write_text("999999999\n")  # runners that have ended
+    run_folder(root, "mnist_lstm_paper_precision-fp32_lr0.001_seed1111", 20_000, 10_000, finished=False)
+    (root / "runs" / "mnist_lstm_paper_precision-fp32_lr0.001_seed1111" / "best.next.pt").write_bytes(b"staged")
+    run_folder(root, "ptb-char_rtransformer_paper_lr1_seed1111", 250_000, 250_000, finished=False)  # too large
+    run_folder(root, "mnist_rnn_paper_lr0.001_seed1112", 5_000, 5_000, finished=True)
+    env = dict(os.environ, OUT=str(out), **LIMITS)
+    done = subprocess.run(["bash", str(SCRIPT), "wait", "1"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    run = "runs/mnist_lstm_paper_precision-fp32_lr0.001_seed1111"
+    assert members(out, "checkpoints") == {f"{run}/{name}" for name in
+                                          ("best.next.pt", "best.pt", "checkpoint.pt", "log.jsonl")}
+    too_large = (root / "runs" / "_logs" / "too_large_to_carry.txt").read_text()
+    assert too_large.strip() == "runs/ptb-char_rtransformer_paper_lr1_seed1111"
+    assert (out / "records.tgz").exists()
+    assert (root / run / "checkpoint.pt").stat().st_ino == (root / "runs" / "_live" / Path(run).name / "checkpoint.pt").stat().st_ino
+
+
 def stubbed_machine(tmp_path: Path, imports: bool = True, data: bool = True) -> tuple[Path, Path, dict[str, str]]:
     """A repo, $OUT and an environment whose python3, nvidia-smi and MPS are stubs that note
     their arguments in tmp_path/calls.txt; with imports=False the notebook tools fail to import,
