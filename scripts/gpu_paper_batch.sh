@@ -89,8 +89,8 @@ room() {
 }
 
 # ship NAME WEIGHTS RUN_DIR...: the runs' WEIGHTS files (a glob), record and log, smallest run
-# first, as long as they fit in what $OUT has room for, in $OUT/NAME.tar.part-*; names what did
-# not fit.
+# first, as long as they fit in what $OUT has room for, in $OUT/NAME.tar.part-*, as runs/RUN/...
+# (a snapshot runs/_live/runs/RUN too); names what did not fit.
 ship() {
   name=$1 limit=$(room) weights=$2; shift 2
   [ $# -gt 0 ] || return 0
@@ -101,13 +101,15 @@ ship() {
   echo "$name left behind: $(cat "$LOGS/left_behind_$name.txt")"
   [ -n "$chosen" ] || return 0
   # shellcheck disable=SC2086
-  tar cf - --transform 's,^runs/_live/,runs/,' \
-    $(for d in $chosen; do ls "$d"/$weights "$d"/record.json "$d"/log.jsonl 2>/dev/null; done) | \
+  base=.; case $chosen in runs/_live/*) base=runs/_live ;; esac
+  # shellcheck disable=SC2086
+  (cd "$base" && tar cf - $(for d in $chosen; do d=${d#runs/_live/}
+     ls "$d"/$weights "$d"/record.json "$d"/log.jsonl 2>/dev/null; done)) | \
     split -b "$PART_BYTES" - "$OUT/$name.tar.part-"
 }
 
 # carriable: the unfinished runs whose weights are small enough to carry into a later lease
-# (CARRY_LIMIT_BYTES), each as a snapshot of hard links in runs/_live/RUN (shipped as runs/RUN),
+# (CARRY_LIMIT_BYTES), each as a snapshot of hard links in runs/_live/runs/RUN (shipped as runs/RUN),
 # taken while its checkpoint stayed the same file: a job that saves its next epoch meanwhile
 # cannot pair one epoch's checkpoint with another's best weights (the checkpoint names them by
 # SHA-256, and a resume settles best.pt and log.jsonl from it). The others go to
@@ -119,7 +121,7 @@ carriable() {
     if [ "$(du -cb "$d"/*.pt | tail -1 | cut -f1)" -gt "$CARRY_LIMIT_BYTES" ]; then
       echo "$d" >> "$LOGS/too_large_to_carry.txt"; continue
     fi
-    snap=runs/_live/$(basename "$d")
+    snap=runs/_live/runs/$(basename "$d")
     for _ in 1 2 3; do
       rm -rf "$snap" && mkdir -p "$snap"
       before=$(stat -c %i "$d/checkpoint.pt" 2>/dev/null)

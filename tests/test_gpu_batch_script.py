@@ -121,7 +121,7 @@ def test_wait_ships_the_small_unfinished_runs_so_that_a_machine_gone_cold_loses_
     too_large = (root / "runs" / "_logs" / "too_large_to_carry.txt").read_text()
     assert too_large.strip() == "runs/ptb-char_rtransformer_paper_lr1_seed1111"
     assert (out / "records.tgz").exists()
-    assert (root / run / "checkpoint.pt").stat().st_ino == (root / "runs" / "_live" / Path(run).name / "checkpoint.pt").stat().st_ino
+    assert (root / run / "checkpoint.pt").stat().st_ino == (root / "runs" / "_live" / run / "checkpoint.pt").stat().st_ino
 
 
 def stubbed_machine(tmp_path: Path, imports: bool = True, data: bool = True) -> tuple[Path, Path, dict[str, str]]:
