@@ -73,7 +73,7 @@ def _untested_causes(task: str, model: str, records: pd.DataFrame) -> list[str]:
     runs = evidence(records)
     run = set(runs[(runs["task"] == task) & (runs["model"] == model)]["lr"]) if len(runs) else set()
     causes = []
-    if len(grid) > 1 and TASKS[task].kind != "classify" and not set(grid) <= run:  # as rtlib.reproduce
+    if len(grid) > 1 and TASKS[task].has_validation and not set(grid) <= run:
         causes.append("the lr grid {" + ", ".join(f"{lr:g}" for lr in grid) + "}")
     done = set(ablations(records, task)["variant"]) if len(records) else set()
     causes += [f"`{a.variant}`" for a in ABLATIONS if a.table == table and a.model == model
@@ -133,7 +133,7 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
     if model == "transformer":
         items.append("no released Transformer baseline: ours has the R-Transformer's sizes and settings, "
                      "sinusoidal positions and no LocalRNN")
-    explanation = _explanation(records, row, runs, cuts, found)
+    explanation = _explanation(records, row, runs, cuts, found, stuck is not None)
     if failed:
         items.append(failed)
         explanation += f" Besides, {failed}."
@@ -164,7 +164,7 @@ def _ended(check, task: str) -> str:
             else f"{fmt(check.test_metric, task)} after {int(check.epochs_run)} epochs")
 
 
-def _explanation(records, row, runs, cuts, found) -> str:
+def _explanation(records, row, runs, cuts, found, never_learned: bool) -> str:
     task, model, paper = row["task"], row["model"], row["paper"]
     sentences = []
     if row["verdict"] == "inconclusive":
@@ -197,7 +197,7 @@ def _explanation(records, row, runs, cuts, found) -> str:
     else:
         causes = _untested_causes(task, model, records)
         stuck = ("at every seed the training loss stayed at chance for the whole run, so the model never "
-                 "learned; why is " if _never_learned(task, runs) is not None else "")
+                 "learned; why is " if never_learned else "")
         sentences.append(f"Ours is {direction} than the paper's by {fmt(abs(row['delta']), task, 1)}: {stuck}"
                          "unexplained" + (f"; not yet tested: {join_words(causes)}." if causes else "."))
     return " ".join(sentences)
@@ -781,13 +781,6 @@ def same_seed_twice(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> 
             f"same settings and seed on {join_words(sorted(set(found['device'])))} (for weights the first run's "
             f"machine kept, or to see whether a divergence follows the engine mode): " + "; ".join(parts)
             + ". The first run's record is the one the tables use.")
-
-
-def _prose(row) -> str:
-    """'Table 2 R-Transformer: 2.54 ± 0.26 over 3 seeds against the paper's 2.37'."""
-    spread = f" ± {fmt(row['std'], row['task'])}" if row["n"] > 1 else ""
-    return (f"Table {row['table']} {model_name(row['model'])}: {fmt(row['mean'], row['task'])}{spread} over "
-            f"{plural(row['n'], 'seed')} against the paper's {fmt(row['paper'], row['task'])}")
 
 
 def _cell_label(row) -> str:

@@ -183,7 +183,7 @@ def _lr_seeds(task, model, profile, variant, lrs, seeds, finished, notes):
     train = run_config(task, model, profile).train
     if lrs == "grid":
         return [(lr, seeds) for lr in train.lr_grid]
-    if lrs == "config" or len(train.lr_grid) == 1 or TASKS[task].kind == "classify":
+    if lrs == "config" or len(train.lr_grid) == 1 or not TASKS[task].has_validation:
         return [(train.lr, seeds)]  # seq-MNIST has no validation split to choose an lr on
     first, rest = seeds[:1], seeds[1:]
     row = f"{task} {model} {variant or 'row'}"

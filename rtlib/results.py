@@ -543,7 +543,7 @@ SELECTION_RULES = {"best_valid": "best validation epoch", "last_epoch": "last ep
 
 def reported_rule(task: str) -> str:
     """The rule our records report: the best validation epoch, or the last epoch without one."""
-    return "last_epoch" if TASKS[task].kind == "classify" else "best_valid"
+    return "best_valid" if TASKS[task].has_validation else "last_epoch"
 
 
 def selections(records: pd.DataFrame) -> pd.DataFrame:

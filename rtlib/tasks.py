@@ -46,6 +46,12 @@ class Task:
     copied: tuple[str, ...] = ()  # rows the paper copied from Bai et al. (2018)
     note: str = ""
 
+    @property
+    def has_validation(self) -> bool:
+        """Whether there is a validation split to choose an lr and an epoch on (seq-MNIST has none:
+        the sweep runs the config's lr and the released script reports the last epoch)."""
+        return self.kind != "classify"
+
 
 COPIED = ("rnn", "gru", "lstm", "tcn")
 TASKS: dict[str, Task] = {
