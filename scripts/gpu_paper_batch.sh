@@ -63,6 +63,7 @@ ROOT=$PWD
 LOGS=runs/_logs
 RUNNERS=$LOGS/runner_pids
 CODE=runs/_code
+LIVE=runs/_live  # snapshots of unfinished runs to ship (carriable)
 # $OUT brings back at most 8 files of 16 MiB each, 64 MiB in all
 OUT_FILES=${OUT_FILES:-8} OUT_BYTES=${OUT_BYTES:-67108864} PART_BYTES=${PART_BYTES:-15728640}
 # A later lease carries an unfinished run folder back in beside the working tree (5 MB), the
@@ -88,44 +89,41 @@ room() {
   echo $((free - margin))
 }
 
-# ship NAME WEIGHTS RUN_DIR...: the runs' WEIGHTS files (a glob), record and log, smallest run
-# first, as long as they fit in what $OUT has room for, in $OUT/NAME.tar.part-*, as runs/RUN/...
-# (a snapshot runs/_live/runs/RUN too); names what did not fit.
+# ship NAME BASE WEIGHTS RUN_DIR...: the runs' WEIGHTS files (a glob), record and log, smallest
+# run first, as long as they fit in what $OUT has room for, in $OUT/NAME.tar.part-*, with paths
+# as they are under BASE (each RUN_DIR is relative to it); names what did not fit.
 ship() {
-  name=$1 limit=$(room) weights=$2; shift 2
+  name=$1 base=$2 weights=$3 limit=$(room); shift 3
   [ $# -gt 0 ] || return 0
   # shellcheck disable=SC2086
-  chosen=$(for d in "$@"; do echo "$(du -cb "$d"/$weights | tail -1 | cut -f1) $d"; done | sort -n | \
+  chosen=$(cd "$base" && for d in "$@"; do echo "$(du -cb "$d"/$weights | tail -1 | cut -f1) $d"; done | sort -n | \
     awk -v limit="$limit" '{ total += $1; if (total < limit) print $2; else print $2 > "/dev/stderr" }' \
-    2> "$LOGS/left_behind_$name.txt")
+    2> "$ROOT/$LOGS/left_behind_$name.txt")
   echo "$name left behind: $(cat "$LOGS/left_behind_$name.txt")"
   [ -n "$chosen" ] || return 0
   # shellcheck disable=SC2086
-  base=.; case $chosen in runs/_live/*) base=runs/_live ;; esac
-  # shellcheck disable=SC2086
-  (cd "$base" && tar cf - $(for d in $chosen; do d=${d#runs/_live/}
-     ls "$d"/$weights "$d"/record.json "$d"/log.jsonl 2>/dev/null; done)) | \
+  (cd "$base" && tar cf - $(for d in $chosen; do ls "$d"/$weights "$d"/record.json "$d"/log.jsonl 2>/dev/null; done)) | \
     split -b "$PART_BYTES" - "$OUT/$name.tar.part-"
 }
 
 # carriable: the unfinished runs whose weights are small enough to carry into a later lease
-# (CARRY_LIMIT_BYTES), each as a snapshot of hard links in runs/_live/runs/RUN (shipped as runs/RUN),
+# (CARRY_LIMIT_BYTES), each as runs/RUN under $LIVE: a snapshot of hard links (shipped as runs/RUN),
 # taken while its checkpoint stayed the same file: a job that saves its next epoch meanwhile
 # cannot pair one epoch's checkpoint with another's best weights (the checkpoint names them by
 # SHA-256, and a resume settles best.pt and log.jsonl from it). The others go to
 # too_large_to_carry.txt.
 carriable() {
-  rm -rf runs/_live "$LOGS/too_large_to_carry.txt"
+  rm -rf "$LIVE" "$LOGS/too_large_to_carry.txt"
   for d in runs/*; do
     [ -f "$d/checkpoint.pt" ] && [ ! -f "$d/record.json" ] || continue
     if [ "$(du -cb "$d"/*.pt | tail -1 | cut -f1)" -gt "$CARRY_LIMIT_BYTES" ]; then
       echo "$d" >> "$LOGS/too_large_to_carry.txt"; continue
     fi
-    snap=runs/_live/runs/$(basename "$d")
+    snap=runs/$(basename "$d")
     for _ in 1 2 3; do
-      rm -rf "$snap" && mkdir -p "$snap"
+      rm -rf "${LIVE:?}/$snap" && mkdir -p "$LIVE/$snap"
       before=$(stat -c %i "$d/checkpoint.pt" 2>/dev/null)
-      ln "$d"/*.pt "$snap"/ 2>/dev/null; cp "$d/log.jsonl" "$snap"/ 2>/dev/null
+      ln "$d"/*.pt "$LIVE/$snap"/ 2>/dev/null; cp "$d/log.jsonl" "$LIVE/$snap"/ 2>/dev/null
       [ "$(stat -c %i "$d/checkpoint.pt" 2>/dev/null)" = "$before" ] && { echo "$snap"; break; }
     done
   done
@@ -228,7 +226,7 @@ case "$1" in
     if [ "${START_WAIT_S:-0}" -gt "$SECONDS" ]; then sleep $((START_WAIT_S - SECONDS)); tail -n 8 $LOGS/runner*.log; fi
     pack
     # shellcheck disable=SC2086
-    if [ "${START_WAIT_S:-0}" -gt 0 ]; then ship checkpoints '*.pt' $(carriable); fi ;;
+    if [ "${START_WAIT_S:-0}" -gt 0 ]; then ship checkpoints "$LIVE" '*.pt' $(carriable); fi ;;
   stop)
     require_runners
     shift
@@ -246,7 +244,7 @@ case "$1" in
     # should the machine go cold before the next call, the small unfinished runs can resume
     # in a later lease (batch o's seq-MNIST LSTM was lost at epoch 14)
     # shellcheck disable=SC2086
-    ship checkpoints '*.pt' $(carriable) ;;
+    ship checkpoints "$LIVE" '*.pt' $(carriable) ;;
   finish)
     require_runners
     # at most 7 minutes, so that analysing and packing fit in the call's 10
@@ -263,9 +261,9 @@ case "$1" in
     # otherwise; batch f left three behind for a best.pt), then the analysed runs' best weights
     # (the analyses are made above; the weights let the visualizations re-analyse anywhere).
     # shellcheck disable=SC2086
-    ship checkpoints '*.pt' $(carriable)
+    ship checkpoints "$LIVE" '*.pt' $(carriable)
     # shellcheck disable=SC2086
-    ship weights best.pt $(for d in $finished; do [ -f "$d/best.pt" ] && echo "$d"; done)
+    ship weights . best.pt $(for d in $finished; do [ -f "$d/best.pt" ] && echo "$d"; done)
     echo quit | nvidia-cuda-mps-control
     ls -la "$OUT" ;;
   more)
