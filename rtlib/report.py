@@ -65,6 +65,20 @@ def _never_learned(task: str, runs: pd.DataFrame) -> float | None:
     return lowest if lowest >= 0.98 * math.log(ClassifyProtocol.shape.out_features) else None
 
 
+LATE_EPOCHS = 3  # a best validation epoch among the schedule's last 3: still improving at its end
+
+
+def _still_improving(task: str, model: str, runs: pd.DataFrame) -> list[int] | None:
+    """The best validation epochs of a cell whose every seed ran the paper's full schedule and had
+    its best epoch among the last LATE_EPOCHS (still improving when the schedule ended), else None."""
+    epochs = run_config(task, model, EVIDENCE_PROFILE).train.epochs
+    if not TASKS[task].has_validation or runs.empty or runs["best_epoch"].isna().any() \
+            or (runs["epochs_run"] < epochs).any():
+        return None
+    best = [int(epoch) for epoch in runs["best_epoch"]]
+    return best if min(best) > epochs - LATE_EPOCHS else None
+
+
 def _untested_causes(task: str, model: str, records: pd.DataFrame) -> list[str]:
     """Candidate causes of a gap that the sweep plans to test and has not yet: the rest of the
     paper's lr grid, and the ablations of this row."""
@@ -198,8 +212,18 @@ def _explanation(records, row, runs, cuts, found, never_learned: bool) -> str:
         causes = _untested_causes(task, model, records)
         stuck = ("at every seed the training loss stayed at chance for the whole run, so the model never "
                  "learned; why is " if never_learned else "")
+        late = None if row["better"] else _still_improving(task, model, runs)
+        unconverged = ""
+        if late:
+            first_cuts = [c[0] for c in cuts.values() if c]
+            cut = (f", after the lr was first cut at epoch {min(first_cuts)}–{max(first_cuts)}"
+                   if len(first_cuts) == len(cuts) else "")
+            unconverged = (f", though every seed's best validation epoch is among the schedule's last "
+                           f"{LATE_EPOCHS} ({join_words([str(e) for e in late])}): the runs were still "
+                           f"improving when it ended{cut} (a candidate cause, untested)")
         sentences.append(f"Ours is {direction} than the paper's by {fmt(abs(row['delta']), task, 1)}: {stuck}"
-                         "unexplained" + (f"; not yet tested: {join_words(causes)}." if causes else "."))
+                         "unexplained" + unconverged
+                         + (f"; not yet tested: {join_words(causes)}." if causes else "."))
     return " ".join(sentences)
 
 

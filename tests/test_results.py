@@ -244,6 +244,23 @@ def test_a_gap_without_evidence_says_unexplained_and_what_is_untested(tmp_path):
     assert "better than the paper's" in found["explanation"]
 
 
+def test_a_worse_cell_still_improving_at_its_last_epoch_says_so(tmp_path):
+    epochs = run_config("nottingham", "rnn", "paper").train.epochs
+    for seed, test in zip((1111, 1112, 1113), (4.45, 4.84, 4.95)):
+        write_record(tmp_path, model="rnn", lr=1e-3, seed=seed, test=test, epochs=epochs, lr_cut_after=20 + seed % 10)
+    found = report.gap_evidence(load_records(tmp_path), "nottingham", "rnn")
+    assert "worse than the paper's" in found["explanation"]
+    assert f"among the schedule's last 3 ({epochs}, {epochs} and {epochs})" in found["explanation"]
+    assert "after the lr was first cut at epoch 21–23" in found["explanation"]
+    record = write_record(tmp_path, model="rnn", lr=1e-3, seed=1113, test=4.95, epochs=epochs)
+    record["best_epoch"] = epochs - 3  # one seed peaked earlier: no longer a sign of a short schedule
+    (tmp_path / f"{record['run_id']}.json").write_text(json.dumps(record))
+    assert "still improving" not in report.gap_evidence(load_records(tmp_path), "nottingham", "rnn")["explanation"]
+    seeds(tmp_path / "better", [3.10, 3.11, 3.12], model="transformer", epochs=epochs)  # better: not a cause
+    assert "still improving" not in report.gap_evidence(load_records(tmp_path / "better"), "nottingham",
+                                                        "transformer")["explanation"]
+
+
 def test_a_classifier_that_never_left_chance_says_so_and_names_its_own_settings(tmp_path):
     for seed, test in zip((1111, 1112, 1113), (8.9, 9.8, 8.9)):
         record = write_record(tmp_path, task="mnist", model="rnn", seed=seed, test=test, epochs=3)
