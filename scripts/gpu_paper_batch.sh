@@ -129,6 +129,12 @@ carriable() {
   done
 }
 
+# ship_unfinished: the small unfinished runs' snapshots (carriable), as $OUT/checkpoints.tar.part-*
+ship_unfinished() {
+  # shellcheck disable=SC2046
+  ship checkpoints "$LIVE" '*.pt' $(carriable)
+}
+
 # The first finished paper-profile run (lowest seed, no ablation) of each (task, R-Transformer or
 # Transformer) that has no committed analysis at the paper profile
 # (results/analysis/<task>_<model>_paper_*.json): the visualizations show attention.
@@ -225,8 +231,7 @@ case "$1" in
     # START_WAIT_S=580: go on as `wait` until the call has run that long (one call fewer)
     if [ "${START_WAIT_S:-0}" -gt "$SECONDS" ]; then sleep $((START_WAIT_S - SECONDS)); tail -n 8 $LOGS/runner*.log; fi
     pack
-    # shellcheck disable=SC2086
-    if [ "${START_WAIT_S:-0}" -gt 0 ]; then ship checkpoints "$LIVE" '*.pt' $(carriable); fi ;;
+    if [ "${START_WAIT_S:-0}" -gt 0 ]; then ship_unfinished; fi ;;
   stop)
     require_runners
     shift
@@ -243,8 +248,7 @@ case "$1" in
     pack
     # should the machine go cold before the next call, the small unfinished runs can resume
     # in a later lease (batch o's seq-MNIST LSTM was lost at epoch 14)
-    # shellcheck disable=SC2086
-    ship checkpoints "$LIVE" '*.pt' $(carriable) ;;
+    ship_unfinished ;;
   finish)
     require_runners
     # at most 7 minutes, so that analysing and packing fit in the call's 10
@@ -260,8 +264,7 @@ case "$1" in
     # unfinished runs small enough to carry into a later lease (their GPU time is lost
     # otherwise; batch f left three behind for a best.pt), then the analysed runs' best weights
     # (the analyses are made above; the weights let the visualizations re-analyse anywhere).
-    # shellcheck disable=SC2086
-    ship checkpoints "$LIVE" '*.pt' $(carriable)
+    ship_unfinished
     # shellcheck disable=SC2086
     ship weights . best.pt $(for d in $finished; do [ -f "$d/best.pt" ] && echo "$d"; done)
     echo quit | nvidia-cuda-mps-control
