@@ -43,6 +43,7 @@ import transfer  # noqa: E402  (scripts/transfer.py, beside this script)
 
 STOP_LINE = re.compile(r"^stop +\[[^\]]*\] (?P<run>\S+): (?P<why>.*)$")
 NOT_STARTED_LINE = re.compile(r"^remaining +(?P<run>\S+) +not started")  # the runner's summary table
+SKIP_LINE = re.compile(r"^skip +\[[^\]]*\] (?P<run>\S+): not started")  # a runner's skip, before its summary
 START_LINE = re.compile(r"^start +\[[^\]]*\] (?P<run>\S+)$")
 SUMMARY_LINE = re.compile(r"^summary: ")  # a runner's last line: it has ended
 STILL_TRAINING = ("still training when the records were packed (by `start` or `wait`): the machine went cold "
@@ -129,7 +130,7 @@ def runner_events(landed: Path) -> tuple[dict[str, str], list[str]]:
         for line in lines:
             if match := STOP_LINE.match(line):
                 stops[match["run"]] = "stopped by its runner: " + match["why"]
-            elif match := NOT_STARTED_LINE.match(line):
+            elif match := NOT_STARTED_LINE.match(line) or SKIP_LINE.match(line):
                 never.add(match["run"])
     return stops, sorted(never)
 

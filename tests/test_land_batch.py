@@ -41,6 +41,10 @@ def fetched_batch(folder: Path, repeat: bytes | None = None) -> str:
             f"start  [gpu0] {LOST}\nstop   [gpu0] {LOST}: projected to need 30.0 more minutes\n"
             f"remaining  {LOST}  stopped, checkpointed  3.4\n"
             "remaining  nottingham_gru_paper_lr0.001_seed1113  not started  0.0\n".encode())
+        # a runner the machine took before its summary: its skips are all it says of the jobs it never started
+        add(tar, "runs/_logs/runner3.log",
+            b"start  [gpu0/1] ptb-char_lstm_paper_lr4_seed1111\n"
+            b"skip   [gpu0/1] ptb-char_transformer_paper_lr3_seed1111: not started: projected to need 7.1 more minutes\n")
         add(tar, f"runs/_code/results/analysis/{run}.json", b'{"run_id": "x"}\n')
         add(tar, "runs/_logs/sharing.json", b'{"device": "NVIDIA H200", "rounds": []}\n')
     with tarfile.open(folder / "notebooks.tgz", "w:gz") as tar:
@@ -87,7 +91,7 @@ def test_a_batch_lands_its_records_analyses_carried_runs_and_log(tmp_path, capsy
                                      why="stopped by its runner: projected to need 30.0 more minutes "
                                          "(checkpoint brought back to resume)", checkpoint="brought back")]
     assert log["git_commit"] == record["git_commit"] and log["machine_held_minutes"] == 25.1
-    assert log["not_started"] == ["nottingham_gru_paper_lr0.001_seed1113"]
+    assert log["not_started"] == ["nottingham_gru_paper_lr0.001_seed1113", "ptb-char_transformer_paper_lr3_seed1111"]
     carry = capsys.readouterr().out.split("to resume, carry: ")[1]
     assert json.loads(carry) == [f"runs/{LOST}"]
 
