@@ -439,6 +439,9 @@ def runtime_deviations(amp: torch.dtype | None, engine: dict[str, Any]) -> list[
                           "replayed as CUDA graphs; rounding differs from eager)")
     if engine["fused_optimizer"]:
         deviations.append("optimizer: PyTorch's fused CUDA kernel (the same update rule)")
+    if engine.get("eval_windows_stacked", 1) > 1:
+        deviations.append(f"evaluation: up to {engine['eval_windows_stacked']} independent windows a forward, "
+                          "stacked along the batch (the released scripts: one); the same sums, rounded differently")
     return deviations
 
 

@@ -80,6 +80,26 @@ def test_lm_windows_follow_tcn_protocol(real_data):
     assert torch.equal(inputs[:, 0], rows[:, 40])
 
 
+@pytest.mark.parametrize("task,model", [("ptb-char", "rtransformer"), ("ptb-word", "lstm")])
+def test_lm_evaluation_stacks_windows_without_changing_the_sums(real_data, task, model):
+    cfg = run_config(task, model, "smoke", eval_batch_size=1 if task == "ptb-char" else 10, eval_limit=2000)
+    protocol = make_protocol(cfg, data_dir=real_data)
+    torch.manual_seed(0)
+    model = build_model(cfg, protocol.shape).eval()
+    windows = protocol._windows("valid")
+    stacks = list(protocol.eval_batches("valid"))
+    assert len(stacks) < len(windows) / 5  # fewer, larger forwards
+    assert [tuple(inputs.shape) for inputs, _ in stacks][0] == (64 // cfg.train.eval_batch_size * cfg.train.eval_batch_size,
+                                                                 cfg.train.seq_len)
+    assert torch.equal(torch.cat([w[0].flatten() for w in windows]), torch.cat([s[0].flatten() for s in stacks]))
+    with torch.no_grad():
+        one_by_one, stacked = ([protocol.batch_loss(model, batch)[1] for batch in batches] for batches in (windows, stacks))
+    assert sum(float(s["count"]) for s in one_by_one) == sum(float(s["count"]) for s in stacked)
+    # the loss is taken in fp32 (`batch_loss`): the sums agree to its rounding
+    assert sum(float(s["loss_sum"]) for s in one_by_one) == pytest.approx(sum(float(s["loss_sum"]) for s in stacked),
+                                                                         rel=1e-6)
+
+
 def test_every_table_row_is_configured_with_its_paper_number():
     for table, task in TABLE_TASKS.items():
         assert TASKS[task].table == table
