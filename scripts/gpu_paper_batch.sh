@@ -3,7 +3,7 @@
 # steps of at most 10 minutes each, called back to back while the machine stays warm:
 #
 #   scripts/gpu_paper_batch.sh start DEADLINE_MIN "RUNNER ARGS" ["RUNNER ARGS" ...]
-#   scripts/gpu_paper_batch.sh wait SECONDS
+#   scripts/gpu_paper_batch.sh wait [SECONDS]
 #   scripts/gpu_paper_batch.sh finish
 #   scripts/gpu_paper_batch.sh stop RUN_ID [RUN_ID ...]
 #   scripts/gpu_paper_batch.sh more [RUN_DIR ...]     (after finish, as often as it says)
@@ -71,6 +71,7 @@ OUT_FILES=${OUT_FILES:-8} OUT_BYTES=${OUT_BYTES:-67108864} PART_BYTES=${PART_BYT
 # stop a job whose weights are over this size once they project that it will miss the deadline
 # (rtlib/deadline.py), and `finish` ships no run folder over it
 CARRY_LIMIT_BYTES=${CARRY_LIMIT_BYTES:-30000000}
+WAIT_MAX_S=590  # the longest `wait` that packs within a call's 10 minutes
 mkdir -p $LOGS
 
 require_runners() {
@@ -175,6 +176,13 @@ case "$1" in
   start)
     deadline=$2; shift 2
     rm -f "$RUNNERS"
+    # A run still training when the last `wait` ends is packed only by `finish`: should that call
+    # come late, the machine goes cold with it (batch u's three PTB-char LSTMs, 1-2 epochs short)
+    covered=$(( ${START_WAIT_S:-0} + WAIT_MAX_S ))
+    if awk -v d="$deadline" -v c="$covered" 'BEGIN { exit !(d * 60 > c) }'; then
+      echo "warning: the deadline ($deadline min) ends after this call and one \`wait\` (${covered} s): the runs" \
+        "that finish after that come back only from \`finish\`, and with the machine if that call is late" >&2
+    fi
     # wheels312 holds only what the image lacks (scripts/gpu_wheels.sh), hence --no-deps
     python3 -m pip install -q --no-index --no-deps wheels312/*.whl > $LOGS/pip.log 2>&1 || tail -3 $LOGS/pip.log
     python3 -m pip check >> $LOGS/pip.log 2>&1
@@ -242,8 +250,8 @@ case "$1" in
     pack ;;
   wait)
     require_runners
-    # sleeps SECONDS, less once every runner has ended
-    until [ "$SECONDS" -ge "$2" ] || ! runners_alive; do sleep 5; done
+    # sleeps SECONDS (default: as long as a call allows), less once every runner has ended
+    until [ "$SECONDS" -ge "${2:-$WAIT_MAX_S}" ] || ! runners_alive; do sleep 5; done
     tail -n 8 $LOGS/runner*.log
     pack
     # should the machine go cold before the next call, the small unfinished runs can resume

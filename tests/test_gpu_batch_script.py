@@ -161,6 +161,7 @@ def test_start_runs_the_sharing_bench_then_one_runner_per_argument_set_and_waits
     started = subprocess.run(["bash", str(SCRIPT), "start", "5", "--cells 3:rtransformer:config --seeds 3"],
                              cwd=root, env=env, capture_output=True, text=True, timeout=60)
     assert started.returncode == 0, started.stderr
+    assert "warning: the deadline" not in started.stderr  # 5 minutes end inside this call's `wait`
     assert time.monotonic() - began >= 3  # START_WAIT_S=4, counted by bash in whole seconds from its start
     lines = (tmp_path / "calls.txt").read_text().splitlines()
     assert lines[:3] == ["-m pip install -q --no-index --no-deps wheels312/papermill-2.7.0-py3-none-any.whl",
@@ -174,6 +175,17 @@ def test_start_runs_the_sharing_bench_then_one_runner_per_argument_set_and_waits
                               timeout=60)
     assert finished.returncode == 0, finished.stderr
     assert (out / "notebooks.tgz").exists()
+
+
+def test_start_warns_when_the_deadline_ends_after_its_one_wait(tmp_path):
+    """Batch u: `wait 540` ended 1-2 epochs before three runs' last, the `finish` call came late,
+    and the machine went cold with them. A deadline past start + one full `wait` says so."""
+    root, out, env = stubbed_machine(tmp_path)
+    env.update(START_WAIT_S="1")
+    started = subprocess.run(["bash", str(SCRIPT), "start", "10.5", "--cells 3:lstm:config"],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    assert "warning: the deadline (10.5 min) ends after this call and one `wait` (591 s)" in started.stderr
 
 
 def test_start_starts_no_runner_when_the_notebook_tools_do_not_import(tmp_path):
