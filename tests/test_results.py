@@ -351,10 +351,16 @@ def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_pa
 
 def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path):
     seeds(tmp_path, [2.40, 2.42, 2.41])
+    seeds(tmp_path, [1.30, 1.31], task="ptb-char")
+    stacked = tmp_path / "ptb-char_rtransformer_paper_lr2_seed1112.json"
+    stacked.write_text(json.dumps({**json.loads(stacked.read_text()),
+                                   "engine": dict(compile="none", eval_windows_stacked=64)}))
     table = report.deviations(load_records(tmp_path), report.BENCH_DIR).frame.set_index("what")
     assert {"precision", "Transformer baseline", "PTB `<eos>`", "seq-MNIST order"} <= set(table.index)
-    assert "bf16 (3 runs)" in table.loc["precision", "our paper-profile runs"]
+    assert "bf16 (5 runs)" in table.loc["precision", "our paper-profile runs"]
     assert "the paper counted without them" in table.loc["PTB `<eos>`", "effect"]
+    assert table.loc["evaluation", "our paper-profile runs"].endswith(
+        "PTB: one window a forward in 1 run, up to 64 rows of windows a forward in 1 run")
 
 
 def test_deviations_name_whole_runs_where_bf16_diverged_and_fp32_did_not(data_mirror, tmp_path):
