@@ -865,6 +865,16 @@ def headline(records: pd.DataFrame) -> str:
     ])
 
 
+def _loss_kind(why: str) -> str:
+    """A lost run's reason as the batch log gives it, without its own numbers: a runner's stop
+    names its pace and weights, which the batch logs keep."""
+    if why.startswith("stopped by its runner: projected"):
+        return ("stopped by their runner, projected to miss the deadline with weights too large to leave the machine"
+                + (" (their checkpoints came back, but no device time was left to resume them)"
+                   if "checkpoint came back" in why else ""))
+    return why
+
+
 def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
     """The report's "what was hard" list (Markdown): what holds whatever the records say, and
     what the records and batch logs show so far."""
@@ -890,7 +900,7 @@ def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
                          f"fewer than {MIN_SEEDS} seeds could not have shown it.")
     lost, waiting = _lost(batches, records), _waiting(batches, records)
     if lost:
-        reasons = collections.Counter(run["why"] for run in lost)
+        reasons = collections.Counter(_loss_kind(run["why"]) for run in lost)
         why = "; ".join(f"{count} {reason}" for reason, count in reasons.most_common())
         items.append(f"*GPU time comes in short leases.* {len(lost)} runs were lost before they finished "
                      f"({sum(run['job_minutes'] for run in lost):.1f} GPU-minutes): {why}. A run must fit "

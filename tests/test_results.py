@@ -332,6 +332,13 @@ def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_pa
     assert spent.loc[4, "lost_runs"] == 3 and spent.loc[4, "lost_minutes"] == 7.0
     assert "3 runs were lost" in report.hard_parts(records, batches)
     assert "1 stopped at the batch's deadline; 1 failed with the jobs beside it" in report.hard_parts(records, batches)
+    stops = [dict(run_id=f"ptb-char_lstm_paper_lr4_seed{seed}", job_minutes=1.0, seconds_per_epoch=pace,
+                  why=f"stopped by its runner: projected to need {need} more minutes at {pace} s an epoch "
+                      "(5/100 epochs), 20.8 left before the deadline, and its 46 MB of weights cannot leave the "
+                      "machine (limit 0 MB)") for seed, pace, need in [(1111, 15.7, 23.6), (1113, 19.2, 30.4)]]
+    # one kind of loss, however many paces: the batch logs keep each runner's numbers
+    assert ("2 stopped by their runner, projected to miss the deadline with weights too large to leave the machine"
+            in report.hard_parts(records, [dict(lost_runs=stops)]))
     assert report.remaining(records, batches).set_index("table").loc[4, "minutes_left"] > 0  # a lost run without a time per epoch prices nothing
     batches = batches[:1]
     spent = report.cost(records, batches, bench).set_index("table")
