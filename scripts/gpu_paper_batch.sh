@@ -2,7 +2,7 @@
 # One batch of the paper-profile sweep on a lent one-GPU machine with no network, in three
 # steps of at most 10 minutes each, called back to back while the machine stays warm:
 #
-#   scripts/gpu_paper_batch.sh start DEADLINE_MIN "RUNNER ARGS" ["RUNNER ARGS" ...]
+#   scripts/gpu_paper_batch.sh start DEADLINE_MIN|auto "RUNNER ARGS" ["RUNNER ARGS" ...]
 #   scripts/gpu_paper_batch.sh wait [SECONDS]
 #   scripts/gpu_paper_batch.sh finish
 #   scripts/gpu_paper_batch.sh stop RUN_ID [RUN_ID ...]
@@ -179,6 +179,9 @@ case "$1" in
     # A run still training when the last `wait` ends is packed only by `finish`: should that call
     # come late, the machine goes cold with it (batch u's three PTB-char LSTMs, 1-2 epochs short)
     covered=$(( ${START_WAIT_S:-0} + WAIT_MAX_S ))
+    # auto: the runners stop a minute before that `wait` ends, so that it packs what they wrote
+    [ "$deadline" = auto ] && deadline=$(awk -v c="$covered" 'BEGIN { printf "%.1f", c / 60 - 1 }') && \
+      echo "deadline: $deadline minutes (auto: this call and one \`wait\`, less a minute)"
     if awk -v d="$deadline" -v c="$covered" 'BEGIN { exit !(d * 60 > c) }'; then
       echo "warning: the deadline ($deadline min) ends after this call and one \`wait\` (${covered} s): the runs" \
         "that finish after that come back only from \`finish\`, and with the machine if that call is late" >&2

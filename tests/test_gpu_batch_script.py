@@ -177,7 +177,7 @@ def test_start_runs_the_sharing_bench_then_one_runner_per_argument_set_and_waits
     assert (out / "notebooks.tgz").exists()
 
 
-def test_start_warns_when_the_deadline_ends_after_its_one_wait(tmp_path):
+def test_start_warns_when_the_deadline_ends_after_its_one_wait_and_auto_ends_inside_it(tmp_path):
     """Batch u: `wait 540` ended 1-2 epochs before three runs' last, the `finish` call came late,
     and the machine went cold with them. A deadline past start + one full `wait` says so."""
     root, out, env = stubbed_machine(tmp_path)
@@ -186,6 +186,12 @@ def test_start_warns_when_the_deadline_ends_after_its_one_wait(tmp_path):
                              cwd=root, env=env, capture_output=True, text=True, timeout=60)
     assert started.returncode == 0, started.stderr
     assert "warning: the deadline (10.5 min) ends after this call and one `wait` (591 s)" in started.stderr
+    (tmp_path / "calls.txt").unlink()
+    started = subprocess.run(["bash", str(SCRIPT), "start", "auto", "--cells 3:lstm:config"],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0 and "warning" not in started.stderr, started.stderr
+    runner = [line for line in (tmp_path / "calls.txt").read_text().splitlines() if "rtlib reproduce" in line]
+    assert runner and "--deadline-minutes 8.8 " in runner[0]  # (1 + 590) s / 60, less a minute
 
 
 def test_start_starts_no_runner_when_the_notebook_tools_do_not_import(tmp_path):
