@@ -20,6 +20,7 @@ import pandas as pd
 from .configs import ABLATIONS, MODELS, OURS, PAPER, TABLE_TASKS, run_config
 from .bench_results import load_bench
 from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR, SUPERSEDED_DIR
+from .run_folder import stacks_eval_windows
 from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablations, cell, cells,
                       claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt, join_words,
                       load_records, lr_cuts, model_name, ours_text, plural, rounding, select_lr, selections,
@@ -470,7 +471,7 @@ def _eval_stacking(records: pd.DataFrame) -> str:
     """How many PTB runs evaluated one window a forward and how many stacked windows."""
     ptb = evidence(records, variant=None)
     ptb = ptb[ptb["task"].str.startswith("ptb")]
-    stacked = ptb["engine"].map(lambda engine: isinstance(engine, dict) and engine.get("eval_windows_stacked", 1) > 1)
+    stacked = ptb["engine"].map(lambda engine: isinstance(engine, dict) and stacks_eval_windows(engine))
     return (f"one window a forward in {plural(int((~stacked).sum()), 'run')}, up to {EVAL_ROWS} rows of windows a "
             f"forward in {plural(int(stacked.sum()), 'run')}")
 

@@ -428,6 +428,11 @@ def selection_rules(curve: list[dict[str, Any]], higher_is_better: bool) -> dict
     return rules
 
 
+def stacks_eval_windows(engine: dict[str, Any]) -> bool:
+    """Whether a record's run evaluated several language-model windows a forward (its `engine`)."""
+    return engine.get("eval_windows_stacked", 1) > 1
+
+
 def runtime_deviations(amp: torch.dtype | None, engine: dict[str, Any]) -> list[str]:
     """How this run's execution differs from the released scripts' (fp32, eager, PyTorch 1.0)."""
     deviations = []
@@ -439,7 +444,7 @@ def runtime_deviations(amp: torch.dtype | None, engine: dict[str, Any]) -> list[
                           "replayed as CUDA graphs; rounding differs from eager)")
     if engine["fused_optimizer"]:
         deviations.append("optimizer: PyTorch's fused CUDA kernel (the same update rule)")
-    if engine.get("eval_windows_stacked", 1) > 1:
+    if stacks_eval_windows(engine):
         deviations.append(f"evaluation: up to {engine['eval_windows_stacked']} independent windows a forward, "
                           "stacked along the batch (the released scripts: one); the same sums, rounded differently")
     return deviations

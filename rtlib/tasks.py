@@ -104,6 +104,7 @@ class Protocol:
     takes and gives (`rtlib.models.build_model` builds it)."""
 
     splits: tuple[str, ...] = ("train", "valid", "test")
+    eval_windows_stacked: int | None = None  # language models: windows of one evaluation forward
 
     def __init__(self, cfg: RunConfig, device: torch.device | str = "cpu",
                  data_dir: str | Path | None = None):

@@ -170,8 +170,8 @@ class _Training:
                               amp=self.amp, mode=engine_mode, inputs=self.protocol.as_tensors)
         self.eval_graphs = EvalGraphs(self.step.runs, self.protocol.tensor_loss, self.amp) if self.step.graphed else None
         self.engine = dict(compile=engine_mode, requested=runtime.compile, fused_optimizer=fused)
-        if stacked := getattr(self.protocol, "eval_windows_stacked", None):
-            self.engine["eval_windows_stacked"] = stacked
+        if self.protocol.eval_windows_stacked:
+            self.engine["eval_windows_stacked"] = self.protocol.eval_windows_stacked
         self.num_parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.state = TrainState()
         self.elapsed_before = 0.0  # wall time of earlier sessions of this run
