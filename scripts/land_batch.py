@@ -78,10 +78,18 @@ def steady_seconds_per_epoch(entries: list[dict]) -> float | None:
     return round((timed[-1] - timed[0]) / (len(timed) - 1), 2) if len(timed) > 1 else None
 
 
+def logged_before(repo: Path) -> set[str]:
+    """The run folders that earlier batch logs list as finished: a later batch on the same warm
+    machine packs their records again (its runs/ still holds them), but they are not its runs."""
+    return {run["run_id"] for log in (repo / "results" / "batches").glob("*.json")
+            for run in json.loads(log.read_text()).get("finished", [])}
+
+
 def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list[str]) -> list[dict]:
     """Copy each landed record (and its notebook) into results/, noting it in `finished` and any
-    refusal in `conflicts`; the records landed."""
-    records_landed = []
+    refusal in `conflicts`; the records landed. A record an earlier batch log lists, committed
+    with the same content, is left out (an earlier batch's run)."""
+    records_landed, earlier = [], logged_before(repo)
     for record_path in sorted(landed.glob("runs/*/record.json")):
         run_dir = record_path.parent
         try:
@@ -95,6 +103,8 @@ def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list
         if committed.exists() and json.loads(committed.read_text()) != record:
             conflicts.append(f"{run_dir.name}: a record with other content is committed in {records}; this one "
                              "is not landed (it stays in the fetched records.tgz)")
+            continue
+        if committed.exists() and run_dir.name in earlier:
             continue
         copy_results(record, run_dir, records, notebooks_dir_for(records))
         records_landed.append(record)

@@ -108,6 +108,20 @@ def test_a_committed_record_with_other_content_is_never_overwritten(tmp_path):
     assert code == 1 and committed.read_text() == before
 
 
+def test_a_later_batch_on_the_same_warm_machine_logs_only_its_own_runs(tmp_path):
+    fetched, root = tmp_path / "fetched", repo(tmp_path / "repo")
+    fetched.mkdir()
+    run = fetched_batch(fetched)
+    args = ["--script", "s", "--sharing", "s", "--deadline-minutes", "1", "--held-minutes", "1", "--repo", str(root)]
+    assert land_batch.main([str(fetched), "--name", "2026-12-06_h100_w", *args]) == 0
+    # the next batch's machine still holds the first one's runs/: its records come back again
+    assert land_batch.main([str(fetched), "--name", "2026-12-06_h100_x", *args]) == 0
+    first, later = (json.loads((root / "results" / "batches" / f"2026-12-06_h100_{name}.json").read_text())
+                    for name in "wx")
+    assert [entry["run_id"] for entry in first["finished"]] == [run]
+    assert later["finished"] == []
+
+
 def test_a_batch_log_that_exists_is_refused(tmp_path):
     root = repo(tmp_path / "repo")
     (root / "results" / "batches" / "x.json").write_text("{}")
