@@ -86,7 +86,8 @@ def add_reproduce_parser(commands) -> None:
                              "lr chosen on validation at the other seeds")
     parser.add_argument("--variants", nargs="+", help="ablations, e.g. '' norm=post window=3")
     parser.add_argument("--ablations", action="store_true",
-                        help="the sweep's ablations of the tables (rtlib.configs.ABLATIONS), seed 1111")
+                        help="the sweep's ablations of the tables (rtlib.configs.ABLATIONS): seed "
+                             "1111, and seeds 1111-1113 for those a claim is tested against")
     parser.add_argument("--gpus", type=parse_gpus, help="e.g. 0,1,2,3; '' for the CPU "
                                                         "(default: every visible GPU)")
     parser.add_argument("--jobs-per-gpu", type=positive_int, default=1)

@@ -249,11 +249,12 @@ def finished_records(jobs_out: Path, results_dir: Path | None) -> dict[str, dict
 
 
 def ablation_jobs(profile: str, tables: list[int], out: Path = RUNS_DIR) -> list[Job]:
-    """The sweep's ablations (`rtlib.configs.ABLATIONS`) of `tables`, at the first seed."""
+    """The sweep's ablations (`rtlib.configs.ABLATIONS`) of `tables`, each at its seeds from the
+    first: the first seed alone, or the seeds a verdict needs where a claim is tested against it."""
     return [_job(TABLE_TASKS[a.table], a.model, profile, run_config(TABLE_TASKS[a.table], a.model,
                                                                     profile).train.lr,
-                 FIRST_SEED, a.variant, out)
-            for a in ABLATIONS if a.table in tables]
+                 seed, a.variant, out)
+            for a in ABLATIONS if a.table in tables for seed in range(FIRST_SEED, FIRST_SEED + a.seeds)]
 
 
 def plan_commands(jobs: list[Job], *, results_dir: Path | None, max_minutes: float | None = None,

@@ -31,7 +31,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .configs import ABLATIONS, PROFILES, TABLE_TASKS, run_config
+from .configs import ABLATIONS, MIN_SEEDS, PROFILES, TABLE_TASKS, run_config
 from .paths import RECORDS_DIR
 from .tables import model_size
 from .tasks import TASKS
@@ -40,7 +40,6 @@ PAPER_ORDER = ("rnn", "gru", "lstm", "tcn", "transformer", "rtransformer")  # th
 MODEL_NAMES = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM", "tcn": "TCN", "transformer": "Transformer",
                "rtransformer": "R-Transformer"}
 EVIDENCE_PROFILE = "paper"
-MIN_SEEDS = 3
 PAPER_DECIMALS = {"mnist": 1, "nottingham": 2, "ptb-char": 2, "ptb-word": 2}  # as Tables 1-4 print
 METRIC_NAMES = {"accuracy": "test accuracy in %", "nll": "NLL", "bpc": "bits per character",
                 "perplexity": "perplexity"}
