@@ -16,7 +16,8 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.ticker import MaxNLocator
 
 from .analysis import analysed_examples
-from .results import PAPER_ORDER, cells, evidence, fmt, learning_curves, lr_cuts, model_name, select_lr
+from .results import (METRIC_NAMES, PAPER_ORDER, cells, evidence, fmt, learning_curves, lr_cuts, model_name,
+                      select_lr, window_points)
 from .tasks import TASKS
 
 PALETTE = {"rtransformer": "C3", "local-rnn": "C0", "conv": "C2", "transformer-none": "C7",
@@ -461,4 +462,34 @@ def plot_seed_trace_grid(records: pd.DataFrame):
         plot_seed_traces(records, row.task, row.model, ax)
     for ax in axes.flat[len(run):]:
         ax.set_visible(False)
+    return fig
+
+
+def plot_window_ablations(records: pd.DataFrame):
+    """`rtlib.results.window_points`, one panel a table: every seed as a dot, the mean over
+    seeds as a line through the windows, the released M marked and the paper's number dashed;
+    None when no window ablation has a record."""
+    points = window_points(records)
+    if points.empty:
+        return None
+    tables = sorted(points["table"].unique())
+    fig, axes = plt.subplots(1, len(tables), figsize=(3.6 * len(tables), 3.0), squeeze=False, layout="constrained")
+    for ax, table in zip(axes.flat, tables):
+        rows = points[points["table"] == table]
+        task = rows["task"].iloc[0]
+        means = rows.groupby("window")["value"].mean()
+        ax.plot(means.index, means.to_numpy(), color=PALETTE["rtransformer"], lw=1, label="mean over seeds")
+        for released, group in rows.groupby("released"):
+            ax.scatter(group["window"], group["value"], s=22, zorder=3, color=PALETTE["rtransformer"],
+                       marker="o" if released else "s", facecolors="none" if released else PALETTE["rtransformer"],
+                       label=f"released M = {group['window'].iloc[0]}, seeds" if released else "ablation, seeds")
+        paper = TASKS[task].paper["rtransformer"]
+        ax.axhline(paper, color="k", ls="--", lw=1, label=f"paper: {fmt(paper, task)}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(rows["window"].unique()), [str(w) for w in sorted(rows["window"].unique())])
+        ax.minorticks_off()
+        ax.set_xlabel("LocalRNN window M")
+        ax.set_ylabel(f"test {METRIC_NAMES[TASKS[task].metric]}")
+        ax.set_title(f"Table {table}: {task}, R-Transformer", fontsize=10)
+        ax.legend(fontsize=7)
     return fig

@@ -24,7 +24,7 @@ from .run_folder import stacks_eval_windows
 from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablations, cell, cells,
                       claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt, join_words,
                       load_records, lr_cuts, model_name, ours_text, plural, rounding, select_lr, selections,
-                      signed)
+                      signed, ablation_effects, window_points)
 from .tables import paper_protocol, parameter_counts
 from .tasks import EVAL_ROWS, TASKS, ClassifyProtocol
 
@@ -85,7 +85,8 @@ def _untested_causes(task: str, model: str, records: pd.DataFrame) -> list[str]:
     paper's lr grid, and the ablations of this row."""
     table = TASKS[task].table
     grid = run_config(task, model, "paper").train.lr_grid
-    runs = evidence(records)
+    runs = done_runs(records)  # a grid point that diverged was tested too
+    runs = runs[runs["variant"] == ""] if len(runs) else runs
     run = set(runs[(runs["task"] == task) & (runs["model"] == model)]["lr"]) if len(runs) else set()
     causes = []
     if len(grid) > 1 and TASKS[task].has_validation and not set(grid) <= run:
@@ -266,7 +267,8 @@ def evidence_rule() -> str:
 
 def results_paragraph(records: pd.DataFrame, task: str) -> str:
     """A table chapter's closing paragraph (Markdown): each model with paper-profile runs, its
-    number, seeds and verdict and the explanation of its gap; the models not run; fast runs."""
+    number, seeds and verdict and the explanation of its gap; the models not run; the
+    ablations recorded; fast runs."""
     info = TASKS[task]
     table_cells = cells(records)
     rows = table_cells[table_cells["task"] == task]
@@ -286,6 +288,12 @@ def results_paragraph(records: pd.DataFrame, task: str) -> str:
     if not lines:
         head = f"**No paper-profile records of Table {info.table} yet**: every row is *not run*."
     tail = [f"Not run at the paper profile: {join_words(missing)}."] if lines and missing else []
+    found = ablation_effects(records)
+    ablated = found[(found["task"] == task) & (found["n"] > 0)]
+    if len(ablated):
+        tail.append("Ablations ({doc}`report` reads them): " + "; ".join(
+            f"{model_name(row.model)} `{row.variant}` {row.with_it} against {row.without} without it"
+            for row in ablated.itertuples()) + ".")
     quick = records[(records["task"] == task) & (records["profile"] == "fast")] if len(records) else records
     if len(quick):
         tail.append(f"{len(quick)} short fast-profile runs of this table exist; they are quick looks, "
@@ -484,6 +492,46 @@ def _ablation_text(records: pd.DataFrame, ablation) -> str:
         return "not run yet"
     row = found.iloc[0]
     return f"{fmt(row['ours'], task)} vs {fmt(row['baseline'], task)} ({int(row['n'])} seed)"
+
+
+def ablations_summary(records: pd.DataFrame) -> str:
+    """How many of the planned ablations have records, and what one seed can and cannot say."""
+    found = ablation_effects(records)
+    run = found[found["n"] > 0]
+    if run.empty:
+        return f"None of the {len(found)} planned ablations has a paper-profile record yet."
+    below = run[run["n"] < MIN_SEEDS]
+    return (f"{len(run)} of the {len(found)} planned ablations have paper-profile records "
+            f"({int(found['n'].sum())} of the {int(found['planned_seeds'].sum())} runs planned). "
+            + (f"{plural(len(below), 'ablation')} ha{'s' if len(below) == 1 else 've'} fewer than the "
+               f"{MIN_SEEDS} seeds a verdict needs: {'it reads' if len(below) == 1 else 'each reads'} only as where "
+               "its seeds fall among its row's, a pointer, not a finding." if len(below) else ""))
+
+
+def window_findings(records: pd.DataFrame) -> str:
+    """The R-Transformer's test metric at each window M recorded, per table, the released M's
+    seed 1111 beside its mean over seeds (the ablations ran at seed 1111)."""
+    points = window_points(records)
+    lines = []
+    for table, rows in points.groupby("table"):
+        task = rows["task"].iloc[0]
+        released = rows[rows["released"]]
+        ablated = rows[~rows["released"]].groupby("window")["value"].agg(["mean", "count"])
+        sizes = [f"M = {window} gives {fmt(row['mean'], task)}" + ("" if row["count"] == 1 else
+                                                                    f" (mean of {int(row['count'])} seeds)")
+                 for window, row in ablated.iterrows()]
+        window = run_config(task, "rtransformer", "paper").backbone.window
+        if released.empty:
+            row_text = f"the released M = {window} has no record yet"
+        else:
+            first = released.sort_values("seed").iloc[0]
+            row_text = f"the released M = {window} gives {fmt(first['value'], task)} at seed {int(first['seed'])}"
+            if len(released) > 1:
+                row_text += (f" and {fmt(released['value'].mean(), task)} ± {fmt(released['value'].std(), task)} "
+                             f"over its {len(released)} seeds")
+        lines.append(f"On Table {table} ({task}, {METRIC_NAMES[TASKS[task].metric]}), {join_words(sizes)}; "
+                     f"{row_text}.")
+    return " ".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------

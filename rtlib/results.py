@@ -26,7 +26,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -602,6 +602,83 @@ def ablations(records: pd.DataFrame, task: str, profile: str = EVIDENCE_PROFILE)
                         ours=ours, baseline=baseline, baseline_n=len(base), delta=ours - baseline,
                         metric=TASKS[task].metric))
     return pd.DataFrame(out, columns=columns)
+
+
+def ablation_reading(with_it: Sequence[float], without: Sequence[float], higher_is_better: bool) -> str:
+    """What an ablation's seeds say against its row's: with `MIN_SEEDS` a side, the difference of
+    means with its 95% interval; with fewer, where its seeds fall among the row's (a pointer)."""
+    if not len(with_it):
+        return "not run"
+    if not len(without):
+        return "its row is not run"
+    if min(len(with_it), len(without)) >= MIN_SEEDS:
+        test = compare(with_it, without, higher_is_better)
+        if test["low"] > 0:
+            return "better: the 95% interval of the change excludes 0"
+        if test["high"] < 0:
+            return "worse: the 95% interval of the change excludes 0"
+        return "no change shown: the 95% interval of the change includes 0"
+    sign = 1.0 if higher_is_better else -1.0  # scores: higher is better
+    ours, row = [sign * v for v in with_it], [sign * v for v in without]
+    few = f"{plural(len(with_it), 'seed')} against {len(without)}: a pointer, not a verdict"
+    if min(ours) > max(row):
+        return f"better than every seed of the row ({few})"
+    if max(ours) < min(row):
+        return f"worse than every seed of the row ({few})"
+    return f"within the row's seeds ({few})"
+
+
+def ablation_effects(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per ablation the sweep plans (`rtlib.configs.ABLATIONS`), in table order: its
+    paper-profile seeds beside its row's (same model, no variant, each over its lr chosen on
+    validation), the change of means (with it − without it, in the metric's unit) and a reading."""
+    by_variant = {variant: cells(records, variant) for variant in {"", *(a.variant for a in ABLATIONS)}}
+    rows = []
+    for ablation in sorted(ABLATIONS, key=lambda a: a.table):
+        task = TABLE_TASKS[ablation.table]
+        with_it = cell(by_variant[ablation.variant], task, ablation.model)
+        without = cell(by_variant[""], task, ablation.model)
+        rows.append(dict(table=ablation.table, task=task, model=ablation.model, variant=ablation.variant,
+                         why=ablation.why, planned_seeds=ablation.seeds, n=with_it["n"],
+                         with_it=ours_text(with_it), without=ours_text(without),
+                         change=with_it["mean"] - without["mean"] if with_it["n"] and without["n"] else math.nan,
+                         reading=ablation_reading(with_it["values"], without["values"],
+                                                  TASKS[task].higher_is_better)))
+    return pd.DataFrame(rows)
+
+
+def ablations_table(records: pd.DataFrame) -> HTMLTable:
+    """`ablation_effects` with readable headers; the change to one more digit than the paper's."""
+    found = ablation_effects(records)
+    out = [{"table": f"T{row.table}", "row": model_name(row.model), "ablation": f"`{row.variant}`: {row.why}",
+            "seeds": f"{row.n} of {row.planned_seeds}", "with it": row.with_it, "without it (the row)": row.without,
+            "change": signed(row.change, row.task, 1) if np.isfinite(row.change) else "–", "reading": row.reading}
+           for row in found.itertuples()]
+    note = ("Each value is the test metric of the paper profile, mean ± std (n) over seeds; change = with it − "
+            "without it, in the table's unit (accuracy: higher is better; NLL, bpc, perplexity: lower).")
+    return HTMLTable(pd.DataFrame(out), None, note=note)
+
+
+def window_points(records: pd.DataFrame) -> pd.DataFrame:
+    """The R-Transformer's paper-profile test metric per seed against its window M, for each
+    table with a window ablation recorded: the row's own seeds at the released M, beside the
+    seeds of each `window=M` ablation."""
+    columns = ["table", "task", "window", "released", "seed", "value"]
+    found = []
+    for table in sorted({a.table for a in ABLATIONS if a.variant.startswith("window=")}):
+        task = TABLE_TASKS[table]
+        released = run_config(task, "rtransformer", "paper").backbone.window
+        points = []
+        windows = [a.variant for a in ABLATIONS if a.table == table and a.variant.startswith("window=")]
+        for variant in ["", *windows]:
+            row = cells(records, variant)
+            row = row[(row["task"] == task) & (row["model"] == "rtransformer")].iloc[0]
+            window = int(variant.removeprefix("window=")) if variant else released
+            points += [(table, task, window, window == released, seed, value)
+                       for seed, value in zip(row["seeds"], row["values"])]
+        if any(window != released for _, _, window, *_ in points):
+            found += points
+    return pd.DataFrame(found, columns=columns)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -244,6 +244,59 @@ def test_a_gap_without_evidence_says_unexplained_and_what_is_untested(tmp_path):
     assert "better than the paper's" in found["explanation"]
 
 
+def test_a_diverged_grid_point_counts_as_tested(tmp_path):
+    seeds(tmp_path, [3.10, 3.11, 3.12], model="transformer")
+    write_record(tmp_path, model="transformer", lr=5e-6, test=3.3)
+    assert "the lr grid" in report.gap_evidence(load_records(tmp_path), "nottingham", "transformer")["explanation"]
+    write_record(tmp_path, model="transformer", lr=5e-4, status="diverged", epochs=1)
+    assert "the lr grid" not in report.gap_evidence(load_records(tmp_path), "nottingham", "transformer")["explanation"]
+
+
+def test_an_ablation_reads_against_its_rows_seeds_and_with_enough_seeds_as_an_interval():
+    reading = results.ablation_reading
+    assert reading([], [2.4, 2.5, 2.8], False) == "not run"
+    assert reading([2.6], [], False) == "its row is not run"
+    assert reading([3.3], [2.4, 2.5, 2.8], False).startswith("worse than every seed of the row (1 seed against 3")
+    assert reading([2.3], [2.4, 2.5, 2.8], False).startswith("better than every seed of the row")
+    assert reading([2.6], [2.4, 2.5, 2.8], False).startswith("within the row's seeds")
+    assert reading([99.0], [98.4, 98.5], True).startswith("better than every seed")  # higher is better
+    assert reading([4.2, 4.3, 4.1], [3.1, 3.2, 3.15], False).startswith("worse: the 95% interval")
+    assert reading([3.1, 3.3, 3.2], [3.1, 3.2, 3.3], False).startswith("no change shown")
+
+
+def test_the_ablations_table_lists_every_planned_ablation_with_its_row(tmp_path):
+    from rtlib.configs import ABLATIONS
+    seeds(tmp_path, [2.4, 2.5, 2.8])
+    write_record(tmp_path, variant="window=1", test=4.2)
+    records = load_records(tmp_path)
+    found = results.ablation_effects(records)
+    assert len(found) == len(ABLATIONS)
+    window = found[found["variant"] == "window=1"].iloc[0]
+    assert (window["n"], window["with_it"], window["without"]) == (1, "4.20 (n=1)", "2.57 ± 0.21 (n=3)")
+    assert window["change"] == pytest.approx(4.2 - np.mean([2.4, 2.5, 2.8]))
+    assert found[found["variant"] == "position=none"]["planned_seeds"].tolist() == [3, 3]
+    text = results.ablations_table(records).text()
+    assert not NAN.search(text) and "+1.633" in text and "not run" in text
+    assert "1 of the 15 planned ablations have paper-profile records (1 of the 19 runs planned)" in \
+        report.ablations_summary(records)
+    assert "`window=1` 4.20 (n=1) against 2.57 ± 0.21 (n=3)" in report.results_paragraph(records, "nottingham")
+
+
+def test_the_window_figure_shows_the_released_window_beside_its_ablations(tmp_path):
+    seeds(tmp_path, [2.8, 2.4, 2.4])
+    assert results.window_points(load_records(tmp_path)).empty  # no ablation: no figure
+    assert plots.plot_window_ablations(load_records(tmp_path)) is None
+    write_record(tmp_path, variant="window=12", test=2.6)
+    write_record(tmp_path, variant="window=1", test=4.2)
+    records = load_records(tmp_path)
+    points = results.window_points(records)
+    assert sorted(points["window"]) == [1, 6, 6, 6, 12] and points["released"].sum() == 3
+    assert plots.plot_window_ablations(records) is not None
+    assert report.window_findings(records) == (
+        "On Table 2 (nottingham, NLL), M = 1 gives 4.20 and M = 12 gives 2.60; the released M = 6 gives "
+        "2.80 at seed 1111 and 2.53 ± 0.23 over its 3 seeds.")
+
+
 def test_a_worse_cell_still_improving_at_its_last_epoch_says_so(tmp_path):
     epochs = run_config("nottingham", "rnn", "paper").train.epochs
     for seed, test in zip((1111, 1112, 1113), (4.45, 4.84, 4.95)):
