@@ -355,12 +355,14 @@ def _precision_divergences(records: pd.DataFrame, superseded: pd.DataFrame) -> s
 
 
 def _fp32_rows() -> str:
-    """'the Table 2 LSTM and RNN rows run in fp32, as released' for the rows configs.py sets to
-    fp32 ('' for none)."""
+    """'the Table 1 LSTM row and the Table 2 LSTM and RNN rows run in fp32, as released' for the
+    rows configs.py sets to fp32 ('' for none)."""
     rows = {table: [model_name(model) for (family, model), row in PAPER.items()
                     if family == task and row.train.precision == "fp32"] for table, task in TABLE_TASKS.items()}
-    return "; ".join(f"the Table {table} {join_words(names)} rows run in fp32, as released"
-                     for table, names in sorted(rows.items()) if names)
+    named = [f"the Table {table} {join_words(names)} row{'s' if len(names) > 1 else ''}"
+             for table, names in sorted(rows.items()) if names]
+    verb = "runs" if sum(map(len, rows.values())) == 1 else "run"
+    return f"{join_words(named)} {verb} in fp32, as released" if named else ""
 
 
 def _equivalence_effect(bench: list[dict]) -> str:

@@ -440,7 +440,8 @@ def test_deviations_name_whole_runs_where_bf16_diverged_and_fp32_did_not(data_mi
         "fp32 3.25 after 100 epochs; Table 2 LSTM, lr 0.001, seed 1112: bf16 diverged in epoch 24, fp32 3.30 "
         "after 100 epochs")
     assert table.loc["precision", "our paper-profile runs"].endswith(
-        "; the Table 2 LSTM and RNN rows run in fp32, as released, because bf16 diverged there")
+        "; the Table 1 LSTM row and the Table 2 LSTM and RNN rows run in fp32, as released, because bf16 "
+        "diverged there")
 
 
 def test_superseded_runs_count_in_the_cost_and_never_in_a_table(tmp_path):
