@@ -632,18 +632,26 @@ def superseded_records(folder: str | Path = SUPERSEDED_DIR) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def _ablation_runs(records: pd.DataFrame) -> pd.DataFrame:
+    """The paper-profile runs of an ablation (a variant) that ended, finished or diverged."""
+    ended = done_runs(records)
+    return ended[ended["variant"] != ""] if len(ended) else ended
+
+
 def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir: str | None = None,
          repeats_dir: str | Path = REPEATS_DIR, superseded_dir: str | Path = SUPERSEDED_DIR) -> pd.DataFrame:
     """Per table and in all: paper-profile runs finished and their GPU-minutes (each job's own
     wall time; jobs that shared a GPU each count in full), runs stopped at a batch's deadline and
     lost, runs made a second time (for their weights), runs superseded by a change of settings,
-    and what the released algorithm would take for the same finished R-Transformer runs."""
-    done = evidence(records)
+    ablation runs, and what the released algorithm would take for the same finished R-Transformer
+    runs."""
+    done, ablated = evidence(records), _ablation_runs(records)
     lost, waiting = _lost(batches, records), _waiting(batches, records)
     again, replaced = _paper_records(repeats_dir), superseded_records(superseded_dir)
     rows = []
     for table, task in TABLE_TASKS.items():
         runs = done[done["task"] == task] if len(done) else done
+        varied = ablated[ablated["task"] == task] if len(ablated) else ablated
         rt = runs[runs["model"] == "rtransformer"]
         ms = {device: reference_ms(bench, device).get(table) for device in set(rt["device"])}
         released = sum(run.epochs_run * train_steps(task, "rtransformer", data_dir) * ms[run.device] / 60_000
@@ -658,7 +666,8 @@ def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir
                          repeat_minutes=float(again[again["task"] == task]["gpu_minutes"].sum()) if len(again) else 0.0,
                          superseded_runs=int((replaced["task"] == task).sum()) if len(replaced) else 0,
                          superseded_minutes=float(replaced[replaced["task"] == task]["gpu_minutes"].sum())
-                         if len(replaced) else 0.0))
+                         if len(replaced) else 0.0,
+                         ablation_runs=len(varied), ablation_minutes=float(varied["gpu_minutes"].sum()) if len(varied) else 0.0))
     frame = pd.DataFrame(rows)
     total = frame.drop(columns=["task"]).sum(numeric_only=True, min_count=1)
     return pd.concat([frame, pd.DataFrame([{**total, "table": "all", "task": ""}])], ignore_index=True)
@@ -739,6 +748,7 @@ def cost_table(records, batches, bench, data_dir=None) -> HTMLTable:
             "second runs, for weights (GPU-minutes)": minutes(row.repeat_minutes),
             "runs superseded by a change of settings (GPU-minutes)":
                 f"{int(row.superseded_runs)} ({row.superseded_minutes:.1f})",
+            "ablation runs (GPU-minutes)": f"{int(row.ablation_runs)} ({row.ablation_minutes:.1f})",
             "runs left of the sweep": f"{int(row.left)} of {int(row.planned)}",
             "GPU-minutes left (estimate)": (minutes(row.minutes_left)
                                             + (f" + at least {row.floor_minutes:.1f} for {int(row.floored)} runs "
@@ -774,6 +784,9 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
     replaced = superseded_records(superseded_dir)
     changed = (f", {replaced['gpu_minutes'].sum():.1f} more for {plural(len(replaced), 'run')} made with "
                "settings since changed (*Deviations*)" if len(replaced) else "")
+    ablated = _ablation_runs(records)
+    ablation_cost = (f", {ablated['gpu_minutes'].sum():.1f} more for {plural(len(ablated), 'ablation run')} "
+                     "(*Ablations*)" if len(ablated) else "")
     if done.empty and len(broke):
         text = (f"**Scope.** No paper-profile run has finished yet, so no claim of the paper is tested; "
                 f"{plural(len(broke), 'run')} diverged ({broke['gpu_minutes'].sum():.1f} GPU-minutes).")
@@ -787,7 +800,7 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
         text = (f"**Scope.** {len(done)} paper-profile runs finished: {used} make {len(run)} of the "
                 f"{len(table_cells)} cells ({'; '.join(per_table)}; ×n: seeds){unused}. Precision: {_counts(records, 'precision')}. "
                 f"GPU: {join_words(sorted(set(done['device'])))}. Cost: {done['gpu_minutes'].sum():.1f} GPU-minutes "
-                f"of job time for these runs" + second + failed + changed +
+                f"of job time for these runs" + second + failed + ablation_cost + changed +
                 (f", {lost:.1f} more for runs that were lost before they finished, on machines held "
                  f"{held:.1f} minutes" if batches else "") + "."
                 + (f" {_waiting_text(waiting)}." if waiting else ""))

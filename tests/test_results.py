@@ -360,8 +360,10 @@ def test_first_screen_names_the_claims_what_goes_against_them_and_the_unused_gri
     seeds(tmp_path, [2.40, 2.42, 2.41])
     seeds(tmp_path, [2.30, 2.31, 2.32], model="transformer")  # the Transformer ahead on Table 2
     write_record(tmp_path, model="transformer", lr=5e-6, test=3.0, valid=3.0)  # a grid point, not chosen
+    write_record(tmp_path, variant="window=3", gpu_minutes=2.5)  # an ablation: counts in the cost alone
     records = load_records(tmp_path)
     assert "7 paper-profile runs finished: 6 make 2 of the 24 cells" in report.scope(records, [])
+    assert "2.5 more for 1 ablation run (*Ablations*)" in report.scope(records, [])
     assert "×n: seeds), 1 is an lr grid point the cells do not use" in report.scope(records, [])
     headline = report.headline(records)
     assert "are contradicted (“beats the Transformer”, “needs no positions” and “by the paper's margin”)" in headline
@@ -454,6 +456,16 @@ def test_superseded_runs_count_in_the_cost_and_never_in_a_table(tmp_path):
     spent = report.cost(records, [], [], repeats_dir=tmp_path / "none", superseded_dir=tmp_path / "superseded")
     assert tuple(spent.set_index("table").loc[2, ["superseded_runs", "superseded_minutes", "gpu_minutes"]]) == (1, 2.5, 3.0)
     assert report.superseded_records(tmp_path / "none").empty
+
+
+def test_ablation_runs_count_in_the_cost_apart_from_the_cells(tmp_path):
+    seeds(tmp_path, [2.40, 2.42, 2.41])
+    write_record(tmp_path, variant="window=1", gpu_minutes=4.0)
+    write_record(tmp_path, variant="norm=post", gpu_minutes=0.5, status="diverged", epochs=1)
+    spent = report.cost(load_records(tmp_path), [], [], repeats_dir=tmp_path / "none",
+                        superseded_dir=tmp_path / "none").set_index("table")
+    assert tuple(spent.loc[2, ["runs", "gpu_minutes", "ablation_runs", "ablation_minutes"]]) == (3, 3.0, 2, 4.5)
+    assert spent.loc["all", "ablation_minutes"] == 4.5
 
 
 def test_every_committed_paper_record_was_made_with_the_settings_configs_gives_its_run_now():
