@@ -175,7 +175,9 @@ pack() {
 case "$1" in
   start)
     deadline=$2; shift 2
-    rm -f "$RUNNERS"
+    # a batch started on an earlier batch's warm machine packs only its own runners' logs (batch x
+    # packed batch w's runner2.log and runner3.log, whose stop lines land_batch reads)
+    rm -f "$RUNNERS" "$LOGS"/runner*.log
     # A run still training when the last `wait` ends is packed only by `finish`: should that call
     # come late, the machine goes cold with it (batch u's three PTB-char LSTMs, 1-2 epochs short)
     covered=$(( ${START_WAIT_S:-0} + WAIT_MAX_S ))

@@ -157,6 +157,8 @@ def test_start_runs_the_sharing_bench_then_one_runner_per_argument_set_and_waits
     import time
     root, out, env = stubbed_machine(tmp_path)
     env.update(START_WAIT_S="4", SHARING_ROUNDS="4:rtransformer 4:rtransformer*2")
+    (root / "runs" / "_logs").mkdir(parents=True, exist_ok=True)
+    (root / "runs" / "_logs" / "runner3.log").write_text("an earlier batch's runner, on this warm machine\n")
     began = time.monotonic()
     started = subprocess.run(["bash", str(SCRIPT), "start", "5", "--cells 3:rtransformer:config --seeds 3"],
                              cwd=root, env=env, capture_output=True, text=True, timeout=60)
@@ -171,6 +173,7 @@ def test_start_runs_the_sharing_bench_then_one_runner_per_argument_set_and_waits
     assert lines[4] == (f"-m rtlib reproduce --profile paper --gpus 0 --out {root}/runs --deadline-minutes 5 "
                         "--carry-limit-mb 30 --cells 3:rtransformer:config --seeds 3")  # the runner's own last
     assert (root / "runs" / "_code" / "rtlib" / "__init__.py").exists() and (out / "records.tgz").exists()
+    assert not (root / "runs" / "_logs" / "runner3.log").exists()  # the earlier batch's, packed by that batch
     finished = subprocess.run(["bash", str(SCRIPT), "finish"], cwd=root, env=env, capture_output=True, text=True,
                               timeout=60)
     assert finished.returncode == 0, finished.stderr
