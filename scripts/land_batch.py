@@ -78,18 +78,19 @@ def steady_seconds_per_epoch(entries: list[dict]) -> float | None:
     return round((timed[-1] - timed[0]) / (len(timed) - 1), 2) if len(timed) > 1 else None
 
 
-def logged_before(repo: Path) -> set[str]:
-    """The run folders that earlier batch logs list as finished: a later batch on the same warm
-    machine packs their records again (its runs/ still holds them), but they are not its runs."""
-    return {run["run_id"] for log in (repo / "results" / "batches").glob("*.json")
-            for run in json.loads(log.read_text()).get("finished", [])}
+def logged_before(repo: Path, kind: str) -> set[tuple[str, int]]:
+    """(run folder, epochs) of the runs that earlier batch logs list under `kind` ("finished" or
+    "lost_runs"): a later batch on the same warm machine packs them again (its runs/ still holds
+    them), but unless it ran them further they are not its runs."""
+    return {(run["run_id"], run["epochs"]) for log in (repo / "results" / "batches").glob("*.json")
+            for run in json.loads(log.read_text()).get(kind, [])}
 
 
 def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list[str]) -> list[dict]:
     """Copy each landed record (and its notebook) into results/, noting it in `finished` and any
     refusal in `conflicts`; the records landed. A record an earlier batch log lists, committed
     with the same content, is left out (an earlier batch's run)."""
-    records_landed, earlier = [], logged_before(repo)
+    records_landed, earlier = [], {run for run, _ in logged_before(repo, "finished")}
     for record_path in sorted(landed.glob("runs/*/record.json")):
         run_dir = record_path.parent
         try:
@@ -114,13 +115,17 @@ def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list
     return records_landed
 
 
-def lost_runs(landed: Path, stops: dict[str, str]) -> list[dict]:
+def lost_runs(landed: Path, stops: dict[str, str], earlier: set[tuple[str, int]] = frozenset()) -> list[dict]:
+    """The runs with a log and no record, but those an earlier batch log lists as lost at the
+    same epoch (`earlier`, from `logged_before`)."""
     lost = []
     for log in sorted(landed.glob("runs/*/log.jsonl")):
         run_dir = log.parent
         if (run_dir / "record.json").exists() or run_dir.name.startswith("_"):
             continue
         entries = epochs_logged(run_dir)
+        if (run_dir.name, len(entries)) in earlier:
+            continue
         last = entries[-1]["elapsed_s"] if entries and "elapsed_s" in entries[-1] else 0.0
         lost.append(dict(run_id=run_dir.name, epochs=len(entries), job_minutes=round(last / 60, 2),
                          seconds_per_epoch=steady_seconds_per_epoch(entries),
@@ -181,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         finished, conflicts = [], []
         records_landed = land_records(landed, args.repo, finished, conflicts)
         stops, never_started = runner_events(landed)
-        lost = lost_runs(landed, stops)
+        lost = lost_runs(landed, stops, logged_before(args.repo, "lost_runs"))
         sharing = landed / "runs" / "_logs" / "sharing.json"
         if sharing.exists():
             device = json.loads(sharing.read_text())["device"].replace(" ", "_")

@@ -120,6 +120,7 @@ def test_a_later_batch_on_the_same_warm_machine_logs_only_its_own_runs(tmp_path)
                     for name in "wx")
     assert [entry["run_id"] for entry in first["finished"]] == [run]
     assert later["finished"] == []
+    assert [entry["run_id"] for entry in first["lost_runs"]] == [LOST] and later["lost_runs"] == []
 
 
 def test_a_batch_log_that_exists_is_refused(tmp_path):
