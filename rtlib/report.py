@@ -21,10 +21,10 @@ from .configs import ABLATIONS, MODELS, OURS, PAPER, TABLE_TASKS, run_config
 from .bench_results import load_bench
 from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR, SUPERSEDED_DIR
 from .run_folder import stacks_eval_windows
-from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablations, cell, cells,
-                      claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt, join_words,
-                      load_records, lr_cuts, model_name, ours_text, plural, rounding, select_lr, selections,
-                      signed, ablation_effects, window_points)
+from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablation_effects,
+                      ablations, cell, cells, claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt,
+                      join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding, select_lr,
+                      selections, signed, window_points)
 from .tables import paper_protocol, parameter_counts
 from .tasks import EVAL_ROWS, TASKS, ClassifyProtocol
 
