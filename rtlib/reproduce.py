@@ -617,20 +617,22 @@ def mps_daemon(enabled: bool, log: Callable[[str], None] = print):
         log("MPS: control daemon stopped")
 
 
-# A job that fails with one of these was most likely killed by the GPU, not by its own settings:
-# under MPS one client's crash takes the others down with it ("unspecified launch failure").
-GPU_FAULTS = ("CUDA error:", "AcceleratorError")
-GPU_FAULT_RETRIES = 1
+# A job that fails with one of these most likely failed for a cause outside its own settings:
+# a GPU fault from a neighbour (under MPS one client's crash takes the others down with it,
+# "unspecified launch failure"), or a Jupyter kernel that died before it started (seen with five
+# jobs starting at once under MPS).
+TRANSIENT_FAULTS = ("CUDA error:", "AcceleratorError", "Kernel died before replying to kernel_info")
+TRANSIENT_FAULT_RETRIES = 1
 PROGRESS_EVERY_S = 120.0   # how often a runner with a deadline says how its jobs pace
 JUDGE_EVERY_S = 5.0        # how often it reads its jobs' logs (an epoch takes seconds at least)
 
 
-def _retry_after_gpu_fault(outcome: "Outcome", retries: Counter) -> bool:
-    """Whether a failed job goes back to the queue (it resumes from its last checkpoint)."""
-    if outcome.status != "failed" or not any(fault in outcome.error for fault in GPU_FAULTS):
+def _retry_after_transient_fault(outcome: "Outcome", retries: Counter) -> bool:
+    """Whether a failed job goes back to the queue (it resumes from its last checkpoint, if any)."""
+    if outcome.status != "failed" or not any(fault in outcome.error for fault in TRANSIENT_FAULTS):
         return False
     retries[outcome.job.name] += 1
-    return retries[outcome.job.name] <= GPU_FAULT_RETRIES
+    return retries[outcome.job.name] <= TRANSIENT_FAULT_RETRIES
 
 
 def _job_minutes(max_minutes: float | None, deadline: float | None) -> float | None:
@@ -691,10 +693,10 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
             for slot, item in list(running.items()):
                 if item.process.poll() is not None:
                     outcome = _finish(running.pop(slot))
-                    if _retry_after_gpu_fault(outcome, retries):
+                    if _retry_after_transient_fault(outcome, retries):
                         pending.appendleft(item.job)
-                        view.event(f"retry  [{outcome.slot}] {item.job.name} after a GPU fault, from its "
-                                   f"last checkpoint: {outcome.error[:120]}")
+                        view.event(f"retry  [{outcome.slot}] {item.job.name} after a transient fault, from its "
+                                   f"last checkpoint if any: {outcome.error[:120]}")
                         continue
                     outcomes[item.job.name] = outcome
                     _keep_results(outcome, *kept_in(item.job), view)

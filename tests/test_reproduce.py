@@ -316,6 +316,27 @@ def test_a_job_a_gpu_fault_killed_resumes_once_and_a_settings_error_never(monkey
     assert [outcome.error for outcome in outcomes] == [fault, "ValueError: window=100 is too large"]
 
 
+def test_a_job_whose_kernel_died_before_it_started_is_retried_once(monkeypatch, tmp_path):
+    """With five jobs starting at once under MPS a Jupyter kernel died before it replied to
+    kernel_info, before its job did any work: such a job goes back to the queue once too."""
+    import rtlib.reproduce as reproduce
+    jobs = expand_jobs([4], ["rtransformer", "transformer"], "smoke", seeds=1, lrs="config", out=tmp_path)
+    died = "exit code 1: RuntimeError: Kernel died before replying to kernel_info"
+    errors = {jobs[0].run_id: [died, ""], jobs[1].run_id: [died, died]}  # "": the job is done
+    started = []
+
+    def start(job, slot, params, threads_share=1):
+        started.append(job.run_id)
+        return reproduce.Running(job, ExitedProcess(1), slot[0], 0.0, resumed=False)
+
+    def finish(running):
+        error = errors[running.job.run_id].pop(0)
+        return reproduce.Outcome(running.job, "failed" if error else "done", "ran", error=error, slot=running.slot)
+    outcomes = run_fake_jobs(monkeypatch, tmp_path, jobs, start, finish)
+    assert started == [jobs[0].run_id, jobs[0].run_id, jobs[1].run_id, jobs[1].run_id]
+    assert [(outcome.status, outcome.error) for outcome in outcomes] == [("done", ""), ("failed", died)]
+
+
 def test_only_the_batch_deadline_keeps_jobs_from_starting_not_a_short_max_minutes(monkeypatch, tmp_path):
     import time
 
