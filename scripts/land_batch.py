@@ -9,10 +9,10 @@
 - the shipped run folders of unfinished runs into runs/, to carry back to a later lease;
 - the sharing benchmark, if the batch ran one, into results/bench/sharing_<gpu>_<batch name>.json;
 - the batch log, results/batches/<name>.json: what finished (epochs, job minutes, seconds an
-  epoch at its mix), what was lost and why (the runners' own `stop` lines; "still training" when
-  its runner had not ended as the records were packed, i.e. they came from `start` or `wait` and
-  the machine went cold before `finish`; else "unfinished at the deadline"), and the settings
-  given on the command line.
+  epoch at its mix), what was lost and why (the runners' own `stop` and `failed` lines, a run
+  that failed before its first epoch included; "still training" when its runner had not ended
+  as the records were packed, i.e. they came from `start` or `wait` and the machine went cold
+  before `finish`; else "unfinished at the deadline"), and the settings given on the command line.
 
     python scripts/land_batch.py FETCHED_DIR --name 2026-12-02_h200_f --script "..." \
         --sharing "..." --deadline-minutes 23 --held-minutes 25.1 [--git-commit abc1234] \
@@ -44,7 +44,8 @@ import transfer  # noqa: E402  (scripts/transfer.py, beside this script)
 STOP_LINE = re.compile(r"^stop +\[[^\]]*\] (?P<run>\S+): (?P<why>.*)$")
 NOT_STARTED_LINE = re.compile(r"^remaining +(?P<run>\S+) +not started")  # the runner's summary table
 SKIP_LINE = re.compile(r"^skip +\[[^\]]*\] (?P<run>\S+): not started")  # a runner's skip, before its summary
-START_LINE = re.compile(r"^start +\[[^\]]*\] (?P<run>\S+)$")
+START_LINE = re.compile(r"^start +\[[^\]]*\] (?P<run>\S+)(?: \(resuming\))?$")
+FAILED_LINE = re.compile(r"^failed +\[[^\]]*\] (?P<run>\S+) (?P<minutes>[\d.]+) min: (?P<error>.*)$")
 SUMMARY_LINE = re.compile(r"^summary: ")  # a runner's last line: it has ended
 STILL_TRAINING = ("still training when the records were packed (by `start` or `wait`): the machine went cold "
                   "before `finish`, and the run with it")
@@ -115,39 +116,50 @@ def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list
     return records_landed
 
 
-def lost_runs(landed: Path, stops: dict[str, str], earlier: set[tuple[str, int]] = frozenset()) -> list[dict]:
-    """The runs with a log and no record, but those an earlier batch log lists as lost at the
-    same epoch (`earlier`, from `logged_before`)."""
+def lost_runs(landed: Path, reasons: dict[str, str], failed: dict[str, float],
+              earlier: set[tuple[str, int]] = frozenset()) -> list[dict]:
+    """The runs with a log or a failure (`failed`, run id -> its job minutes) and no record, but
+    those an earlier batch log lists as lost at the same epoch (`earlier`, from `logged_before`).
+    A run that failed before its first epoch has no log: its minutes are its runner's."""
     lost = []
-    for log in sorted(landed.glob("runs/*/log.jsonl")):
-        run_dir = log.parent
-        if (run_dir / "record.json").exists() or run_dir.name.startswith("_"):
+    for run in sorted({log.parent.name for log in landed.glob("runs/*/log.jsonl")} | failed.keys()):
+        run_dir = landed / "runs" / run
+        if (run_dir / "record.json").exists() or run.startswith("_"):
             continue
         entries = epochs_logged(run_dir)
-        if (run_dir.name, len(entries)) in earlier:
+        if (run, len(entries)) in earlier:
             continue
-        last = entries[-1]["elapsed_s"] if entries and "elapsed_s" in entries[-1] else 0.0
-        lost.append(dict(run_id=run_dir.name, epochs=len(entries), job_minutes=round(last / 60, 2),
+        minutes = entries[-1].get("elapsed_s", 0.0) / 60 if entries else failed.get(run, 0.0)
+        lost.append(dict(run_id=run, epochs=len(entries), job_minutes=round(minutes, 2),
                          seconds_per_epoch=steady_seconds_per_epoch(entries),
-                         why=stops.get(run_dir.name, "unfinished at the deadline")))
+                         why=reasons.get(run, "unfinished at the deadline")))
     return lost
 
 
-def runner_events(landed: Path) -> tuple[dict[str, str], list[str]]:
-    """From the runners' logs: run id -> why its runner stopped it early (`rtlib.deadline`) or
-    why it is lost though nobody stopped it (its runner was still running when the logs were
-    packed), and the jobs they never started (the deadline came first; their summary tables)."""
-    stops, never = {}, set()
+def runner_events(landed: Path) -> tuple[dict[str, str], dict[str, float], list[str]]:
+    """From the runners' logs: run id -> why it is lost (its runner stopped it early
+    (`rtlib.deadline`), it failed, or its runner was still running when the logs were packed),
+    the runs that failed -> their job minutes then, and the jobs they never started (the deadline
+    came first; their summary tables). A run's last line says why: one that failed and started
+    again is as that start left it (still training, or unfinished at the deadline, or stopped)."""
+    reasons, failed, never = {}, {}, set()
     for log in sorted(landed.glob("runs/_logs/runner*.log")):
         lines = log.read_text().splitlines()
-        if not any(SUMMARY_LINE.match(line) for line in lines):
-            stops.update((match["run"], STILL_TRAINING) for line in lines if (match := START_LINE.match(line)))
+        ended = any(SUMMARY_LINE.match(line) for line in lines)
         for line in lines:
-            if match := STOP_LINE.match(line):
-                stops[match["run"]] = "stopped by its runner: " + match["why"]
+            if match := START_LINE.match(line):
+                if ended:
+                    reasons.pop(match["run"], None)
+                else:
+                    reasons[match["run"]] = STILL_TRAINING
+            elif match := STOP_LINE.match(line):
+                reasons[match["run"]] = "stopped by its runner: " + match["why"]
+            elif match := FAILED_LINE.match(line):
+                reasons[match["run"]] = "failed: " + match["error"]
+                failed[match["run"]] = float(match["minutes"])
             elif match := NOT_STARTED_LINE.match(line) or SKIP_LINE.match(line):
                 never.add(match["run"])
-    return stops, sorted(never)
+    return reasons, failed, sorted(never)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             unpack(args.fetched / "notebooks.tgz", landed)
         finished, conflicts = [], []
         records_landed = land_records(landed, args.repo, finished, conflicts)
-        stops, never_started = runner_events(landed)
-        lost = lost_runs(landed, stops, logged_before(args.repo, "lost_runs"))
+        reasons, failed, never_started = runner_events(landed)
+        lost = lost_runs(landed, reasons, failed, logged_before(args.repo, "lost_runs"))
         sharing = landed / "runs" / "_logs" / "sharing.json"
         if sharing.exists():
             device = json.loads(sharing.read_text())["device"].replace(" ", "_")

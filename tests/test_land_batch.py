@@ -211,3 +211,38 @@ def test_a_run_still_training_when_the_records_were_packed_is_lost_with_the_mach
     assert lost[ended]["why"] == "unfinished at the deadline" and "checkpoint" not in lost[ended]
     assert lost[running]["why"] == land_batch.STILL_TRAINING
     assert lost[running]["checkpoint"] == "lost with the machine"
+
+
+def test_a_failed_run_is_lost_with_its_error_even_before_its_first_epoch_unless_it_ran_again(tmp_path):
+    fetched, root = tmp_path / "fetched", repo(tmp_path / "repo")
+    fetched.mkdir()
+    at_start, later, again = ("nottingham_transformer_paper_position-none_lr5e-05_seed1112",
+                              "mnist_gru_paper_lr0.001_seed1112", "mnist_gru_paper_lr0.001_seed1113")
+    done = json.loads(RECORD.read_text())["run_id"]
+    died = "exit code 1: RuntimeError: Kernel died before replying to kernel_info"
+    fault = "AcceleratorError: CUDA error: unspecified launch failure"
+    with tarfile.open(fetched / "records.tgz", "w:gz") as tar:
+        add(tar, f"runs/{at_start}/job.log", b"RuntimeError: Kernel died before replying to kernel_info\n")
+        for run in (later, again):
+            add(tar, f"runs/{run}/log.jsonl",
+                "".join(json.dumps(dict(epoch=k, elapsed_s=30.0 * k)) + "\n" for k in range(1, 4)).encode())
+        add(tar, f"runs/{done}/record.json", RECORD.read_bytes())
+        # the runner's lines as in batch y's runner2.log: its event, then its summary table's row
+        add(tar, "runs/_logs/runner1.log", "".join(
+            f"start  [gpu0/1] {run}\nfailed [gpu0/1] {run} {minutes} min: {error}\n"
+            for run, minutes, error in [(at_start, 0.1, died), (later, 1.6, fault), (again, 1.6, fault),
+                                        (done, 0.1, died)]).encode()
+            + f"failed  {at_start}  ran  0.06  {died}\nsummary: 0 done, 4 failed, 0 remaining\n".encode())
+        # a later runner, not ended when the records were packed, ran two of them again
+        add(tar, "runs/_logs/runner2.log",
+            f"start  [gpu0/1] {done}\ndone   [gpu0/1] {done} 3.4 min\nstart  [gpu0/2] {again} (resuming)\n".encode())
+    assert land_batch.main([str(fetched), "--name", "b", "--script", "start", "--sharing", "MPS",
+                            "--deadline-minutes", "13.5", "--held-minutes", "9.7", "--repo", str(root)]) == 0
+    log = json.loads((root / "results" / "batches" / "b.json").read_text())
+    assert [run["run_id"] for run in log["finished"]] == [done]
+    lost = {run["run_id"]: run for run in log["lost_runs"]}
+    assert sorted(lost) == [later, again, at_start]
+    assert lost[at_start] == dict(run_id=at_start, epochs=0, job_minutes=0.1, seconds_per_epoch=None,
+                                  why=f"failed: {died}")
+    assert (lost[later]["epochs"], lost[later]["job_minutes"], lost[later]["why"]) == (3, 1.5, f"failed: {fault}")
+    assert lost[again]["why"] == land_batch.STILL_TRAINING
