@@ -11,6 +11,7 @@ import collections
 import functools
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +58,71 @@ def _outlier(values: tuple[float, ...], task: str, paper: float) -> int | None:
     return index if far and pull >= 0.5 * abs(values.mean() - paper) else None
 
 
-def _never_learned(task: str, runs: pd.DataFrame) -> float | None:
-    """For a classification cell: the lowest training loss of any seed when every seed's stayed
-    within 2% of chance (ln of the number of classes) for its whole run, else None."""
+AT_CHANCE = 0.98  # a classifier's training loss within 2% of chance (ln of the classes) has learned nothing
+
+
+@dataclass(frozen=True)
+class ChanceTrace:
+    """One classification run's training loss against chance."""
+    seed: int
+    left: int | None    # the first epoch whose loss is below chance; None if none is
+    lowest: float
+    lowest_epoch: int
+    back: bool          # at chance again in its last epoch (where seq-MNIST is read), having left it
+
+
+def _against_chance(task: str, runs: pd.DataFrame) -> list[ChanceTrace]:
+    """For a classification cell, each seed's training loss against chance; [] for other tasks."""
     if TASKS[task].kind != "classify" or runs.empty:
-        return None
-    lowest = min(min(entry["train_loss"] for entry in curve) for curve in runs["curve"])
-    return lowest if lowest >= 0.98 * math.log(ClassifyProtocol.shape.out_features) else None
+        return []
+    chance = AT_CHANCE * math.log(ClassifyProtocol.shape.out_features)
+    traces = []
+    for run in runs.itertuples():
+        losses = [entry["train_loss"] for entry in run.curve]
+        below = [epoch for epoch, loss in enumerate(losses, start=1) if loss < chance]
+        lowest = int(np.argmin(losses))
+        traces.append(ChanceTrace(int(run.seed), below[0] if below else None, losses[lowest], lowest + 1,
+                                  bool(below) and losses[-1] >= chance))
+    return traces
+
+
+def _chance_items(traces: list[ChanceTrace]) -> list[str]:
+    """Evidence lines for a classification cell whose training loss sat at chance for a while."""
+    classes = ClassifyProtocol.shape.out_features
+    chance = f"chance (ln {classes} = {math.log(classes):.2f})"
+    if traces and all(trace.left is None for trace in traces):
+        return [f"training loss at {chance} throughout: lowest "
+                f"{min(trace.lowest for trace in traces):.2f} over every seed and epoch"]
+    if not any((trace.left or 1) > 1 or trace.back for trace in traces):
+        return []
+    items = [f"training loss first below {chance} in epoch: "
+             + ", ".join(f"{trace.seed} → {trace.left or 'never'}" for trace in traces)]
+    back = [trace for trace in traces if trace.back]
+    if back:
+        items.append("training loss back at chance in the last epoch: " + ", ".join(
+            f"seed {trace.seed} (lowest {trace.lowest:.2f} in epoch {trace.lowest_epoch})" for trace in back))
+    return items
+
+
+def _chance_words(traces: list[ChanceTrace], epochs: int) -> str:
+    """What the explanation says about a classifier's loss against chance, ending where 'why is
+    unexplained' goes on; '' when the loss left chance in the first epoch and stayed below it."""
+    if not traces:
+        return ""
+    if all(trace.left is None for trace in traces):
+        return "at every seed the training loss stayed at chance for the whole run, so the model never learned; "
+    words = []
+    if all((trace.left or epochs + 1) > 1 for trace in traces):
+        left = sorted(trace.left for trace in traces if trace.left)
+        span = f"{left[0]}" if left[0] == left[-1] else f"{left[0]}–{left[-1]}"
+        never = len(traces) - len(left)
+        words.append(f"the training loss first fell below chance in epoch {span} of {epochs}"
+                     + (f" ({never} of {len(traces)} seeds never)" if never else " at every seed"))
+    back = [str(trace.seed) for trace in traces if trace.back]
+    if back:
+        words.append(f"at {'seed' if len(back) == 1 else 'seeds'} {join_words(back)} it was back at chance in "
+                     "the last epoch, where the metric is read")
+    return "; ".join(words) + "; " if words else ""
 
 
 LATE_EPOCHS = 3  # a best validation epoch among the schedule's last 3: still improving at its end
@@ -136,11 +195,8 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
     for ablation in found[found["model"] == model].itertuples():
         items.append(f"ablation `{ablation.variant}` ({plural(ablation.n, 'seed')}): "
                      f"{fmt(ablation.ours, task)} against {fmt(ablation.baseline, task)} without it")
-    stuck = _never_learned(task, runs)
-    if stuck is not None:
-        items.append(f"training loss at chance (ln {ClassifyProtocol.shape.out_features} = "
-                     f"{math.log(ClassifyProtocol.shape.out_features):.2f}) throughout: lowest {stuck:.2f} "
-                     "over every seed and epoch")
+    traces = _against_chance(task, runs)
+    items += _chance_items(traces)
     source = run_config(task, model, "paper").source
     if OURS in source:
         items.append(f"settings: {source}")
@@ -149,7 +205,7 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
     if model == "transformer":
         items.append("no released Transformer baseline: ours has the R-Transformer's sizes and settings, "
                      "sinusoidal positions and no LocalRNN")
-    explanation = _explanation(records, row, runs, cuts, found, stuck is not None)
+    explanation = _explanation(records, row, runs, cuts, found, _chance_words(traces, epochs))
     if failed:
         items.append(failed)
         explanation += f" Besides, {failed}."
@@ -180,7 +236,7 @@ def _ended(check, task: str) -> str:
             else f"{fmt(check.test_metric, task)} after {int(check.epochs_run)} epochs")
 
 
-def _explanation(records, row, runs, cuts, found, never_learned: bool) -> str:
+def _explanation(records, row, runs, cuts, found, chance_words: str) -> str:
     task, model, paper = row["task"], row["model"], row["paper"]
     sentences = []
     if row["verdict"] == "inconclusive":
@@ -212,8 +268,6 @@ def _explanation(records, row, runs, cuts, found, never_learned: bool) -> str:
         sentences.append(f"The reporting rule alone removes {100 * rules['rule_explains'].iloc[0]:.0f}% of it.")
     else:
         causes = _untested_causes(task, model, records)
-        stuck = ("at every seed the training loss stayed at chance for the whole run, so the model never "
-                 "learned; why is " if never_learned else "")
         late = None if row["better"] else _still_improving(task, model, runs)
         unconverged = ""
         if late:
@@ -223,8 +277,8 @@ def _explanation(records, row, runs, cuts, found, never_learned: bool) -> str:
             unconverged = (f", though every seed's best validation epoch is among the schedule's last "
                            f"{LATE_EPOCHS} ({join_words([str(e) for e in late])}): the runs were still "
                            f"improving when it ended{cut} (a candidate cause, untested)")
-        sentences.append(f"Ours is {direction} than the paper's by {fmt(abs(row['delta']), task, 1)}: {stuck}"
-                         "unexplained" + unconverged
+        sentences.append(f"Ours is {direction} than the paper's by {fmt(abs(row['delta']), task, 1)}: {chance_words}"
+                         + ("why is unexplained" if chance_words else "unexplained") + unconverged
                          + (f"; not yet tested: {join_words(causes)}." if causes else "."))
     return " ".join(sentences)
 
@@ -540,9 +594,17 @@ def window_findings(records: pd.DataFrame) -> str:
 # Cost
 
 
+def batch_order(path: Path) -> tuple[str, int, str]:
+    """A batch log's place in time: its name is DATE_GPU[_LETTERS], and the letters run a, b, ...,
+    z, aa, ab, ... across days (2026-12-06_h100_z came before 2026-12-06_h100_aa)."""
+    date, *rest = path.stem.split("_")
+    letters = rest[1] if len(rest) > 1 else ""
+    return date, len(letters), letters
+
+
 def load_batches(folder: str | Path = BATCHES_DIR) -> list[dict[str, Any]]:
-    """The GPU batch logs: what each batch ran, for how long, and what it lost."""
-    return [json.loads(path.read_text()) for path in sorted(Path(folder).glob("*.json"))]
+    """The GPU batch logs, in the order they ran: what each batch ran, for how long, and what it lost."""
+    return [json.loads(path.read_text()) for path in sorted(Path(folder).glob("*.json"), key=batch_order)]
 
 
 def batch_line(batch: dict[str, Any]) -> str:
@@ -936,6 +998,8 @@ def _loss_kind(why: str) -> str:
         return ("stopped by their runner, projected to miss the deadline with weights too large to leave the machine"
                 + (" (their checkpoints came back, but no device time was left to resume them)"
                    if "checkpoint came back" in why else ""))
+    if why.startswith("failed:") and "Kernel died before replying to kernel_info" in why:
+        return "failed at their start, their notebook's kernel dead before it replied (runners retry that since)"
     return why
 
 
@@ -966,7 +1030,8 @@ def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
     if lost:
         reasons = collections.Counter(_loss_kind(run["why"]) for run in lost)
         why = "; ".join(f"{count} {reason}" for reason, count in reasons.most_common())
-        items.append(f"*GPU time comes in short leases.* {len(lost)} runs were lost before they finished "
+        items.append(f"*GPU time comes in short leases.* {plural(len(lost), 'run')} "
+                     + ("was lost before it finished " if len(lost) == 1 else "were lost before they finished ") +
                      f"({sum(run['job_minutes'] for run in lost):.1f} GPU-minutes): {why}. A run must fit "
                      "its lease or come back with a checkpoint it can resume from"
                      + (f"; {_waiting_text(waiting)}." if waiting else "."))

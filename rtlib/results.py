@@ -377,7 +377,9 @@ def comparisons(records: pd.DataFrame) -> pd.DataFrame:
             for model, variant in claim.baselines:
                 base = cell(table_cells[variant], task, model)
                 sign = 1.0 if info.higher_is_better else -1.0
-                paper_margin = sign * (ours["paper"] - base["paper"]) if model in info.paper else math.nan
+                # the paper ran no ablations: a variant's row has no paper number to compare with
+                paper_margin = (sign * (ours["paper"] - base["paper"]) if model in info.paper and not variant
+                                else math.nan)
                 if claim.claimed_only and not paper_margin > 0:
                     continue
                 test = compare(ours["values"], base["values"], info.higher_is_better)

@@ -201,6 +201,18 @@ def test_margin_claim_is_contradicted_by_a_tight_small_margin(tmp_path):
     assert margin["verdict"].iloc[0] == "contradicted"
 
 
+def test_an_ablation_baseline_has_no_paper_margin(tmp_path):
+    seeds(tmp_path, [2.40, 2.42, 2.41])
+    seeds(tmp_path, [3.30, 3.32, 3.31], model="transformer")
+    seeds(tmp_path, [4.20, 4.22, 4.21], model="transformer", variant="position=none")
+    found = comparisons(load_records(tmp_path))
+    positions = found[(found["claim"] == "positions") & (found["table"] == 2)].set_index("baseline")
+    assert positions.loc["Transformer", "paper_margin"] == pytest.approx(3.34 - 2.37)
+    assert math.isnan(positions.loc["Transformer without positions", "paper_margin"])
+    text = results.comparison_text(positions.reset_index().iloc[1])
+    assert text.startswith("T2 vs Transformer without positions: +1.80 [") and "paper" not in text
+
+
 def test_html_tables_never_show_nan_and_mark_verdicts(tmp_path):
     seeds(tmp_path, [2.40, 2.42, 2.41])
     records = load_records(tmp_path)
@@ -327,6 +339,22 @@ def test_a_classifier_that_never_left_chance_says_so_and_names_its_own_settings(
     assert any(item.startswith("settings: not given by the paper") for item in found["evidence"])
     seeds(tmp_path, [98.4, 98.5, 98.6], task="mnist", model="gru")  # a training loss of 5/epoch: it learned
     assert "never learned" not in report.gap_evidence(load_records(tmp_path), "mnist", "gru")["explanation"]
+
+
+def test_a_classifier_that_left_chance_late_or_fell_back_says_when(tmp_path):
+    losses = {1111: [2.30, 2.29, 1.40, 2.31], 1112: [2.30, 2.30, 2.30, 1.10], 1113: [2.30, 2.10, 1.20, 0.90]}
+    for seed, test in zip(losses, (20.2, 69.2, 69.5)):
+        record = write_record(tmp_path, task="mnist", model="lstm", seed=seed, test=test, epochs=4)
+        for entry, loss in zip(record["curve"], losses[seed]):
+            entry["train_loss"] = loss
+        (tmp_path / f"{record['run_id']}.json").write_text(json.dumps(record))
+    found = report.gap_evidence(load_records(tmp_path), "mnist", "lstm")
+    assert "training loss first below chance (ln 10 = 2.30) in epoch: 1111 → 3, 1112 → 4, 1113 → 2" in found["evidence"]
+    assert "training loss back at chance in the last epoch: seed 1111 (lowest 1.40 in epoch 3)" in found["evidence"]
+    assert found["explanation"] == (
+        "Ours is worse than the paper's by 34.23: the training loss first fell below chance in epoch 2–4 of 20 "
+        "at every seed; at seed 1111 it was back at chance in the last epoch, where the metric is read; why is "
+        "unexplained.")
 
 
 def test_cudnn_error_reads_the_worst_table_of_each_equivalence_file():
@@ -583,3 +611,19 @@ def test_a_diverged_run_made_again_in_another_engine_mode_says_when_each_diverge
     text = report.same_seed_twice(records, tmp_path / "repeats")
     assert "Table 2 LSTM seed 1111: diverged in epoch 11 then 3.2500 (engine step-graph, then none)." in text
     assert not NAN.search(text)
+
+
+def test_batch_logs_load_in_the_order_they_ran(tmp_path):
+    for name in ("2026-12-06_h100_aa", "2026-12-01_h200", "2026-12-06_h100_z", "2026-12-01_h200_b"):
+        (tmp_path / f"{name}.json").write_text(json.dumps(dict(name=name)))
+    assert [batch["name"] for batch in report.load_batches(tmp_path)] == [
+        "2026-12-01_h200", "2026-12-01_h200_b", "2026-12-06_h100_z", "2026-12-06_h100_aa"]
+
+
+def test_a_run_whose_kernel_died_at_its_start_is_a_lost_run_in_words(tmp_path):
+    seeds(tmp_path, [2.40, 2.42, 2.41])
+    died = dict(run_id="nottingham_transformer_paper_lr5e-05_seed1112", epochs=0, job_minutes=0.1,
+                seconds_per_epoch=None, why="failed: exit code 1: RuntimeError: Kernel died before replying to kernel_info")
+    text = report.hard_parts(load_records(tmp_path), [dict(date="2026-12-06", finished=[], lost_runs=[died])])
+    assert ("1 run was lost before it finished (0.1 GPU-minutes): 1 failed at their start, their notebook's "
+            "kernel dead before it replied (runners retry that since).") in text
