@@ -630,20 +630,33 @@ def ablation_reading(with_it: Sequence[float], without: Sequence[float], higher_
     return f"within the row's seeds ({few})"
 
 
+def same_seed_change(with_it: pd.Series, without: pd.Series) -> tuple[float, tuple[int, ...]]:
+    """The mean change (with it − without it) over the seeds both cells ran, and those seeds:
+    a one-seed ablation against its own seed of the row, not against the row's spread."""
+    shared = sorted(set(with_it["seeds"]) & set(without["seeds"]))
+    if not shared:
+        return math.nan, ()
+    ours, row = dict(zip(with_it["seeds"], with_it["values"])), dict(zip(without["seeds"], without["values"]))
+    return float(np.mean([ours[seed] - row[seed] for seed in shared])), tuple(shared)
+
+
 def ablation_effects(records: pd.DataFrame) -> pd.DataFrame:
     """One row per ablation the sweep plans (`rtlib.configs.ABLATIONS`), in table order: its
     paper-profile seeds beside its row's (same model, no variant, each over its lr chosen on
-    validation), the change of means (with it − without it, in the metric's unit) and a reading."""
+    validation), the change of means (with it − without it, in the metric's unit), the change
+    at the seeds both ran, and a reading."""
     by_variant = {variant: cells(records, variant) for variant in {"", *(a.variant for a in ABLATIONS)}}
     rows = []
     for ablation in sorted(ABLATIONS, key=lambda a: a.table):
         task = TABLE_TASKS[ablation.table]
         with_it = cell(by_variant[ablation.variant], task, ablation.model)
         without = cell(by_variant[""], task, ablation.model)
+        paired, shared = same_seed_change(with_it, without)
         rows.append(dict(table=ablation.table, task=task, model=ablation.model, variant=ablation.variant,
                          why=ablation.why, planned_seeds=ablation.seeds, n=with_it["n"],
                          with_it=ours_text(with_it), without=ours_text(without),
                          change=with_it["mean"] - without["mean"] if with_it["n"] and without["n"] else math.nan,
+                         same_seed_change=paired, shared_seeds=shared,
                          reading=ablation_reading(with_it["values"], without["values"],
                                                   TASKS[task].higher_is_better)))
     return pd.DataFrame(rows)
@@ -654,11 +667,23 @@ def ablations_table(records: pd.DataFrame) -> HTMLTable:
     found = ablation_effects(records)
     out = [{"table": f"T{row.table}", "row": model_name(row.model), "ablation": f"`{row.variant}`: {row.why}",
             "seeds": f"{row.n} of {row.planned_seeds}", "with it": row.with_it, "without it (the row)": row.without,
-            "change": signed(row.change, row.task, 1) if np.isfinite(row.change) else "–", "reading": row.reading}
+            "change": signed(row.change, row.task, 1) if np.isfinite(row.change) else "–",
+            "change at the same seeds": (f"{signed(row.same_seed_change, row.task, 1)} ({_seeds_text(row.shared_seeds)})"
+                                         if row.shared_seeds else "–"),
+            "reading": row.reading}
            for row in found.itertuples()]
     note = ("Each value is the test metric of the paper profile, mean ± std (n) over seeds; change = with it − "
-            "without it, in the table's unit (accuracy: higher is better; NLL, bpc, perplexity: lower).")
+            "without it, in the table's unit (accuracy: higher is better; NLL, bpc, perplexity: lower); at the "
+            "same seeds, the change is the mean over the seeds both ran, each against its own seed of the row.")
     return HTMLTable(pd.DataFrame(out), None, note=note)
+
+
+def _seeds_text(seeds: Sequence[int]) -> str:
+    """'seed 1111' or 'seeds 1111–1113' (consecutive) or 'seeds 1111, 1113'."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    consecutive = list(seeds) == list(range(seeds[0], seeds[0] + len(seeds)))
+    return f"seeds {seeds[0]}–{seeds[-1]}" if consecutive else f"seeds {', '.join(map(str, seeds))}"
 
 
 def window_points(records: pd.DataFrame) -> pd.DataFrame:

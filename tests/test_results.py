@@ -627,3 +627,18 @@ def test_a_run_whose_kernel_died_at_its_start_is_a_lost_run_in_words(tmp_path):
     text = report.hard_parts(load_records(tmp_path), [dict(date="2026-12-06", finished=[], lost_runs=[died])])
     assert ("1 run was lost before it finished (0.1 GPU-minutes): 1 failed at their start, their notebook's "
             "kernel dead before it replied (runners retry that since).") in text
+
+
+def test_an_ablation_is_also_read_against_its_own_seeds_of_the_row(tmp_path):
+    seeds(tmp_path, [2.83, 2.41, 2.37])
+    write_record(tmp_path, variant="precision=fp32", seed=1111, test=2.82)
+    write_record(tmp_path, variant="window=12", seed=1111, test=2.61)
+    found = results.ablation_effects(load_records(tmp_path))
+    found = found[found["table"] == 2].set_index("variant")
+    assert found.loc["precision=fp32", "same_seed_change"] == pytest.approx(2.82 - 2.83)
+    assert found.loc["window=12", "shared_seeds"] == (1111,)
+    assert found.loc["window=12", "change"] == pytest.approx(2.61 - np.mean([2.83, 2.41, 2.37]))
+    assert math.isnan(found.loc["window=1", "same_seed_change"]) and found.loc["window=1", "shared_seeds"] == ()
+    shown = results.ablations_table(load_records(tmp_path)).frame
+    fp32 = shown[(shown["table"] == "T2") & shown["ablation"].str.startswith("`precision=fp32`")].iloc[0]
+    assert fp32["change at the same seeds"] == "−0.010 (seed 1111)"
