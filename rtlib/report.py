@@ -24,8 +24,8 @@ from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR, SUPERSEDED_DIR
 from .run_folder import stacks_eval_windows
 from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablation_effects,
                       ablations, cell, cells, claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt,
-                      join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding, select_lr,
-                      selections, signed, window_points)
+                      join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding, seeds_text,
+                      select_lr, selections, signed, window_points)
 from .tables import paper_protocol, parameter_counts
 from .tasks import EVAL_ROWS, TASKS, ClassifyProtocol
 
@@ -193,8 +193,10 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
         items.append("best validation epoch: " + ", ".join(str(int(e)) for e in runs["best_epoch"]))
     found = ablations(records, task)
     for ablation in found[found["model"] == model].itertuples():
+        same = (f", {signed(ablation.same_seed_delta, task, 1)} at the same {seeds_text(ablation.shared_seeds)}"
+                if ablation.shared_seeds else "")
         items.append(f"ablation `{ablation.variant}` ({plural(ablation.n, 'seed')}): "
-                     f"{fmt(ablation.ours, task)} against {fmt(ablation.baseline, task)} without it")
+                     f"{fmt(ablation.ours, task)} against {fmt(ablation.baseline, task)} without it{same}")
     traces = _against_chance(task, runs)
     items += _chance_items(traces)
     source = run_config(task, model, "paper").source
@@ -222,6 +224,25 @@ def _divergence_checks(records: pd.DataFrame, broke: pd.DataFrame) -> str:
     parts = [f"`{check.variant}` at seed {int(run.seed)}: {_ended(check, run.task)}"
              for run in broke.itertuples() for check in _same_lr_and_seed(pool, run).itertuples()]
     return f"; at the same lr and seed, {'; '.join(parts)}" if parts else ""
+
+
+def _precision_checks(records: pd.DataFrame, run: pd.Series, first_cut: int | None) -> list[str]:
+    """For a seed that carries a gap: whether its runs at another precision (ablation
+    `precision=...`, same lr and seed, so the same starting weights) repeat its first lr cut."""
+    pool = records[(records["profile"] == EVIDENCE_PROFILE) & records["variant"].str.startswith("precision=")]
+    sentences = []
+    for check in _same_lr_and_seed(pool, run).itertuples():
+        if check.status == "diverged":
+            sentences.append(f"At the same lr and seed, `{check.variant}` {_ended(check, run.task)}.")
+            continue
+        cuts = lr_cuts(check.curve)
+        cut = cuts[0] if cuts else None
+        sentences.append(
+            f"At the same lr and seed, `{check.variant}` had its lr first cut after epoch {cut}"
+            + (" as well" if cut == first_cut else f" (not {first_cut})")
+            + f" and ended at {fmt(check.test_metric, run.task)}"
+            + (": the seed's early cut is not an effect of the precision." if cut == first_cut else "."))
+    return sentences
 
 
 def _same_lr_and_seed(pool: pd.DataFrame, run) -> pd.DataFrame:
@@ -255,6 +276,7 @@ def _explanation(records, row, runs, cuts, found, chance_words: str) -> str:
             f"{join_words([fmt(v, task) for v in others])}), whose lr was first cut after epoch "
             f"{first[odd]} (the others: {join_words([str(first[s]) for s in rest])}); without it the mean "
             f"is {fmt(others.mean(), task)}.")
+        sentences += _precision_checks(records, runs.iloc[outlier], first[odd])
     if row["verdict"] != "not reproduced":
         return " ".join(sentences)
     near = found[(found["model"] == model) & ((found["ours"] - paper).abs() <= row["tolerance"])]

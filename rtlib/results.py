@@ -591,7 +591,8 @@ def selections_table(records: pd.DataFrame) -> HTMLTable:
 def ablations(records: pd.DataFrame, task: str, profile: str = EVIDENCE_PROFILE) -> pd.DataFrame:
     """Each ablation (non-empty variant) of `task` at `profile` beside the same model's row
     without it; each side over the seeds of its lr chosen on validation."""
-    columns = ["model", "profile", "variant", "n", "lr", "ours", "baseline", "baseline_n", "delta", "metric"]
+    columns = ["model", "profile", "variant", "n", "lr", "ours", "baseline", "baseline_n", "delta",
+               "same_seed_delta", "shared_seeds", "metric"]
     rows = records[(records["task"] == task) & (records["profile"] == profile)] if len(records) else records
     if not len(rows) or not (rows["variant"] != "").any():
         return pd.DataFrame(columns=columns)
@@ -600,9 +601,12 @@ def ablations(records: pd.DataFrame, task: str, profile: str = EVIDENCE_PROFILE)
     for (model, variant), group in chosen[chosen["variant"] != ""].groupby(["model", "variant"], sort=True):
         base = chosen[(chosen["model"] == model) & (chosen["variant"] == "")]
         ours, baseline = group["test_metric"].mean(), base["test_metric"].mean() if len(base) else math.nan
+        paired = group.merge(base, on="seed", suffixes=("", "_row"))
         out.append(dict(model=model, profile=profile, variant=variant, n=len(group), lr=group["lr"].iloc[0],
                         ours=ours, baseline=baseline, baseline_n=len(base), delta=ours - baseline,
-                        metric=TASKS[task].metric))
+                        same_seed_delta=(paired["test_metric"] - paired["test_metric_row"]).mean()
+                        if len(paired) else math.nan,
+                        shared_seeds=tuple(sorted(int(seed) for seed in paired["seed"])), metric=TASKS[task].metric))
     return pd.DataFrame(out, columns=columns)
 
 
@@ -668,7 +672,7 @@ def ablations_table(records: pd.DataFrame) -> HTMLTable:
     out = [{"table": f"T{row.table}", "row": model_name(row.model), "ablation": f"`{row.variant}`: {row.why}",
             "seeds": f"{row.n} of {row.planned_seeds}", "with it": row.with_it, "without it (the row)": row.without,
             "change": signed(row.change, row.task, 1) if np.isfinite(row.change) else "–",
-            "change at the same seeds": (f"{signed(row.same_seed_change, row.task, 1)} ({_seeds_text(row.shared_seeds)})"
+            "change at the same seeds": (f"{signed(row.same_seed_change, row.task, 1)} ({seeds_text(row.shared_seeds)})"
                                          if row.shared_seeds else "–"),
             "reading": row.reading}
            for row in found.itertuples()]
@@ -678,7 +682,7 @@ def ablations_table(records: pd.DataFrame) -> HTMLTable:
     return HTMLTable(pd.DataFrame(out), None, note=note)
 
 
-def _seeds_text(seeds: Sequence[int]) -> str:
+def seeds_text(seeds: Sequence[int]) -> str:
     """'seed 1111' or 'seeds 1111–1113' (consecutive) or 'seeds 1111, 1113'."""
     if len(seeds) == 1:
         return f"seed {seeds[0]}"

@@ -642,3 +642,21 @@ def test_an_ablation_is_also_read_against_its_own_seeds_of_the_row(tmp_path):
     shown = results.ablations_table(load_records(tmp_path)).frame
     fp32 = shown[(shown["table"] == "T2") & shown["ablation"].str.startswith("`precision=fp32`")].iloc[0]
     assert fp32["change at the same seeds"] == "−0.010 (seed 1111)"
+
+
+def test_a_seed_that_carries_a_gap_is_checked_against_its_fp32_run(tmp_path):
+    for seed, test, cut in ((1111, 2.83, 24), (1112, 2.41, 52), (1113, 2.37, 54)):
+        write_record(tmp_path, seed=seed, test=test, epochs=60, lr_cut_after=cut)
+    records = load_records(tmp_path)
+    assert "precision" not in report.gap_evidence(records, "nottingham", "rtransformer")["explanation"]
+    write_record(tmp_path, seed=1111, test=2.82, epochs=60, lr_cut_after=24, variant="precision=fp32")
+    found = report.gap_evidence(load_records(tmp_path), "nottingham", "rtransformer")["explanation"]
+    assert ("Most of the gap comes from seed 1111 (2.83 against 2.41 and 2.37), whose lr was first cut after "
+            "epoch 24 (the others: 52 and 54)") in found
+    assert ("At the same lr and seed, `precision=fp32` had its lr first cut after epoch 24 as well and ended at "
+            "2.82: the seed's early cut is not an effect of the precision.") in found
+    write_record(tmp_path / "later", seed=1111, test=2.40, epochs=60, lr_cut_after=50, variant="precision=fp32")
+    for seed, test, cut in ((1111, 2.83, 24), (1112, 2.41, 52), (1113, 2.37, 54)):
+        write_record(tmp_path / "later", seed=seed, test=test, epochs=60, lr_cut_after=cut)
+    found = report.gap_evidence(load_records(tmp_path / "later"), "nottingham", "rtransformer")["explanation"]
+    assert "`precision=fp32` had its lr first cut after epoch 50 (not 24) and ended at 2.40." in found
