@@ -786,6 +786,14 @@ def step_minutes(bench: list[dict], task: str, model: str, data_dir: str | None 
     return math.nan
 
 
+def job_minutes(jobs, price: dict[tuple[str, str], float] | None = None) -> list[float]:
+    """Each paper-profile job's GPU-minutes at the job times measured so far for its (task,
+    model) (`_minutes_per_run` over the committed records and batch logs); NaN where none is."""
+    if price is None:
+        price = _minutes_per_run(load_records(), load_batches())
+    return [price.get((job.cfg.task, job.cfg.model), math.nan) for job in jobs]
+
+
 def remaining(records: pd.DataFrame, batches: list[dict] = (), bench: list[dict] = (),
               data_dir: str | None = None) -> pd.DataFrame:
     """The paper-profile sweep of `python -m rtlib reproduce --table all --seeds 3 --lrs sweep`
@@ -805,7 +813,7 @@ def remaining(records: pd.DataFrame, batches: list[dict] = (), bench: list[dict]
     for table, task in TABLE_TASKS.items():
         mine = [job for job in jobs if job.cfg.task == task]
         left = [job for job in mine if finished.get(job.run_id, {}).get("config") != job.cfg.to_dict()]
-        estimate = np.array([price.get((job.cfg.task, job.cfg.model), math.nan) for job in left])
+        estimate = np.array(job_minutes(left, price))
         floors = {model: step_minutes(list(bench), task, model, data_dir) for model in MODELS} if bench else {}
         floor = np.array([floors.get(job.cfg.model, math.nan) if np.isnan(value) else math.nan
                           for job, value in zip(left, estimate)])

@@ -257,6 +257,19 @@ def ablation_jobs(profile: str, tables: list[int], out: Path = RUNS_DIR) -> list
             for a in ABLATIONS if a.table in tables for seed in range(FIRST_SEED, FIRST_SEED + a.seeds)]
 
 
+def _plan_minutes(jobs: list[Job]) -> str:
+    """'# job-minutes as measured so far ...': each paper-profile job's GPU-minutes at the mean job
+    time of its (task, model)'s committed records (or a batch log's pace), to pack a lease with."""
+    from .report import job_minutes
+
+    minutes = job_minutes(jobs)
+    known = [m for m in minutes if m == m]
+    lines = [f"# job-minutes as measured so far (GPU shared as in those batches; alone is faster): "
+             f"{sum(known):.1f} for {len(known)} of {len(jobs)} jobs"]
+    lines += [f"#   {job.run_id}: " + (f"{m:.1f}" if m == m else "not timed yet") for job, m in zip(jobs, minutes)]
+    return "\n".join(lines)
+
+
 def plan_commands(jobs: list[Job], *, results_dir: Path | None, max_minutes: float | None = None,
                   data_dir: Path | None = None, compile_mode: str = "auto",
                   repeats_dir: Path | None = None) -> list[str]:
@@ -920,6 +933,8 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
                 print(f"# {job.run_id}: its record was made with other settings (stale)", file=stream)
         for note in notes:
             print(f"# {note}", file=stream)
+        if profile == "paper" and to_run:
+            print(_plan_minutes(to_run), file=stream)
         for line in plan_commands(to_run, results_dir=results_dir, max_minutes=args.max_minutes,
                                   data_dir=data_dir, compile_mode=args.compile, repeats_dir=repeats_dir):
             print(line, file=stream)

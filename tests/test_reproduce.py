@@ -7,6 +7,8 @@ one stopped by its time budget (run, then re-issued to resume).
 import contextlib
 import io
 import json
+import math
+import re
 import shlex
 from pathlib import Path
 
@@ -130,6 +132,20 @@ def test_plan_prints_one_command_per_job(capsys):
         assert " ".join(args[-3:]) == "-p resume True" and "-p profile fast" in command
         assert mkdir == f"mkdir -p {Path(args[2]).parent}"
     assert len({line.split(" && ")[0] for line in lines}) == expected  # one folder per job
+
+
+def test_a_paper_plan_gives_each_job_its_measured_minutes(capsys):
+    from rtlib.report import job_minutes
+
+    jobs = expand_jobs([3], ["gru", "rnn"], "paper", 1, "config")
+    assert job_minutes(jobs, {("ptb-char", "gru"): 12.4}) == [12.4, pytest.approx(math.nan, nan_ok=True)]
+    code = main(["reproduce", "--cells", "3:gru:config", "3:rnn:config", "--profile", "paper", "--plan",
+                 "--out", "runs", "--results", "/nonexistent"])
+    out = capsys.readouterr().out
+    assert code == 0 and "# job-minutes as measured so far" in out
+    assert re.search(r"^#   ptb-char_gru_paper_lr4_seed1111: \d+\.\d$", out, re.MULTILINE)  # batch z timed it
+    main(["reproduce", "--table", "4", "--profile", "fast", "--plan", "--out", "runs"])
+    assert "job-minutes" not in capsys.readouterr().out  # measured for the paper profile only
 
 
 def test_grid_expansion():
