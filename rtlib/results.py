@@ -431,8 +431,11 @@ def claims(records: pd.DataFrame) -> pd.DataFrame:
         for result in CLAIM_VERDICTS[:3]:
             chosen = items[items["verdict"] == result]
             if len(chosen):
-                labels = ", ".join(f"T{row.table} vs {row.baseline}" for row in chosen.itertuples())
-                why.append(f"{result}: {labels} ({'; '.join(sorted(set(chosen['why'])))})")
+                by_reason: dict[str, list[str]] = {}
+                for row in chosen.itertuples():
+                    by_reason.setdefault(row.why, []).append(f"T{row.table} vs {row.baseline}")
+                why.append(f"{result}: " + "; ".join(f"{', '.join(labels)} ({reason})"
+                                                     for reason, labels in by_reason.items()))
         if len(untested):
             why.append(f"{len(untested)} of {len(items)} comparisons not tested (no paper-profile runs "
                        "of one side or both)")

@@ -660,3 +660,11 @@ def test_a_seed_that_carries_a_gap_is_checked_against_its_fp32_run(tmp_path):
         write_record(tmp_path / "later", seed=seed, test=test, epochs=60, lr_cut_after=cut)
     found = report.gap_evidence(load_records(tmp_path / "later"), "nottingham", "rtransformer")["explanation"]
     assert "`precision=fp32` had its lr first cut after epoch 50 (not 24) and ended at 2.40." in found
+
+
+def test_a_claims_why_pairs_each_comparison_with_its_own_reason(tmp_path):
+    seeds(tmp_path, [2.40, 2.42, 2.41])
+    seeds(tmp_path, [2.30, 2.60, 2.45], model="lstm")  # straddles the R-Transformer: interval includes 0
+    write_record(tmp_path, model="gru", seed=1111, test=3.30)  # one seed: fewer than a verdict needs
+    why = claims(load_records(tmp_path)).set_index("claim").loc["R-Transformer beats the RNN, GRU and LSTM rows", "why"]
+    assert "inconclusive: T2 vs GRU (3 v 1 seeds, fewer than 3); T2 vs LSTM (the interval includes 0)" in why
