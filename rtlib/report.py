@@ -569,7 +569,10 @@ def _ablation_text(records: pd.DataFrame, ablation) -> str:
     if not len(found):
         return "not run yet"
     row = found.iloc[0]
-    return f"{fmt(row['ours'], task)} vs {fmt(row['baseline'], task)} ({int(row['n'])} seed)"
+    same = (f"; {signed(row['same_seed_delta'], task, 1)} against the row's run of the same "
+            f"{seeds_text(row['shared_seeds'])}" if row["shared_seeds"] else "")
+    return (f"{fmt(row['ours'], task)} vs {fmt(row['baseline'], task)} for the row "
+            f"({plural(int(row['n']), 'seed')} vs {int(row['baseline_n'])}{same})")
 
 
 def ablations_summary(records: pd.DataFrame) -> str:

@@ -451,6 +451,11 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path):
     assert "the paper counted without them" in table.loc["PTB `<eos>`", "effect"]
     assert table.loc["evaluation", "our paper-profile runs"].endswith(
         "PTB: one window a forward in 1 run, up to 64 rows of windows a forward in 1 run")
+    assert "the fp32 ablations: Table 1: not run yet; Table 2: not run yet;" in table.loc["precision", "effect"]
+    write_record(tmp_path, variant="precision=fp32", seed=1111, test=2.38, precision="fp32")
+    table = report.deviations(load_records(tmp_path), report.BENCH_DIR).frame.set_index("what")
+    assert ("Table 2: 2.38 vs 2.41 for the row (1 seed vs 3; −0.020 against the row's run of the same seed 1111)"
+            in table.loc["precision", "effect"])
 
 
 def test_deviations_name_whole_runs_where_bf16_diverged_and_fp32_did_not(data_mirror, tmp_path):
