@@ -237,11 +237,14 @@ def _precision_checks(records: pd.DataFrame, run: pd.Series, first_cut: int | No
             continue
         cuts = lr_cuts(check.curve)
         cut = cuts[0] if cuts else None
+        same = cut == first_cut
+        row_run = (f"had it first cut after epoch {first_cut}" if first_cut is not None else "never had it cut")
         sentences.append(
-            f"At the same lr and seed, `{check.variant}` had its lr first cut after epoch {cut}"
-            + (" as well" if cut == first_cut else f" (not {first_cut})")
+            f"At the same lr and seed, `{check.variant}` "
+            + (f"had its lr first cut after epoch {cut}" if cut is not None else "never had its lr cut")
+            + (" as well" if same else f", where the row's run {row_run},")
             + f" and ended at {fmt(check.test_metric, run.task)}"
-            + (": the seed's early cut is not an effect of the precision." if cut == first_cut else "."))
+            + (": this seed's first cut at that epoch is not an effect of the precision." if same and cut is not None else "."))
     return sentences
 
 

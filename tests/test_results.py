@@ -659,12 +659,13 @@ def test_a_seed_that_carries_a_gap_is_checked_against_its_fp32_run(tmp_path):
     assert ("Most of the gap comes from seed 1111 (2.83 against 2.41 and 2.37), whose lr was first cut after "
             "epoch 24 (the others: 52 and 54)") in found
     assert ("At the same lr and seed, `precision=fp32` had its lr first cut after epoch 24 as well and ended at "
-            "2.82: the seed's early cut is not an effect of the precision.") in found
+            "2.82: this seed's first cut at that epoch is not an effect of the precision.") in found
     write_record(tmp_path / "later", seed=1111, test=2.40, epochs=60, lr_cut_after=50, variant="precision=fp32")
     for seed, test, cut in ((1111, 2.83, 24), (1112, 2.41, 52), (1113, 2.37, 54)):
         write_record(tmp_path / "later", seed=seed, test=test, epochs=60, lr_cut_after=cut)
     found = report.gap_evidence(load_records(tmp_path / "later"), "nottingham", "rtransformer")["explanation"]
-    assert "`precision=fp32` had its lr first cut after epoch 50 (not 24) and ended at 2.40." in found
+    assert ("`precision=fp32` had its lr first cut after epoch 50, where the row's run had it first cut after "
+            "epoch 24, and ended at 2.40.") in found
 
 
 def test_a_claims_why_pairs_each_comparison_with_its_own_reason(tmp_path):
