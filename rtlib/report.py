@@ -244,7 +244,8 @@ def _precision_checks(records: pd.DataFrame, run: pd.Series, first_cut: int | No
             + (f"had its lr first cut after epoch {cut}" if cut is not None else "never had its lr cut")
             + (" as well" if same else f", where the row's run {row_run},")
             + f" and ended at {fmt(check.test_metric, run.task)}"
-            + (": this seed's first cut at that epoch is not an effect of the precision." if same and cut is not None else "."))
+            + (": this seed's first cut at that epoch is not an effect of the precision."
+               if same and cut is not None else "."))
     return sentences
 
 
