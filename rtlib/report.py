@@ -373,6 +373,8 @@ def results_paragraph(records: pd.DataFrame, task: str) -> str:
     if len(ablated):
         tail.append("Ablations ({doc}`report` reads them): " + "; ".join(
             f"{model_name(row.model)} `{row.variant}` {row.with_it} against {row.without} without it"
+            + (f" ({signed(row.same_seed_change, task, 1)} at the same {seeds_text(row.shared_seeds)})"
+               if row.shared_seeds else "")
             for row in ablated.itertuples()) + ".")
     quick = records[(records["task"] == task) & (records["profile"] == "fast")] if len(records) else records
     if len(quick):

@@ -647,6 +647,8 @@ def test_an_ablation_is_also_read_against_its_own_seeds_of_the_row(tmp_path):
     shown = results.ablations_table(load_records(tmp_path)).frame
     fp32 = shown[(shown["table"] == "T2") & shown["ablation"].str.startswith("`precision=fp32`")].iloc[0]
     assert fp32["change at the same seeds"] == "−0.010 (seed 1111)"
+    assert ("R-Transformer `precision=fp32` 2.82 (n=1) against 2.54 ± 0.25 (n=3) without it (−0.010 at the same "
+            "seed 1111)") in report.results_paragraph(load_records(tmp_path), "nottingham")
 
 
 def test_a_seed_that_carries_a_gap_is_checked_against_its_fp32_run(tmp_path):
