@@ -604,12 +604,11 @@ def ablations(records: pd.DataFrame, task: str, profile: str = EVIDENCE_PROFILE)
     for (model, variant), group in chosen[chosen["variant"] != ""].groupby(["model", "variant"], sort=True):
         base = chosen[(chosen["model"] == model) & (chosen["variant"] == "")]
         ours, baseline = group["test_metric"].mean(), base["test_metric"].mean() if len(base) else math.nan
-        paired = group.merge(base, on="seed", suffixes=("", "_row"))
+        paired, shared = same_seed_change(*(dict(seeds=tuple(int(s) for s in side["seed"]),
+                                                 values=tuple(side["test_metric"])) for side in (group, base)))
         out.append(dict(model=model, profile=profile, variant=variant, n=len(group), lr=group["lr"].iloc[0],
                         ours=ours, baseline=baseline, baseline_n=len(base), delta=ours - baseline,
-                        same_seed_delta=(paired["test_metric"] - paired["test_metric_row"]).mean()
-                        if len(paired) else math.nan,
-                        shared_seeds=tuple(sorted(int(seed) for seed in paired["seed"])), metric=TASKS[task].metric))
+                        same_seed_delta=paired, shared_seeds=shared, metric=TASKS[task].metric))
     return pd.DataFrame(out, columns=columns)
 
 
@@ -637,9 +636,10 @@ def ablation_reading(with_it: Sequence[float], without: Sequence[float], higher_
     return f"within the row's seeds ({few})"
 
 
-def same_seed_change(with_it: pd.Series, without: pd.Series) -> tuple[float, tuple[int, ...]]:
-    """The mean change (with it − without it) over the seeds both cells ran, and those seeds:
-    a one-seed ablation against its own seed of the row, not against the row's spread."""
+def same_seed_change(with_it, without) -> tuple[float, tuple[int, ...]]:
+    """The mean change (with it − without it) over the seeds both sides ran, and those seeds:
+    a one-seed ablation against its own seed of the row, not against the row's spread. Each side
+    is a cell (`cells`) or anything else with its "seeds" and "values"."""
     shared = sorted(set(with_it["seeds"]) & set(without["seeds"]))
     if not shared:
         return math.nan, ()
