@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shlex
 import shutil
@@ -263,10 +264,11 @@ def _plan_minutes(jobs: list[Job]) -> str:
     from .report import job_minutes
 
     minutes = job_minutes(jobs)
-    known = [m for m in minutes if m == m]
+    known = [m for m in minutes if not math.isnan(m)]
     lines = [f"# job-minutes as measured so far (GPU shared as in those batches; alone is faster): "
              f"{sum(known):.1f} for {len(known)} of {len(jobs)} jobs"]
-    lines += [f"#   {job.run_id}: " + (f"{m:.1f}" if m == m else "not timed yet") for job, m in zip(jobs, minutes)]
+    lines += [f"#   {job.run_id}: " + ("not timed yet" if math.isnan(m) else f"{m:.1f}")
+              for job, m in zip(jobs, minutes)]
     return "\n".join(lines)
 
 
