@@ -21,7 +21,7 @@ import pandas as pd
 from .configs import ABLATIONS, MODELS, OURS, PAPER, TABLE_TASKS, run_config
 from .bench_results import load_bench
 from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR, SUPERSEDED_DIR
-from .run_folder import stacks_eval_windows
+from .run_folder import run_id_fields, stacks_eval_windows, variant_slug
 from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablation_effects,
                       ablations, cell, cells, claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt,
                       join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding, seeds_text,
@@ -766,19 +766,28 @@ def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir
     return pd.concat([frame, pd.DataFrame([{**total, "table": "all", "task": ""}])], ignore_index=True)
 
 
-def _minutes_per_run(records: pd.DataFrame, batches: list[dict]) -> dict[tuple[str, str], float]:
-    """(task, model) -> GPU-minutes of one paper-profile run: the mean job time of its finished
-    records, else seconds per epoch x epochs from a batch log that ran it part of the way."""
-    price = {}
+def _minutes_per_run(records: pd.DataFrame, batches: list[dict]) -> dict[tuple[str, str, str], float]:
+    """(task, model, variant as the run id spells it) -> GPU-minutes of one paper-profile run:
+    the mean job time of its finished records, else seconds per epoch x epochs from a batch log
+    that ran it part of the way, else, for a run stopped within its epochs before any was timed,
+    its job minutes per epoch logged x epochs (compilation included, so an overestimate). A
+    variant is priced by its own runs only: fp32 on seq-MNIST took 6 minutes for an epoch that
+    bf16 trains in half a minute (results/batches/2026-12-06_h100_ab.json)."""
+    first_epochs, paces = {}, {}
     for batch in batches:
         for run in batch.get("finished", []) + _unfinished([batch]):
-            if run.get("seconds_per_epoch") is None:  # ended before an epoch was timed
-                continue
-            task, model = run["run_id"].split("_")[:2]
-            price[task, model] = run["seconds_per_epoch"] * run_config(task, model, "paper").train.epochs / 60
+            fields = run_id_fields(run["run_id"])
+            key = fields["task"], fields["model"], fields["variant"]
+            epochs = run_config(key[0], key[1], "paper").train.epochs
+            if run.get("seconds_per_epoch") is not None:
+                paces[key] = run["seconds_per_epoch"] * epochs / 60
+            elif run.get("epochs") and run.get("job_minutes"):
+                first_epochs[key] = run["job_minutes"] / run["epochs"] * epochs
+    price = {**first_epochs, **paces}
     done = evidence(records, variant=None)
     if len(done):
-        price.update(done.groupby(["task", "model"])["gpu_minutes"].mean().to_dict())
+        done = done.assign(slug=done["variant"].map(variant_slug))
+        price.update(done.groupby(["task", "model", "slug"])["gpu_minutes"].mean().to_dict())
     return price
 
 
@@ -795,12 +804,18 @@ def step_minutes(bench: list[dict], task: str, model: str, data_dir: str | None 
     return math.nan
 
 
-def job_minutes(jobs, price: dict[tuple[str, str], float] | None = None) -> list[float]:
-    """Each paper-profile job's GPU-minutes at the job times measured so far for its (task,
-    model) (`_minutes_per_run` over the committed records and batch logs); NaN where none is."""
+def job_minutes(jobs, price: dict[tuple[str, str, str], float] | None = None, *,
+                row_pace: bool = True) -> list[float]:
+    """Each paper-profile job's GPU-minutes at the job times measured so far for its (task, model,
+    variant) (`_minutes_per_run` over the committed records and batch logs); with `row_pace`, a
+    variant never timed at its row's time without the variant. NaN where neither is measured."""
     if price is None:
         price = _minutes_per_run(load_records(), load_batches())
-    return [price.get((job.cfg.task, job.cfg.model), math.nan) for job in jobs]
+
+    def minutes(cfg) -> float:
+        own = price.get((cfg.task, cfg.model, variant_slug(cfg.variant)), math.nan)
+        return price.get((cfg.task, cfg.model, ""), math.nan) if math.isnan(own) and row_pace else own
+    return [minutes(job.cfg) for job in jobs]
 
 
 def remaining(records: pd.DataFrame, batches: list[dict] = (), bench: list[dict] = (),

@@ -260,15 +260,24 @@ def ablation_jobs(profile: str, tables: list[int], out: Path = RUNS_DIR) -> list
 
 def _plan_minutes(jobs: list[Job]) -> str:
     """'# job-minutes as measured so far ...': each paper-profile job's GPU-minutes at the mean job
-    time of its (task, model)'s committed records (or a batch log's pace), to pack a lease with."""
-    from .report import job_minutes
+    time of its (task, model, variant)'s committed records (or a batch log's pace), to pack a lease
+    with. A variant never timed shows its row's time beside 'not timed yet', never as its own:
+    a precision or a window can change the pace many times over."""
+    from .report import _minutes_per_run, job_minutes, load_batches, load_records
 
-    minutes = job_minutes(jobs)
-    known = [m for m in minutes if not math.isnan(m)]
+    price = _minutes_per_run(load_records(), load_batches())
+    own, row = job_minutes(jobs, price, row_pace=False), job_minutes(jobs, price)
+    known = [m for m in own if not math.isnan(m)]
     lines = [f"# job-minutes as measured so far (GPU shared as in those batches; alone is faster): "
              f"{sum(known):.1f} for {len(known)} of {len(jobs)} jobs"]
-    lines += [f"#   {job.run_id}: " + ("not timed yet" if math.isnan(m) else f"{m:.1f}")
-              for job, m in zip(jobs, minutes)]
+    for job, mine, its_row in zip(jobs, own, row):
+        if not math.isnan(mine):
+            shown = f"{mine:.1f}"
+        elif job.cfg.variant and not math.isnan(its_row):
+            shown = f"not timed yet (the row without `{job.cfg.variant}`: {its_row:.1f})"
+        else:
+            shown = "not timed yet"
+        lines.append(f"#   {job.run_id}: {shown}")
     return "\n".join(lines)
 
 

@@ -328,12 +328,30 @@ def git_commit() -> str:
         return "unknown"
 
 
+def variant_slug(variant: str) -> str:
+    """A variant as a run id spells it: 'precision=fp32,norm=post' -> 'precision-fp32_norm-post'."""
+    return variant.replace("=", "-").replace(",", "_")
+
+
 def run_id(cfg: RunConfig) -> str:
     """The run's name, of safe characters only (it names its folder and its record's copy)."""
-    variant = f"_{cfg.variant.replace('=', '-').replace(',', '_')}" if cfg.variant else ""
+    variant = f"_{variant_slug(cfg.variant)}" if cfg.variant else ""
     name = f"{cfg.task}_{cfg.model}_{cfg.profile}{variant}_lr{cfg.train.lr:g}_seed{cfg.train.seed}"
     safe_child(".", name)
     return name
+
+
+RUN_ID = re.compile(r"(?P<task>[^_]+)_(?P<model>[^_]+)_(?P<profile>[^_]+)(?:_(?P<variant>.+?))?"
+                    rf"_lr(?P<lr>[^_]+)_seed(?P<seed>\d+)(?:{re.escape(AGAIN)})?")
+
+
+def run_id_fields(name: str) -> dict[str, str]:
+    """`run_id`'s parts back from the name (the variant as `variant_slug` spells it, '' for none),
+    or from a repeat's (`RUN_ID.again`)."""
+    found = RUN_ID.fullmatch(name)
+    if found is None:
+        raise ValueError(f"run id {name!r} is not TASK_MODEL_PROFILE[_VARIANT]_lrLR_seedSEED")
+    return {key: value or "" for key, value in found.groupdict().items()}
 
 
 def rng_states() -> dict[str, Any]:

@@ -16,10 +16,12 @@ import nbformat
 import pytest
 
 from rtlib.__main__ import main
-from rtlib.configs import TABLE_TASKS, run_config
+from rtlib.configs import TABLE_TASKS, run_config, with_variant
 from rtlib.paths import RECORDS_DIR, REPO, RESULTS_DIR
 from rtlib.reproduce import (RUN_NOTEBOOK, ablation_jobs, expand_jobs, notebooks_dir_for,
                              strip_notebook)
+from rtlib.results import load_records
+from rtlib.run_folder import run_id, run_id_fields, variant_slug
 
 NORM_POST = "ptb-word_rtransformer_smoke_norm-post_lr2_seed1111"
 TABLE4 = ["--table", "4", "--profile", "smoke", "--seeds", "1", "--lrs", "config", "--gpus", ""]
@@ -138,7 +140,7 @@ def test_a_paper_plan_gives_each_job_its_measured_minutes(capsys):
     from rtlib.report import job_minutes
 
     jobs = expand_jobs([3], ["gru", "rnn"], "paper", 1, "config")
-    assert job_minutes(jobs, {("ptb-char", "gru"): 12.4}) == [12.4, pytest.approx(math.nan, nan_ok=True)]
+    assert job_minutes(jobs, {("ptb-char", "gru", ""): 12.4}) == [12.4, pytest.approx(math.nan, nan_ok=True)]
     code = main(["reproduce", "--cells", "3:gru:config", "3:rnn:config", "--profile", "paper", "--plan",
                  "--out", "runs", "--results", "/nonexistent"])
     out = capsys.readouterr().out
@@ -146,6 +148,40 @@ def test_a_paper_plan_gives_each_job_its_measured_minutes(capsys):
     assert re.search(r"^#   ptb-char_gru_paper_lr4_seed1111: \d+\.\d$", out, re.MULTILINE)  # batch z timed it
     main(["reproduce", "--table", "4", "--profile", "fast", "--plan", "--out", "runs"])
     assert "job-minutes" not in capsys.readouterr().out  # measured for the paper profile only
+
+
+def test_a_variant_is_priced_by_its_own_runs_and_the_plan_says_when_it_is_not(capsys):
+    from rtlib.report import _minutes_per_run, job_minutes
+
+    fp32 = ablation_jobs("paper", [1, 3])
+    fp32 = [job for job in fp32 if job.cfg.variant == "precision=fp32"]
+    mnist, ptb_char = fp32
+    # batch ab stopped seq-MNIST in fp32 after its first epoch, which no steady pace covers
+    batch = dict(lost_runs=[dict(run_id=mnist.run_id, epochs=1, job_minutes=6.0, seconds_per_epoch=None,
+                                 why="unfinished at the deadline")])
+    price = _minutes_per_run(load_records(Path("/nonexistent")), [batch])
+    epochs = mnist.cfg.train.epochs
+    assert price == {("mnist", "rtransformer", "precision-fp32"): 6.0 * epochs}
+    price[("ptb-char", "rtransformer", "")] = 18.5
+    assert job_minutes(fp32, price) == [6.0 * epochs, 18.5]
+    assert job_minutes(fp32, price, row_pace=False) == [6.0 * epochs, pytest.approx(math.nan, nan_ok=True)]
+    main(["reproduce", "--table", "all", "--ablations", "--profile", "paper", "--plan", "--out", "runs",
+          "--results", "/nonexistent"])
+    out = capsys.readouterr().out
+    assert re.search(r"^#   ptb-word_rtransformer_paper_window-1_lr2_seed1111: not timed yet \(the row without "
+                     r"`window=1`: \d+\.\d\)$", out, re.MULTILINE)  # batch logs timed the row, not the variant
+
+
+def test_a_run_id_reads_back_as_its_parts():
+    for task, model, variant in [("ptb-char", "rtransformer", ""), ("nottingham", "transformer", "position=none"),
+                                 ("ptb-word", "rtransformer", "window=3,norm=post")]:
+        cfg = with_variant(run_config(task, model, "paper"), variant)
+        fields = run_id_fields(run_id(cfg))
+        assert (fields["task"], fields["model"], fields["profile"]) == (task, model, "paper")
+        assert fields["variant"] == variant_slug(variant) and float(fields["lr"]) == cfg.train.lr
+        assert run_id_fields(run_id(cfg) + ".again") == fields and fields["seed"] == str(cfg.train.seed)
+    with pytest.raises(ValueError, match="'ptb-char_gru' is not TASK_MODEL_PROFILE"):
+        run_id_fields("ptb-char_gru")
 
 
 def test_grid_expansion():
