@@ -387,11 +387,12 @@ def quick_looks(records: pd.DataFrame) -> HTMLTable:
     """The fast-profile runs: short schedules for a first look, listed so that nothing is hidden,
     never evidence (their changes from the paper profile are in each record)."""
     quick = records[records["profile"] == "fast"] if len(records) else records
-    out = [{"table": int(run.table), "model": model_name(run.model), "variant": run.variant or "none",
+    words = {ablation.variant: ablation.why for ablation in ABLATIONS}
+    out = [{"table": int(run.table), "model": model_name(run.model), "variant": words.get(run.variant, run.variant or "none"),
             "seed": int(run.seed), "lr": f"{run.lr:g}",
             "epochs": f"{int(run.epochs_run)} of {run_config(run.task, run.model, 'paper').train.epochs}",
             "test metric": fmt(run.test_metric, run.task), "paper": fmt(TASKS[run.task].paper[run.model], run.task),
-            "changed": ", ".join(c.split(":")[0] for c in run.changes or () if " -> " in c) or "none",
+            "changed": ", ".join(c.split(":")[0].replace("_", " ") for c in run.changes or () if " -> " in c) or "none",
             "record": Path(run.path).parent.name + "/"}
            for run in quick.sort_values(["table", "model", "variant"]).itertuples()]
     return HTMLTable(pd.DataFrame(out), None)
@@ -520,13 +521,14 @@ def _transformer_sizes(records: pd.DataFrame) -> str:
 
 
 def deviations(records: pd.DataFrame, bench_dir: str | Path = BENCH_DIR, data_dir: str | None = None,
-               superseded_dir: str | Path = SUPERSEDED_DIR) -> HTMLTable:
+               superseded_dir: str | Path = SUPERSEDED_DIR, batches: list[dict] = ()) -> HTMLTable:
     """Every way our paper-profile runs differ from the released scripts, with its effect and
     whether that effect is measured or argued."""
     bench = load_bench(bench_dir)
     in_fp32 = _fp32_rows()
     versions = join_words(sorted(set(evidence(records)["torch_version"].dropna()))) or "no runs yet"
-    fp32 = [f"Table {a.table}: " + _ablation_text(records, a) for a in ABLATIONS if a.variant == "precision=fp32"]
+    fp32 = [f"Table {a.table}: " + _ablation_text(records, a, batches) for a in ABLATIONS
+            if a.variant == "precision=fp32"]
     rows = [
         ("precision", "fp32", f"bf16 autocast where the GPU has it: {_counts(records, 'precision')}"
          + (f"; {in_fp32}, because bf16 diverged there" if in_fp32 else ""),
@@ -568,17 +570,31 @@ def _eval_stacking(records: pd.DataFrame) -> str:
             f"forward in {plural(int(stacked.sum()), 'run')}")
 
 
-def _ablation_text(records: pd.DataFrame, ablation) -> str:
+def _ablation_text(records: pd.DataFrame, ablation, batches: list[dict] = ()) -> str:
     task = TABLE_TASKS[ablation.table]
     found = ablations(records, task)
     found = found[(found["model"] == ablation.model) & (found["variant"] == ablation.variant)]
     if not len(found):
-        return "not run yet"
+        return "not run yet" + _started_text(records, batches, task, ablation.model, ablation.variant)
     row = found.iloc[0]
     same = (f"; {signed(row['same_seed_delta'], task, 1)} against the row's run of the same "
             f"{seeds_text(row['shared_seeds'])}" if row["shared_seeds"] else "")
     return (f"{fmt(row['ours'], task)} vs {fmt(row['baseline'], task)} for the row "
             f"({plural(int(row['n']), 'seed')} vs {int(row['baseline_n'])}{same})")
+
+
+def _started_text(records: pd.DataFrame, batches: list[dict], task: str, model: str, variant: str) -> str:
+    """' (started: 1 of 50 epochs in 6.0 GPU-minutes, about 302 for the whole run)' for a run that
+    a batch left unfinished, from its log; '' where none did."""
+    key = task, model, variant_slug(variant)
+    left = [run for run in _unfinished(list(batches), records)
+            if tuple(run_id_fields(run["run_id"])[k] for k in ("task", "model", "variant")) == key]
+    if not left:
+        return ""
+    run, total = left[-1], run_config(task, model, EVIDENCE_PROFILE).train.epochs
+    whole = _minutes_per_run(records, list(batches)).get(key, math.nan)
+    return (f" (started: {run.get('epochs', 0)} of {total} epochs in {run['job_minutes']:.1f} GPU-minutes"
+            + (f", about {whole:.0f} for the whole run at that pace" if not math.isnan(whole) else "") + ")")
 
 
 def ablations_summary(records: pd.DataFrame) -> str:
@@ -650,7 +666,10 @@ def batch_line(batch: dict[str, Any]) -> str:
               f"{len(not_started) if isinstance(not_started, list) else not_started} not started, "
               + (f"{len(kept)} stopped with a checkpoint brought back to resume, " if kept else "") +
               f"{len(lost)} lost" + (": " + "; ".join(f"{n} {why}" for why, n in reasons) if lost else ""))
-    return (f"Batch of {batch['date']} at commit {batch['git_commit']} on {batch['device']}, "
+    device = batch["device"]
+    if device.startswith("not recorded"):  # no record came back to name the GPU
+        device = "a lent GPU that no record came back to name"
+    return (f"Batch of {batch['date']} at commit {batch['git_commit']} on {device}, "
             f"{batch['deadline_minutes']:g}-minute deadline, machine held "
             f"{batch.get('machine_held_minutes', float('nan')):.1f} minutes: {counts}. "
             f"Sharing: {batch.get('sharing', 'not recorded')}.")
@@ -891,18 +910,10 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
     lost = sum(run["job_minutes"] for run in _lost(batches, records))
     waiting = _waiting(batches, records)
     again = _paper_records(repeats_dir)
-    second = (f", {again['gpu_minutes'].sum():.1f} more for {plural(len(again), 'run')} made a second time "
-              "with their seed (*How sure*)" if len(again) else "")
     quick = records[records["profile"] == "fast"] if len(records) else records
     broke = diverged(records)
-    failed = (f", {broke['gpu_minutes'].sum():.1f} more for {plural(len(broke), 'run')} that diverged"
-              if len(broke) else "")
     replaced = superseded_records(superseded_dir)
-    changed = (f", {replaced['gpu_minutes'].sum():.1f} more for {plural(len(replaced), 'run')} made with "
-               "settings since changed (*Deviations*)" if len(replaced) else "")
     ablated = _ablation_runs(records)
-    ablation_cost = (f", {ablated['gpu_minutes'].sum():.1f} more for {plural(len(ablated), 'ablation run')} "
-                     "(*Ablations*)" if len(ablated) else "")
     if done.empty and len(broke):
         text = (f"**Scope.** No paper-profile run has finished yet, so no claim of the paper is tested; "
                 f"{plural(len(broke), 'run')} diverged ({broke['gpu_minutes'].sum():.1f} GPU-minutes).")
@@ -913,13 +924,24 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
         extra = len(done) - used
         unused = (f", {extra} {'is an lr grid point' if extra == 1 else 'are lr grid points'} the cells do "
                   "not use (not chosen on validation)" if extra else "")
-        text = (f"**Scope.** {len(done)} paper-profile runs finished: {used} make {len(run)} of the "
+        parts = [(done["gpu_minutes"].sum(), "for these runs")]
+        parts += [(again["gpu_minutes"].sum(), f"for {plural(len(again), 'run')} made a second time with "
+                   "their seed (*How sure*)")] if len(again) else []
+        parts += [(broke["gpu_minutes"].sum(), f"for {plural(len(broke), 'run')} that diverged")] if len(broke) else []
+        parts += [(ablated["gpu_minutes"].sum(), f"for {plural(len(ablated), 'ablation run')} (*Ablations*)")] \
+            if len(ablated) else []
+        parts += [(replaced["gpu_minutes"].sum(), f"for {plural(len(replaced), 'run')} made with settings since "
+                   "changed (*Deviations*)")] if len(replaced) else []
+        parts += [(lost, "for runs that were lost before they finished")] if lost else []
+        parts += [(sum(r["job_minutes"] for r in waiting), f"for {plural(len(waiting), 'run')} waiting to resume "
+                   "from a checkpoint brought back")] if waiting else []
+        machines = (f", on machines held {held:.1f} minutes (jobs share a GPU, so their time adds up to more)"
+                    if batches else "")
+        text = (f"**Scope.** {plural(len(done), 'paper-profile run')} finished: {used} "
+                f"{'makes' if used == 1 else 'make'} {len(run)} of the "
                 f"{len(table_cells)} cells ({'; '.join(per_table)}; ×n: seeds){unused}. Precision: {_counts(records, 'precision')}. "
-                f"GPU: {join_words(sorted(set(done['device'])))}. Cost: {done['gpu_minutes'].sum():.1f} GPU-minutes "
-                f"of job time for these runs" + second + failed + ablation_cost + changed +
-                (f", {lost:.1f} more for runs that were lost before they finished, on machines held "
-                 f"{held:.1f} minutes" if batches else "") + "."
-                + (f" {_waiting_text(waiting)}." if waiting else ""))
+                f"GPU: {join_words(sorted(set(done['device'])))}. **Cost: {sum(m for m, _ in parts):.1f} GPU-minutes "
+                f"of job time in all**{machines}: " + ", ".join(f"{m:.1f} {what}" for m, what in parts) + ".")
     if len(quick):
         text += (f" {len(quick)} short fast-profile runs ({quick['gpu_minutes'].sum():.1f} GPU-minutes) "
                  "are shown apart and count for nothing.")
@@ -1055,6 +1077,21 @@ def _loss_kind(why: str) -> str:
     if why.startswith("failed:") and "Kernel died before replying to kernel_info" in why:
         return "failed at their start, their notebook's kernel dead before it replied (runners retry that since)"
     return why
+
+
+def easy_parts(records: pd.DataFrame) -> str:
+    """The report's "what was easy" paragraph (Markdown), its run times read from the records."""
+    runs = evidence(records)
+    if len(runs):
+        per_run = runs.groupby("task")["gpu_minutes"].median()
+        timing = ("one run of a cell took a median of " + join_words(
+            [f"{per_run[task]:.0f} GPU-minutes on Table {table}" for table, task in TABLE_TASKS.items()
+             if task in per_run.index]) + " (the cost table above; one GPU, shared as the batch logs say)")
+    else:
+        timing = "no paper-profile run has been timed yet"
+    return ("**Easy.** The released scripts fix every hyperparameter of the R-Transformer row, the data "
+            "sets are public with fixed splits, and the models are small: " + timing + ". The TCN suite, "
+            "whose protocols the paper follows, gives the four other rows' data handling and metrics.")
 
 
 def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:

@@ -20,6 +20,7 @@ Rules, in one place:
 """
 from __future__ import annotations
 
+import collections
 import html
 import json
 import math
@@ -54,8 +55,18 @@ QUALIFIER = {"paper": "", "fast": "short run (fast profile): not evidence",
              "smoke": "smoke run: not a result"}
 
 
+TASK_NAMES = {"mnist": "seq-MNIST", "pmnist": "permuted MNIST", "nottingham": "Nottingham",
+              "jsb": "JSB Chorales", "muse": "MuseData", "piano": "Piano-midi.de", "ptb-char": "PTB-char",
+              "ptb-word": "PTB-word"}
+
+
 def model_name(model: str) -> str:
     return MODEL_NAMES.get(model, model)
+
+
+def task_name(task: str) -> str:
+    """The data set as the paper names it: 'ptb-char' -> 'PTB-char', 'mnist' -> 'seq-MNIST'."""
+    return TASK_NAMES.get(task, task)
 
 
 def _empty() -> pd.DataFrame:
@@ -243,6 +254,7 @@ def cells(records: pd.DataFrame, variant: str = "", profile: str = EVIDENCE_PROF
                 lr=float(mine["lr"].iloc[0]) if n else math.nan,
                 lr_selection=mine["lr_selection"].iloc[0] if n else "",
                 runs=len(runs), diverged=diverged,
+                diverged_lrs=tuple(sorted(float(lr) for lr in runs[runs["status"] == "diverged"]["lr"])) if len(runs) else (),
                 delta=mean - paper if n else math.nan,
                 tolerance=tolerance(task, sem) if n >= MIN_SEEDS else math.nan,
                 verdict=result if profile == EVIDENCE_PROFILE or result == "not run" else "not evidence",
@@ -507,6 +519,14 @@ def claims_table(records: pd.DataFrame, detail: bool = True) -> HTMLTable:
     return HTMLTable(found[list(columns)].rename(columns=columns), "verdict")
 
 
+def _diverged_text(row) -> str:
+    """'1 run at lr 0.0005 diverged': the cell's diverged runs by lr, saying which is the cell's own
+    (the seeds above are all at the lr chosen on validation)."""
+    counts = collections.Counter(row["diverged_lrs"])
+    return "; ".join(f"{plural(count, 'run')} at {'this' if lr == row['lr'] else 'grid'} lr {lr:g} diverged"
+                     for lr, count in sorted(counts.items()))
+
+
 def paper_table(records: pd.DataFrame, task: str) -> HTMLTable:
     """The paper's table for `task` in its layout (rows = models), ours beside each number:
     'mean ± std (n)' to the paper's digits over paper-profile seeds, ours - paper, the tolerance
@@ -522,7 +542,7 @@ def paper_table(records: pd.DataFrame, task: str) -> HTMLTable:
         if row["n"] == 0 and not row["diverged"] and len(quick) and quick["n"].iloc[0]:
             ours = "not run (fast profile only)"
         elif row["n"] and row["diverged"]:
-            ours += f"; {row['diverged']} diverged"
+            ours += "; " + _diverged_text(row)
         out.append({"model": model_name(row["model"]), "layers / hidden": model_size(task, row["model"]),
                     "paper": f"<i>{paper}</i>" if row["paper_copied"] else paper,
                     "ours": ours, "ours − paper": signed(row["delta"], task, 1) if row["n"] else "–",

@@ -60,6 +60,9 @@ def math_number(value: float) -> str:
     return f"${power}$" if mantissa == "1" else f"${mantissa} \\cdot {power}$"
 
 
+OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam"}
+
+
 def protocol_facts(task: str, model: str = "rtransformer", profile: str = "paper") -> dict[str, str]:
     """The settings a table chapter's protocol prose quotes, as text, read from `rtlib.configs`
     (so that no number in that prose is typed in): optimizer, lr, lr_grid, clip, schedule, epochs,
@@ -67,7 +70,7 @@ def protocol_facts(task: str, model: str = "rtransformer", profile: str = "paper
     context (= seq_len - scored)."""
     cfg = run_config(task, model, profile)
     t, b = cfg.train, recorded_settings(cfg.backbone)
-    facts = {"optimizer": {"sgd": "SGD", "adam": "Adam"}.get(t.optimizer, t.optimizer),
+    facts = {"optimizer": OPTIMIZER_NAMES.get(t.optimizer, t.optimizer),
              "lr": math_number(t.lr),
              "lr_grid": "$\\{" + ", ".join(math_number(lr).strip("$") for lr in t.lr_grid) + "\\}$",
              "clip": f"norm {t.grad_clip:g}" if t.grad_clip else "none",
@@ -92,8 +95,9 @@ def config_table(task: str, profile: str = "paper", models=None) -> pd.DataFrame
         b, t = recorded_settings(cfg.backbone), cfg.train
         window = b.get("window") or b.get("kernel_size")
         rows.append({"model": model_name(model), "layers / hidden": model_size(task, model, profile),
-                     "heads": b.get("heads", "–"), "window / kernel": window or "–", "cell": b.get("cell", "–"),
-                     "dropout": b.get("dropout"), "optimizer": t.optimizer, "lr": f"{t.lr:g}",
+                     "heads": b.get("heads", "–"), "window / kernel": window or "–",
+                     "cell": model_name(b["cell"]) if b.get("cell") else "–", "dropout": b.get("dropout"),
+                     "optimizer": OPTIMIZER_NAMES.get(t.optimizer, t.optimizer), "lr": f"{t.lr:g}",
                      "lr grid": ", ".join(f"{lr:g}" for lr in t.lr_grid),
                      "gradient clip": f"{t.grad_clip:g}" if t.grad_clip else "none", "batch": t.batch_size,
                      "epochs": t.epochs, "lr schedule": describe_schedule(t.schedule)})

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 from rtlib import plots, report, results  # noqa: E402
 from rtlib.configs import run_config, with_variant  # noqa: E402
 from rtlib.paths import RECORDS_DIR, REPEATS_DIR, REPO  # noqa: E402
-from rtlib.results import cell, cells, claims, comparisons, load_records  # noqa: E402
+from rtlib.results import cell, cells, claims, comparisons, evidence, load_records  # noqa: E402
 from rtlib.tasks import TASKS  # noqa: E402
 
 NAN = re.compile(r"\bnan\b", re.IGNORECASE)
@@ -141,8 +141,9 @@ def test_diverged_runs_are_named_with_their_lr_seed_and_epoch_in_every_section(t
     assert "2 runs diverged (3.0 GPU-minutes)" in report.scope(records, [])
     seeds(tmp_path, [3.30, 3.31, 3.29], model="lstm", lr=1e-4)
     records = load_records(tmp_path)
-    assert "3.0 more for 2 runs that diverged" in report.scope(records, [])
-    assert "3.30 ± 0.01 (n=3); 2 diverged" in results.paper_table(records, "nottingham").text()
+    assert "3.0 for 2 runs that diverged" in report.scope(records, [])
+    # the cell's seeds are at lr 1e-4, chosen on validation: its diverged runs were at another lr
+    assert "3.30 ± 0.01 (n=3); 2 runs at grid lr 0.001 diverged" in results.paper_table(records, "nottingham").text()
     assert f"Besides, {said}." in report.results_paragraph(records, "nottingham")
 
 
@@ -391,7 +392,7 @@ def test_first_screen_names_the_claims_what_goes_against_them_and_the_unused_gri
     write_record(tmp_path, variant="window=3", gpu_minutes=2.5)  # an ablation: counts in the cost alone
     records = load_records(tmp_path)
     assert "7 paper-profile runs finished: 6 make 2 of the 24 cells" in report.scope(records, [])
-    assert "2.5 more for 1 ablation run (*Ablations*)" in report.scope(records, [])
+    assert "2.5 for 1 ablation run (*Ablations*)" in report.scope(records, [])
     assert "×n: seeds), 1 is an lr grid point the cells do not use" in report.scope(records, [])
     headline = report.headline(records)
     assert "are contradicted (“beats the Transformer”, “needs no positions” and “by the paper's margin”)" in headline
@@ -452,6 +453,12 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path):
     assert table.loc["evaluation", "our paper-profile runs"].endswith(
         "PTB: one window a forward in 1 run, up to 64 rows of windows a forward in 1 run")
     assert "the fp32 ablations: Table 1: not run yet; Table 2: not run yet;" in table.loc["precision", "effect"]
+    started = [dict(lost_runs=[dict(run_id="mnist_rtransformer_paper_precision-fp32_lr0.001_seed1111", epochs=1,
+                                     job_minutes=6.0, seconds_per_epoch=None, why="unfinished at the deadline",
+                                     checkpoint="brought back")])]  # batch ab
+    table = report.deviations(load_records(tmp_path), report.BENCH_DIR, batches=started).frame.set_index("what")
+    assert ("Table 1: not run yet (started: 1 of 50 epochs in 6.0 GPU-minutes, about 300 for the whole run at "
+            "that pace); Table 2: not run yet;") in table.loc["precision", "effect"]
     write_record(tmp_path, variant="precision=fp32", seed=1111, test=2.38, precision="fp32")
     table = report.deviations(load_records(tmp_path), report.BENCH_DIR).frame.set_index("what")
     assert ("Table 2: 2.38 vs 2.41 for the row (1 seed vs 3; −0.020 against the row's run of the same seed 1111)"
@@ -484,7 +491,7 @@ def test_superseded_runs_count_in_the_cost_and_never_in_a_table(tmp_path):
     write_record(tmp_path / "superseded" / "records", model="lstm", lr=1e-3, epochs=10, status="diverged",
                  gpu_minutes=2.5)
     records = load_records(tmp_path / "records")
-    assert "2.5 more for 1 run made with settings since changed" in report.scope(
+    assert "2.5 for 1 run made with settings since changed" in report.scope(
         records, [], tmp_path / "none", tmp_path / "superseded")
     spent = report.cost(records, [], [], repeats_dir=tmp_path / "none", superseded_dir=tmp_path / "superseded")
     assert tuple(spent.set_index("table").loc[2, ["superseded_runs", "superseded_minutes", "gpu_minutes"]]) == (1, 2.5, 3.0)
@@ -521,6 +528,18 @@ def test_committed_records_render_without_nan():
         assert not NAN.search(table._repr_html_())
 
 
+def test_committed_records_render_with_readable_names():
+    records = load_records()
+    raw = re.compile(r"\b(batch_size|eval_batch_size|clip_before_backward|rtransformer|ptb-char|mnist)\b")
+    shown = report.quick_looks(records)._repr_html_()
+    assert not raw.search(shown) and "clipping (after backward) instead of the released no-op" in shown
+    easy = report.easy_parts(records)
+    assert "of the R-Transformer row" in easy and "two rows the authors ran" not in easy
+    minutes = evidence(records).groupby("task")["gpu_minutes"].median()
+    assert f"a median of {minutes['mnist']:.0f} GPU-minutes on Table 1" in easy
+    assert report.easy_parts(records.iloc[:0]).count("no paper-profile run has been timed yet") == 1
+
+
 def test_curves_carry_the_papers_number_and_say_when_there_is_nothing(tmp_path):
     ax = plots.plot_learning_curves(load_records(tmp_path), "mnist")
     assert ax.texts[0].get_text() == "no paper-profile records yet"
@@ -555,6 +574,8 @@ def test_a_batch_line_counts_what_finished_what_was_lost_and_why():
                            "machine held 13.6 minutes: 1 run finished, 1 diverged, 2 not started, 3 lost: ")
     assert "2 the machine was given back; 1 stopped at the batch's deadline." in line
     assert line.endswith("Sharing: MPS, 3 jobs.")
+    cold = report.batch_line({**batch, "device": "not recorded (one, lent)"})  # batches l and o: no record came back
+    assert "on a lent GPU that no record came back to name, 22-minute deadline" in cold
 
 
 def test_a_run_whose_checkpoint_came_back_waits_to_resume_and_is_not_lost(tmp_path):
@@ -570,9 +591,12 @@ def test_a_run_whose_checkpoint_came_back_waits_to_resume_and_is_not_lost(tmp_pa
     assert [run["epochs"] for run in report._waiting([batch], records)] == [84]
     assert "0 not started, 1 stopped with a checkpoint brought back to resume, 1 lost: 1 stopped by its runner." \
         in report.batch_line(batch)
-    assert "3.3 more for runs that were lost" in report.scope(records, [batch])
-    assert "1 run waits to resume from its checkpoint, brought back (22.8 GPU-minutes so far)." \
-        in report.scope(records, [batch])
+    assert "3.3 for runs that were lost" in report.scope(records, [batch])
+    scope = report.scope(records, [batch], tmp_path / "no repeats", tmp_path / "no superseded")
+    assert scope.startswith("**Scope.** 1 paper-profile run finished: 1 makes 1 of the 24 cells")
+    assert ("**Cost: 27.1 GPU-minutes of job time in all**, on machines held 0.0 minutes (jobs share a GPU, so "
+            "their time adds up to more): 1.0 for these runs, 3.3 for runs that were lost before they finished, "
+            "22.8 for 1 run waiting to resume from a checkpoint brought back.") in scope
     spent = report.cost(records, [batch], []).set_index("table")
     assert (spent.loc[2, "lost_minutes"], spent.loc[2, "waiting_runs"], spent.loc[2, "waiting_minutes"]) == (3.3, 1, 22.8)
 
@@ -602,7 +626,7 @@ def test_a_run_made_twice_with_its_seed_is_shown_beside_its_first_run_and_counts
     assert len(load_records(tmp_path / "records")) == 3  # a repeat never joins the records the tables use
     spent = report.cost(records, [], [], repeats_dir=tmp_path / "repeats").set_index("table")
     assert spent.loc[2, "repeat_minutes"] == 1.0 and spent.loc[2, "gpu_minutes"] == 3.0
-    assert "1.0 more for 1 run made a second time with their seed" in report.scope(records, [], tmp_path / "repeats")
+    assert "1.0 for 1 run made a second time with their seed" in report.scope(records, [], tmp_path / "repeats")
 
 
 def test_a_diverged_run_made_again_in_another_engine_mode_says_when_each_diverged(tmp_path):
