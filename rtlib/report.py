@@ -1027,7 +1027,7 @@ def _cell_label(row) -> str:
 def headline(records: pd.DataFrame) -> str:
     """Three sentences for the first screen: what the claims come to (named), the comparisons
     that go against the paper, and how many cells hold up. The claims table has the rest."""
-    from .results import comparison_text, comparisons
+    from .results import comparisons
 
     found = claims(records)
     parts = []
@@ -1037,10 +1037,18 @@ def headline(records: pd.DataFrame) -> str:
         if named:
             parts.append(f"{len(named)} {'is' if len(named) == 1 else 'are'} {verdict} ({join_words(named)})")
     pairs = comparisons(records)
-    short = {claim.key: f"“{claim.short}”" for claim in CLAIMS}
-    against: dict[str, list[str]] = {}
-    for _, row in pairs[pairs["verdict"] == "contradicted"].iterrows():
-        against.setdefault(comparison_text(row), []).append(short[row["claim"]])
+    behind: dict[str, list[int]] = {}   # the R-Transformer's interval lies below 0
+    smaller: dict[str, list[int]] = {}  # ahead, but its interval lies below the paper's margin
+    for row in pairs[pairs["verdict"] == "contradicted"].itertuples():
+        kind = smaller if row.claim == "margins" and row.advantage > 0 else behind
+        name = f"the {row.baseline}" if row.baseline.startswith("Transformer") else row.baseline
+        if row.table not in kind.setdefault(name, []):
+            kind[name].append(row.table)
+
+    def where(tables: list[int]) -> str:
+        return f"{'Table' if len(tables) == 1 else 'Tables'} {join_words([str(t) for t in sorted(tables)])}"
+    against = ([f"is behind {name} on {where(tables)}" for name, tables in behind.items()]
+               + [f"leads {name} by less than the paper's margin on {where(tables)}" for name, tables in smaller.items()])
     table_cells = cells(records)
     judged = table_cells[table_cells["verdict"].isin(["reproduced", "not reproduced"])]
     held = [_cell_label(r) for _, r in judged[judged["verdict"] == "reproduced"].iterrows()]
@@ -1055,9 +1063,8 @@ def headline(records: pd.DataFrame) -> str:
                       + [f"{unrun} {'is' if unrun == 1 else 'are'} not run"] * bool(unrun))
     return " ".join([
         f"Of the paper's {len(found)} claims, {join_words(parts)}.",
-        (f"Against the paper (R-Transformer's advantage [95% interval]): "
-         + "; ".join(f"{text}, against {join_words(names)}" for text, names in against.items()) + "."
-         if against else f"No comparison at {MIN_SEEDS} seeds a side goes against the paper yet."),
+        (f"Against the paper, the R-Transformer {join_words(against)} (95% intervals over seeds: the claims "
+         "table below)." if against else f"No comparison at {MIN_SEEDS} seeds a side goes against the paper yet."),
         (f"Of the {len(judged)} cells with {MIN_SEEDS} seeds, {len(held)} "
          f"{'is' if len(held) == 1 else 'are'} within tolerance of the paper's number"
          + (f" ({join_words(held)})" if held else "")

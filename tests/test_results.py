@@ -396,7 +396,7 @@ def test_first_screen_names_the_claims_what_goes_against_them_and_the_unused_gri
     assert "×n: seeds), 1 is an lr grid point the cells do not use" in report.scope(records, [])
     headline = report.headline(records)
     assert "are contradicted (“beats the Transformer”, “needs no positions” and “by the paper's margin”)" in headline
-    assert "T2 vs Transformer: −0.10 [" in headline and "against “beats the Transformer”" in headline
+    assert "Against the paper, the R-Transformer is behind the Transformer on Table 2 (95% intervals" in headline
     assert "Of the 2 cells with 3 seeds, 0 are within tolerance" in headline and "22 are not run" in headline
 
 
