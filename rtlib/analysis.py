@@ -11,9 +11,10 @@ Explained in the book's chapter "Inside trained models" (book/visualizations.md)
   offset t - k of its window (k = 0 the position itself, k = M - 1 the oldest input), by
   gradient (Jacobian norms, estimated with random probes) or by occlusion (zeroing one offset
   of every window).
-- `analyze_run(run_dir)`: loads a finished (or checkpointed) run, picks a real test example
-  (the first test digit, the first test tune, the first test sentences) and writes a small
-  JSON (well under 1 MB) that the book plots: ``python -m rtlib analyze --run DIR``.
+- `analyze_run(run_dir)`: loads a finished (or checkpointed) run, picks real test examples
+  (the first test digits, the first test tunes, the first stretches of test text) and writes a
+  small JSON (well under 1 MB) that the book plots: ``python -m rtlib analyze --run DIR``. The
+  first `MAP_EXAMPLES` examples keep their attention maps, so a figure can show several.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from .paths import ANALYSIS_DIR
 
 MAX_TOKENS = 64        # language-model and music excerpts: full maps of this many positions
 SIGNIFICANT = 4        # attention weights and saliencies are stored with 4 significant digits
+MAP_EXAMPLES = 3       # examples of an analysis that keep their attention maps, the first included
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,11 +287,31 @@ def analyze(cfg: RunConfig, model: nn.Module, example: dict[str, Any], device: s
 SUMMARY_KEYS = ("length", "mean_distance", "entropy", "saliency")
 
 
+def metric_words(metric: str | None) -> str:
+    """A metric as prose names it after "test": 'nll' -> 'NLL', 'bpc' -> 'bits per character'."""
+    from .results import METRIC_NAMES
+
+    return METRIC_NAMES.get(metric, str(metric)).removeprefix("test ")
+
+
+def kept_maps(result: dict[str, Any]) -> dict[str, Any]:
+    """What a further example of an analysis keeps of its attention maps, with the example itself
+    (digit, tokens or keys): the last query's row of every head (seq-MNIST, small), or the full
+    maps of each layer's first head (all heads of 64 x 64 maps would triple the JSON)."""
+    if "last_row" in result:
+        return dict(example=result["example"], last_row=result["last_row"])
+    if "maps" in result:
+        return dict(example=result["example"], maps=[layer[:1] for layer in result["maps"]])
+    return {}
+
+
 def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
-                data_dir: str | Path | None = None, device: str = "cpu", examples: int = 1) -> dict[str, Any]:
+                data_dir: str | Path | None = None, device: str = "cpu", examples: int = 1,
+                map_examples: int = MAP_EXAMPLES) -> dict[str, Any]:
     """Analyze the run in `run_dir` on `examples` real test examples: the first in full (maps),
-    the others as distances, entropies and saliency (``more_examples``); record where the weights
-    come from (``provenance``); write the JSON to `out_path` (default
+    the others as distances, entropies and saliency (``more_examples``), of which the first
+    `map_examples` (the first included) also keep their maps (`kept_maps`); record where the
+    weights come from (``provenance``); write the JSON to `out_path` (default
     ``results/analysis/<run id>.json``) and return it."""
     from .run_folder import AGAIN, atomic_write_bytes, read_record, run_id
 
@@ -300,7 +322,8 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
     for index in range(1, examples):
         other = analyze(cfg, model, pick_example(cfg, protocol, data_dir, index=index), device)
         result["more_examples"].append(dict(description=other["example"]["description"],
-                                            **{key: other[key] for key in SUMMARY_KEYS if key in other}))
+                                            **{key: other[key] for key in SUMMARY_KEYS if key in other},
+                                            **(kept_maps(other) if index < map_examples else {})))
     run = Path(run_dir)
     record = read_record(run / "record.json") if (run / "record.json").exists() else {}
     result.update(test_metric=record.get("test_metric"), metric=record.get("metric"),
@@ -312,7 +335,8 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
         epochs_run=record.get("epochs_run"), precision=record.get("precision", "not recorded"),
         git_commit=record.get("git_commit"), analysed_on=device,
         **({"note": "a second run of this seed, made for its weights (results/repeats/); its test "
-                    + (f"{record['metric']} {record['test_metric']:.4g}" if record.get("test_metric") is not None
+                    + (f"{metric_words(record['metric'])} {record['test_metric']:.4g}"
+                       if record.get("test_metric") is not None
                        else f"metric: none ({record.get('status', 'no record')})")}
            if run.name.endswith(AGAIN) else {}))
     out_path = Path(out_path) if out_path else ANALYSIS_DIR / f"{result['run_id']}.json"
@@ -367,6 +391,36 @@ def analysed_examples(item: dict[str, Any]) -> list[dict[str, Any]]:
     return [item] + list(item.get("more_examples", []))
 
 
+def examples_with_maps(item: dict[str, Any], head: int = 0) -> list[dict[str, Any]]:
+    """The examples of an analysis that hold attention maps (``maps`` or ``last_row``) of `head`,
+    each with its ``example`` (digit, tokens or keys): the first, then those `kept_maps` kept."""
+    def has_head(e):
+        maps = e.get("maps", e.get("last_row"))
+        return maps is not None and len(maps[0]) > head
+    return [e for e in analysed_examples(item) if "example" in e and has_head(e)]
+
+
+def maps_shortfall(items, wanted: int = MAP_EXAMPLES) -> str:
+    """Markdown: which analyses hold the attention maps of fewer examples than `wanted` (and than
+    they analysed), as one made before `kept_maps` does, so that a page showing one example a
+    model says why; "" when none."""
+    from .results import join_words, model_name, task_name
+
+    with_maps = [item for item in items if examples_with_maps(item)]
+    short = [item for item in with_maps
+             if len(examples_with_maps(item)) < min(wanted, len(analysed_examples(item)))]
+    if not short:
+        return ""
+    held = sorted({len(examples_with_maps(item)) for item in short})
+    who = ("Every analysis here" if len(short) == len(with_maps) else "The analyses of "
+           + join_words([f"{task_name(item['task'])} {model_name(item['model'])}" for item in short]))
+    count = f"{join_words([str(n) for n in held])} test example{'' if held == [1] else 's'}"
+    return (f"{who} predates keeping several examples' maps: {'it holds' if len(short) == 1 else 'they hold'} "
+            f"the maps of {count}{'' if len(short) == 1 else ' each'}, so the attention figures below show "
+            f"{count} a model (the distances, entropies and saliencies use every example analysed). "
+            f"`python -m rtlib analyze --run DIR` on the same weights keeps the maps of {wanted}.")
+
+
 def example_description(example: dict[str, Any]) -> str:
     """An example's description; the first example keeps it under ``example``."""
     return example["example"]["description"] if "example" in example else example["description"]
@@ -409,7 +463,7 @@ def _share_word(part: int, whole: int) -> str:
 def uniformity_sentence(heads: "pd.DataFrame", threshold: float = 0.9) -> str:
     """Markdown: how many heads are near uniform (normalized entropy >= `threshold`), in all and
     per task, model and profile, whether that is most of them, and the least uniform heads."""
-    from .results import model_name
+    from .results import model_name, task_name
 
     if heads.empty:
         return "No attention was analysed."
@@ -417,13 +471,13 @@ def uniformity_sentence(heads: "pd.DataFrame", threshold: float = 0.9) -> str:
     if "profile" not in heads:
         heads = heads.assign(profile="?")
     per = heads.groupby(["task", "model", "profile"])["near"].agg(["sum", "count"])
-    parts = [f"{task} {model_name(model)} ({profile}) {int(row['sum'])} of {int(row['count'])}"
+    parts = [f"{task_name(task)} {model_name(model)} ({profile}) {int(row['sum'])} of {int(row['count'])}"
              for (task, model, profile), row in per.iterrows()]
-    mostly = [f"{task} {model_name(model)} ({profile})" for (task, model, profile), row in per.iterrows()
+    mostly = [f"{task_name(task)} {model_name(model)} ({profile})" for (task, model, profile), row in per.iterrows()
               if 2 * row["sum"] <= row["count"]]
     least = heads.nsmallest(3, "entropy")
-    tail = "; ".join(f"{r.task} {model_name(r.model)} layer {r.layer} head {r.head} (entropy {r.entropy:.2f}, "
-                     f"{r.ratio:.2f}x a uniform head's distance)" for r in least.itertuples())
+    tail = "; ".join(f"{task_name(r.task)} {model_name(r.model)} layer {r.layer} head {r.head} "
+                     f"(entropy {r.entropy:.2f}, {r.ratio:.2f}x a uniform head's distance)" for r in least.itertuples())
     near = int(heads["near"].sum())
     return (f"**{_share_word(near, len(heads))} of the heads are near uniform: {near} of {len(heads)}** "
             f"(normalized entropy of their weights ≥ {threshold}): " + "; ".join(parts) + ". "
@@ -458,6 +512,8 @@ def distance_comparison(items) -> "pd.DataFrame":
 def comparison_sentence(comparison: "pd.DataFrame") -> str:
     """Markdown: per task, on how many of the shared examples the R-Transformer's heads look further
     back on average than the Transformer's, and by how many steps (mean over the examples)."""
+    from .results import task_name
+
     if comparison.empty:
         return "No task has both an R-Transformer and a Transformer analysed on the same examples."
     parts = []
@@ -466,7 +522,7 @@ def comparison_sentence(comparison: "pd.DataFrame") -> str:
         gap = float((rows["rtransformer"] - rows["transformer"]).mean())
         profiles = rows["profiles"].iloc[0].split(" / ")
         profile = profiles[0] if len(set(profiles)) == 1 else " / ".join(profiles)
-        parts.append(f"{task} ({profile} profile), {further} of {len(rows)} example"
+        parts.append(f"{task_name(task)} ({profile} profile), {further} of {len(rows)} example"
                      f"{'s' if len(rows) > 1 else ''} (R-Transformer minus Transformer: {gap:+.1f} steps, "
                      "mean over the examples)")
     return ("Examples on which the R-Transformer looks further back than the Transformer, averaged over "
@@ -496,23 +552,80 @@ def coverage(items, tasks: dict[int, str] | None = None, models=("rtransformer",
 
 def provenance(items) -> "pd.DataFrame":
     """Where each analysis' weights come from: run id, profile, weights file, epoch, precision,
-    examples analysed ("not recorded" where an older JSON does not say)."""
+    test examples analysed and how many of them keep their attention maps ("not recorded" where
+    an older JSON does not say)."""
     import pandas as pd
 
-    from .results import model_name
+    from .results import model_name, task_name
 
     rows = []
     for item in items:
         origin = item.get("provenance", {})
         epoch = origin.get("epoch")
-        rows.append({"task": item["task"], "model": model_name(item["model"]), "run": item["run_id"],
+        rows.append({"task": task_name(item["task"]), "model": model_name(item["model"]), "run": item["run_id"],
                      "profile": item["profile"],
                      "weights": origin.get("weights", "not recorded"),
                      "epoch": "not recorded" if epoch is None else f"{epoch} of {origin.get('epochs_run', '?')}",
                      "precision": origin.get("precision") or "not recorded",
-                     "examples": len(analysed_examples(item)),
-                     "note": origin.get("note", "")})
+                     "test examples": len(analysed_examples(item)),
+                     "with attention maps": len(examples_with_maps(item)),
+                     "note": origin.get("note", "").replace(  # older JSONs name the metric by its id
+                         f"its test {item.get('metric')} ", f"its test {metric_words(item.get('metric'))} ")})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# The window size M: which ablations the sweep plans and which have records
+
+
+def window_ablation_runs(records) -> "pd.DataFrame":
+    """One row per table whose R-Transformer the sweep varies in M (`configs.ABLATIONS`): its
+    task, released M, the windows planned, those with a paper-profile record, and the seeds the
+    plan gives each window."""
+    import pandas as pd
+
+    from .configs import ABLATIONS, TABLE_TASKS, run_config
+    from .reproduce import FIRST_SEED
+    from .results import cells
+
+    rows = []
+    for table in sorted({a.table for a in ABLATIONS if a.variant.startswith("window=")}):
+        task = TABLE_TASKS[table]
+        planned = [a for a in ABLATIONS if a.table == table and a.variant.startswith("window=")]
+        recorded = []
+        for ablation in planned:
+            cell = cells(records, ablation.variant)
+            cell = cell[(cell["task"] == task) & (cell["model"] == ablation.model)]
+            if len(cell) and cell["runs"].iloc[0] > 0:
+                recorded.append(int(ablation.variant.removeprefix("window=")))
+        rows.append(dict(table=table, task=task, released=run_config(task, "rtransformer", "paper").backbone.window,
+                         planned=[int(a.variant.removeprefix("window=")) for a in planned], recorded=recorded,
+                         seeds=sorted({seed for a in planned for seed in range(FIRST_SEED, FIRST_SEED + a.seeds)})))
+    return pd.DataFrame(rows, columns=["table", "task", "released", "planned", "recorded", "seeds"])
+
+
+def window_ablation_sentence(runs: "pd.DataFrame") -> str:
+    """Markdown: the windows the sweep plans per table, at which seeds, and which of them have
+    paper-profile records, so that a page never implies a table's windows were run."""
+    from .results import join_words, seeds_text, task_name
+
+    if runs.empty:
+        return "The sweep plans no window ablation."
+    plans = [f"Table {row.table} ({task_name(row.task)}: M = {join_words([str(m) for m in row.planned])} "
+             f"around the released {row.released})" for row in runs.itertuples()]
+    seeds = sorted({seed for row in runs.itertuples() for seed in row.seeds})
+    states = []
+    for row in runs.itertuples():
+        name = f"Table {row.table}'s"
+        missing = [m for m in row.planned if m not in row.recorded]
+        states.append(f"all of {name}" if not missing else f"none of {name} (not run)" if not row.recorded else
+                      f"{name} M = {join_words([str(m) for m in row.recorded])} (M = "
+                      f"{join_words([str(m) for m in missing])} not run)")
+    shown = [f"Table {row.table}" for row in runs.itertuples() if row.recorded]
+    return (f"The sweep plans window ablations on {join_words(plans)}, at {seeds_text(seeds)}. "
+            f"Paper-profile records exist for {join_words(states)}"
+            + (f", so only {join_words(shown)} can be plotted." if shown and len(shown) < len(runs) else
+               "." if shown else ", so there is nothing to plot yet."))
 
 
 def train_and_analyze(task: str, model: str, folder: str | Path, max_steps: int = 60,

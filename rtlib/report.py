@@ -25,7 +25,7 @@ from .run_folder import run_id_fields, stacks_eval_windows, variant_slug
 from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablation_effects,
                       ablations, cell, cells, claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt,
                       join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding, seeds_text,
-                      select_lr, selections, signed, window_points)
+                      select_lr, selections, signed, task_name, window_points)
 from .tables import paper_protocol, parameter_counts
 from .tasks import EVAL_ROWS, TASKS, ClassifyProtocol
 
@@ -632,7 +632,7 @@ def window_findings(records: pd.DataFrame) -> str:
             if len(released) > 1:
                 row_text += (f" and {fmt(released['value'].mean(), task)} ± {fmt(released['value'].std(), task)} "
                              f"over its {len(released)} seeds")
-        lines.append(f"On Table {table} ({task}, {METRIC_NAMES[TASKS[task].metric]}), {join_words(sizes)}; "
+        lines.append(f"On Table {table} ({task_name(task)}, {METRIC_NAMES[TASKS[task].metric]}), {join_words(sizes)}; "
                      f"{row_text}.")
     return " ".join(lines)
 

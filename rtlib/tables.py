@@ -156,6 +156,12 @@ def parameter_breakdown(model: nn.Module) -> dict[str, int]:
     return counts
 
 
+def percent(share: float) -> str:
+    """A share in % to whole percents, or to one significant digit below 1% (never a 0% that is not)."""
+    value = 100 * share
+    return f"{value:.0f}%" if value >= 1 or value == 0 else f"{value:.1g}%"
+
+
 def breakdown_sentence(breakdown: pd.DataFrame) -> str:
     """Markdown: per table (a column of `parameter_breakdown` counts), which part holds the most
     of a block's parameters and its share, and the input/output layers' share of the model."""
@@ -165,8 +171,8 @@ def breakdown_sentence(breakdown: pd.DataFrame) -> str:
         blocks = counts.drop(index="input/output")
         top = blocks.idxmax()
         name = {"LocalRNN": "LocalRNN", "feed-forward": "feed-forward network"}.get(top, top)
-        others = ", ".join(f"{part} {100 * value / blocks.sum():.0f}%" for part, value in blocks.drop(index=top).items())
+        others = ", ".join(f"{part} {percent(value / blocks.sum())}" for part, value in blocks.drop(index=top).items())
         lines.append(f"- {column}: the largest part of the blocks is the {name}, with "
-                     f"{100 * blocks[top] / blocks.sum():.0f}% of their parameters ({others}); the input and "
-                     f"output layers hold {100 * counts['input/output'] / counts.sum():.0f}% of the model.")
+                     f"{percent(blocks[top] / blocks.sum())} of their parameters ({others}); the input and "
+                     f"output layers hold {percent(counts['input/output'] / counts.sum())} of the model.")
     return "\n".join(lines)

@@ -5,13 +5,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from rtlib import analysis, plots, tables, tasks  # noqa: E402
+from rtlib import analysis, plots, results, tables, tasks  # noqa: E402
 from rtlib.run_folder import DIGEST_KEY, record_digest  # noqa: E402
-from rtlib.configs import run_config  # noqa: E402
+from rtlib.configs import ABLATIONS, run_config  # noqa: E402
+from rtlib.results import load_records  # noqa: E402
 from rtlib.models import LocalRNN, RTransformer, SequenceClassifier, Transformer  # noqa: E402
 from rtlib.train import train  # noqa: E402
 
@@ -105,7 +107,10 @@ def test_committed_analyses_say_where_their_weights_come_from_and_how_uniform_ea
     assert heads["entropy"].between(0, 1.0001).all() and (heads["ratio"] > 0).all()
     assert "heads are near uniform" in analysis.uniformity_sentence(heads)
     table = analysis.provenance(items)
-    assert not (table["epoch"] == "not recorded").any() and set(table["examples"]) <= {1, 4}
+    assert not (table["epoch"] == "not recorded").any() and set(table["test examples"]) <= {1, 4}
+    assert (table["with attention maps"] <= table["test examples"]).all()
+    assert set(table["task"]) <= set(results.TASK_NAMES.values())  # 'seq-MNIST', not 'mnist'
+    assert not table["note"].str.contains("test nll|test bpc").any()  # metric ids of older JSONs, named
     assert set(heads["profile"]) <= {"paper", "fast"}
 
 
@@ -134,7 +139,7 @@ def test_distance_comparison_pairs_the_same_examples_and_counts_them():
     assert table["example"].tolist() == ["example 0", "example 1"]  # example 2: no Transformer twin
     assert table["rtransformer"].tolist() == [5.0, 2.0] and table["transformer"].tolist() == [1.0, 3.0]
     sentence = analysis.comparison_sentence(table)
-    assert "ptb-word (paper profile), 1 of 2 examples" in sentence and "+1.5 steps" in sentence
+    assert "PTB-word (paper profile), 1 of 2 examples" in sentence and "+1.5 steps" in sentence
     assert "No task has both" in analysis.comparison_sentence(analysis.distance_comparison([rt]))
 
 
@@ -145,7 +150,7 @@ def test_uniformity_sentence_says_whether_most_heads_are_uniform_and_where_not()
     assert heads["distance"].tolist() == [2.0, 3.0] and heads["examples"].eq(2).all()
     sentence = analysis.uniformity_sentence(heads)
     assert sentence.startswith("**Half of the heads are near uniform: 1 of 2**")
-    assert "Half or fewer are near uniform in: ptb-word R-Transformer (paper)" in sentence
+    assert "Half or fewer are near uniform in: PTB-word R-Transformer (paper)" in sentence
     assert analysis._share_word(3, 4) == "Most" and analysis._share_word(1, 4) == "Fewer than half"
 
 
@@ -175,10 +180,16 @@ def test_analyze_run_on_several_examples_keeps_each_ones_distances(real_data, tm
     run = _smoke_run("ptb-word", "transformer", tmp_path / "run", real_data)
     result = analysis.analyze_run(run, tmp_path / "a.json", real_data, examples=3)
     assert len(result["more_examples"]) == 2 and result["provenance"]["weights"] == "best.pt"
+    assert [len(e["example"]["tokens"]) for e in analysis.examples_with_maps(result)] == \
+        [e["length"] for e in analysis.analysed_examples(result)]  # every example keeps its maps
+    further = result["more_examples"][0]
+    assert len(further["maps"]) == result["layers"] and len(further["maps"][0]) == 1  # head 1 only
+    assert analysis.examples_with_maps(result, head=1) == [result]
     assert "note" not in result["provenance"]
     again = run.rename(run.with_name(run.name + ".again"))  # a second run of the seed, for its weights
     repeat = analysis.analyze_run(again, tmp_path / "b.json", real_data)
     assert repeat["provenance"]["note"].startswith("a second run of this seed, made for its weights")
+    assert "; its test perplexity " in repeat["provenance"]["note"]
     record = {**json.loads((again / "record.json").read_text()), "status": "diverged", "test_metric": None}
     (again / "record.json").write_text(json.dumps({**record, DIGEST_KEY: record_digest(record)}))
     unscored = analysis.analyze_run(again, tmp_path / "c.json", real_data)
@@ -199,6 +210,39 @@ def test_analyze_run_on_sequence_tasks_stores_full_lower_triangular_maps(real_da
     assert ("saliency" in result) == (model == "rtransformer")
     if task == "ptb-word":
         assert result["example"]["tokens"][-1] == "<eos>"
+
+
+def test_only_the_first_map_examples_keep_their_maps_and_a_page_says_when_fewer_are_held(real_data, tmp_path):
+    run = _smoke_run("mnist", "transformer", tmp_path / "run", real_data)
+    result = analysis.analyze_run(run, tmp_path / "a.json", real_data, examples=4, map_examples=2)
+    held = analysis.examples_with_maps(result)
+    assert [example["example"]["description"] for example in held] == ["test image 1", "test image 2"]
+    assert len(held[1]["last_row"][0]) == result["heads"]  # a digit's rows are small: every head
+    assert held[1]["example"]["label"] == 2 and len(held[1]["example"]["pixels"]) == 784
+    assert "last_row" not in result["more_examples"][1]
+    assert analysis.maps_shortfall([result], wanted=2) == ""
+    note = analysis.maps_shortfall([result], wanted=3)
+    assert note.startswith("Every analysis here predates") and "the maps of 2 test examples" in note
+    old = dict(_fake("ptb-word", "rtransformer", "paper", [[1, 2], [3, 4]], lengths=(9, 9)), maps=[[[[1.0]]]])
+    assert "The analyses of PTB-word R-Transformer" in analysis.maps_shortfall([old, result], wanted=2)
+
+
+def test_the_window_ablations_say_which_tables_have_records(tmp_path):
+    from test_results import write_record
+
+    empty = analysis.window_ablation_runs(load_records(tmp_path))
+    planned = {a.table for a in ABLATIONS if a.variant.startswith("window=")}
+    assert set(empty["table"]) == planned and not any(empty["recorded"])
+    assert analysis.window_ablation_sentence(empty).endswith("so there is nothing to plot yet.")
+    released = run_config("nottingham", "rtransformer", "paper").backbone.window
+    write_record(tmp_path, variant="window=1", test=4.2)
+    runs = analysis.window_ablation_runs(load_records(tmp_path)).set_index("table")
+    assert runs.loc[2, "recorded"] == [1] and runs.loc[2, "planned"] == [1, 3, 2 * released]
+    sentence = analysis.window_ablation_sentence(runs.reset_index())
+    assert f"Table 2 (Nottingham: M = 1, 3 and {2 * released} around the released {released})" in sentence
+    assert f"Table 2's M = 1 (M = 3 and {2 * released} not run)" in sentence
+    assert "none of Table 4's (not run), so only Table 2 can be plotted." in sentence
+    assert "at seed 1111" in sentence
 
 
 def test_analyze_command_line_writes_the_json(real_data, tmp_path, capsys):
@@ -227,6 +271,9 @@ def test_parameter_counts_breakdown_and_released_dead_weights(real_data):
     assert tables.released_dead_parameters(run_config("mnist", "rtransformer", "paper").backbone) == expected
     word = tables.build_paper_model("ptb-word", "rtransformer", data_dir=real_data)
     assert tables.parameter_breakdown(word)["input/output"] == 10_000 * 128 + 10_000  # tied embedding + bias
+    sentence = tables.breakdown_sentence(pd.DataFrame({"Table 1": pd.Series(parts)}))
+    assert "the input and output layers hold 0.2% of the model" in sentence  # 394 of 204,426, not "0%"
+    assert [tables.percent(x) for x in (0.0, 0.0019, 0.25)] == ["0%", "0.2%", "25%"]
 
 
 def test_config_table_lists_every_model_with_its_settings():
@@ -235,6 +282,7 @@ def test_config_table_lists_every_model_with_its_settings():
     assert table.loc["R-Transformer", "layers / hidden"] == "3 / 512"
     assert table.loc["R-Transformer", "lr grid"] == "1, 2, 3"
     assert tables.config_table("mnist").set_index("model").loc["R-Transformer", "gradient clip"] == "none"
+    assert (table.loc["R-Transformer", "cell"], table.loc["LSTM", "optimizer"]) == ("GRU", "SGD")
     assert tables.config_table("mnist").set_index("model").loc["TCN", "lr schedule"] == "÷10 every 10 epochs"
 
 
@@ -262,10 +310,14 @@ def test_analysis_figures_draw(real_data, tmp_path):
     run = _smoke_run("mnist", "rtransformer", tmp_path / "mnist", real_data)
     digit = analysis.analyze_run(run, tmp_path / "mnist.json", real_data)
     fig = plots.plot_digit_attention(digit)
-    assert len(fig.axes) == digit["heads"] * (digit["layers"] + 1)
+    assert len(fig.axes) == 1 + digit["layers"] * digit["heads"]  # smoke: 2 layers, so first = middle
     assert plots.digit_attention_image(digit, 0, 0).shape == (28, 28)
     assert plots.plot_attention_distance([digit]).get_ylabel() == "mean attention distance (steps)"
     several = analysis.analyze_run(run, tmp_path / "mnist3.json", real_data, examples=3)
+    fig = plots.plot_digit_attention(several)  # one row per digit: the digit, then each (layer, head)
+    assert len(fig.axes) == 3 * (1 + several["layers"] * several["heads"])
+    assert fig.axes[5].get_ylabel() == f"label {several['more_examples'][0]['example']['label']}\npredicted " \
+        f"{several['more_examples'][0]['example']['prediction']}"
     ax = plots.plot_attention_distance([several])
     assert len(ax.lines) >= 3 + 1  # one thin line per example, and the uniform head
     assert "3 ex." in " ".join(t.get_text() for t in ax.get_legend().get_texts())
@@ -276,6 +328,13 @@ def test_analysis_figures_draw(real_data, tmp_path):
     run = _smoke_run("ptb-char", "rtransformer", tmp_path / "char", real_data)
     text = analysis.analyze_run(run, tmp_path / "char.json", real_data)
     assert len(plots.plot_maps_side_by_side([text, text], layers=[0, 1]).axes) == 4
+    texts = analysis.analyze_run(run, tmp_path / "chars.json", real_data, examples=3)
+    assert plots.shared_examples([texts, text]) == [text["example"]["description"]]  # held by both
+    fig = plots.plot_maps_side_by_side([texts, texts], layers=[0, 1], examples=2)
+    assert len(fig.axes) == 2 * 4 and [sub.get_suptitle() for sub in fig.subfigs] == \
+        [plots.excerpt_text(e) for e in analysis.examples_with_maps(texts)[:2]]
+    assert plots.excerpt_text(texts).endswith("”") and "".join(texts["example"]["tokens"]).strip()[:20] in \
+        plots.excerpt_text(texts, width=1000)
     square = plots.lower_triangle_to_square([[1.0], [0.5, 0.5]])
     assert square.tolist() == [[1.0, 0.0], [0.5, 0.5]]
     plots.plot_piano_roll(torch.zeros(10, 88))
@@ -289,5 +348,6 @@ def test_analysis_of_the_largest_paper_model_stays_small(real_data, tmp_path):
     model = tables.build_paper_model("ptb-char", "rtransformer", data_dir=real_data)
     (tmp_path / "record.json").write_text(json.dumps(dict(config=cfg.to_dict())))
     torch.save(model.state_dict(), tmp_path / "best.pt")
-    analysis.analyze_run(tmp_path, tmp_path / "a.json", real_data)
+    result = analysis.analyze_run(tmp_path, tmp_path / "a.json", real_data, examples=analysis.MAP_EXAMPLES + 1)
+    assert len(analysis.examples_with_maps(result)) == analysis.MAP_EXAMPLES
     assert (tmp_path / "a.json").stat().st_size < 1_000_000

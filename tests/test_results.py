@@ -306,7 +306,7 @@ def test_the_window_figure_shows_the_released_window_beside_its_ablations(tmp_pa
     assert sorted(points["window"]) == [1, 6, 6, 6, 12] and points["released"].sum() == 3
     assert plots.plot_window_ablations(records) is not None
     assert report.window_findings(records) == (
-        "On Table 2 (nottingham, NLL), M = 1 gives 4.20 and M = 12 gives 2.60; the released M = 6 gives "
+        "On Table 2 (Nottingham, NLL), M = 1 gives 4.20 and M = 12 gives 2.60; the released M = 6 gives "
         "2.80 at seed 1111 and 2.53 ± 0.23 over its 3 seeds.")
 
 
