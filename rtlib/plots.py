@@ -7,6 +7,7 @@ chapters, book/report.md and book/visualizations.md.
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any, Callable, Sequence
 
 import matplotlib.pyplot as plt
@@ -15,9 +16,9 @@ import pandas as pd
 from matplotlib.patches import FancyArrowPatch
 from matplotlib.ticker import MaxNLocator
 
-from .analysis import analysed_examples
+from .analysis import analysed_examples, example_description, examples_with_maps
 from .results import (METRIC_NAMES, PAPER_ORDER, cells, evidence, fmt, learning_curves, lr_cuts, model_name,
-                      select_lr, window_points)
+                      select_lr, task_name, window_points)
 from .tasks import TASKS
 
 PALETTE = {"rtransformer": "C3", "local-rnn": "C0", "conv": "C2", "transformer-none": "C7",
@@ -117,49 +118,91 @@ def plot_timings(timings: pd.DataFrame, ax=None):
 
 
 def _toy_names(results: pd.DataFrame) -> pd.Series:
-    layers = results["levels"].astype(str) + " layer" + np.where(results["levels"] > 1, "s", "")
-    return results["model"].map(label) + np.where(results["levels"].nunique() > 1, " (" + layers + ")", "")
+    """Each run's model label; a depth other than the usual one (the most common) is named."""
+    usual = _toy_usual_depth(results)
+    layers = " (" + results["levels"].astype(str) + " layer" + np.where(results["levels"] > 1, "s", "") + ")"
+    return results["model"].map(label) + np.where(results["levels"] != usual, layers, "")
 
 
-def plot_toy_accuracy(results: pd.DataFrame, ax=None, title: str = ""):
+def _toy_usual_depth(results: pd.DataFrame) -> int:
+    return int(results["levels"].mode().iloc[0])
+
+
+def _toy_legend_below(ax, ncol: int = 2):
+    """A legend under the axes (below its x label), where it covers no data."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=ncol, fontsize=8, frameon=False)
+
+
+def plot_toy_accuracy(results: pd.DataFrame, ax=None, title: str = "", legend: bool = True):
     """Bar per model: mean test accuracy over seeds, ± one standard deviation where there are
-    several, each seed a dot; the chance level as a dashed line."""
-    ax = ax or plt.subplots(figsize=(6, 3))[1]
+    several, each seed a dot; the chance level as a dashed line. Models of an unusual depth are
+    hatched. `legend` puts the key (dots, chance) under the axes."""
+    ax = ax or plt.subplots(figsize=(6, 1.6 + 0.35 * _toy_names(results).nunique()), layout="constrained")[1]
     rows = results.assign(name=_toy_names(results))
     stats = rows.groupby("name", sort=False)["accuracy"].agg(["mean", "std", "count"])
-    colors = [PALETTE.get(model, "C9") for model in rows.drop_duplicates("name")["model"]]
-    ax.barh(stats.index, 100 * stats["mean"], color=colors, alpha=0.8,
-            xerr=100 * stats["std"].fillna(0), error_kw=dict(capsize=3, lw=1))
+    first = rows.drop_duplicates("name")
+    bars = ax.barh(stats.index, 100 * stats["mean"], color=[PALETTE.get(model, "C9") for model in first["model"]],
+                   alpha=0.8, xerr=100 * stats["std"].fillna(0), error_kw=dict(capsize=3, lw=1))
+    for bar, levels in zip(bars, first["levels"]):
+        bar.set_hatch("//" if levels != _toy_usual_depth(results) else "")
     position = {name: i for i, name in enumerate(stats.index)}
     ax.scatter(100 * rows["accuracy"], rows["name"].map(position), color="k", s=8, zorder=3,
                label=f"one seed (n={int(stats['count'].max())})")
     for i, value in enumerate(stats["mean"]):
-        ax.text(min(100 * value + 2, 101), i, f"{100 * value:.1f}%", va="center", fontsize=8)
+        ax.text(100 * value + 3, i, f"{100 * value:.1f}%", va="center", fontsize=8)
     ax.axvline(100 * results["chance"].iloc[0], color="k", ls="--", lw=1, label="chance")
-    ax.set_xlim(0, 112)
+    ax.set_xlim(0, 125)
+    ax.set_xticks([0, 25, 50, 75, 100])
     ax.set_xlabel("test accuracy (%)")
+    ax.tick_params(axis="y", labelsize=8)
     ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize=8)
+    if legend:
+        _toy_legend_below(ax)
     ax.set_title(title, fontsize=10)
     return ax
 
 
-def plot_toy_curves(results: pd.DataFrame, ax=None, level: float = 0.95):
-    """Test accuracy during training, per model the mean over seeds with a band of ± one
-    standard deviation, and the `level` that counts as solved (rows from `toys.compare`)."""
-    ax = ax or plt.subplots(figsize=(6, 3))[1]
+def plot_toy_curves(results: pd.DataFrame, ax=None, level: float = 0.95, legend: bool = True):
+    """Test accuracy during training (log-scaled steps, since evaluation is densest early), per
+    model the mean over seeds with a band of ± one standard deviation, and the `level` that
+    counts as solved (rows from `toys.compare`). Models of an unusual depth are dashed."""
+    ax = ax or plt.subplots(figsize=(6, 3.6), layout="constrained")[1]
     rows = results.assign(name=_toy_names(results))
     for name, group in rows.groupby("name", sort=False):
         steps = [step for step, _ in group["curve"].iloc[0]]
         accuracy = 100 * np.array([[a for _, a in curve] for curve in group["curve"]])
         mean, std = accuracy.mean(0), accuracy.std(0)
-        line, = ax.plot(steps, mean, color=PALETTE.get(group["model"].iloc[0]), label=name)
-        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
-    ax.axhline(100 * level, color="k", ls=":", lw=1, label=f"{100 * level:.0f}%")
-    ax.set_xlabel("training step")
+        dashed = group["levels"].iloc[0] != _toy_usual_depth(results)
+        line, = ax.plot(steps, mean, color=PALETTE.get(group["model"].iloc[0]), ls="--" if dashed else "-",
+                        label=name)
+        ax.fill_between(steps, mean - std, np.minimum(mean + std, 100), color=line.get_color(), alpha=0.15, lw=0)
+    ax.axhline(100 * level, color="k", ls=":", lw=1, label=f"{100 * level:.0f}% (solved)")
+    ax.axhline(100 * results["chance"].iloc[0], color="k", ls="--", lw=1, label="chance")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(plt.LogLocator(subs=(1, 3)))
+    ax.xaxis.set_major_formatter(plt.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.set_xlabel("training step (log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=7, ncol=2)
+    if legend:
+        _toy_legend_below(ax)
     return ax
+
+
+def plot_toy_results(results: pd.DataFrame, title: str = "", level: float = 0.95):
+    """One toy task's figure: final accuracy per model (left, `plot_toy_accuracy`), accuracy
+    while training (right, `plot_toy_curves`), and one key for both under them."""
+    height = 2.0 + 0.3 * _toy_names(results).nunique()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, height), width_ratios=(1.15, 1), layout="constrained")
+    plot_toy_accuracy(results, left, title=title, legend=False)
+    plot_toy_curves(results, right, level=level, legend=False)
+    right.set_title("while training", fontsize=10)
+    handles, labels = right.get_legend_handles_labels()
+    for handle, name in zip(*left.get_legend_handles_labels()):
+        if name not in labels:  # chance is drawn in both panels
+            handles, labels = [*handles, handle], [*labels, name]
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    return fig
 
 
 def plot_window_sweep(sweep: pd.DataFrame, ax=None, ceiling: Callable[[int], float] | None = None,
@@ -243,16 +286,18 @@ def plot_lm_windows(starts: Sequence[int], seq_len: int, scored: int, ax=None, m
 
 
 def plot_attention_map(weights, ax=None, tokens: Sequence[str] | None = None, title: str = "",
-                       vmax: float | None = None):
-    """One (L, L) attention map: query rows attend to key columns (lower triangle)."""
+                       vmax: float | None = None, max_ticks: int = 24):
+    """One (L, L) attention map: query rows attend to key columns (lower triangle); at most
+    `max_ticks` tokens label each axis."""
     weights = np.asarray(weights, dtype=float)
     ax = ax or plt.subplots(figsize=(4, 4))[1]
     image = ax.imshow(np.ma.masked_where(np.triu(np.ones_like(weights), 1) > 0, weights),
                       cmap="viridis", vmin=0, vmax=vmax)
     if tokens is not None:
-        every = -(-len(tokens) // 24)  # at most 24 labelled ticks
+        every = -(-len(tokens) // max_ticks)
         ticks = list(range(0, len(tokens), every))
-        labels = [repr(tokens[i])[1:-1] if len(tokens[i]) == 1 else tokens[i] for i in ticks]
+        labels = [("␣" if tokens[i] == " " else repr(tokens[i])[1:-1]) if len(tokens[i]) == 1 else tokens[i]
+                  for i in ticks]
         ax.set_xticks(ticks)
         ax.set_xticklabels(labels, rotation=90, fontsize=7)
         ax.set_yticks(ticks)
@@ -282,50 +327,83 @@ def digit_attention_image(analysis: dict[str, Any], layer: int, head: int) -> np
     return row.reshape(28, 28)
 
 
-def plot_digit_attention(analysis: dict[str, Any], layers: Sequence[int] | None = None):
-    """Figure: the digit, then, per head (rows) and layer (columns: the first, middle and last
-    unless `layers` says), where the last pixel's query attends. At most 7.4 inches wide."""
+def plot_digit_attention(analysis: dict[str, Any], layers: Sequence[int] | None = None, examples: int = 3):
+    """Figure, 7.2 inches wide: one row per test digit whose maps the analysis holds (at most
+    `examples`): the digit, then where the last pixel's query attends in every head of the first,
+    middle and last layer (unless `layers` says), brighter for more weight."""
     depth = analysis["layers"]
     layers = sorted({0, depth // 2, depth - 1}) if layers is None else list(layers)
-    heads = analysis["heads"]
-    side = min(1.8, 7.4 / (len(layers) + 1))
-    fig, axes = plt.subplots(heads, len(layers) + 1, figsize=(side * (len(layers) + 1), side * 1.1 * heads),
-                             squeeze=False)
-    example = analysis["example"]
-    for h in range(heads):
-        plot_digit(example["pixels"], axes[h, 0], f"{label(analysis['model'])} ({analysis.get('profile', '?')})\n"
-                   f"label {example['label']}, predicted {example.get('prediction')}" if h == 0 else "")
-        axes[h, 0].set_ylabel(f"head {h + 1}", fontsize=9)
-        for c, layer in enumerate(layers, start=1):
-            image = digit_attention_image(analysis, layer, h)
-            axes[h, c].imshow(np.asarray(example["pixels"]).reshape(28, 28), cmap="gray_r", alpha=0.35)
-            axes[h, c].imshow(image, cmap="magma", alpha=0.75, vmin=0, vmax=max(image.max(), 1e-9))
-            axes[h, c].set_xticks([])
-            axes[h, c].set_yticks([])
-            if h == 0:
-                axes[h, c].set_title(f"layer {layer + 1} of {depth}", fontsize=9)
-    fig.tight_layout()
+    held = examples_with_maps(analysis)[:examples]
+    heads = min(len(example["last_row"][0]) for example in held)
+    columns = [(layer, head) for layer in layers for head in range(heads)]
+    side = 7.2 / (len(columns) + 1)
+    fig, axes = plt.subplots(len(held), len(columns) + 1, figsize=(7.2, (side + 0.1) * len(held) + 0.6),
+                             squeeze=False, layout="constrained")
+    for row, example in zip(axes, held):
+        digit = example["example"]
+        plot_digit(digit["pixels"], row[0])
+        row[0].set_ylabel(f"label {digit['label']}\npredicted {digit.get('prediction')}", fontsize=8)
+        for ax, (layer, head) in zip(row[1:], columns):
+            image = digit_attention_image(example, layer, head)
+            ax.imshow(np.asarray(digit["pixels"]).reshape(28, 28), cmap="gray_r", alpha=0.35)
+            ax.imshow(image, cmap="magma", alpha=0.75, vmin=0, vmax=max(image.max(), 1e-9))
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("test digit", fontsize=8)
+    for ax, (layer, head) in zip(axes[0, 1:], columns):
+        ax.set_title(f"layer {layer + 1} of {depth}\nhead {head + 1}", fontsize=8)
+    fig.suptitle(f"{label(analysis['model'])} ({analysis.get('profile', '?')}): where the last pixel's "
+                 "query attends", fontsize=9)
     return fig
 
 
-def plot_maps_side_by_side(analyses: Sequence[dict[str, Any]], layers: Sequence[int], head: int = 0):
-    """Figure: one attention map per layer (rows) and analysed model (columns), all on the same
-    example, 7.2 inches wide; tokens label the axes where the excerpt is short enough to read."""
-    fig, axes = plt.subplots(len(layers), len(analyses), figsize=(3.6 * len(analyses), 3.5 * len(layers)),
-                             squeeze=False)
-    for c, analysis in enumerate(analyses):
-        tokens = analysis["example"].get("tokens")
-        for r, layer in enumerate(layers):
-            square = lower_triangle_to_square(analysis["maps"][layer][head])
+def shared_examples(analyses: Sequence[dict[str, Any]], head: int = 0) -> list[str]:
+    """Descriptions of the examples whose maps of `head` every analysis holds, in the first's order."""
+    held = [[example_description(e) for e in examples_with_maps(analysis, head)] for analysis in analyses]
+    return [description for description in held[0] if all(description in other for other in held[1:])]
+
+
+def excerpt_text(example: dict[str, Any], width: int = 120) -> str:
+    """An example's description and, for text, the excerpt itself (wrapped to `width` characters)."""
+    tokens = example["example"].get("tokens")
+    description = example_description(example)
+    if not tokens:
+        return description
+    text = ("" if all(len(token) == 1 for token in tokens) else " ").join(tokens).strip()
+    return textwrap.fill(f"{description}: “{text}”", width)
+
+
+def plot_maps_side_by_side(analyses: Sequence[dict[str, Any]], layers: Sequence[int], head: int = 0,
+                           examples: int = 3):
+    """Figure, 7.2 inches wide: one row per example that every analysis holds maps of (at most
+    `examples`), headed by the excerpt; one column per analysed model and layer; query rows, key
+    columns. Tokens label the axes (every few, so that they stay readable)."""
+    rows = shared_examples(analyses, head)[:examples]
+    columns = [(analysis, layer) for analysis in analyses for layer in layers]
+    held = {example_description(e): e for e in examples_with_maps(analyses[0], head)}
+    labelled = [tokens[::-(-len(tokens) // 8)] for tokens in (held[d]["example"].get("tokens") or ["0"] for d in rows)]
+    below = 0.2 + 0.05 * max(len(token) for tokens in labelled for token in tokens)  # tick labels under a map
+    headers = [excerpt_text(held[description]) for description in rows]
+    heights = [0.85 * 7.2 / len(columns) + below + 0.15 * (header.count("\n") + 1) + (0.6 if r == 0 else 0.25)
+               + (0.15 if r == len(rows) - 1 else 0) for r, header in enumerate(headers)]
+    # (inches: map, tick labels, header, the first row's titles, the last row's "key")
+    fig = plt.figure(figsize=(7.2, sum(heights)), layout="constrained")
+    fig.get_layout_engine().set(h_pad=0.1)  # a gap between an excerpt's header and the titles under it
+    subfigures = fig.subfigures(len(rows), 1, height_ratios=heights, squeeze=False).flat
+    for r, (description, subfigure) in enumerate(zip(rows, subfigures)):
+        subfigure.suptitle(headers[r], fontsize=7.5, x=0.01, ha="left")
+        axes = subfigure.subplots(1, len(columns), squeeze=False).flat
+        for c, (ax, (analysis, layer)) in enumerate(zip(axes, columns)):
+            example = next(e for e in examples_with_maps(analysis, head) if example_description(e) == description)
+            square = lower_triangle_to_square(example["maps"][layer][head])
             vmax = float(np.quantile(square[np.tril_indices(len(square), -1)], 0.99)) if len(square) > 1 else 1.0
-            ax, _ = plot_attention_map(square, axes[r, c], tokens,
-                                       f"{label(analysis['model'])}: layer {layer + 1}, head {head + 1}",
-                                       vmax=max(vmax, 1e-6))
+            title = f"{label(analysis['model'])}\nlayer {layer + 1}, head {head + 1}" if r == 0 else ""
+            plot_attention_map(square, ax, example["example"].get("tokens"), title, vmax=max(vmax, 1e-6), max_ticks=8)
+            ax.tick_params(labelsize=7.5)  # >= 7 pt where the page shrinks the figure a little
+            ax.set_xlabel("key" if r == len(rows) - 1 else "", fontsize=8)
+            ax.set_ylabel("query" if c == 0 else "", fontsize=8)
             if c:
-                ax.set_ylabel("")
-            if r < len(layers) - 1:
-                ax.set_xlabel("")
-    fig.tight_layout()
+                ax.set_yticklabels([])
     return fig
 
 
@@ -390,7 +468,7 @@ def plot_window_saliency(analysis: dict[str, Any], ax=None, method: str = "gradi
     ax.set_yticklabels([f"LocalRNN {i + 1}" for i in range(len(saliency))], fontsize=8)
     ax.set_xlabel("input inside the window")
     count = sum("saliency" in e for e in analysed_examples(analysis))
-    ax.set_title(f"{analysis['task']} ({analysis.get('profile', '?')}): {method}, "
+    ax.set_title(f"{task_name(analysis['task'])} ({analysis.get('profile', '?')}): {method}, "
                  f"{count} example{'s' if count > 1 else ''}", fontsize=9)
     plt.colorbar(image, ax=ax, fraction=0.04, label="share")
     return ax
@@ -421,7 +499,7 @@ def plot_learning_curves(records: pd.DataFrame, task: str, ax=None, quantity: st
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     split = quantity.split("_")[0].replace("valid", "validation")
     ax.set_ylabel(f"{split} {info.metric}")
-    ax.set_title(f"Table {info.table}: {task}, paper profile", fontsize=10)
+    ax.set_title(f"Table {info.table}: {task_name(task)}, paper profile", fontsize=10)
     if not curves.empty:
         ax.legend(fontsize=8, ncol=2)
     return ax
@@ -490,6 +568,6 @@ def plot_window_ablations(records: pd.DataFrame):
         ax.minorticks_off()
         ax.set_xlabel("LocalRNN window M")
         ax.set_ylabel(f"test {METRIC_NAMES[TASKS[task].metric]}")
-        ax.set_title(f"Table {table}: {task}, R-Transformer", fontsize=10)
+        ax.set_title(f"Table {table}: {task_name(task)}, R-Transformer", fontsize=10)
         ax.legend(fontsize=7)
     return fig

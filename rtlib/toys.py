@@ -15,7 +15,9 @@ All of them run in seconds to a minute on a laptop CPU.
   long-range look-up.
 
 `make_toy_model` builds the contenders from rtlib's real modules (`RTransformer`,
-`Transformer(position=...)`, `TCN`, `LocalRNN`) and `train_toy` trains one. For a whole-sequence
+`Transformer(position=...)`, `TCN`, `LocalRNN`) and `train_toy` trains one; `outcomes`,
+`describe`, `verdict`, `versus` and `scoreboard` turn the runs into the chapter's tables and
+sentences, so that every claim it makes follows the numbers. For a whole-sequence
 GRU, a LocalRNN and a causal convolution, `layer_costs` counts what a forward pass costs on any
 machine (sequential steps, FLOPs) and `time_layers` measures its wall time on this one.
 """
@@ -254,20 +256,34 @@ def classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple
     return F.cross_entropy(model(x), y), {}
 
 
+def eval_schedule(steps: int, first: int = 5, ratio: float = 1.25) -> list[int]:
+    """Steps at which `train_toy` measures test accuracy, spaced evenly on a log scale: `first`,
+    then each about `ratio` times the one before (rounded to a multiple of `first`), and the last
+    step. The toy models learn fastest early, so this reads their steps to 95% apart at a steady
+    relative resolution, with fewer evaluations than a fine even spacing would take."""
+    points, step = {steps}, float(first)
+    while step < steps:
+        points.add(min(steps, first * max(1, round(step / first))))
+        step *= ratio
+    return sorted(points)
+
+
 def train_toy(task: ToyTask, kind: str, steps: int = 600, batch_size: int = 64, lr: float = 3e-3,
-              seed: int = 0, num_test: int = 2000, eval_every: int = 100, threads: int = 1,
+              seed: int = 0, num_test: int = 2000, eval_every: int = 100, eval_at=None, threads: int = 1,
               **model_args) -> dict:
     """Train `make_toy_model(kind, ...)` on fresh samples of `task`; returns a small record.
 
     The record holds the final test accuracy, the chance level, the receptive field, the number
-    of parameters and the learning curve (step, test accuracy) every `eval_every` steps.
+    of parameters and the learning curve (step, test accuracy) at the steps `eval_at` (for
+    instance `eval_schedule(steps)`; default every `eval_every` steps) and at the last step.
     Training uses `threads` intra-op threads (see `torch_threads`).
     """
+    eval_at = set(eval_at or range(eval_every, steps + 1, eval_every)) | {steps}
     with torch_threads(threads):
-        return _train_toy(task, kind, steps, batch_size, lr, seed, num_test, eval_every, **model_args)
+        return _train_toy(task, kind, steps, batch_size, lr, seed, num_test, eval_at, **model_args)
 
 
-def _train_toy(task, kind, steps, batch_size, lr, seed, num_test, eval_every, **model_args) -> dict:
+def _train_toy(task, kind, steps, batch_size, lr, seed, num_test, eval_at, **model_args) -> dict:
     seed_all(seed)
     model = make_toy_model(kind, task.vocab, task.num_classes, **model_args)
     test_x, test_y = task.sample(num_test, torch.Generator().manual_seed(10_000 + seed))
@@ -278,7 +294,7 @@ def _train_toy(task, kind, steps, batch_size, lr, seed, num_test, eval_every, **
     for step in range(1, steps + 1):
         model.train()
         train_step(task.sample(batch_size, data))
-        if step % eval_every == 0 or step == steps:
+        if step in eval_at:
             curve.append((step, accuracy(model, test_x, test_y)))
     window = model_args.get("window", 5)
     levels = model_args.get("levels", 2)
@@ -289,17 +305,21 @@ def _train_toy(task, kind, steps, batch_size, lr, seed, num_test, eval_every, **
                 seconds=time.perf_counter() - start, curve=curve, net=model)
 
 
+SOLVED = 0.95  # the test accuracy at which a toy counts as solved
+VERDICTS = {"solved": "solves it", "chance": "stays at chance", "partial": "gets only part of it"}
+
+
 def outcome(accuracy: float, chance: float) -> str:
-    """Where a measured accuracy lies: "solved" (95% or more), "chance" (within 5 points of
-    chance) or "partial"; the chapter words its sentences after it."""
-    if accuracy >= 0.95:
+    """Where a measured accuracy lies: "solved" (`SOLVED` or more), "chance" (within 5 points of
+    chance) or "partial"; `VERDICTS` words it."""
+    if accuracy >= SOLVED:
         return "solved"
     if accuracy <= chance + 0.05:
         return "chance"
     return "partial"
 
 
-def steps_to(curve, level: float = 0.95) -> int | None:
+def steps_to(curve, level: float = SOLVED) -> int | None:
     """The first evaluated step at which test accuracy reached `level`, or None."""
     return next((step for step, accuracy in curve if accuracy >= level), None)
 
@@ -311,24 +331,111 @@ def model_label(row) -> str:
     return label(row["model"]) + (f" ({levels} layer{'s' if levels > 1 else ''})" if levels != 2 else "")
 
 
-def outcomes(results: pd.DataFrame, level: float = 0.95, keys=("model", "levels")) -> pd.DataFrame:
+def outcomes(results: pd.DataFrame, level: float = SOLVED, keys=("model", "levels")) -> pd.DataFrame:
     """One row per model (per `keys`, in the order first run): its label, what its last position
     sees, its parameters, test accuracy as mean and std over seeds (0 for one seed), the seeds
-    run, how many reached `level` and their mean step (NaN where none did), and its `outcome`."""
+    run, how many reached `level`, at which steps (`hit_steps`, sorted) and on average
+    (`mean_step`, NaN where none did), and its `outcome`."""
     chance = results["chance"].iloc[0]
     rows = []
     for _, group in results.groupby(list(keys), sort=False):
         first, mean = group.iloc[0], group["accuracy"].mean()
-        hits = [step for step in (steps_to(curve, level) for curve in group["curve"]) if step is not None]
+        hits = sorted(step for step in (steps_to(curve, level) for curve in group["curve"]) if step is not None)
         rows.append({**{key: first[key] for key in keys}, "label": model_label(first),
                      "receptive_field": first["receptive_field"], "parameters": first["parameters"],
                      "mean": mean, "std": group["accuracy"].std(ddof=1) if len(group) > 1 else 0.0,
-                     "seeds": len(group), "hits": len(hits), "mean_step": sum(hits) / len(hits) if hits else math.nan,
-                     "outcome": outcome(mean, chance)})
+                     "seeds": len(group), "hits": len(hits), "hit_steps": hits,
+                     "mean_step": sum(hits) / len(hits) if hits else math.nan, "outcome": outcome(mean, chance)})
     return pd.DataFrame(rows)
 
 
-def summary_table(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+def sooner(first, second) -> bool:
+    """Whether every seed of model `first` reached the level before any seed of `second` did
+    (rows of `outcomes`): a difference in speed that no seed contradicts."""
+    return first.hits == first.seeds and (second.hits == 0 or first.hit_steps[-1] < second.hit_steps[0])
+
+
+def join_names(labels) -> str:
+    labels = list(labels)
+    return ", ".join(labels[:-1]) + " and " + labels[-1] if len(labels) > 1 else "".join(labels) or "none"
+
+
+PLURAL_VERDICTS = {"solved": "solve it", "chance": "stay at chance", "partial": "get only part of it"}
+
+
+def verdict(results: pd.DataFrame, level: float = SOLVED) -> str:
+    """Which models solve a toy, which get part of it and which stay at chance, in one sentence;
+    "every 2-layer model solves it" when every model of the usual (most common) depth does."""
+    rows = outcomes(results, level)
+    depth = rows["levels"].mode().iloc[0]
+    usual = rows["levels"] == depth
+    everyone = (rows[usual]["outcome"] == "solved").all()
+    parts = [f"every {depth}-layer model solves it"] if everyone else []
+    for key in ("solved", "partial", "chance"):
+        chosen = rows[(rows["outcome"] == key) & ~(usual & everyone)]
+        if len(chosen):
+            parts.append(f"{join_names(chosen['label'])} {(VERDICTS if len(chosen) == 1 else PLURAL_VERDICTS)[key]}")
+    return "; ".join(parts)
+
+
+def describe(results: pd.DataFrame, level: float = SOLVED) -> str:
+    """What a toy's runs show, in Markdown: its `verdict`, per model its accuracy over seeds and
+    the steps at which its seeds reached `level`, and which models got there sooner than which
+    on every seed (`sooner`)."""
+    rows = outcomes(results, level)
+    sentence = verdict(results, level)
+    lines = [f"- {r.label}: {100 * r.mean:.1f} ± {100 * r.std:.1f}% over {r.seeds} seed{'s' * (r.seeds > 1)} "
+             f"({VERDICTS[r.outcome]}); {r.hits} of {r.seeds} seeds reached {100 * level:.0f}%"
+             + (f", at step{'s' * (r.hits > 1)} {join_names(map(str, r.hit_steps))}." if r.hits else ".")
+             for r in rows.itertuples()]
+    order = [(a.label, [b.label for b in rows.itertuples() if sooner(a, b) and b.hits]) for a in rows.itertuples()]
+    faster = "; ".join(f"{a} before {join_names(later)}" for a, later in order if later)
+    race = (f"Sooner to {100 * level:.0f}% on every seed: {faster}." if faster else
+            f"No model reached {100 * level:.0f}% sooner than another on every seed.")
+    return "\n".join([f"**{sentence[0].upper() + sentence[1:]}.**", "", *lines, "", race])
+
+
+def versus(results: pd.DataFrame, model: str, rivals, level: float = SOLVED, levels: int = 2) -> dict:
+    """`model` against each of `rivals` (all of depth `levels`) on one toy: `lead`, the points of
+    mean accuracy by which it beats its best rival (negative when behind), the labels of the
+    rivals it reached `level` `before` on every seed, those it is `behind` (that reached `level`
+    before it on every seed, see `sooner`), and `pace`: all of that in words, with the mean steps
+    where the seeds overlap."""
+    rows = outcomes(results, level).set_index(["model", "levels"])
+    own, others = rows.loc[(model, levels)], [rows.loc[(rival, levels)] for rival in rivals]
+    before = [other["label"] for other in others if sooner(own, other)]
+    behind = [other["label"] for other in others if sooner(other, own)]
+    mixed = [other for other in others if other["label"] not in before + behind and other["hits"] and own["hits"]]
+
+    def when(other) -> str:
+        return "sooner" if other["mean_step"] < own["mean_step"] else (
+            "later" if other["mean_step"] > own["mean_step"] else "as soon")
+
+    pace = ([f"it reached {100 * level:.0f}% before {join_names(before)} on every seed"] if before else []) + (
+        [f"{join_names(behind)} reached {100 * level:.0f}% before it on every seed"] if behind else []) + [
+        f"{other['label']} got there {when(other)} on average (step {other['mean_step']:.0f} against "
+        f"{own['mean_step']:.0f}) but not on every seed" for other in mixed]
+    return dict(lead=100 * (own["mean"] - max(other["mean"] for other in others)), before=before, behind=behind,
+                pace="; ".join(pace) or f"no seed order tells it from its rivals at {100 * level:.0f}%")
+
+
+def scoreboard(tasks: Mapping[str, pd.DataFrame], level: float = SOLVED) -> pd.DataFrame:
+    """Every model (rows, in the order first run) on every toy (column groups): mean test
+    accuracy over seeds (%) and the mean step at which its seeds reached `level` ("–" where
+    none did; how many did where not all), "not run" where a model was not trained on a toy."""
+    frames = {}
+    for task, results in tasks.items():
+        rows = outcomes(results, level).set_index("label")
+        steps = [f"{r.mean_step:.0f}" + (f" ({r.hits} of {r.seeds})" if r.hits < r.seeds else "") if r.hits else "–"
+                 for r in rows.itertuples()]
+        frames[task] = pd.DataFrame({"accuracy (%)": [f"{100 * m:.1f}" for m in rows["mean"]],
+                                     f"step to {100 * level:.0f}%": steps}, index=rows.index)
+    board = pd.concat(frames, axis=1)
+    board.index.name = "model"
+    return board.fillna("not run")
+
+
+def summary_table(results: pd.DataFrame, level: float = SOLVED) -> pd.DataFrame:
     """One row per model (and window, where several were run): what its last position sees, its
     parameters, test accuracy as mean ± std over seeds, and how many seeds reached `level`,
     at which step on average."""

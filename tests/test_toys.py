@@ -1,5 +1,6 @@
 """Toy tasks, toy models, permutation checks, timings and the intuition chapter's figures."""
 import json
+import warnings
 
 import matplotlib
 
@@ -56,6 +57,65 @@ def test_steps_to_and_the_outcomes_say_who_solved_it_and_when():
     table = toys.summary_table(results).set_index("model")
     assert table.loc["causal conv (TCN block)", "test accuracy (%)"] == "98.0 ± 1.4"
     assert list(toys.outcomes(results.assign(accuracy=[0.5, 0.5, 0.99]))["outcome"]) == ["chance", "solved"]
+
+
+def toy_runs(runs):
+    """Rows as `toys.compare` returns them from (model, levels, final accuracy, step reaching 95% or None)."""
+    return pd.DataFrame([dict(model=model, levels=levels, window=5, accuracy=a, chance=0.5, receptive_field=9,
+                              parameters=100, curve=[(10, 0.5)] + ([(hit, 0.96)] if hit else []) + [(90, a)])
+                         for model, levels, a, hit in runs])
+
+
+def test_describe_says_who_solves_a_toy_and_who_got_there_sooner_on_every_seed():
+    results = toy_runs([("conv", 2, 0.99, 20), ("conv", 2, 0.99, 30), ("rtransformer", 2, 0.98, 40),
+                        ("rtransformer", 2, 0.99, 50), ("transformer-none", 2, 0.99, 30),
+                        ("transformer-none", 2, 0.99, 70), ("transformer-none", 1, 0.5, None),
+                        ("transformer-none", 1, 0.51, None)])
+    rows = toys.outcomes(results).set_index(["model", "levels"])
+    assert rows.loc[("conv", 2), "hit_steps"] == [20, 30] and rows.loc[("transformer-none", 1), "hits"] == 0
+    conv, rt, none = (rows.loc[(model, 2)] for model in ("conv", "rtransformer", "transformer-none"))
+    assert toys.sooner(conv, rt) and not toys.sooner(rt, conv) and not toys.sooner(conv, none)
+    assert toys.verdict(results) == ("every 2-layer model solves it; "
+                                     "Transformer, no positions (1 layer) stays at chance")
+    text = toys.describe(results)
+    assert text.startswith("**Every 2-layer model solves it;")
+    assert "2 of 2 seeds reached 95%, at steps 20 and 30." in text
+    assert text.endswith("Sooner to 95% on every seed: causal conv (TCN block) before R-Transformer.")
+    duel = toys.versus(results, "rtransformer", ["conv", "transformer-none"])
+    assert duel["lead"] == pytest.approx(-0.5) and duel["before"] == [] and duel["behind"] == ["causal conv (TCN block)"]
+    assert duel["pace"] == ("causal conv (TCN block) reached 95% before it on every seed; Transformer, no positions "
+                            "got there later on average (step 50 against 45) but not on every seed")
+    duel = toys.versus(results, "transformer-none", ["rtransformer"])
+    assert duel["pace"] == "R-Transformer got there sooner on average (step 45 against 50) but not on every seed"
+
+
+def test_verdict_names_who_solves_it_when_not_every_model_does():
+    results = toy_runs([("local-rnn", 2, 0.5, None), ("conv", 2, 0.7, None), ("rtransformer", 2, 0.99, 20)])
+    assert toys.verdict(results) == ("R-Transformer solves it; causal conv (TCN block) gets only part of it; "
+                                     "LocalRNN alone stays at chance")
+    assert toys.describe(results).endswith("No model reached 95% sooner than another on every seed.")
+
+
+def test_scoreboard_puts_every_model_on_every_toy():
+    first = toy_runs([("conv", 2, 0.99, 20), ("conv", 2, 0.9, None), ("rtransformer", 2, 0.5, None)])
+    second = toy_runs([("rtransformer", 2, 0.97, 40), ("transformer-none", 1, 0.5, None)])
+    board = toys.scoreboard({"(a)": first, "(b)": second})
+    assert list(board.index) == ["causal conv (TCN block)", "R-Transformer", "Transformer, no positions (1 layer)"]
+    assert board.loc["causal conv (TCN block)", ("(a)", "step to 95%")] == "20 (1 of 2)"
+    assert board.loc["R-Transformer", ("(a)", "step to 95%")] == "–"
+    assert board.loc["R-Transformer", ("(b)", "accuracy (%)")] == "97.0"
+    assert board.loc["causal conv (TCN block)", ("(b)", "accuracy (%)")] == "not run"
+
+
+def test_eval_schedule_is_dense_early_even_on_a_log_scale_and_ends_at_the_last_step():
+    schedule = toys.eval_schedule(300)
+    assert schedule[:6] == [5, 10, 15, 20, 25, 30] and schedule[-1] == 300
+    gaps = [b - a for a, b in zip(schedule, schedule[1:-1])]
+    assert all(gap > 0 for gap in gaps) and gaps == sorted(gaps)   # never denser later
+    assert len(schedule) < 300 // 10                                 # fewer reads than every 10 steps
+    assert toys.eval_schedule(20) == [5, 10, 15, 20] and toys.eval_schedule(3) == [3]
+    record = toys.train_toy(toys.order_task(length=8, span=3), "conv", steps=6, num_test=20, eval_at=[1, 2, 5])
+    assert [step for step, _ in record["curve"]] == [1, 2, 5, 6]
 
 
 def test_retrieval_task_label_is_the_value_right_after_the_far_marker():
@@ -209,6 +269,26 @@ def test_intuition_figures_draw():
                           for a in (0.7, 0.9)])
     ax = plots.plot_toy_curves(seeds)
     assert ax.get_lines()[0].get_ydata().tolist() == pytest.approx([50.0, 80.0])
+    matplotlib.pyplot.close("all")
+
+
+def test_a_toy_figure_keeps_its_key_below_both_panels_and_lays_out_without_warnings():
+    names = ["local-rnn", "conv", "transformer-none", "transformer-sinusoidal", "rtransformer"]
+    runs = [(model, 2, a, 20) for model in names for a in (0.94, 1.0, 1.0)]  # a mean + std above 100%
+    results = toy_runs(runs + [("transformer-none", 1, 0.5, None)] * 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "constrained_layout not applied"
+        fig = plots.plot_toy_results(results, title="(a) which of A and B comes first?")
+        fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (key,) = fig.legends
+    assert key.get_window_extent(renderer).y1 <= min(ax.get_tightbbox(renderer).y0 for ax in fig.axes) + 1
+    left, right = fig.axes
+    assert min(left.get_position().width, right.get_position().width) > 0.2  # neither panel collapsed
+    styles = {line.get_label(): line.get_linestyle() for line in right.get_lines()}
+    assert styles["Transformer, no positions (1 layer)"] == "--" and styles["Transformer, no positions"] == "-"
+    assert max(max(patch.get_paths()[0].vertices[:, 1]) for patch in right.collections) <= 100  # bands stop at 100%
+    assert len(key.get_texts()) == 9  # six models, 95%, one seed, chance
     matplotlib.pyplot.close("all")
 
 
