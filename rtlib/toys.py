@@ -39,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .models import TCN, LocalRNN, RTransformer, SequenceClassifier, Transformer
 from .models.layers import FeedForward, Sublayer
 from .models.tcn import CausalConv1d
+from .results import join_words
 from .step import make_optimizer, make_step
 from .train import seed_all
 
@@ -355,11 +356,6 @@ def sooner(first, second) -> bool:
     return first.hits == first.seeds and (second.hits == 0 or first.hit_steps[-1] < second.hit_steps[0])
 
 
-def join_names(labels) -> str:
-    labels = list(labels)
-    return ", ".join(labels[:-1]) + " and " + labels[-1] if len(labels) > 1 else "".join(labels) or "none"
-
-
 PLURAL_VERDICTS = {"solved": "solve it", "chance": "stay at chance", "partial": "get only part of it"}
 
 
@@ -374,7 +370,7 @@ def verdict(results: pd.DataFrame, level: float = SOLVED) -> str:
     for key in ("solved", "partial", "chance"):
         chosen = rows[(rows["outcome"] == key) & ~(usual & everyone)]
         if len(chosen):
-            parts.append(f"{join_names(chosen['label'])} {(VERDICTS if len(chosen) == 1 else PLURAL_VERDICTS)[key]}")
+            parts.append(f"{join_words(list(chosen['label']))} {(VERDICTS if len(chosen) == 1 else PLURAL_VERDICTS)[key]}")
     return "; ".join(parts)
 
 
@@ -386,10 +382,10 @@ def describe(results: pd.DataFrame, level: float = SOLVED) -> str:
     sentence = verdict(results, level)
     lines = [f"- {r.label}: {100 * r.mean:.1f} ± {100 * r.std:.1f}% over {r.seeds} seed{'s' * (r.seeds > 1)} "
              f"({VERDICTS[r.outcome]}); {r.hits} of {r.seeds} seeds reached {100 * level:.0f}%"
-             + (f", at step{'s' * (r.hits > 1)} {join_names(map(str, r.hit_steps))}." if r.hits else ".")
+             + (f", at step{'s' * (r.hits > 1)} {join_words([str(step) for step in r.hit_steps])}." if r.hits else ".")
              for r in rows.itertuples()]
     order = [(a.label, [b.label for b in rows.itertuples() if sooner(a, b) and b.hits]) for a in rows.itertuples()]
-    faster = "; ".join(f"{a} before {join_names(later)}" for a, later in order if later)
+    faster = "; ".join(f"{a} before {join_words(list(later))}" for a, later in order if later)
     race = (f"Sooner to {100 * level:.0f}% on every seed: {faster}." if faster else
             f"No model reached {100 * level:.0f}% sooner than another on every seed.")
     return "\n".join([f"**{sentence[0].upper() + sentence[1:]}.**", "", *lines, "", race])
@@ -411,8 +407,8 @@ def versus(results: pd.DataFrame, model: str, rivals, level: float = SOLVED, lev
         return "sooner" if other["mean_step"] < own["mean_step"] else (
             "later" if other["mean_step"] > own["mean_step"] else "as soon")
 
-    pace = ([f"it reached {100 * level:.0f}% before {join_names(before)} on every seed"] if before else []) + (
-        [f"{join_names(behind)} reached {100 * level:.0f}% before it on every seed"] if behind else []) + [
+    pace = ([f"it reached {100 * level:.0f}% before {join_words(list(before))} on every seed"] if before else []) + (
+        [f"{join_words(list(behind))} reached {100 * level:.0f}% before it on every seed"] if behind else []) + [
         f"{other['label']} got there {when(other)} on average (step {other['mean_step']:.0f} against "
         f"{own['mean_step']:.0f}) but not on every seed" for other in mixed]
     return dict(lead=100 * (own["mean"] - max(other["mean"] for other in others)), before=before, behind=behind,
