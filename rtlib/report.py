@@ -22,6 +22,7 @@ from .configs import ABLATIONS, MODELS, OURS, PAPER, TABLE_TASKS, run_config
 from .bench_results import load_bench
 from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR, SUPERSEDED_DIR
 from .run_folder import run_id_fields, stacks_eval_windows, variant_slug
+from .runtime import COMPILE_MODE_WORDS
 from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablation_effects,
                       ablations, cell, cells, claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt,
                       join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding, seeds_text,
@@ -478,8 +479,9 @@ def cudnn_error(bench: list[dict]) -> str:
     return "; ".join(worst) if worst else "not measured"
 
 
-def _counts(records: pd.DataFrame, column: str) -> str:
+def _counts(records: pd.DataFrame, column: str, words: dict[str, str] | None = None) -> str:
     values = evidence(records)[column].map(lambda v: v["compile"] if isinstance(v, dict) else v)
+    values = values.map(lambda v: words.get(v, v)) if words else values
     return join_words([f"{value} ({plural(count, 'run')})" for value, count in values.value_counts().items()]) \
         or "no runs yet"
 
@@ -535,7 +537,7 @@ def deviations(records: pd.DataFrame, bench_dir: str | Path = BENCH_DIR, data_di
          _precision_effect(bench) + "; the fp32 ablations: " + "; ".join(fp32)
          + _precision_divergences(records, superseded_records(superseded_dir)),
          "measured (300 steps; whole runs where named)"),
-        ("engine", "eager PyTorch 1.0", f"{_counts(records, 'engine')}; PyTorch {versions}",
+        ("engine", "eager PyTorch 1.0", f"{_counts(records, 'engine', COMPILE_MODE_WORDS)}; PyTorch {versions}",
          "the same computation compiled and/or replayed as CUDA graphs; rounding differs", "argued"),
         ("LocalRNN and attention", "windows copied, one cuDNN GRU/LSTM call per window, explicit masked softmax",
          "input projected once per position, then the window's steps as batched matmuls; fused attention (SDPA)",

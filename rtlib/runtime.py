@@ -24,6 +24,10 @@ from dataclasses import dataclass
 import torch
 
 COMPILE_MODES = ("auto", "none", "default", "reduce-overhead", "step-graph", "default+step-graph")
+COMPILE_MODE_WORDS = {"none": "eager", "default": "torch.compile",
+                      "reduce-overhead": "torch.compile with CUDA graphs of forward and backward",
+                      "step-graph": "the whole step as one CUDA graph",
+                      "default+step-graph": "torch.compile, the whole step as one CUDA graph"}
 
 # The fastest mode measured correct on one GPU, per model. The attention models: every table's
 # training step, reference vs fast variants (results/bench/NVIDIA_H100_80GB_HBM3.json). The

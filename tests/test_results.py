@@ -453,6 +453,7 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path):
     assert table.loc["evaluation", "our paper-profile runs"].endswith(
         "PTB: one window a forward in 1 run, up to 64 rows of windows a forward in 1 run")
     assert "the fp32 ablations: Table 1: not run yet; Table 2: not run yet;" in table.loc["precision", "effect"]
+    assert table.loc["engine", "our paper-profile runs"].startswith("eager (5 runs); PyTorch")  # not "none"
     started = [dict(lost_runs=[dict(run_id="mnist_rtransformer_paper_precision-fp32_lr0.001_seed1111", epochs=1,
                                      job_minutes=6.0, seconds_per_epoch=None, why="unfinished at the deadline",
                                      checkpoint="brought back")])]  # batch ab
