@@ -584,14 +584,13 @@ def window_ablation_runs(records) -> "pd.DataFrame":
     plan gives each window."""
     import pandas as pd
 
-    from .configs import ABLATIONS, TABLE_TASKS, run_config
+    from .configs import TABLE_TASKS, run_config
     from .reproduce import FIRST_SEED
-    from .results import cells
+    from .results import cells, window_ablations
 
     rows = []
-    for table in sorted({a.table for a in ABLATIONS if a.variant.startswith("window=")}):
+    for table, planned in window_ablations().items():
         task = TABLE_TASKS[table]
-        planned = [a for a in ABLATIONS if a.table == table and a.variant.startswith("window=")]
         recorded = []
         for ablation in planned:
             cell = cells(records, ablation.variant)

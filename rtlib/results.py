@@ -713,18 +713,26 @@ def seeds_text(seeds: Sequence[int]) -> str:
     return f"seeds {seeds[0]}–{seeds[-1]}" if consecutive else f"seeds {', '.join(map(str, seeds))}"
 
 
+def window_ablations() -> dict[int, list]:
+    """The window ablations `configs.ABLATIONS` plans, per table (in table order)."""
+    planned: dict[int, list] = {}
+    for ablation in ABLATIONS:
+        if ablation.variant.startswith("window="):
+            planned.setdefault(ablation.table, []).append(ablation)
+    return dict(sorted(planned.items()))
+
+
 def window_points(records: pd.DataFrame) -> pd.DataFrame:
     """The R-Transformer's paper-profile test metric per seed against its window M, for each
     table with a window ablation recorded: the row's own seeds at the released M, beside the
     seeds of each `window=M` ablation."""
     columns = ["table", "task", "window", "released", "seed", "value"]
     found = []
-    for table in sorted({a.table for a in ABLATIONS if a.variant.startswith("window=")}):
+    for table, planned in window_ablations().items():
         task = TABLE_TASKS[table]
         released = run_config(task, "rtransformer", "paper").backbone.window
         points = []
-        windows = [a.variant for a in ABLATIONS if a.table == table and a.variant.startswith("window=")]
-        for variant in ["", *windows]:
+        for variant in ["", *(a.variant for a in planned)]:
             row = cells(records, variant)
             row = row[(row["task"] == task) & (row["model"] == "rtransformer")].iloc[0]
             window = int(variant.removeprefix("window=")) if variant else released
