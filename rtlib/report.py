@@ -26,7 +26,7 @@ from .runtime import COMPILE_MODE_WORDS
 from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablation_effects,
                       ablations, cell, cells, claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt,
                       join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding, seeds_text,
-                      select_lr, selections, signed, task_name, window_points)
+                      select_lr, selections, signed, task_name, variant_name, window_points)
 from .tables import paper_protocol, parameter_counts
 from .tasks import EVAL_ROWS, TASKS, ClassifyProtocol
 
@@ -152,15 +152,15 @@ def _untested_causes(task: str, model: str, records: pd.DataFrame) -> list[str]:
     if len(grid) > 1 and TASKS[task].has_validation and not set(grid) <= run:
         causes.append("the lr grid {" + ", ".join(f"{lr:g}" for lr in grid) + "}")
     done = set(ablations(records, task)["variant"]) if len(records) else set()
-    causes += [f"`{a.variant}`" for a in ABLATIONS if a.table == table and a.model == model
+    causes += [f"the {a.name} ablation" for a in ABLATIONS if a.table == table and a.model == model
                and a.variant not in done]
     return causes
 
 
 RELEASED_BEHAVIOUR = {
     ("nottingham", "rtransformer"): "the released music script clips before `backward()`, so its "
-    "updates are unclipped; ours replicate that, and `clip_before_backward=false` is the paper "
-    "text's clipping",
+    "updates are unclipped; ours replicate that, and the ablation clipping after backward() is the "
+    "paper text's clipping",
     ("nottingham", "tcn"): "the TCN suite's music script also clips before `backward()`",
     ("mnist", "rtransformer"): "the released script has no validation split, divides the lr by 10 "
     "every 10 epochs (the paper says on plateau) and reports the last epoch",
@@ -196,7 +196,7 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
     for ablation in found[found["model"] == model].itertuples():
         same = (f", {signed(ablation.same_seed_delta, task, 1)} at the same {seeds_text(ablation.shared_seeds)}"
                 if ablation.shared_seeds else "")
-        items.append(f"ablation `{ablation.variant}` ({plural(ablation.n, 'seed')}): "
+        items.append(f"ablation {variant_name(ablation.variant)} ({plural(ablation.n, 'seed')}): "
                      f"{fmt(ablation.ours, task)} against {fmt(ablation.baseline, task)} without it{same}")
     traces = _against_chance(task, runs)
     items += _chance_items(traces)
@@ -216,13 +216,13 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
 
 
 def _divergence_checks(records: pd.DataFrame, broke: pd.DataFrame) -> str:
-    """'; at the same lr and seed, `precision=fp32` at seed 1111: 3.25 after 100 epochs' for the
+    """'; at the same lr and seed, the fp32 run at seed 1111: 3.25 after 100 epochs' for the
     variant runs (ablations) made at the lr and seed of a diverged run, to see whether it diverges
     again; '' for none."""
     if broke.empty:
         return ""
     pool = records[(records["profile"] == EVIDENCE_PROFILE) & (records["variant"] != "")]
-    parts = [f"`{check.variant}` at seed {int(run.seed)}: {_ended(check, run.task)}"
+    parts = [f"the {variant_name(check.variant)} run at seed {int(run.seed)}: {_ended(check, run.task)}"
              for run in broke.itertuples() for check in _same_lr_and_seed(pool, run).itertuples()]
     return f"; at the same lr and seed, {'; '.join(parts)}" if parts else ""
 
@@ -234,14 +234,14 @@ def _precision_checks(records: pd.DataFrame, run: pd.Series, first_cut: int | No
     sentences = []
     for check in _same_lr_and_seed(pool, run).itertuples():
         if check.status == "diverged":
-            sentences.append(f"At the same lr and seed, `{check.variant}` {_ended(check, run.task)}.")
+            sentences.append(f"At the same lr and seed, the {variant_name(check.variant)} run {_ended(check, run.task)}.")
             continue
         cuts = lr_cuts(check.curve)
         cut = cuts[0] if cuts else None
         same = cut == first_cut
         row_run = (f"had it first cut after epoch {first_cut}" if first_cut is not None else "never had it cut")
         sentences.append(
-            f"At the same lr and seed, `{check.variant}` "
+            f"At the same lr and seed, the {variant_name(check.variant)} run "
             + (f"had its lr first cut after epoch {cut}" if cut is not None else "never had its lr cut")
             + (" as well" if same else f", where the row's run {row_run},")
             + f" and ended at {fmt(check.test_metric, run.task)}"
@@ -289,7 +289,7 @@ def _explanation(records, row, runs, cuts, found, chance_words: str) -> str:
     rules = rules[(rules["task"] == task) & (rules["model"] == model)]
     direction = "better" if row["better"] else "worse"
     if len(near):
-        sentences.append(f"The ablation `{near['variant'].iloc[0]}` gives {fmt(near['ours'].iloc[0], task)} "
+        sentences.append(f"The ablation {variant_name(near['variant'].iloc[0])} gives {fmt(near['ours'].iloc[0], task)} "
                          f"({plural(int(near['n'].iloc[0]), 'seed')}), within tolerance of the paper's.")
     elif len(rules) and rules["rule_explains"].iloc[0] >= 0.5:
         sentences.append(f"The reporting rule alone removes {100 * rules['rule_explains'].iloc[0]:.0f}% of it.")
@@ -373,7 +373,7 @@ def results_paragraph(records: pd.DataFrame, task: str) -> str:
     ablated = found[(found["task"] == task) & (found["n"] > 0)]
     if len(ablated):
         tail.append("Ablations ({doc}`report` reads them): " + "; ".join(
-            f"{model_name(row.model)} `{row.variant}` {row.with_it} against {row.without} without it"
+            f"{model_name(row.model)} with {variant_name(row.variant)}: {row.with_it} against {row.without} without it"
             + (f" ({signed(row.same_seed_change, task, 1)} at the same {seeds_text(row.shared_seeds)})"
                if row.shared_seeds else "")
             for row in ablated.itertuples()) + ".")

@@ -69,6 +69,12 @@ def task_name(task: str) -> str:
     return TASK_NAMES.get(task, task)
 
 
+def variant_name(variant: str) -> str:
+    """An ablation as the book's prose names it: 'precision=fp32' -> 'fp32', 'norm=post' ->
+    'post-norm'; a variant the sweep does not plan, as the run id spells it."""
+    return next((a.name for a in ABLATIONS if a.variant == variant), variant)
+
+
 def _empty() -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype=object) for column in COLUMNS})
 
@@ -692,7 +698,7 @@ def ablation_effects(records: pd.DataFrame) -> pd.DataFrame:
 def ablations_table(records: pd.DataFrame) -> HTMLTable:
     """`ablation_effects` with readable headers; the change to one more digit than the paper's."""
     found = ablation_effects(records)
-    out = [{"table": f"T{row.table}", "row": model_name(row.model), "ablation": f"`{row.variant}`: {row.why}",
+    out = [{"table": f"T{row.table}", "row": model_name(row.model), "ablation": row.why, "run as": f"`{row.variant}`",
             "seeds": f"{row.n} of {row.planned_seeds}", "with it": row.with_it, "without it (the row)": row.without,
             "change": signed(row.change, row.task, 1) if np.isfinite(row.change) else "–",
             "change at the same seeds": (f"{signed(row.same_seed_change, row.task, 1)} ({seeds_text(row.shared_seeds)})"

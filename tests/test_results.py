@@ -131,7 +131,7 @@ def test_diverged_runs_are_named_with_their_lr_seed_and_epoch_in_every_section(t
     assert "a row whose every run so far diverged is *inconclusive*" in report.how_sure()
     write_record(tmp_path, model="lstm", lr=1e-3, seed=1111, epochs=100, test=3.27, variant="precision=fp32")
     checked = report.results_paragraph(load_records(tmp_path), "nottingham")
-    assert f"{said}; at the same lr and seed, `precision=fp32` at seed 1111: 3.27 after 100 epochs; not run yet: " \
+    assert f"{said}; at the same lr and seed, the fp32 run at seed 1111: 3.27 after 100 epochs; not run yet: " \
         "lr 0.0001 of its grid." in checked
     (tmp_path / "nottingham_lstm_paper_precision=fp32_lr0.001_seed1111.json").unlink()
     before = report.remaining(load_records(tmp_path / "none")).set_index("task").loc["nottingham"]
@@ -253,7 +253,7 @@ def test_a_seed_that_carries_the_gap_is_named_with_its_lr_trace(tmp_path):
 def test_a_gap_without_evidence_says_unexplained_and_what_is_untested(tmp_path):
     seeds(tmp_path, [3.10, 3.11, 3.12], model="transformer")
     found = report.gap_evidence(load_records(tmp_path), "nottingham", "transformer")
-    assert "unexplained" in found["explanation"] and "`position=none`" in found["explanation"]
+    assert "unexplained" in found["explanation"] and "the no positions ablation" in found["explanation"]
     assert "better than the paper's" in found["explanation"]
 
 
@@ -292,7 +292,7 @@ def test_the_ablations_table_lists_every_planned_ablation_with_its_row(tmp_path)
     assert not NAN.search(text) and "+1.633" in text and "not run" in text
     assert "1 of the 15 planned ablations have paper-profile records (1 of the 19 runs planned)" in \
         report.ablations_summary(records)
-    assert "`window=1` 4.20 (n=1) against 2.57 ± 0.21 (n=3)" in report.results_paragraph(records, "nottingham")
+    assert "with window M=1: 4.20 (n=1) against 2.57 ± 0.21 (n=3)" in report.results_paragraph(records, "nottingham")
 
 
 def test_the_window_figure_shows_the_released_window_beside_its_ablations(tmp_path):
@@ -670,9 +670,9 @@ def test_an_ablation_is_also_read_against_its_own_seeds_of_the_row(tmp_path):
     assert found.loc["window=12", "change"] == pytest.approx(2.61 - np.mean([2.83, 2.41, 2.37]))
     assert math.isnan(found.loc["window=1", "same_seed_change"]) and found.loc["window=1", "shared_seeds"] == ()
     shown = results.ablations_table(load_records(tmp_path)).frame
-    fp32 = shown[(shown["table"] == "T2") & shown["ablation"].str.startswith("`precision=fp32`")].iloc[0]
+    fp32 = shown[(shown["table"] == "T2") & (shown["run as"] == "`precision=fp32`")].iloc[0]
     assert fp32["change at the same seeds"] == "−0.010 (seed 1111)"
-    assert ("R-Transformer `precision=fp32` 2.82 (n=1) against 2.54 ± 0.25 (n=3) without it (−0.010 at the same "
+    assert ("R-Transformer with fp32: 2.82 (n=1) against 2.54 ± 0.25 (n=3) without it (−0.010 at the same "
             "seed 1111)") in report.results_paragraph(load_records(tmp_path), "nottingham")
 
 
@@ -685,13 +685,13 @@ def test_a_seed_that_carries_a_gap_is_checked_against_its_fp32_run(tmp_path):
     found = report.gap_evidence(load_records(tmp_path), "nottingham", "rtransformer")["explanation"]
     assert ("Most of the gap comes from seed 1111 (2.83 against 2.41 and 2.37), whose lr was first cut after "
             "epoch 24 (the others: 52 and 54)") in found
-    assert ("At the same lr and seed, `precision=fp32` had its lr first cut after epoch 24 as well and ended at "
+    assert ("At the same lr and seed, the fp32 run had its lr first cut after epoch 24 as well and ended at "
             "2.82: this seed's first cut at that epoch is not an effect of the precision.") in found
     write_record(tmp_path / "later", seed=1111, test=2.40, epochs=60, lr_cut_after=50, variant="precision=fp32")
     for seed, test, cut in ((1111, 2.83, 24), (1112, 2.41, 52), (1113, 2.37, 54)):
         write_record(tmp_path / "later", seed=seed, test=test, epochs=60, lr_cut_after=cut)
     found = report.gap_evidence(load_records(tmp_path / "later"), "nottingham", "rtransformer")["explanation"]
-    assert ("`precision=fp32` had its lr first cut after epoch 50, where the row's run had it first cut after "
+    assert ("the fp32 run had its lr first cut after epoch 50, where the row's run had it first cut after "
             "epoch 24, and ended at 2.40.") in found
 
 
