@@ -389,7 +389,7 @@ def quick_looks(records: pd.DataFrame) -> HTMLTable:
     never evidence (their changes from the paper profile are in each record)."""
     quick = records[records["profile"] == "fast"] if len(records) else records
     words = {ablation.variant: ablation.why for ablation in ABLATIONS}
-    out = [{"table": int(run.table), "model": model_name(run.model), "variant": words.get(run.variant, run.variant or "none"),
+    out = [{"table": int(run.table), "model": model_name(run.model), "variant": words.get(run.variant, variant_name(run.variant) or "none"),
             "seed": int(run.seed), "lr": f"{run.lr:g}",
             "epochs": f"{int(run.epochs_run)} of {run_config(run.task, run.model, 'paper').train.epochs}",
             "test metric": fmt(run.test_metric, run.task), "paper": fmt(TASKS[run.task].paper[run.model], run.task),

@@ -69,10 +69,15 @@ def task_name(task: str) -> str:
     return TASK_NAMES.get(task, task)
 
 
+_SETTING_WORDS = {"window": "window M={}", "norm": "{}-norm", "precision": "{}"}
+
+
 def variant_name(variant: str) -> str:
     """An ablation as the book's prose names it: 'precision=fp32' -> 'fp32', 'norm=post' ->
-    'post-norm'; a variant the sweep does not plan, as the run id spells it."""
-    return next((a.name for a in ABLATIONS if a.variant == variant), variant)
+    'post-norm', 'window=2' -> 'window M=2'; another variant as the run id spells it."""
+    planned = next((a.name for a in ABLATIONS if a.variant == variant), None)
+    setting, _, value = variant.partition("=")
+    return planned or (_SETTING_WORDS[setting].format(value) if setting in _SETTING_WORDS and value else variant)
 
 
 def _empty() -> pd.DataFrame:

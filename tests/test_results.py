@@ -701,3 +701,13 @@ def test_a_claims_why_pairs_each_comparison_with_its_own_reason(tmp_path):
     write_record(tmp_path, model="gru", seed=1111, test=3.30)  # one seed: fewer than a verdict needs
     why = claims(load_records(tmp_path)).set_index("claim").loc["R-Transformer beats the RNN, GRU and LSTM rows", "why"]
     assert "inconclusive: T2 vs GRU (3 v 1 seeds, fewer than 3); T2 vs LSTM (the interval includes 0)" in why
+
+
+def test_a_variant_reads_as_the_prose_names_it():
+    assert results.variant_name("precision=fp32") == "fp32"
+    assert results.variant_name("clip_before_backward=false") == "clipping after backward()"
+    assert results.variant_name("window=18") == "window M=18"  # a planned ablation (Table 4)
+    assert results.variant_name("window=2") == "window M=2"  # a fast-profile look, not planned
+    assert results.variant_name("norm=post") == "post-norm"
+    assert results.variant_name("compile=none") == "compile=none"
+    assert results.variant_name("") == ""
