@@ -1,18 +1,26 @@
 """Training-step benchmark: the released algorithm vs the fast path, side by side on one GPU.
 
-`python -m rtlib bench [--tables 1 2 3 4] [--out results/bench/<gpu>.json]`
+`python -m rtlib bench [--tables 1 2 3 4] [--models rtransformer] [--out results/bench/<gpu>.json]`
+(`--models rtransformer tcn rnn gru lstm transformer` times the baselines' rows too).
 
-For each table's paper configuration (batch, sequence length, sizes) it times full training
-steps (forward, loss, backward, clipping, optimizer) of:
+For each table's paper configuration (batch, sequence length, sizes) of each model it times
+full training steps (forward, loss, backward, clipping, optimizer) of:
 
-- ``reference``: what the released code does: LocalRNN windows copied by index-select and run
-  through cuDNN, explicit masked-softmax attention, fp32, unfused optimizer;
-- ``fast``: projection-once LocalRNN, `scaled_dot_product_attention`, bf16 autocast, fused
-  optimizer; ``fast+compile`` adds `torch.compile`.
+- ``reference``: what the released scripts' engine does, in fp32, eagerly, with an unfused
+  optimizer (`RELEASED_VARIANTS`). For the R-Transformer: LocalRNN windows copied by
+  index-select and run through cuDNN, explicit masked-softmax attention. For TCN, RNN, GRU and
+  LSTM (the TCN suite's code): our model as it is, the same ops. The Transformer has no
+  released code, so no reference (`NO_RELEASED_CODE`);
+- ``fast``: our model as it trains (the R-Transformer's: projection-once LocalRNN,
+  `scaled_dot_product_attention`), in the row's precision (bf16 autocast, or fp32 where the row
+  trains in fp32), with a fused optimizer; ``fast+compile`` adds
+  `torch.compile`, the other ``fast+`` variants CUDA graphs; ``fastest`` names the variant of
+  the model's engine mode (`rtlib.runtime.FASTEST_ON_CUDA`).
 
 and reports the median ms per step after warm-up, tokens/s, peak memory, and the MFU of the
 fast path (FLOPs it performs, counted by `FlopCounterMode`, over the GPU's dense bf16 peak).
-It also checks, in fp32, that the fast path computes the reference's outputs and gradients.
+For the R-Transformer it also checks, in fp32, that the fast path computes the reference's
+outputs and gradients (the baselines have one implementation).
 
 Diagnostics, each written to its own JSON: ``--profile VARIANT`` (GPU time by kernel),
 ``--bound`` (what a faster LocalRNN could still buy), ``--equivalence``, ``--precision-check``.
@@ -20,10 +28,11 @@ Diagnostics, each written to its own JSON: ``--profile VARIANT`` (GPU time by ke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -36,13 +45,20 @@ from .models.config import recorded_settings
 from .models.local_rnn import LocalRNN
 from .paths import BENCH_DIR
 from .run_folder import atomic_write_json, git_commit
-from .runtime import Runtime, autocast_dtype, device_name, resolve_compile
+from .runtime import FASTEST_ON_CUDA, Runtime, autocast_dtype, device_name, resolve_compile
 from .step import GRAPH_LENGTH_MULTIPLE, autocast, clip_norm, make_optimizer, make_step
 from .tasks import TASKS, make_protocol, model_protocol
 
 # Dense bf16 tensor-core peaks (no sparsity) by GPU name, for MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
 REFERENCE_VARIANT = "local_rnn_impl=reference,attention_impl=explicit"
+# The released scripts' algorithm per model, as a variant of our model: the R-Transformer's
+# released LocalRNN and attention; the baselines' released code (the TCN suite: weight-normed
+# convolutions, nn.RNN/GRU/LSTM through cuDNN) does what our model code does, so none.
+RELEASED_VARIANTS: dict[str, str] = {"rtransformer": REFERENCE_VARIANT, "tcn": "", "rnn": "", "gru": "", "lstm": ""}
+# The models without released code, and why they have no `reference` variant.
+NO_RELEASED_CODE: dict[str, str] = {"transformer": "no released Transformer baseline"}
+RECURRENT = ("rnn", "gru", "lstm")
 MUSIC_STEPS_PER_TUNE = 254  # mean Nottingham training tune length (176,561 steps / 694 tunes)
 
 
@@ -136,12 +152,28 @@ def _times_ms(call: Callable[[], Any], device: torch.device, warmup: int, repeat
 
 
 def step_flops(runner: StepRunner) -> int:
-    """FLOPs of one forward + backward, as the ops the model really runs count them."""
+    """FLOPs of one forward + backward, as the ops the model really runs count them. The
+    recurrent baselines are counted with cuDNN and oneDNN off: the counter sees nothing inside
+    their fused RNNs, while PyTorch's own RNN kernels do the same matmuls as ops it counts."""
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, fused_rnns_off(runner.cfg.model in RECURRENT):
         runner.optimizer.zero_grad(set_to_none=True)
         runner.loss().backward()
     return counter.get_total_flops()
+
+
+@contextlib.contextmanager
+def fused_rnns_off(off: bool = True) -> Iterator[None]:
+    """cuDNN and oneDNN off (where `off`), so that RNNs run as PyTorch's own ops; nothing else changes."""
+    backends = (torch.backends.cudnn, torch.backends.mkldnn)
+    enabled = [backend.enabled for backend in backends]
+    try:
+        for backend in backends:
+            backend.enabled = backend.enabled and not off
+        yield
+    finally:
+        for backend, was in zip(backends, enabled):
+            backend.enabled = was
 
 
 def synchronize(device: torch.device) -> None:
@@ -207,21 +239,44 @@ def _relative_error(grads: dict[str, torch.Tensor], exact: dict[str, torch.Tenso
     return float(difference.norm() / torch.cat([g.flatten() for g in exact.values()]).norm().clamp_min(1e-300))
 
 
+# precision "row": the row's own (configs.py: "auto", bf16 autocast on a GPU, or "fp32")
 VARIANTS: dict[str, dict[str, Any]] = {
-    "reference": dict(variant=REFERENCE_VARIANT, precision="fp32", mode="none", fused=False),
-    "fast": dict(variant="", precision="auto", mode="none", fused=True),
-    "fast+compile": dict(variant="", precision="auto", mode="default", fused=True),
+    # the released scripts' engine; its model variant is the model's RELEASED_VARIANTS entry
+    "reference": dict(precision="fp32", mode="none", fused=False),
+    "fast": dict(variant="", precision="row", mode="none", fused=True),
+    "fast+compile": dict(variant="", precision="row", mode="default", fused=True),
     # compile + CUDA graphs of forward and backward: removes most per-kernel launch cost
-    "fast+graphs": dict(variant="", precision="auto", mode="reduce-overhead", fused=True),
+    "fast+graphs": dict(variant="", precision="row", mode="reduce-overhead", fused=True),
     # the whole step (forward, backward, clipping, optimizer) as one CUDA graph
-    "fast+step-graph": dict(variant="", precision="auto", mode="step-graph", fused=True),
-    "fast+compile+step-graph": dict(variant="", precision="auto", mode="default+step-graph", fused=True),
+    "fast+step-graph": dict(variant="", precision="row", mode="step-graph", fused=True),
+    "fast+compile+step-graph": dict(variant="", precision="row", mode="default+step-graph", fused=True),
 }
+FASTEST = "fastest"  # on the command line: the variant of the model's engine mode on a GPU
+
+
+def released_variant(model: str) -> str:
+    """The model variant that runs the released scripts' algorithm; ValueError for a model
+    without released code."""
+    if model not in RELEASED_VARIANTS:
+        raise ValueError(f"{model} has no reference: {NO_RELEASED_CODE[model]}")
+    return RELEASED_VARIANTS[model]
+
+
+def model_variants(model: str, names: list[str]) -> list[str]:
+    """The variants `names` asks of `model`: ``fastest`` as the variant that runs the model's
+    engine mode (`FASTEST_ON_CUDA`), each once, without ``reference`` for a model without
+    released code."""
+    fastest = next(name for name, spec in VARIANTS.items()
+                   if name != "reference" and spec["mode"] == FASTEST_ON_CUDA[model])
+    named = [fastest if name == FASTEST else name for name in names]
+    return [name for name in dict.fromkeys(named) if name != "reference" or model not in NO_RELEASED_CODE]
 
 
 def variant_runner(cfg: RunConfig, name: str, device: torch.device, **kwargs) -> StepRunner:
     spec = dict(VARIANTS[name])
-    variant = spec.pop("variant")
+    variant = released_variant(cfg.model) if name == "reference" else spec.pop("variant")
+    if spec["precision"] == "row":
+        spec["precision"] = cfg.train.precision
     return StepRunner(with_variant(cfg, variant) if variant else cfg, device, **spec, **kwargs)
 
 
@@ -246,20 +301,27 @@ def timed_variant(cfg: RunConfig, name: str, device: torch.device, warmup: int, 
 
 
 def bench_table(table: int, device: torch.device, warmup: int, repeats: int,
-                variants: list[str], log: Callable[[str], None] = print) -> dict[str, Any]:
+                variants: list[str], log: Callable[[str], None] = print, model: str = "rtransformer",
+                profile: str = "paper") -> dict[str, Any]:
+    """One table's row of `model` (`profile`'s configuration; the report reads ``paper``):
+    each of `variants` (`model_variants`) timed, and for the R-Transformer the fp32 check of
+    the fast path against the released algorithm."""
     task = TABLE_TASKS[table]
-    cfg = run_config(task, "rtransformer", "paper")
-    result: dict[str, Any] = dict(table=table, task=task, batch_size=cfg.train.batch_size,
-                                  backbone=recorded_settings(cfg.backbone), variants={})
-    for name in variants:
+    cfg = run_config(task, model, profile)
+    result: dict[str, Any] = dict(table=table, task=task, model=model, batch_size=cfg.train.batch_size,
+                                  precision=cfg.train.precision, backbone=recorded_settings(cfg.backbone),
+                                  variants={})
+    if model in NO_RELEASED_CODE:
+        result["no_reference"] = NO_RELEASED_CODE[model]
+    for name in model_variants(model, variants):
         try:
             timing = timed_variant(cfg, name, device, warmup, repeats, count_flops=name == "fast")
             result["variants"][name] = timing
-            log(f"table {table} {name:13s} {timing['median_ms']:8.2f} ms/step "
+            log(f"table {table} {model} {name:13s} {timing['median_ms']:8.2f} ms/step "
                 f"{timing['peak_memory_bytes'] / 2**20:8.0f} MiB")
         except Exception as error:  # a variant that fails (e.g. compile) is reported, not fatal
             result["variants"][name] = dict(error=f"{type(error).__name__}: {error}"[:500])
-            log(f"table {table} {name}: {result['variants'][name]['error']}")
+            log(f"table {table} {model} {name}: {result['variants'][name]['error']}")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     reference = result["variants"].get("reference", {}).get("median_ms")
@@ -270,7 +332,8 @@ def bench_table(table: int, device: torch.device, warmup: int, repeats: int,
             timing["speedup_vs_reference"] = reference / timing["median_ms"]
         if flops and peak and "median_ms" in timing and name != "reference":
             timing["mfu"] = flops / (timing["median_ms"] / 1e3) / peak
-    result["equivalence_fp32"] = check_equivalence(cfg, device)
+    if model == "rtransformer":  # the baselines have one implementation: nothing to compare
+        result["equivalence_fp32"] = check_equivalence(cfg, device)
     return result
 
 
@@ -557,7 +620,10 @@ def _write_check(out: Path | None, kind: str, device: torch.device, **results: A
 def _parser() -> OneLineParser:
     parser = OneLineParser(prog="rtlib bench", description=__doc__.splitlines()[0])
     parser.add_argument("--tables", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--models", nargs="+", default=["rtransformer"], choices=list(MODELS),
+                        help="whose rows to time (default: rtransformer); the Transformer has no reference")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=[*VARIANTS, FASTEST],
+                        help="default: all; 'fastest': the variant of each model's engine mode on a GPU")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -565,8 +631,8 @@ def _parser() -> OneLineParser:
     parser.add_argument("--precision-check", type=int, nargs="*", choices=[1, 2, 3, 4],
                         help="only compare bf16 with fp32 training curves for these tables")
     parser.add_argument("--music-epoch", nargs="*", choices=list(MUSIC_EPOCH_SETUPS),
-                        help="also time a whole Nottingham epoch with these setups (default: all; "
-                             "needs the data)")
+                        help="also time a whole Nottingham epoch of the R-Transformer with these setups "
+                             "(default: all; needs the data)")
     parser.add_argument("--equivalence", action="store_true",
                         help="only check the fp32 equivalence (with a float64 CPU ground truth)")
     parser.add_argument("--profile", choices=list(VARIANTS),
@@ -676,11 +742,13 @@ def _run_benchmark(args: argparse.Namespace, device: torch.device) -> None:
                   date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), tables=[])
     out = args.out or BENCH_DIR / f"{name.replace(' ', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    for table in args.tables:  # written after each table, so a cut-off run keeps what it measured
-        report["tables"].append(bench_table(table, device, args.warmup, args.repeats, args.variants))
-        if table == 2 and args.music_epoch is not None:
-            report["tables"][-1]["epoch"] = bench_music_epoch(device, args.music_epoch)
-        atomic_write_json(out, report)
+    for table in args.tables:  # written after each row, so a cut-off run keeps what it measured
+        for model in args.models:
+            report["tables"].append(bench_table(table, device, args.warmup, args.repeats, args.variants,
+                                                model=model))
+            if table == 2 and model == "rtransformer" and args.music_epoch is not None:
+                report["tables"][-1]["epoch"] = bench_music_epoch(device, args.music_epoch)
+            atomic_write_json(out, report)
     print(f"wrote {out}")
 
 

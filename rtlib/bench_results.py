@@ -19,18 +19,27 @@ def load_bench(folder: str | Path = BENCH_DIR) -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) | {"file": path.name} for path in sorted(Path(folder).glob("*.json"))]
 
 
-def load_gpu_bench(folder: str | Path = BENCH_DIR) -> pd.DataFrame:
+def bench_model(entry: dict[str, Any]) -> str:
+    """The model a bench entry timed: entries written before the bench timed other models than
+    the R-Transformer carry no `model`."""
+    return entry.get("model", "rtransformer")
+
+
+def load_gpu_bench(folder: str | Path = BENCH_DIR, model: str | None = "rtransformer") -> pd.DataFrame:
     """GPU step timings written by `python -m rtlib bench` (results/bench/*.json), one row per
-    (file, table, variant): median ms per training step, speed-up over the released algorithm,
-    peak memory. The checks' JSON beside them is skipped. Empty when there are none.
+    (file, table, model, variant) of `model` (None: every model): median ms per training step,
+    speed-up over the released algorithm, peak memory. The checks' JSON beside them is skipped.
+    Empty when there are none.
     """
     rows = []
     for path in sorted(Path(folder).glob("*.json")):
         data = json.loads(path.read_text())
         tables = data.get("tables", [])
         for entry in tables if isinstance(tables, list) else []:
+            if model is not None and bench_model(entry) != model:
+                continue
             base = dict(file=path.name, device=data.get("device", ""), table=entry.get("table"),
-                        task=entry.get("task"))
+                        task=entry.get("task"), model=bench_model(entry))
             for name, timing in entry.get("variants", {}).items():
                 if "median_ms" not in timing:
                     continue

@@ -1,10 +1,14 @@
 """The fast LocalRNN path's arithmetic and the benchmark's machinery (no timing assertions)."""
+import json
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rtlib.bench import (GATES, REFERENCE_VARIANT, StepRunner, check_equivalence, local_rnn_bound,
-                         local_rnn_matmuls, remove_local_rnns, step_flops, time_steps)
+import rtlib.bench as bench
+from rtlib.bench import (GATES, REFERENCE_VARIANT, StepRunner, bench_table, check_equivalence, local_rnn_bound,
+                         local_rnn_matmuls, model_variants, remove_local_rnns, step_flops, time_steps,
+                         variant_runner)
 from rtlib.configs import run_config, with_variant
 from rtlib.models.local_rnn import LocalRNN
 
@@ -138,3 +142,91 @@ def test_engine_modes_cli_tries_only_the_modes_asked_for_and_rejects_others(monk
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--engine-modes", "tcn", "--modes", "fastest"])
     assert exit_.value.code == 2 and "fastest" in capsys.readouterr().err
+
+
+@pytest.fixture
+def built_runners(monkeypatch):
+    """(model, variant, precision, engine mode, fused optimizer) of every StepRunner the bench builds."""
+    built = []
+
+    class Recorded(StepRunner):
+        def __init__(self, cfg, device, precision, mode="none", fused=True, **kwargs):
+            built.append((cfg.model, cfg.variant, precision, mode, fused))
+            super().__init__(cfg, device, precision, mode, fused, **kwargs)
+    monkeypatch.setattr(bench, "StepRunner", Recorded)
+    return built
+
+
+def no_equivalence_check(cfg, device):
+    raise AssertionError(f"{cfg.model} has one implementation: nothing to check it against")
+
+
+def test_a_baselines_reference_is_its_model_in_fp32_eager_unfused_without_an_equivalence_check(
+        real_data, monkeypatch, built_runners):
+    monkeypatch.setenv("RTLIB_DATA_DIR", str(real_data))
+    monkeypatch.setattr(bench, "check_equivalence", no_equivalence_check)
+    result = bench_table(2, torch.device("cpu"), warmup=1, repeats=2, variants=["reference", "fast"],
+                         log=lambda message: None, model="tcn", profile="smoke")
+    assert result["model"] == "tcn" and "equivalence_fp32" not in result and "no_reference" not in result
+    reference, fast = result["variants"]["reference"], result["variants"]["fast"]
+    assert reference["median_ms"] > 0 and fast["speedup_vs_reference"] == pytest.approx(
+        reference["median_ms"] / fast["median_ms"])
+    assert built_runners == [("tcn", "", "fp32", "none", False), ("tcn", "", "fp32", "none", True)]
+
+
+def test_fast_variants_train_in_the_rows_precision_and_the_released_variant_only_for_the_rtransformer(
+        real_data, monkeypatch, built_runners):
+    monkeypatch.setenv("RTLIB_DATA_DIR", str(real_data))
+    for model in ("lstm", "gru", "rtransformer"):  # Table 2's LSTM trains in fp32, its GRU in bf16 autocast
+        cfg = run_config("nottingham", model, "paper")
+        for name in ("reference", "fast+step-graph"):
+            variant_runner(cfg, name, torch.device("cpu"))
+    assert built_runners == [("lstm", "", "fp32", "none", False), ("lstm", "", "fp32", "step-graph", True),
+                             ("gru", "", "fp32", "none", False), ("gru", "", "auto", "step-graph", True),
+                             ("rtransformer", REFERENCE_VARIANT, "fp32", "none", False),
+                             ("rtransformer", "", "auto", "step-graph", True)]
+
+
+def test_the_transformer_has_no_reference_and_fastest_is_each_models_engine_mode(real_data, monkeypatch):
+    monkeypatch.setenv("RTLIB_DATA_DIR", str(real_data))
+    result = bench_table(2, torch.device("cpu"), warmup=1, repeats=1, variants=["reference", "fast"],
+                         log=lambda message: None, model="transformer", profile="smoke")
+    assert list(result["variants"]) == ["fast"] and result["no_reference"] == "no released Transformer baseline"
+    assert "speedup_vs_reference" not in result["variants"]["fast"] and "equivalence_fp32" not in result
+    with pytest.raises(ValueError, match="no released Transformer baseline"):
+        variant_runner(run_config("nottingham", "transformer", "smoke"), "reference", torch.device("cpu"))
+    assert model_variants("transformer", ["reference", "fastest"]) == ["fast+compile+step-graph"]
+    assert model_variants("lstm", ["reference", "fastest", "fast+step-graph"]) == ["reference", "fast+step-graph"]
+    assert model_variants("rtransformer", ["fastest", "reference"]) == ["fast+compile+step-graph", "reference"]
+
+
+def test_recurrent_baselines_flops_count_the_rnns_matmuls(real_data, monkeypatch):
+    """On a CPU oneDNN runs fp32 LSTMs as one op (on a GPU, cuDNN every RNN) that the counter does
+    not see: only the head's FLOPs would be counted."""
+    monkeypatch.setenv("RTLIB_DATA_DIR", str(real_data))
+    cfg = run_config("nottingham", "lstm", "smoke")
+    runner = StepRunner(cfg, torch.device("cpu"), "fp32", fused=False)
+    batch, length = runner.batch[0].shape[:2]
+    hidden, layers, inputs = cfg.backbone.hidden_size, cfg.backbone.num_layers, [88] + [cfg.backbone.hidden_size] * 3
+    forward = sum(2 * batch * length * 4 * hidden * (inputs[layer] + hidden) for layer in range(layers))
+    assert step_flops(runner) >= 2 * forward  # backward: at least the weights' gradients, as many again
+    assert torch.backends.mkldnn.enabled and torch.backends.cudnn.enabled  # switched back on
+
+
+def test_bench_cli_times_the_models_asked_for_default_the_rtransformer(monkeypatch, tmp_path):
+    asked = []
+
+    def bench_table(table, device, warmup, repeats, variants, model):
+        asked.append((table, model, variants))
+        return dict(table=table, model=model, variants={})
+    monkeypatch.setattr(bench, "bench_table", bench_table)
+    monkeypatch.setattr(bench, "bench_music_epoch", lambda device, setups: dict(timed=True))
+    out = tmp_path / "bench.json"
+    assert bench.main(["--device", "cpu", "--tables", "2", "--variants", "reference", "--out", str(out)]) == 0
+    assert asked == [(2, "rtransformer", ["reference"])]
+    assert bench.main(["--device", "cpu", "--tables", "1", "2", "--models", "tcn", "rtransformer", "--variants",
+                       "reference", "fastest", "--music-epoch", "--out", str(out)]) == 0
+    assert asked[1:] == [(table, model, ["reference", "fastest"]) for table in (1, 2) for model in ("tcn", "rtransformer")]
+    written = json.loads(out.read_text())["tables"]
+    assert [(entry["table"], entry["model"], "epoch" in entry) for entry in written] == [
+        (1, "tcn", False), (1, "rtransformer", False), (2, "tcn", False), (2, "rtransformer", True)]

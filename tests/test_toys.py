@@ -237,7 +237,8 @@ def test_load_gpu_bench_reads_the_bench_format_and_tolerates_none(tmp_path):
     report = dict(device="NVIDIA H100", tables=[dict(table=1, task="mnist", variants=dict(
         reference=dict(median_ms=30.0, peak_memory_bytes=2**30),
         fast=dict(median_ms=10.0, speedup_vs_reference=3.0, peak_memory_bytes=2**29),
-        compiled=dict(error="failed")))])
+        compiled=dict(error="failed"))), dict(table=1, task="mnist", model="tcn", variants=dict(
+        reference=dict(median_ms=14.0, peak_memory_bytes=2**28)))])
     (tmp_path / "h100.json").write_text(json.dumps(report))
     bound = dict(device="NVIDIA H100", tables={"3": dict(
         table_task="ptb-char", reference_ms=34.0, variant_ms=5.8, without_local_rnn_ms=2.7,
@@ -247,7 +248,10 @@ def test_load_gpu_bench_reads_the_bench_format_and_tolerates_none(tmp_path):
     bench = bench_results.load_gpu_bench(tmp_path).set_index(["file", "variant"])
     assert bench.loc[("h100.json", "fast"), "speedup"] == 3.0
     assert bench.loc[("h100.json", "reference"), "peak_memory_mib"] == 1024
-    assert len(bench) == 2  # the failed variant and the bound's file are left out
+    assert len(bench) == 2  # the failed variant, the TCN's row and the bound's file are left out
+    assert set(bench["model"]) == {"rtransformer"}  # an entry without a model is the R-Transformer's
+    every_model = bench_results.load_gpu_bench(tmp_path, model=None).set_index(["model", "variant"])
+    assert every_model.loc[("tcn", "reference"), "ms_per_step"] == 14.0 and len(every_model) == 3
     bounds = bench_results.load_local_rnn_bounds(tmp_path).set_index("table")
     assert bounds.loc[3, "bound_ms"] == 3.85 and bounds.loc[3, "task"] == "ptb-char"
     assert bench_results.load_local_rnn_bounds(tmp_path / "h100.json").empty  # no bound_*.json there
