@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .configs import ABLATIONS, MODELS, OURS, PAPER, TABLE_TASKS, run_config
-from .bench_results import load_bench
+from .bench import NO_RELEASED_CODE
+from .bench_results import bench_model, load_bench
 from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR, SUPERSEDED_DIR
 from .run_folder import run_id_fields, stacks_eval_windows, variant_slug
 from .runtime import COMPILE_MODE_WORDS
@@ -692,14 +693,89 @@ def train_steps(task: str, model: str, data_dir: str | None = None) -> int:
     return len(paper_protocol(task, model, data_dir=data_dir).window_starts(len(corpus.train) // train.batch_size))
 
 
-def reference_ms(bench: list[dict], device: str) -> dict[int, float]:
-    """Table -> ms a training step of the released algorithm (rtlib's reference path) took in the
-    benchmark on `device` (the R-Transformer; the Transformer is not benchmarked)."""
-    for data in bench:
-        if data.get("device") == device and isinstance(data.get("tables"), list):
-            return {entry["table"]: entry["variants"]["reference"]["median_ms"] for entry in data["tables"]
-                    if "reference" in entry.get("variants", {})}
-    return {}
+def reference_ms(bench: list[dict], device: str) -> dict[tuple[int, str], float]:
+    """(table, model) -> ms a training step of the released scripts' engine (the bench's
+    `reference` variant: `rtlib.bench.RELEASED_VARIANTS`) took on `device`, over every benchmark
+    of that device; a row timed by several, the latest benchmark's (by its date). An entry
+    without a model is the R-Transformer's, from before the bench timed the others; the
+    Transformer has no reference (`rtlib.bench.NO_RELEASED_CODE`)."""
+    ms = {}
+    for data in sorted(bench, key=lambda data: data.get("date", "")):
+        tables = data.get("tables") if data.get("device") == device else None
+        for entry in tables if isinstance(tables, list) else []:
+            reference = entry.get("variants", {}).get("reference", {})
+            if "median_ms" in reference:
+                ms[entry["table"], bench_model(entry)] = reference["median_ms"]
+    return ms
+
+
+def released_prices(records: pd.DataFrame, bench: list[dict], data_dir: str | None = None) -> pd.DataFrame:
+    """One row per table x model with finished paper-profile runs: its `runs`; the `priced` ones,
+    those whose row the bench timed (`reference_ms`) on the GPU that ran them; what the released
+    scripts' engine would take for their training steps (`released_minutes`, no evaluation) and
+    their own GPU-minutes (`our_minutes`); and why the others are not priced (`unpriced_why`,
+    '' where none is left: 'no released code', or 'not benchmarked on' the GPUs that ran them)."""
+    done = evidence(records)
+    devices = sorted(set(done["device"])) if len(done) else []
+    ms = {device: reference_ms(bench, device) for device in devices}
+    rows = []
+    for table, task in TABLE_TASKS.items():
+        for model in MODELS:
+            runs = done[(done["task"] == task) & (done["model"] == model)] if len(done) else done
+            if not len(runs):
+                continue
+            timed = runs["device"].map(lambda device: (table, model) in ms[device])
+            priced, left = runs[timed], runs[~timed]
+            released = sum(run.epochs_run * train_steps(task, model, data_dir) * ms[run.device][table, model] / 60_000
+                           for run in priced.itertuples()) if len(priced) else math.nan
+            if not len(left):
+                why = ""
+            elif model in NO_RELEASED_CODE:
+                why = "no released code"
+            else:
+                why = f"not benchmarked on {join_words(sorted(set(left['device'])))}"
+            rows.append(dict(table=table, task=task, model=model, runs=len(runs), priced=len(priced),
+                             released_minutes=float(released), our_minutes=float(priced["gpu_minutes"].sum()),
+                             unpriced=len(left), unpriced_why=why))
+    columns = ["table", "task", "model", "runs", "priced", "released_minutes", "our_minutes", "unpriced", "unpriced_why"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _rows_text(prices: pd.DataFrame, runs: str, tables: bool = True) -> str:
+    """'R-Transformer on Tables 1, 2 and 4, TCN on Table 1' (without `tables`: 'R-Transformer,
+    TCN'): the rows of `prices` with `runs` > 0."""
+    rows = prices[prices[runs] > 0]
+    named = []
+    for model in dict.fromkeys(rows["model"]):
+        numbers = [str(table) for table in rows[rows["model"] == model]["table"]]
+        named.append(model_name(model) + (f" on Table{'s' if len(numbers) > 1 else ''} {join_words(numbers)}"
+                                          if tables else ""))
+    return ", ".join(named)
+
+
+def unpriced_text(prices: pd.DataFrame, tables: bool = True) -> str:
+    """'Transformer on Tables 1 and 2 (no released code); TCN on Table 1 (not benchmarked on
+    NVIDIA H200)': the rows with runs left unpriced, by reason; '' where every run is priced."""
+    left = prices[prices["unpriced"] > 0]
+    return "; ".join(f"{_rows_text(rows, 'unpriced', tables)} ({why})"
+                     for why, rows in left.groupby("unpriced_why", sort=False))
+
+
+def released_comparison(records: pd.DataFrame, bench: list[dict], data_dir: str | None = None) -> str:
+    """Markdown: what the released scripts' engine would take for the finished paper-profile runs
+    it can be timed on, against ours for the same runs, and which rows are not priced and why."""
+    prices = released_prices(records, bench, data_dir)
+    if not len(prices):
+        return "**Released code.** No paper-profile run has finished yet."
+    priced, left = prices[prices["priced"] > 0], unpriced_text(prices)
+    not_priced = f" Not priced: {left}." if left else " Every finished run is priced."
+    if not len(priced):
+        return f"**Released code.** No finished paper-profile run can be timed at the released code's speed yet.{not_priced}"
+    released, ours = priced["released_minutes"].sum(), priced["our_minutes"].sum()
+    return (f"**Released code.** The released code would take {released:.1f} GPU-minutes for the "
+            f"{plural(int(priced['priced'].sum()), 'run')} it can be timed on (rows: {_rows_text(priced, 'priced')}), "
+            f"against our {ours:.1f} for the same runs: {released / ours:.1f} times ours, for its training steps "
+            "alone against our whole runs, evaluation included." + not_priced)
 
 
 def _unfinished(batches: list[dict], records: pd.DataFrame | None = None) -> list[dict]:
@@ -757,24 +833,24 @@ def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir
     """Per table and in all: paper-profile runs finished and their GPU-minutes (each job's own
     wall time; jobs that shared a GPU each count in full), runs stopped at a batch's deadline and
     lost, runs made a second time (for their weights), runs superseded by a change of settings,
-    ablation runs, and what the released algorithm would take for the same finished R-Transformer
-    runs."""
+    ablation runs, and what the released scripts' engine would take for the finished runs it can
+    be timed on (`released_prices`: `priced_runs`, `released_minutes`, our `priced_minutes` for the
+    same runs; `released_minutes` NaN where no run is priced), and the runs left unpriced."""
     done, ablated = evidence(records), _ablation_runs(records)
     lost, waiting = _lost(batches, records), _waiting(batches, records)
     again, replaced = _paper_records(repeats_dir), superseded_records(superseded_dir)
+    prices = released_prices(records, bench, data_dir)
     rows = []
     for table, task in TABLE_TASKS.items():
         runs = done[done["task"] == task] if len(done) else done
         varied = ablated[ablated["task"] == task] if len(ablated) else ablated
-        rt = runs[runs["model"] == "rtransformer"]
-        ms = {device: reference_ms(bench, device).get(table) for device in set(rt["device"])}
-        released = sum(run.epochs_run * train_steps(task, "rtransformer", data_dir) * ms[run.device] / 60_000
-                       for run in rt.itertuples() if ms.get(run.device)) if len(rt) else 0.0
+        priced = prices[(prices["table"] == table) & (prices["priced"] > 0)]
         gone = [run["job_minutes"] for run in lost if run["run_id"].startswith(f"{task}_")]
         kept = [run["job_minutes"] for run in waiting if run["run_id"].startswith(f"{task}_")]
         rows.append(dict(table=table, task=task, runs=len(runs), gpu_minutes=float(runs["gpu_minutes"].sum()),
-                         rtransformer_minutes=float(rt["gpu_minutes"].sum()),
-                         released_minutes=released if len(rt) and all(ms.values()) else math.nan,
+                         priced_runs=int(priced["priced"].sum()), priced_minutes=float(priced["our_minutes"].sum()),
+                         released_minutes=float(priced["released_minutes"].sum()) if len(priced) else math.nan,
+                         unpriced_runs=int(prices[prices["table"] == table]["unpriced"].sum()),
                          lost_runs=len(gone), lost_minutes=float(sum(gone)),
                          waiting_runs=len(kept), waiting_minutes=float(sum(kept)),
                          repeat_minutes=float(again[again["task"] == task]["gpu_minutes"].sum()) if len(again) else 0.0,
@@ -874,12 +950,27 @@ def cost_table(records, batches, bench, data_dir=None) -> HTMLTable:
     left = pd.concat([left, pd.DataFrame([{**left.sum(numeric_only=True), "table": "all"}])], ignore_index=True)
     merged = spent.merge(left, on="table", how="left")
 
+    prices = released_prices(records, bench, data_dir)
+
     def minutes(value):
         return "–" if not np.isfinite(value) else f"{value:.1f}"
 
+    def released(row) -> str:
+        rows = prices if row.table == "all" else prices[prices["table"] == row.table]
+        if not row.runs:
+            return "–"
+        if row.priced_runs:
+            return f"{row.released_minutes:.1f} for {plural(int(row.priced_runs), 'run')}"
+        return "no released code" if set(rows["unpriced_why"]) == {"no released code"} else "not benchmarked"
+
+    def unpriced(row) -> str:
+        rows = prices if row.table == "all" else prices[prices["table"] == row.table]
+        return f"{int(row.unpriced_runs)}: {unpriced_text(rows, tables=False)}" if row.unpriced_runs else "none"
+
     out = [{"table": row.table, "paper-profile runs": int(row.runs), "GPU-minutes": minutes(row.gpu_minutes),
-            "of them R-Transformer": minutes(row.rtransformer_minutes),
-            "released algorithm, same R-Transformer runs": minutes(row.released_minutes),
+            "released code, the runs it can be timed on (GPU-minutes)": released(row),
+            "ours, the same runs (GPU-minutes)": minutes(row.priced_minutes) if row.priced_runs else "–",
+            "runs not priced: rows and why": unpriced(row),
             "runs lost (GPU-minutes)": f"{int(row.lost_runs)} ({row.lost_minutes:.1f})",
             "runs waiting to resume (GPU-minutes so far)": f"{int(row.waiting_runs)} ({row.waiting_minutes:.1f})",
             "second runs, for weights (GPU-minutes)": minutes(row.repeat_minutes),

@@ -440,6 +440,56 @@ def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_pa
     assert report.step_minutes(timed, "nottingham", "lstm") != report.step_minutes(timed, "nottingham", "lstm")  # NaN
 
 
+def test_cost_prices_every_row_the_bench_timed_and_names_the_rows_it_cannot(data_mirror, tmp_path):
+    seeds(tmp_path, [2.40, 2.42, 2.41], gpu_minutes=2.0, epochs=2)
+    seeds(tmp_path, [2.50, 2.52, 2.51], model="tcn", lr=1e-3, gpu_minutes=0.5, epochs=3)
+    seeds(tmp_path, [2.30, 2.31, 2.32], model="transformer")
+    seeds(tmp_path, [2.60, 2.61], model="gru", lr=1e-3)
+    seeds(tmp_path, [1.30], task="ptb-char", model="tcn", lr=4.0)  # Table 3: none of its rows timed
+    records = load_records(tmp_path)
+    old = dict(device="test GPU", date="2026-11-01T00:00:00Z",  # written before the bench named models
+               tables=[dict(table=2, variants=dict(reference=dict(median_ms=6.0)))])
+    new = dict(device="test GPU", date="2026-12-01T00:00:00Z", tables=[
+        dict(table=2, model="tcn", variants=dict(reference=dict(median_ms=2.0), fast=dict(median_ms=1.0))),
+        dict(table=2, model="transformer", no_reference="no released Transformer baseline",
+             variants=dict(fast=dict(median_ms=3.0))),
+        dict(table=2, model="gru", variants=dict(reference=dict(error="RuntimeError: out of memory")))])
+    elsewhere = dict(device="other GPU", tables=[dict(table=2, model="gru", variants=dict(reference=dict(median_ms=9.0)))])
+    bench = [new, elsewhere, old]
+    assert report.reference_ms(bench, "test GPU") == {(2, "rtransformer"): 6.0, (2, "tcn"): 2.0}
+    retimed = dict(old, date="2026-12-02T00:00:00Z", tables=[dict(table=2, model="tcn", variants=dict(
+        reference=dict(median_ms=2.5)))])
+    assert report.reference_ms([retimed, new], "test GPU")[2, "tcn"] == 2.5  # the latest benchmark's
+
+    spent = report.cost(records, [], bench).set_index("table")
+    steps = {model: report.train_steps("nottingham", model) for model in ("rtransformer", "tcn")}
+    released = 3 * 2 * steps["rtransformer"] * 6.0 / 60_000 + 3 * 3 * steps["tcn"] * 2.0 / 60_000
+    assert spent.loc[2, "released_minutes"] == pytest.approx(released)
+    assert tuple(spent.loc[2, ["priced_runs", "priced_minutes", "unpriced_runs", "runs"]]) == (6, 7.5, 5, 11)
+    assert math.isnan(spent.loc[3, "released_minutes"]) and spent.loc[3, "unpriced_runs"] == 1
+    assert spent.loc["all", "released_minutes"] == pytest.approx(released)
+
+    shown = report.cost_table(records, [], bench).frame.set_index("table")
+    priced, ours = "released code, the runs it can be timed on (GPU-minutes)", "ours, the same runs (GPU-minutes)"
+    assert shown.loc[2, priced] == f"{released:.1f} for 6 runs" and shown.loc[2, ours] == "7.5"
+    assert shown.loc[2, "runs not priced: rows and why"] == \
+        "5: Transformer (no released code); GRU (not benchmarked on test GPU)"
+    assert (shown.loc[3, priced], shown.loc[3, ours]) == ("not benchmarked", "–")
+    assert shown.loc[3, "runs not priced: rows and why"] == "1: TCN (not benchmarked on test GPU)"
+    assert shown.loc[1, priced] == "–" and shown.loc[1, "runs not priced: rows and why"] == "none"
+    text = report.released_comparison(records, bench)
+    assert (f"would take {released:.1f} GPU-minutes for the 6 runs it can be timed on (rows: R-Transformer on "
+            "Table 2, TCN on Table 2), against our 7.5 for the same runs") in text
+    assert text.endswith("Not priced: Transformer on Table 2 (no released code); GRU on Table 2, TCN on Table 3 "
+                         "(not benchmarked on test GPU).")
+    assert not NAN.search(text + shown.to_string())
+
+    transformers = records[records["model"] == "transformer"]
+    assert report.cost_table(transformers, [], bench).frame.set_index("table").loc[2, priced] == "no released code"
+    assert "No finished paper-profile run can be timed" in report.released_comparison(transformers, bench)
+    assert "No paper-profile run has finished" in report.released_comparison(transformers.iloc[:0], bench)
+
+
 # The committed R-Transformer paper records' released-code minutes per table (and ours for the
 # same runs), as the committed benchmarks price them (results/bench/NVIDIA_H200.json, entries
 # without a model): pinned before the benchmark timed any other model.
@@ -449,11 +499,16 @@ PINNED_RELEASED = {1: (739.5549058914185, 59.356085851833335), 2: (77.7010547637
 
 def test_committed_rtransformer_runs_cost_what_they_cost_before_other_models_were_benchmarked(data_mirror):
     records = load_records(RECORDS_DIR)
-    records = records[(records["model"] == "rtransformer") & (records["finished_at"] <= "2026-12-06T13:12:36Z")]
-    spent = report.cost(records, [], report.load_bench()).set_index("table")
+    records = records[records["finished_at"] <= "2026-12-06T13:12:36Z"]  # the records of the pin
+    bench = report.load_bench()
+    prices = report.released_prices(records, bench).set_index(["table", "model"])
+    spent = report.cost(records[records["model"] == "rtransformer"], [], bench).set_index("table")
     for table, (released, ours) in PINNED_RELEASED.items():
+        assert prices.loc[(table, "rtransformer"), "released_minutes"] == pytest.approx(released, rel=1e-9), table
+        assert prices.loc[(table, "rtransformer"), "our_minutes"] == pytest.approx(ours, rel=1e-9), table
+        assert prices.loc[(table, "rtransformer"), ["priced", "unpriced"]].tolist() == [3 + (table == 2), 0]
         assert spent.loc[table, "released_minutes"] == pytest.approx(released, rel=1e-9), table
-        assert spent.loc[table, "rtransformer_minutes"] == pytest.approx(ours, rel=1e-9), table
+        assert spent.loc[table, "priced_minutes"] == pytest.approx(ours, rel=1e-9), table
     assert spent.loc["all", "released_minutes"] == pytest.approx(1074.5202302074433, rel=1e-9)
 
 
