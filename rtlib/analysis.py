@@ -355,17 +355,30 @@ PROFILE_PREFERENCE = ("paper", "fast", "smoke")
 
 def pick_analyses(analyses: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     """(task, model) -> the analysis of its best-evidence run: no ablation variant, profile
-    `paper` before `fast` before `smoke`."""
+    `paper` before `fast` before `smoke`; of one profile, the one with the most examples' maps
+    (an analysis made before `kept_maps` holds one), then the first."""
+    def preference(item):
+        profile = PROFILE_PREFERENCE.index(item["profile"]) if item["profile"] in PROFILE_PREFERENCE else 9
+        return profile, -len(examples_with_maps(item))
+
     chosen: dict[tuple[str, str], dict[str, Any]] = {}
     for item in analyses:
         if item.get("variant"):
             continue
         key = (item["task"], item["model"])
-        rank = PROFILE_PREFERENCE.index(item["profile"]) if item["profile"] in PROFILE_PREFERENCE else 9
-        old = chosen.get(key)
-        if old is None or rank < PROFILE_PREFERENCE.index(old["profile"]):
+        if key not in chosen or preference(item) < preference(chosen[key]):
             chosen[key] = item
     return chosen
+
+
+def analysed_in_full(task_and_model: str, folder: str | Path = ANALYSIS_DIR) -> bool:
+    """Whether `folder` holds a paper-profile analysis of '<task>_<model>' (no ablation) with the
+    attention maps of `MAP_EXAMPLES` examples: `scripts/gpu_paper_batch.sh` analyses a run
+    again where none does."""
+    task, _, model = task_and_model.rpartition("_")
+    return any(item.get("task") == task and item.get("model") == model and item.get("profile") == "paper"
+               and not item.get("variant") and len(examples_with_maps(item)) >= MAP_EXAMPLES
+               for item in load_analyses(folder))
 
 
 def _entropy_of(item: dict[str, Any]) -> list[list[float]]:

@@ -20,8 +20,8 @@
 # to chain). `wait` sleeps, then packs what has landed and, as `finish` does, the unfinished runs
 # small enough to carry into a later lease (so does `start` with START_WAIT_S: a machine that goes
 # cold before the next call then loses only what has run since). `finish` waits for the runners,
-# analyses one finished run of each (task, R-Transformer or Transformer) the committed analyses lack (its
-# lowest seed), packs the records, the logs and, as far as there is room, the run folders of
+# analyses one finished run of each (task, R-Transformer or Transformer) whose committed analyses
+# lack the attention maps of 3 examples (its lowest seed), packs the records, the logs and, as far as there is room, the run folders of
 # unfinished runs small enough to carry back in (CARRY_LIMIT_BYTES), then the analysed runs'
 # best weights (for analyses on any machine), and stops MPS. To
 # resume those in a later lease, unpack their parts here (`cat checkpoints.tar.part-* | tar xf -`
@@ -136,16 +136,18 @@ ship_unfinished() {
   ship checkpoints "$LIVE" '*.pt' $(carriable)
 }
 
-# The first finished paper-profile run (lowest seed, no ablation) of each (task, R-Transformer or
-# Transformer) that has no committed analysis at the paper profile
-# (results/analysis/<task>_<model>_paper_*.json): the visualizations show attention.
+# The first finished paper-profile run (lowest seed, no ablation; a second run `.again` too) of
+# each (task, R-Transformer or Transformer) whose committed paper-profile analyses keep the
+# attention maps of fewer than 3 examples (`rtlib.analysis.analysed_in_full`; those made before
+# `kept_maps` keep one): the visualizations show 3 a model.
 unanalysed() {
   local seen=""
   for d in runs/*_paper_lr*_seed*; do
     [ -f "$d/record.json" ] || continue
     key=$(basename "$d"); key=${key%%_paper_*}
     case $key in *_rtransformer | *_transformer) ;; *) continue ;; esac  # the models with attention
-    ls results/analysis/"${key}"_paper_*.json > /dev/null 2>&1 && continue
+    python3 -c "import sys; from rtlib.analysis import analysed_in_full; sys.exit(not analysed_in_full(*sys.argv[1:]))" \
+      "$key" results/analysis 2>/dev/null && continue
     case " $seen " in *" $key "*) continue ;; esac
     seen="$seen $key"
     echo "$d"

@@ -261,6 +261,27 @@ def test_pick_analyses_prefers_paper_then_fast_and_skips_ablations():
     assert analysis.pick_analyses(items[:3])["mnist", "rtransformer"]["tag"] == 3
 
 
+def _maps_of(examples: int, **fields) -> dict:
+    """An analysis whose first `examples` examples keep their (one-head, one-query) maps."""
+    kept = [dict(example=[i], maps=[[[[1.0]]]]) for i in range(examples)]
+    return dict(fields, **kept[0], more_examples=kept[1:] + [dict(example=[99])])
+
+
+def test_of_one_profile_the_analysis_with_more_examples_maps_is_shown_and_counts_as_full(tmp_path):
+    old = _maps_of(1, task="ptb-char", model="rtransformer", profile="paper", tag="seed 1113, before kept_maps")
+    new = _maps_of(analysis.MAP_EXAMPLES, task="ptb-char", model="rtransformer", profile="paper", tag="seed 1111")
+    assert analysis.pick_analyses([old, new])["ptb-char", "rtransformer"]["tag"] == "seed 1111"
+    assert analysis.pick_analyses([new, old])["ptb-char", "rtransformer"]["tag"] == "seed 1111"
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert not analysis.analysed_in_full("ptb-char_rtransformer", tmp_path)  # gpu_paper_batch.sh analyses again
+    (tmp_path / "fast.json").write_text(json.dumps(dict(new, profile="fast")))
+    (tmp_path / "ablation.json").write_text(json.dumps(dict(new, variant="window=3")))
+    assert not analysis.analysed_in_full("ptb-char_rtransformer", tmp_path)
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    assert analysis.analysed_in_full("ptb-char_rtransformer", tmp_path)
+    assert not analysis.analysed_in_full("ptb-char_transformer", tmp_path)
+
+
 def test_parameter_counts_breakdown_and_released_dead_weights(real_data):
     model = tables.build_paper_model("mnist", "rtransformer", data_dir=real_data)
     parts = tables.parameter_breakdown(model)

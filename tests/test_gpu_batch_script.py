@@ -1,6 +1,7 @@
 """scripts/gpu_paper_batch.sh's `finish` on a CPU, with the GPU tools stubbed and the limits on
 what a call brings back scaled down: what it ships, what it leaves behind, and that it stays
 within the device tool's limits (8 files, 64 MiB in all, at full scale)."""
+import json
 import os
 import shutil
 import subprocess
@@ -44,7 +45,11 @@ def test_finish_ships_unfinished_runs_that_can_be_carried_then_analysed_best_wei
     (stubs / "nvidia-cuda-mps-control").write_text("#!/bin/sh\ncat > /dev/null\n")
     (stubs / "nvidia-cuda-mps-control").chmod(0o755)
     (root / "runs" / "_logs" / "runner_pids").write_text("999999999\n")  # runners that have ended
-    (root / "results" / "analysis" / "ptb-word_transformer_paper_lr2_seed1112.json").write_text("{}")
+    analysed = dict(task="ptb-word", model="transformer", profile="paper", example=[1], maps=[[[[1.0]]]])
+    analysed["more_examples"] = [dict(example=[2], maps=[[[[1.0]]]]), dict(example=[3], maps=[[[[1.0]]]])]
+    (root / "results" / "analysis" / "ptb-word_transformer_paper_lr2_seed1112.json").write_text(json.dumps(analysed))
+    one_example = dict(analysed, task="ptb-char", model="rtransformer", more_examples=[dict(example=[2])])
+    (root / "results" / "analysis" / "ptb-char_rtransformer_paper_lr2_seed1113.json").write_text(json.dumps(one_example))
     run_folder(root, "ptb-char_rtransformer_paper_lr2_seed1112", 150_000, 150_000, finished=True)
     run_folder(root, "ptb-char_rtransformer_paper_lr2_seed1113", 150_000, 150_000, finished=True)
     run_folder(root, "ptb-word_transformer_paper_lr2_seed1113", 50_000, 50_000, finished=True)
@@ -65,7 +70,8 @@ def test_finish_ships_unfinished_runs_that_can_be_carried_then_analysed_best_wei
     assert too_large.strip() == "runs/ptb-char_transformer_paper_lr2_seed1112"
     assert members(out, "weights") == set()  # no room left after the checkpoints
     left = (root / "runs" / "_logs" / "left_behind_weights.txt").read_text()
-    assert left.strip() == "runs/ptb-char_rtransformer_paper_lr2_seed1112"  # one run per (task, attention model)
+    # one run per (task, attention model) whose analyses keep fewer than 3 examples' maps (here one)
+    assert left.strip() == "runs/ptb-char_rtransformer_paper_lr2_seed1112"
     assert (out / "records.tgz").exists() and (out / "notebooks.tgz").exists()
 
 
