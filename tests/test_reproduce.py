@@ -150,7 +150,8 @@ def test_a_paper_plan_gives_each_job_its_measured_minutes(capsys):
     assert "job-minutes" not in capsys.readouterr().out  # measured for the paper profile only
 
 
-def test_a_variant_is_priced_by_its_own_runs_and_the_plan_says_when_it_is_not(capsys):
+def test_a_variant_is_priced_by_its_own_runs_and_the_plan_says_when_it_is_not(capsys, monkeypatch):
+    from rtlib import report
     from rtlib.report import _minutes_per_run, job_minutes
 
     fp32 = ablation_jobs("paper", [1, 3])
@@ -165,11 +166,16 @@ def test_a_variant_is_priced_by_its_own_runs_and_the_plan_says_when_it_is_not(ca
     price[("ptb-char", "rtransformer", "")] = 18.5
     assert job_minutes(fp32, price) == [6.0 * epochs, 18.5]
     assert job_minutes(fp32, price, row_pace=False) == [6.0 * epochs, pytest.approx(math.nan, nan_ok=True)]
+    # a batch log that timed the row, not the variant (the committed logs time more and more variants)
+    row = dict(run_id="ptb-word_rtransformer_paper_lr2_seed1111", status="finished", epochs=100, job_minutes=16.0,
+               seconds_per_epoch=9.5)
+    monkeypatch.setattr(report, "load_batches", lambda: [dict(finished=[row])])
+    monkeypatch.setattr(report, "load_records", lambda: load_records(Path("/nonexistent")))
     main(["reproduce", "--table", "all", "--ablations", "--profile", "paper", "--plan", "--out", "runs",
           "--results", "/nonexistent"])
     out = capsys.readouterr().out
     assert re.search(r"^#   ptb-word_rtransformer_paper_window-1_lr2_seed1111: not timed yet \(the row without "
-                     r"`window=1`: \d+\.\d\)$", out, re.MULTILINE)  # batch logs timed the row, not the variant
+                     r"`window=1`: 15\.8\)$", out, re.MULTILINE)
 
 
 def test_a_run_id_reads_back_as_its_parts():
