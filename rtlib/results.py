@@ -700,6 +700,23 @@ def ablation_effects(records: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ablation_sentence(records: pd.DataFrame, variant: str) -> str:
+    """Markdown: what the paper-profile runs of one ablation (`variant`) gave on each table that
+    plans it, against its row, with `ablation_reading`'s verdict or pointer; which tables have
+    not run it."""
+    found = ablation_effects(records)
+    found = found[found["variant"] == variant]
+    ran = [f"{row.with_it} on {task_name(row.task)} (Table {row.table}, "
+           f"{METRIC_NAMES.get(TASKS[row.task].metric, TASKS[row.task].metric)}) against the row's {row.without}"
+           + (f", {signed(row.same_seed_change, row.task, 1)} at the same {seeds_text(row.shared_seeds)}"
+              if row.shared_seeds else "") + f": {row.reading}"
+           for row in found.itertuples() if row.n]
+    missing = [f"Table {row.table}" for row in found.itertuples() if not row.n]
+    text = (f"Trained at the paper profile, {variant_name(variant)} gives " + "; ".join(ran) + "."
+            if ran else f"No paper-profile run of {variant_name(variant)} has finished yet.")
+    return text + (f" Not run yet: {join_words(missing)}." if ran and missing else "")
+
+
 def ablations_table(records: pd.DataFrame) -> HTMLTable:
     """`ablation_effects` with readable headers; the change to one more digit than the paper's."""
     found = ablation_effects(records)

@@ -783,3 +783,16 @@ def test_a_variant_reads_as_the_prose_names_it():
     assert results.variant_name("norm=post") == "post-norm"
     assert results.variant_name("compile=none") == "compile=none"
     assert results.variant_name("") == ""
+
+
+def test_an_ablation_reads_as_one_sentence_over_the_tables_that_plan_it(tmp_path):
+    assert results.ablation_sentence(load_records(tmp_path), "norm=post") == \
+        "No paper-profile run of post-norm has finished yet."
+    for seed, test in ((1111, 2.83), (1112, 2.41), (1113, 2.37)):
+        write_record(tmp_path, seed=seed, test=test, epochs=100)
+    write_record(tmp_path, seed=1111, test=3.31, epochs=100, variant="norm=post")
+    said = results.ablation_sentence(load_records(tmp_path), "norm=post")
+    assert said.startswith("Trained at the paper profile, post-norm gives 3.31 (n=1) on Nottingham (Table 2, NLL) "
+                           "against the row's 2.54 ± 0.25 (n=3), +0.480 at the same seed 1111: worse than every "
+                           "seed of the row")
+    assert said.endswith("Not run yet: Table 4.")  # Table 4 plans post-norm too
