@@ -221,12 +221,29 @@ def test_bench_cli_times_the_models_asked_for_default_the_rtransformer(monkeypat
         return dict(table=table, model=model, variants={})
     monkeypatch.setattr(bench, "bench_table", bench_table)
     monkeypatch.setattr(bench, "bench_music_epoch", lambda device, setups: dict(timed=True))
+    fetched = []
+    monkeypatch.setattr(bench, "fetch_tasks", fetched.append)
     out = tmp_path / "bench.json"
     assert bench.main(["--device", "cpu", "--tables", "2", "--variants", "reference", "--out", str(out)]) == 0
-    assert asked == [(2, "rtransformer", ["reference"])]
+    assert asked == [(2, "rtransformer", ["reference"])] and fetched == [["nottingham"]]
     assert bench.main(["--device", "cpu", "--tables", "1", "2", "--models", "tcn", "rtransformer", "--variants",
                        "reference", "fastest", "--music-epoch", "--out", str(out)]) == 0
     assert asked[1:] == [(table, model, ["reference", "fastest"]) for table in (1, 2) for model in ("tcn", "rtransformer")]
     written = json.loads(out.read_text())["tables"]
     assert [(entry["table"], entry["model"], "epoch" in entry) for entry in written] == [
         (1, "tcn", False), (1, "rtransformer", False), (2, "tcn", False), (2, "rtransformer", True)]
+
+
+def test_bench_stops_before_any_row_when_a_table_has_no_data(monkeypatch, tmp_path):
+    from rtlib.data.fetch import DataNotFoundError
+
+    asked = []
+    monkeypatch.setattr(bench, "bench_table", lambda *args, **kwargs: asked.append(args))
+
+    def no_mnist(tasks):
+        raise DataNotFoundError(f"cannot find data file mnist/train-images-idx3-ubyte (asked for {tasks})")
+    monkeypatch.setattr(bench, "fetch_tasks", no_mnist)
+    out = tmp_path / "bench.json"
+    with pytest.raises(DataNotFoundError, match=r"\['mnist', 'ptb-char'\]"):
+        bench.main(["--device", "cpu", "--tables", "3", "1", "--models", "tcn", "--out", str(out)])
+    assert not asked and not out.exists()  # batch ad timed Tables 3-4 and wrote errors for 1-2
