@@ -264,23 +264,22 @@ MIN_SEEDS = 3
 class Ablation:
     table: int
     model: str
-    variant: str  # as `--variants` takes it and the run id spells it
-    name: str  # as the book's prose names it
+    variant: str  # as `--variants` takes it and the run id spells it (prose: results.variant_name)
     why: str
     seeds: int = 1
 
 
 def _ablations() -> tuple[Ablation, ...]:
-    rows = [Ablation(2, "rtransformer", "clip_before_backward=false", "clipping after backward()",
+    rows = [Ablation(2, "rtransformer", "clip_before_backward=false",
                      "the paper text's clipping (after backward) instead of the released no-op")]
-    rows += [Ablation(table, "rtransformer", "precision=fp32", "fp32", "fp32, as released, instead of bf16 autocast")
+    rows += [Ablation(table, "rtransformer", "precision=fp32", "fp32, as released, instead of bf16 autocast")
              for table in TABLE_TASKS]
     for table in (2, 4):
         released = PAPER[TABLE_TASKS[table], "rtransformer"].backbone.window
-        rows.append(Ablation(table, "rtransformer", "norm=post", "post-norm", "post-norm, the paper's Eq. 8"))
-        rows += [Ablation(table, "rtransformer", f"window={window}", f"window M={window}",
-                          f"window M={window} (released {released})") for window in (1, 3, 2 * released)]
-        rows.append(Ablation(table, "transformer", "position=none", "no positions",
+        rows.append(Ablation(table, "rtransformer", "norm=post", "post-norm, the paper's Eq. 8"))
+        rows += [Ablation(table, "rtransformer", f"window={window}", f"window M={window} "
+                          f"(released {released})") for window in (1, 3, 2 * released)]
+        rows.append(Ablation(table, "transformer", "position=none",
                              "the Transformer without position embeddings", seeds=MIN_SEEDS))
     return tuple(rows)
 

@@ -153,7 +153,7 @@ def _untested_causes(task: str, model: str, records: pd.DataFrame) -> list[str]:
     if len(grid) > 1 and TASKS[task].has_validation and not set(grid) <= run:
         causes.append("the lr grid {" + ", ".join(f"{lr:g}" for lr in grid) + "}")
     done = set(ablations(records, task)["variant"]) if len(records) else set()
-    causes += [f"the {a.name} ablation" for a in ABLATIONS if a.table == table and a.model == model
+    causes += [f"the {variant_name(a.variant)} ablation" for a in ABLATIONS if a.table == table and a.model == model
                and a.variant not in done]
     return causes
 

@@ -69,15 +69,18 @@ def task_name(task: str) -> str:
     return TASK_NAMES.get(task, task)
 
 
+# How the book's prose names a variant: whole variants first, then a setting with its value.
+_VARIANT_WORDS = {"clip_before_backward=false": "clipping after backward()", "position=none": "no positions"}
 _SETTING_WORDS = {"window": "window M={}", "norm": "{}-norm", "precision": "{}"}
 
 
 def variant_name(variant: str) -> str:
     """An ablation as the book's prose names it: 'precision=fp32' -> 'fp32', 'norm=post' ->
     'post-norm', 'window=2' -> 'window M=2'; another variant as the run id spells it."""
-    planned = next((a.name for a in ABLATIONS if a.variant == variant), None)
     setting, _, value = variant.partition("=")
-    return planned or (_SETTING_WORDS[setting].format(value) if setting in _SETTING_WORDS and value else variant)
+    if variant in _VARIANT_WORDS:
+        return _VARIANT_WORDS[variant]
+    return _SETTING_WORDS[setting].format(value) if setting in _SETTING_WORDS and value else variant
 
 
 def _empty() -> pd.DataFrame:

@@ -12,7 +12,7 @@ import pytest
 matplotlib.use("Agg")
 
 from rtlib import plots, report, results  # noqa: E402
-from rtlib.configs import run_config, with_variant  # noqa: E402
+from rtlib.configs import ABLATIONS, run_config, with_variant  # noqa: E402
 from rtlib.paths import RECORDS_DIR, REPEATS_DIR, REPO  # noqa: E402
 from rtlib.results import cell, cells, claims, comparisons, evidence, load_records  # noqa: E402
 from rtlib.tasks import TASKS  # noqa: E402
@@ -783,6 +783,7 @@ def test_a_variant_reads_as_the_prose_names_it():
     assert results.variant_name("norm=post") == "post-norm"
     assert results.variant_name("compile=none") == "compile=none"
     assert results.variant_name("") == ""
+    assert not [a.variant for a in ABLATIONS if results.variant_name(a.variant) == a.variant]  # each has words
 
 
 def test_an_ablation_reads_as_one_sentence_over_the_tables_that_plan_it(tmp_path):
