@@ -39,9 +39,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .cli import OneLineParser
-from .configs import MODELS, PROFILES, TABLE_TASKS, RunConfig, run_config, with_variant
+from .configs import MODELS, NO_RELEASED_CODE, PROFILES, TABLE_TASKS, RunConfig, run_config, with_variant
 from .data.fetch import fetch_tasks
-from .models import build_model
+from .models import RNNConfig, build_model
 from .models.config import recorded_settings
 from .models.local_rnn import LocalRNN
 from .paths import BENCH_DIR
@@ -57,9 +57,6 @@ REFERENCE_VARIANT = "local_rnn_impl=reference,attention_impl=explicit"
 # released LocalRNN and attention; the baselines' released code (the TCN suite: weight-normed
 # convolutions, nn.RNN/GRU/LSTM through cuDNN) does what our model code does, so none.
 RELEASED_VARIANTS: dict[str, str] = {"rtransformer": REFERENCE_VARIANT, "tcn": "", "rnn": "", "gru": "", "lstm": ""}
-# The models without released code, and why they have no `reference` variant.
-NO_RELEASED_CODE: dict[str, str] = {"transformer": "no released Transformer baseline"}
-RECURRENT = ("rnn", "gru", "lstm")
 MUSIC_STEPS_PER_TUNE = 254  # mean Nottingham training tune length (176,561 steps / 694 tunes)
 
 
@@ -157,7 +154,7 @@ def step_flops(runner: StepRunner) -> int:
     recurrent baselines are counted with cuDNN and oneDNN off: the counter sees nothing inside
     their fused RNNs, while PyTorch's own RNN kernels do the same matmuls as ops it counts."""
     counter = FlopCounterMode(display=False)
-    with counter, fused_rnns_off(runner.cfg.model in RECURRENT):
+    with counter, fused_rnns_off(isinstance(runner.cfg.backbone, RNNConfig)):
         runner.optimizer.zero_grad(set_to_none=True)
         runner.loss().backward()
     return counter.get_total_flops()

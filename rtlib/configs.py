@@ -116,6 +116,8 @@ RUNTIME_KEYS = ("compile",)
 HYPER = "../shared/reference/hyperparameters.md"
 RELEASED = f"R-Transformer released scripts ({HYPER})"
 TCN_SUITE = f"TCN suite defaults, Bai et al. 2018 ({HYPER})"
+# The rows whose code was never released, and why (the benchmark times no released engine for them)
+NO_RELEASED_CODE = {"transformer": "no released Transformer baseline"}
 OURS = ("not given by the paper (row copied from Bai et al. 2018): sized to the matching "
         "row's parameter count as Bai et al. did; optimizer and lr grid are our choice")
 

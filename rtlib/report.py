@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .configs import ABLATIONS, MODELS, OURS, PAPER, TABLE_TASKS, run_config
-from .bench import NO_RELEASED_CODE
+from .configs import ABLATIONS, MODELS, NO_RELEASED_CODE, OURS, PAPER, TABLE_TASKS, run_config
 from .bench_results import bench_model, load_bench
 from .paths import BATCHES_DIR, BENCH_DIR, REPEATS_DIR, SUPERSEDED_DIR
 from .run_folder import run_id_fields, stacks_eval_windows, variant_slug
@@ -698,7 +697,7 @@ def reference_ms(bench: list[dict], device: str) -> dict[tuple[int, str], float]
     `reference` variant: `rtlib.bench.RELEASED_VARIANTS`) took on `device`, over every benchmark
     of that device; a row timed by several, the latest benchmark's (by its date). An entry
     without a model is the R-Transformer's, from before the bench timed the others; the
-    Transformer has no reference (`rtlib.bench.NO_RELEASED_CODE`)."""
+    Transformer has no reference (`rtlib.configs.NO_RELEASED_CODE`)."""
     ms = {}
     for data in sorted(bench, key=lambda data: data.get("date", "")):
         tables = data.get("tables") if data.get("device") == device else None
