@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cli import OneLineParser
-from .configs import RunConfig
+from .configs import RunConfig, run_config
 from .models import build_model
 from .models.config import recorded_settings
 from .models.layers import CausalSelfAttention
@@ -37,6 +37,7 @@ from .paths import ANALYSIS_DIR
 MAX_TOKENS = 64        # language-model and music excerpts: full maps of this many positions
 SIGNIFICANT = 4        # attention weights and saliencies are stored with 4 significant digits
 MAP_EXAMPLES = 3       # examples of an analysis that keep their attention maps, the first included
+ATTENTION_MODELS = ("rtransformer", "transformer")  # the models an analysis can look into
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,6 +382,19 @@ def analysed_in_full(task_and_model: str, folder: str | Path = ANALYSIS_DIR) -> 
                for item in load_analyses(folder))
 
 
+def wants_analysis(run_dir: str | Path, folder: str | Path = ANALYSIS_DIR) -> bool:
+    """Whether `scripts/gpu_paper_batch.sh` analyses the finished run in `run_dir`: a paper-profile
+    run of a model with attention, no ablation, at its row's configured lr, whose (task, model)
+    `folder` has no analysis of in full (`analysed_in_full`). A grid point at another lr is left
+    alone, so that the visualizations show the model the row's cell is made of."""
+    record = json.loads((Path(run_dir) / "record.json").read_text())
+    task, model = record["task"], record["model"]
+    if record["profile"] != "paper" or record.get("variant") or model not in ATTENTION_MODELS:
+        return False
+    return (record["lr"] == run_config(task, model, "paper").train.lr
+            and not analysed_in_full(f"{task}_{model}", folder))
+
+
 def _entropy_of(item: dict[str, Any]) -> list[list[float]]:
     """(layers, heads) normalized entropy of an analysis, computed from its maps where the JSON
     predates the ``entropy`` field."""
@@ -544,7 +558,7 @@ def comparison_sentence(comparison: "pd.DataFrame") -> str:
             "those models, not a verdict on the architectures.")
 
 
-def coverage(items, tasks: dict[int, str] | None = None, models=("rtransformer", "transformer")) -> str:
+def coverage(items, tasks: dict[int, str] | None = None, models=ATTENTION_MODELS) -> str:
     """Markdown: which (table, model) pairs have an analysis at the paper profile, which only a
     shorter profile's, and which none, so that a page never implies more coverage than it has."""
     from .configs import TABLE_TASKS

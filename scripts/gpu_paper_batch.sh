@@ -136,18 +136,18 @@ ship_unfinished() {
   ship checkpoints "$LIVE" '*.pt' $(carriable)
 }
 
-# The first finished paper-profile run (lowest seed, no ablation; a second run `.again` too) of
-# each (task, R-Transformer or Transformer) whose committed paper-profile analyses keep the
-# attention maps of fewer than 3 examples (`rtlib.analysis.analysed_in_full`; those made before
-# `kept_maps` keep one): the visualizations show 3 a model.
+# The first finished paper-profile run (lowest seed, no ablation, at the row's configured lr, not
+# a grid point; a second run `.again` too) of each (task, R-Transformer or Transformer) whose
+# committed paper-profile analyses keep the attention maps of fewer than 3 examples
+# (`rtlib.analysis.wants_analysis`; those made before `kept_maps` keep one): the visualizations
+# show 3 a model.
 unanalysed() {
   local seen=""
   for d in runs/*_paper_lr*_seed*; do
     [ -f "$d/record.json" ] || continue
     key=$(basename "$d"); key=${key%%_paper_*}
-    case $key in *_rtransformer | *_transformer) ;; *) continue ;; esac  # the models with attention
-    python3 -c "import sys; from rtlib.analysis import analysed_in_full; sys.exit(not analysed_in_full(*sys.argv[1:]))" \
-      "$key" results/analysis 2>/dev/null && continue
+    python3 -c "import sys; from rtlib.analysis import wants_analysis; sys.exit(not wants_analysis(*sys.argv[1:]))" \
+      "$d" results/analysis 2>/dev/null || continue
     case " $seen " in *" $key "*) continue ;; esac
     seen="$seen $key"
     echo "$d"
