@@ -282,6 +282,28 @@ def test_of_one_profile_the_analysis_with_more_examples_maps_is_shown_and_counts
     assert not analysis.analysed_in_full("ptb-char_transformer", tmp_path)
 
 
+def test_a_batch_analyses_runs_at_the_rows_lr_only_and_only_until_one_is_analysed_in_full(tmp_path):
+    analyses = tmp_path / "analyses"
+    analyses.mkdir()
+
+    def run(name, **fields):
+        folder = tmp_path / name
+        folder.mkdir()
+        record = dict(task="ptb-word", model="rtransformer", profile="paper", variant="", lr=2.0) | fields
+        (folder / "record.json").write_text(json.dumps(record))
+        return folder
+
+    row = run("row")
+    assert analysis.wants_analysis(row, analyses)
+    assert not analysis.wants_analysis(run("grid_point", lr=1.0), analyses)  # not the model of the cell
+    assert not analysis.wants_analysis(run("ablation", variant="window=3"), analyses)
+    assert not analysis.wants_analysis(run("fast", profile="fast"), analyses)
+    assert not analysis.wants_analysis(run("baseline", model="tcn", lr=4.0), analyses)
+    (analyses / "done.json").write_text(json.dumps(
+        _maps_of(analysis.MAP_EXAMPLES, task="ptb-word", model="rtransformer", profile="paper")))
+    assert not analysis.wants_analysis(row, analyses)
+
+
 def test_parameter_counts_breakdown_and_released_dead_weights(real_data):
     model = tables.build_paper_model("mnist", "rtransformer", data_dir=real_data)
     parts = tables.parameter_breakdown(model)
