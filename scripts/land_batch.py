@@ -79,11 +79,13 @@ def steady_seconds_per_epoch(entries: list[dict]) -> float | None:
     return round((timed[-1] - timed[0]) / (len(timed) - 1), 2) if len(timed) > 1 else None
 
 
-def logged_before(repo: Path, kind: str) -> set[tuple[str, int]]:
-    """(run folder, epochs) of the runs that earlier batch logs list under `kind` ("finished" or
-    "lost_runs"): a later batch on the same warm machine packs them again (its runs/ still holds
-    them), but unless it ran them further they are not its runs."""
-    return {(run["run_id"], run["epochs"]) for log in (repo / "results" / "batches").glob("*.json")
+def logged_before(repo: Path, kind: str) -> set[tuple[str, int, float]]:
+    """(run folder, epochs, job minutes) of the runs that earlier batch logs list under `kind`
+    ("finished" or "lost_runs"): a later batch on the same warm machine packs them again (its runs/
+    still holds them), but unless it ran them further they are not its runs. The minutes tell
+    such a run from the same run lost at the same epoch on another machine (batches ab and af
+    both stopped the PTB-char GRU seed 1112 at epoch 5)."""
+    return {(run["run_id"], run["epochs"], run["job_minutes"]) for log in (repo / "results" / "batches").glob("*.json")
             for run in json.loads(log.read_text()).get(kind, [])}
 
 
@@ -91,7 +93,7 @@ def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list
     """Copy each landed record (and its notebook) into results/, noting it in `finished` and any
     refusal in `conflicts`; the records landed. A record an earlier batch log lists, committed
     with the same content, is left out (an earlier batch's run)."""
-    records_landed, earlier = [], {run for run, _ in logged_before(repo, "finished")}
+    records_landed, earlier = [], {run for run, *_ in logged_before(repo, "finished")}
     for record_path in sorted(landed.glob("runs/*/record.json")):
         run_dir = record_path.parent
         try:
@@ -117,9 +119,10 @@ def land_records(landed: Path, repo: Path, finished: list[dict], conflicts: list
 
 
 def lost_runs(landed: Path, reasons: dict[str, str], failed: dict[str, float],
-              earlier: set[tuple[str, int]] = frozenset()) -> list[dict]:
+              earlier: set[tuple[str, int, float]] = frozenset()) -> list[dict]:
     """The runs with a log or a failure (`failed`, run id -> its job minutes) and no record, but
-    those an earlier batch log lists as lost at the same epoch (`earlier`, from `logged_before`).
+    those an earlier batch log lists as lost at the same epoch and minute (`earlier`, from
+    `logged_before`).
     A run that failed before its first epoch has no log: its minutes are its runner's."""
     lost = []
     for run in sorted({log.parent.name for log in landed.glob("runs/*/log.jsonl")} | failed.keys()):
@@ -127,9 +130,9 @@ def lost_runs(landed: Path, reasons: dict[str, str], failed: dict[str, float],
         if (run_dir / "record.json").exists() or run.startswith("_"):
             continue
         entries = epochs_logged(run_dir)
-        if (run, len(entries)) in earlier:
-            continue
         minutes = entries[-1].get("elapsed_s", 0.0) / 60 if entries else failed.get(run, 0.0)
+        if (run, len(entries), round(minutes, 2)) in earlier:
+            continue
         lost.append(dict(run_id=run, epochs=len(entries), job_minutes=round(minutes, 2),
                          seconds_per_epoch=steady_seconds_per_epoch(entries),
                          why=reasons.get(run, "unfinished at the deadline")))

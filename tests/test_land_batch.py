@@ -123,6 +123,21 @@ def test_a_later_batch_on_the_same_warm_machine_logs_only_its_own_runs(tmp_path)
     assert [entry["run_id"] for entry in first["lost_runs"]] == [LOST] and later["lost_runs"] == []
 
 
+def test_a_run_lost_at_the_same_epoch_on_another_machine_is_lost_again(tmp_path):
+    fetched, root = tmp_path / "fetched", repo(tmp_path / "repo")
+    fetched.mkdir()
+    fetched_batch(fetched)
+    args = ["--script", "s", "--sharing", "s", "--deadline-minutes", "1", "--held-minutes", "1", "--repo", str(root)]
+    assert land_batch.main([str(fetched), "--name", "2026-12-06_h100_w", *args]) == 0
+    earlier = root / "results" / "batches" / "2026-12-06_h100_w.json"
+    log = json.loads(earlier.read_text())
+    log["lost_runs"][0]["job_minutes"] += 1.2  # the same epoch, reached after other minutes: another machine
+    earlier.write_text(json.dumps(log))
+    assert land_batch.main([str(fetched), "--name", "2026-12-06_h100_x", *args]) == 0
+    later = json.loads((root / "results" / "batches" / "2026-12-06_h100_x.json").read_text())
+    assert [entry["run_id"] for entry in later["lost_runs"]] == [LOST]
+
+
 def test_a_batch_log_that_exists_is_refused(tmp_path):
     root = repo(tmp_path / "repo")
     (root / "results" / "batches" / "x.json").write_text("{}")
