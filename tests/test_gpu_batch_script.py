@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from rtlib.configs import run_config
 from rtlib.paths import REPO
+from rtlib.run_folder import run_id_fields
 
 SCRIPT = REPO / "scripts" / "gpu_paper_batch.sh"
 LIMITS = dict(OUT_FILES="8", OUT_BYTES="600000", PART_BYTES="100000", CARRY_LIMIT_BYTES="400000")
@@ -23,7 +25,10 @@ def run_folder(root: Path, run_id: str, checkpoint: int, best: int, finished: bo
     (folder / "best.pt").write_bytes(os.urandom(best))
     (folder / "log.jsonl").write_text('{"epoch": 1}\n')
     if finished:
-        (folder / "record.json").write_text("{}\n")
+        fields = run_id_fields(run_id)
+        record = dict(task=fields["task"], model=fields["model"], profile="paper", variant="",
+                      lr=run_config(fields["task"], fields["model"], "paper").train.lr)
+        (folder / "record.json").write_text(json.dumps(record) + "\n")
     return folder
 
 
