@@ -778,9 +778,12 @@ def released_comparison(records: pd.DataFrame, bench: list[dict], data_dir: str 
 
 
 def _unfinished(batches: list[dict], records: pd.DataFrame | None = None) -> list[dict]:
-    """Every run a batch left without a record, each with `why`; a run left twice is listed
-    twice. With `records`, a run whose checkpoint a later session resumed from is left out: its
-    record's GPU-minutes hold that batch's time too."""
+    """Every run a batch left without a record, each with `why`; a run left twice from scratch
+    is listed twice. A run whose checkpoint came back and that a later batch left again further
+    on is listed once, as that batch left it: its log's minutes count from the run's first epoch
+    (batches af and ag left the Table 4 grid point lr 3 at epochs 18 and 35). With `records`, a
+    run whose checkpoint a later session resumed from is left out: its record's GPU-minutes hold
+    that batch's time too."""
     resumed = set()
     if records is not None and len(records):
         resumed = {(row.run_id, session["from_epoch"]) for row in records.itertuples()
@@ -788,7 +791,13 @@ def _unfinished(batches: list[dict], records: pd.DataFrame | None = None) -> lis
     left = [{"why": "stopped at the batch's deadline", **run} for batch in batches
             for run in batch.get("stopped_at_the_deadline", [])] + \
            [run for batch in batches for run in batch.get("lost_runs", [])]
-    return [run for run in left if (run["run_id"], run.get("epochs", -1) + 1) not in resumed]
+
+    def carried_further(run: dict) -> bool:
+        return run.get("checkpoint") == "brought back" and any(
+            other["run_id"] == run["run_id"] and other.get("epochs", -1) > run.get("epochs", -1) for other in left)
+
+    return [run for run in left
+            if (run["run_id"], run.get("epochs", -1) + 1) not in resumed and not carried_further(run)]
 
 
 def _lost(batches: list[dict], records: pd.DataFrame | None = None) -> list[dict]:

@@ -686,6 +686,19 @@ def test_a_lost_run_resumed_from_its_checkpoint_is_no_longer_lost(tmp_path):
     assert len(report._lost([batch])) == 2
 
 
+def test_a_checkpoint_carried_further_by_a_later_batch_counts_once_as_that_batch_left_it():
+    grid_point = "ptb-word_rtransformer_paper_lr3_seed1111"
+    first = dict(lost_runs=[dict(run_id=grid_point, epochs=18, job_minutes=1.74, why="unfinished at the deadline",
+                                 checkpoint="brought back")])
+    later = dict(lost_runs=[dict(run_id=grid_point, epochs=35, job_minutes=3.13, why="still training",
+                                 checkpoint="brought back")])
+    assert [run["job_minutes"] for run in report._waiting([first, later])] == [3.13]
+    assert [run["job_minutes"] for run in report._waiting([later, first])] == [3.13]
+    from_scratch = dict(lost_runs=[dict(run_id=grid_point, epochs=40, job_minutes=2.0, why="stopped by its runner")])
+    assert [run["epochs"] for run in report._lost([dict(lost_runs=[{**first["lost_runs"][0], "checkpoint": None}]),
+                                                  from_scratch])] == [18, 40]
+
+
 def test_a_run_made_twice_with_its_seed_is_shown_beside_its_first_run_and_counts_once(tmp_path):
     seeds(tmp_path / "records", [2.40, 2.42, 2.41])
     records = load_records(tmp_path / "records")
