@@ -7,7 +7,7 @@ For each table's paper configuration (batch, sequence length, sizes) of each mod
 full training steps (forward, loss, backward, clipping, optimizer) of:
 
 - ``reference``: what the released scripts' engine does, in fp32, eagerly, with an unfused
-  optimizer (`RELEASED_VARIANTS`). For the R-Transformer: LocalRNN windows copied by
+  optimizer (`released_variant`). For the R-Transformer: LocalRNN windows copied by
   index-select and run through cuDNN, explicit masked-softmax attention. For TCN, RNN, GRU and
   LSTM (the TCN suite's code): our model as it is, the same ops. The Transformer has no
   released code, so no reference (`NO_RELEASED_CODE`);
@@ -53,10 +53,6 @@ from .tasks import TASKS, make_protocol, model_protocol
 # Dense bf16 tensor-core peaks (no sparsity) by GPU name, for MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
 REFERENCE_VARIANT = "local_rnn_impl=reference,attention_impl=explicit"
-# The released scripts' algorithm per model, as a variant of our model: the R-Transformer's
-# released LocalRNN and attention; the baselines' released code (the TCN suite: weight-normed
-# convolutions, nn.RNN/GRU/LSTM through cuDNN) does what our model code does, so none.
-RELEASED_VARIANTS: dict[str, str] = {"rtransformer": REFERENCE_VARIANT, "tcn": "", "rnn": "", "gru": "", "lstm": ""}
 MUSIC_STEPS_PER_TUNE = 254  # mean Nottingham training tune length (176,561 steps / 694 tunes)
 
 
@@ -239,7 +235,7 @@ def _relative_error(grads: dict[str, torch.Tensor], exact: dict[str, torch.Tenso
 
 # precision "row": the row's own (configs.py: "auto", bf16 autocast on a GPU, or "fp32")
 VARIANTS: dict[str, dict[str, Any]] = {
-    # the released scripts' engine; its model variant is the model's RELEASED_VARIANTS entry
+    # the released scripts' engine; its model variant is `released_variant`'s
     "reference": dict(precision="fp32", mode="none", fused=False),
     "fast": dict(variant="", precision="row", mode="none", fused=True),
     "fast+compile": dict(variant="", precision="row", mode="default", fused=True),
@@ -253,11 +249,13 @@ FASTEST = "fastest"  # on the command line: the variant of the model's engine mo
 
 
 def released_variant(model: str) -> str:
-    """The model variant that runs the released scripts' algorithm; ValueError for a model
-    without released code."""
-    if model not in RELEASED_VARIANTS:
+    """The model variant that runs the released scripts' algorithm: the R-Transformer's released
+    LocalRNN and attention; none for the baselines, whose released code (the TCN suite:
+    weight-normed convolutions, nn.RNN/GRU/LSTM through cuDNN) does what our model code does.
+    ValueError for a model without released code (`NO_RELEASED_CODE`)."""
+    if model in NO_RELEASED_CODE:
         raise ValueError(f"{model} has no reference: {NO_RELEASED_CODE[model]}")
-    return RELEASED_VARIANTS[model]
+    return REFERENCE_VARIANT if model == "rtransformer" else ""
 
 
 def model_variants(model: str, names: list[str]) -> list[str]:

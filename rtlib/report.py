@@ -694,7 +694,7 @@ def train_steps(task: str, model: str, data_dir: str | None = None) -> int:
 
 def reference_ms(bench: list[dict], device: str) -> dict[tuple[int, str], float]:
     """(table, model) -> ms a training step of the released scripts' engine (the bench's
-    `reference` variant: `rtlib.bench.RELEASED_VARIANTS`) took on `device`, over every benchmark
+    `reference` variant: `rtlib.bench.released_variant`) took on `device`, over every benchmark
     of that device; a row timed by several, the latest benchmark's (by its date). An entry
     without a model is the R-Transformer's, from before the bench timed the others; the
     Transformer has no reference (`rtlib.configs.NO_RELEASED_CODE`)."""
