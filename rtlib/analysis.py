@@ -372,11 +372,10 @@ def pick_analyses(analyses: list[dict[str, Any]]) -> dict[tuple[str, str], dict[
     return chosen
 
 
-def analysed_in_full(task_and_model: str, folder: str | Path = ANALYSIS_DIR) -> bool:
-    """Whether `folder` holds a paper-profile analysis of '<task>_<model>' (no ablation) with the
+def analysed_in_full(task: str, model: str, folder: str | Path = ANALYSIS_DIR) -> bool:
+    """Whether `folder` holds a paper-profile analysis of `task`'s `model` (no ablation) with the
     attention maps of `MAP_EXAMPLES` examples: `scripts/gpu_paper_batch.sh` analyses a run
     again where none does."""
-    task, _, model = task_and_model.rpartition("_")
     return any(item.get("task") == task and item.get("model") == model and item.get("profile") == "paper"
                and not item.get("variant") and len(examples_with_maps(item)) >= MAP_EXAMPLES
                for item in load_analyses(folder))
@@ -392,7 +391,7 @@ def wants_analysis(run_dir: str | Path, folder: str | Path = ANALYSIS_DIR) -> bo
     if record["profile"] != "paper" or record.get("variant") or model not in ATTENTION_MODELS:
         return False
     return (record["lr"] == run_config(task, model, "paper").train.lr
-            and not analysed_in_full(f"{task}_{model}", folder))
+            and not analysed_in_full(task, model, folder))
 
 
 def _entropy_of(item: dict[str, Any]) -> list[list[float]]:

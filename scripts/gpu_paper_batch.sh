@@ -21,7 +21,7 @@
 # small enough to carry into a later lease (so does `start` with START_WAIT_S: a machine that goes
 # cold before the next call then loses only what has run since). `finish` waits for the runners,
 # analyses one finished run of each (task, R-Transformer or Transformer) whose committed analyses
-# lack the attention maps of 3 examples (its lowest seed), packs the records, the logs and, as far as there is room, the run folders of
+# lack the attention maps of 3 examples (its lowest seed at the row's configured lr), packs the records, the logs and, as far as there is room, the run folders of
 # unfinished runs small enough to carry back in (CARRY_LIMIT_BYTES), then the analysed runs'
 # best weights (for analyses on any machine), and stops MPS. To
 # resume those in a later lease, unpack their parts here (`cat checkpoints.tar.part-* | tar xf -`

@@ -273,13 +273,13 @@ def test_of_one_profile_the_analysis_with_more_examples_maps_is_shown_and_counts
     assert analysis.pick_analyses([old, new])["ptb-char", "rtransformer"]["tag"] == "seed 1111"
     assert analysis.pick_analyses([new, old])["ptb-char", "rtransformer"]["tag"] == "seed 1111"
     (tmp_path / "old.json").write_text(json.dumps(old))
-    assert not analysis.analysed_in_full("ptb-char_rtransformer", tmp_path)  # gpu_paper_batch.sh analyses again
+    assert not analysis.analysed_in_full("ptb-char", "rtransformer", tmp_path)  # gpu_paper_batch.sh analyses again
     (tmp_path / "fast.json").write_text(json.dumps(dict(new, profile="fast")))
     (tmp_path / "ablation.json").write_text(json.dumps(dict(new, variant="window=3")))
-    assert not analysis.analysed_in_full("ptb-char_rtransformer", tmp_path)
+    assert not analysis.analysed_in_full("ptb-char", "rtransformer", tmp_path)
     (tmp_path / "new.json").write_text(json.dumps(new))
-    assert analysis.analysed_in_full("ptb-char_rtransformer", tmp_path)
-    assert not analysis.analysed_in_full("ptb-char_transformer", tmp_path)
+    assert analysis.analysed_in_full("ptb-char", "rtransformer", tmp_path)
+    assert not analysis.analysed_in_full("ptb-char", "transformer", tmp_path)
 
 
 def test_a_batch_analyses_runs_at_the_rows_lr_only_and_only_until_one_is_analysed_in_full(tmp_path):
