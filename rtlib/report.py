@@ -26,7 +26,7 @@ from .runtime import COMPILE_MODE_WORDS
 from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablation_effects,
                       ablations, cell, cells, claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt,
                       join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding, seeds_text,
-                      select_lr, selections, signed, task_name, variant_name, window_points)
+                      other_lr_note, select_lr, selections, signed, task_name, variant_name, window_points)
 from .tables import paper_protocol, parameter_counts
 from .tasks import EVAL_ROWS, TASKS, ClassifyProtocol
 
@@ -197,7 +197,8 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
         same = (f", {signed(ablation.same_seed_delta, task, 1)} at the same {seeds_text(ablation.shared_seeds)}"
                 if ablation.shared_seeds else "")
         items.append(f"ablation {variant_name(ablation.variant)} ({plural(ablation.n, 'seed')}): "
-                     f"{fmt(ablation.ours, task)} against {fmt(ablation.baseline, task)} without it{same}")
+                     f"{fmt(ablation.ours, task)} against {fmt(ablation.baseline, task)} without it"
+                     f"{other_lr_note(ablation.lr, row['lr'])}{same}")
     traces = _against_chance(task, runs)
     items += _chance_items(traces)
     source = run_config(task, model, "paper").source
@@ -581,7 +582,8 @@ def _ablation_text(records: pd.DataFrame, ablation, batches: list[dict] = ()) ->
     row = found.iloc[0]
     same = (f"; {signed(row['same_seed_delta'], task, 1)} against the row's run of the same "
             f"{seeds_text(row['shared_seeds'])}" if row["shared_seeds"] else "")
-    return (f"{fmt(row['ours'], task)} vs {fmt(row['baseline'], task)} for the row "
+    chosen = cell(cells(records), task, ablation.model)["lr"]
+    return (f"{fmt(row['ours'], task)} vs {fmt(row['baseline'], task)} for the row{other_lr_note(row['lr'], chosen)} "
             f"({plural(int(row['n']), 'seed')} vs {int(row['baseline_n'])}{same})")
 
 

@@ -627,7 +627,8 @@ def selections_table(records: pd.DataFrame) -> HTMLTable:
 
 def ablations(records: pd.DataFrame, task: str, profile: str = EVIDENCE_PROFILE) -> pd.DataFrame:
     """Each ablation (non-empty variant) of `task` at `profile` beside the same model's row
-    without it; each side over the seeds of its lr chosen on validation."""
+    without it (`row_at_lr`: the row at the ablation's lr); the ablation over the seeds of its lr
+    chosen on validation."""
     columns = ["model", "profile", "variant", "n", "lr", "ours", "baseline", "baseline_n", "delta",
                "same_seed_delta", "shared_seeds", "metric"]
     rows = records[(records["task"] == task) & (records["profile"] == profile)] if len(records) else records
@@ -636,14 +637,41 @@ def ablations(records: pd.DataFrame, task: str, profile: str = EVIDENCE_PROFILE)
     chosen = select_lr(rows)
     out = []
     for (model, variant), group in chosen[chosen["variant"] != ""].groupby(["model", "variant"], sort=True):
-        base = chosen[(chosen["model"] == model) & (chosen["variant"] == "")]
-        ours, baseline = group["test_metric"].mean(), base["test_metric"].mean() if len(base) else math.nan
-        paired, shared = same_seed_change(*(dict(seeds=tuple(int(s) for s in side["seed"]),
-                                                 values=tuple(side["test_metric"])) for side in (group, base)))
-        out.append(dict(model=model, profile=profile, variant=variant, n=len(group), lr=group["lr"].iloc[0],
-                        ours=ours, baseline=baseline, baseline_n=len(base), delta=ours - baseline,
+        lr = float(group["lr"].iloc[0])
+        base = row_at_lr(records, task, model, lr, profile)
+        ours = group["test_metric"].mean()
+        paired, shared = same_seed_change(dict(seeds=tuple(int(s) for s in group["seed"]),
+                                               values=tuple(group["test_metric"])), base)
+        out.append(dict(model=model, profile=profile, variant=variant, n=len(group), lr=lr,
+                        ours=ours, baseline=base["mean"], baseline_n=base["n"], delta=ours - base["mean"],
                         same_seed_delta=paired, shared_seeds=shared, metric=TASKS[task].metric))
     return pd.DataFrame(out, columns=columns)
+
+
+def row_at_lr(records: pd.DataFrame, task: str, model: str, lr: float,
+              profile: str = EVIDENCE_PROFILE) -> pd.Series:
+    """The cell of `task`'s `model` row (no variant) over its seeds at `lr` alone, whichever lr
+    validation chose for the table: what an ablation that ran at `lr` is read against, so that
+    its change is the ablation's and not the learning rate's (the sweep runs ablations at the
+    config's lr, and a grid point can win on validation)."""
+    if len(records):
+        others = (records["task"] != task) | (records["model"] != model) | (records["variant"] != "")
+        records = records[others | np.isclose(records["lr"], lr)]
+    return cell(cells(records, "", profile), task, model)
+
+
+def other_lr_note(lr: float, chosen: float) -> str:
+    """' at lr 2 (validation chose lr 3 for the table)' where an ablation's row is read at an lr
+    that is not the row's chosen one; '' where they agree (or the row has no chosen lr yet)."""
+    if math.isnan(chosen) or np.isclose(lr, chosen):
+        return ""
+    return f" at lr {lr:g} (validation chose lr {chosen:g} for the table)"
+
+
+def ablation_lr(with_it: pd.Series, task: str, model: str) -> float:
+    """The lr an ablation's cell ran at; the config's (where `reproduce` runs every ablation)
+    while it has no finished run."""
+    return float(with_it["lr"]) if with_it["n"] else run_config(task, model, EVIDENCE_PROFILE).train.lr
 
 
 def ablation_reading(with_it: Sequence[float], without: Sequence[float], higher_is_better: bool) -> str:
@@ -683,19 +711,21 @@ def same_seed_change(with_it, without) -> tuple[float, tuple[int, ...]]:
 
 def ablation_effects(records: pd.DataFrame) -> pd.DataFrame:
     """One row per ablation the sweep plans (`rtlib.configs.ABLATIONS`), in table order: its
-    paper-profile seeds beside its row's (same model, no variant, each over its lr chosen on
-    validation), the change of means (with it − without it, in the metric's unit), the change
+    paper-profile seeds (over its lr chosen on validation) beside its row's at the same lr
+    (`row_at_lr`), the change of means (with it − without it, in the metric's unit), the change
     at the seeds both ran, and a reading."""
     by_variant = {variant: cells(records, variant) for variant in {"", *(a.variant for a in ABLATIONS)}}
     rows = []
     for ablation in sorted(ABLATIONS, key=lambda a: a.table):
         task = TABLE_TASKS[ablation.table]
         with_it = cell(by_variant[ablation.variant], task, ablation.model)
-        without = cell(by_variant[""], task, ablation.model)
+        lr = ablation_lr(with_it, task, ablation.model)
+        without = row_at_lr(records, task, ablation.model, lr)
+        chosen = cell(by_variant[""], task, ablation.model)["lr"]
         paired, shared = same_seed_change(with_it, without)
         rows.append(dict(table=ablation.table, task=task, model=ablation.model, variant=ablation.variant,
                          why=ablation.why, planned_seeds=ablation.seeds, n=with_it["n"],
-                         with_it=ours_text(with_it), without=ours_text(without),
+                         with_it=ours_text(with_it), without=ours_text(without) + other_lr_note(lr, chosen),
                          change=with_it["mean"] - without["mean"] if with_it["n"] and without["n"] else math.nan,
                          same_seed_change=paired, shared_seeds=shared,
                          reading=ablation_reading(with_it["values"], without["values"],
@@ -755,22 +785,22 @@ def window_ablations() -> dict[int, list]:
 
 def window_points(records: pd.DataFrame) -> pd.DataFrame:
     """The R-Transformer's paper-profile test metric per seed against its window M, for each
-    table with a window ablation recorded: the row's own seeds at the released M, beside the
-    seeds of each `window=M` ablation."""
+    table with a window ablation recorded: the row's own seeds at the released M (at the lr the
+    ablations ran, `row_at_lr`), beside the seeds of each `window=M` ablation."""
     columns = ["table", "task", "window", "released", "seed", "value"]
     found = []
     for table, planned in window_ablations().items():
         task = TABLE_TASKS[table]
+        windows = [(int(a.variant.removeprefix("window=")), cell(cells(records, a.variant), task, "rtransformer"))
+                   for a in planned]
+        ran = [window_cell for _, window_cell in windows if window_cell["n"]]
+        if not ran:
+            continue
+        row = row_at_lr(records, task, "rtransformer", ablation_lr(ran[0], task, "rtransformer"))
         released = run_config(task, "rtransformer", "paper").backbone.window
-        points = []
-        for variant in ["", *(a.variant for a in planned)]:
-            row = cells(records, variant)
-            row = row[(row["task"] == task) & (row["model"] == "rtransformer")].iloc[0]
-            window = int(variant.removeprefix("window=")) if variant else released
-            points += [(table, task, window, window == released, seed, value)
-                       for seed, value in zip(row["seeds"], row["values"])]
-        if any(window != released for _, _, window, *_ in points):
-            found += points
+        found += [(table, task, released, True, seed, value) for seed, value in zip(row["seeds"], row["values"])]
+        found += [(table, task, window, False, seed, value)
+                  for window, window_cell in windows for seed, value in zip(window_cell["seeds"], window_cell["values"])]
     return pd.DataFrame(found, columns=columns)
 
 

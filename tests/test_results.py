@@ -761,6 +761,31 @@ def test_an_ablation_is_also_read_against_its_own_seeds_of_the_row(tmp_path):
             "seed 1111)") in report.results_paragraph(load_records(tmp_path), "nottingham")
 
 
+def test_an_ablation_is_read_against_its_row_at_the_lr_it_ran_not_the_lr_chosen_on_validation(tmp_path):
+    # the sweep runs ablations at the config's lr; where a grid point wins on validation, the
+    # row's cell moves to it, but the ablation's change must stay the ablation's, not the lr's
+    for seed, test in ((1111, 84.7), (1112, 84.2), (1113, 84.0)):
+        write_record(tmp_path, task="ptb-word", lr=2.0, seed=seed, test=test, valid=91.2)
+    write_record(tmp_path, task="ptb-word", lr=3.0, test=83.6, valid=89.9)
+    write_record(tmp_path, task="ptb-word", lr=2.0, variant="window=3", test=88.2)
+    records = load_records(tmp_path)
+    assert cell(cells(records), "ptb-word", "rtransformer")["lr"] == 3.0
+    found = results.ablation_effects(records)
+    found = found[found["table"] == 4].set_index("variant")
+    assert found.loc["window=3", "without"] == "84.30 ± 0.36 (n=3) at lr 2 (validation chose lr 3 for the table)"
+    assert found.loc["window=3", "change"] == pytest.approx(88.2 - np.mean([84.7, 84.2, 84.0]))
+    assert found.loc["window=3", "same_seed_change"] == pytest.approx(88.2 - 84.7)
+    assert found.loc["window=18", "without"].startswith("84.30 ± 0.36 (n=3) at lr 2")  # not run: the config's lr
+    by_task = results.ablations(records, "ptb-word").set_index("variant")
+    assert (by_task.loc["window=3", "baseline"], by_task.loc["window=3", "baseline_n"]) == \
+        (pytest.approx(np.mean([84.7, 84.2, 84.0])), 3)
+    points = results.window_points(records)
+    assert sorted(points[points["released"]]["value"]) == [84.0, 84.2, 84.7]
+    evidence = report.gap_evidence(records, "ptb-word", "rtransformer")["evidence"]
+    assert "ablation window M=3 (1 seed): 88.20 against 84.30 without it at lr 2 (validation chose lr 3 for the " \
+        "table), +3.500 at the same seed 1111" in evidence
+
+
 def test_a_seed_that_carries_a_gap_is_checked_against_its_fp32_run(tmp_path):
     for seed, test, cut in ((1111, 2.83, 24), (1112, 2.41, 52), (1113, 2.37, 54)):
         write_record(tmp_path, seed=seed, test=test, epochs=60, lr_cut_after=cut)
