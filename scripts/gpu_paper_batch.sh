@@ -41,9 +41,9 @@
 # step's records (batch i's finish found a fresh machine: its records came from `wait`). Logs
 # go to runs/_logs: runs/ is ignored by git, so the next call's copy of the working tree keeps
 # it (it replaces every file git does not ignore, records copied under results/ included).
-# Nothing under runs/ outlives the session, though: a new session's checkout has no runs/, so a
-# checkpoint brought back must be resumed in a later lease of the same session or it is lost
-# (batch h's six were): plan each batch so that its runs finish within it.
+# Do not count on runs/ outliving the session, though: a new session's checkout may have none
+# (batch h's six checkpoints were lost so; batch ag's came through), so a checkpoint brought
+# back is safe only until the session ends: plan each batch so that its runs finish within it.
 # The runners run from a frozen copy of the code in runs/_code: a job that started while the
 # next call's copy was replacing the tracked files found no notebooks/run.ipynb
 # (results/batches/2026-12-01_h200_c.json), and the same race could hit any module it imports.
