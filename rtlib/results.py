@@ -246,35 +246,39 @@ def cells(records: pd.DataFrame, variant: str = "", profile: str = EVIDENCE_PROF
     else:
         pool = records
     chosen = select_lr(pool)
-    rows = []
-    for table, task in TABLE_TASKS.items():
-        info = TASKS[task]
-        for model in PAPER_ORDER:
-            runs = pool[(pool["task"] == task) & (pool["model"] == model)] if len(pool) else pool
-            mine = chosen[(chosen["task"] == task) & (chosen["model"] == model)] if len(chosen) else chosen
-            values = mine.sort_values("seed")["test_metric"].to_numpy(dtype=float)
-            n = len(values)
-            mean = float(values.mean()) if n else math.nan
-            std = float(values.std(ddof=1)) if n > 1 else math.nan
-            sem = std / math.sqrt(n) if n > 1 else math.nan
-            paper = info.paper.get(model, math.nan)
-            diverged = int((runs["status"] == "diverged").sum()) if len(runs) else 0
-            # a row whose every run so far diverged has a result, though no number: not a gap
-            result = "inconclusive" if n == 0 and diverged else verdict(task, mean, paper, n, sem)
-            rows.append(dict(
-                table=table, task=task, model=model, variant=variant, profile=profile,
-                paper=paper, paper_copied=model in info.copied, n=n, mean=mean, std=std, sem=sem,
-                values=tuple(values), seeds=tuple(int(s) for s in mine.sort_values("seed")["seed"]),
-                lr=float(mine["lr"].iloc[0]) if n else math.nan,
-                lr_selection=mine["lr_selection"].iloc[0] if n else "",
-                runs=len(runs), diverged=diverged,
-                diverged_lrs=tuple(sorted(float(lr) for lr in runs[runs["status"] == "diverged"]["lr"])) if len(runs) else (),
-                delta=mean - paper if n else math.nan,
-                tolerance=tolerance(task, sem) if n >= MIN_SEEDS else math.nan,
-                verdict=result if profile == EVIDENCE_PROFILE or result == "not run" else "not evidence",
-                better=(n > 0 and not pd.isna(paper)
-                        and ((mean > paper) if info.higher_is_better else (mean < paper)))))
-    return pd.DataFrame(rows)
+    return pd.DataFrame([_cell(pool, chosen, task, model, variant, profile)
+                         for task in TABLE_TASKS.values() for model in PAPER_ORDER])
+
+
+def _cell(pool: pd.DataFrame, chosen: pd.DataFrame, task: str, model: str, variant: str,
+          profile: str) -> dict[str, Any]:
+    """One row of `cells`: `pool` holds the runs of `variant` at `profile`, `chosen` those of
+    the lr `select_lr` chose."""
+    info = TASKS[task]
+    runs = pool[(pool["task"] == task) & (pool["model"] == model)] if len(pool) else pool
+    mine = chosen[(chosen["task"] == task) & (chosen["model"] == model)] if len(chosen) else chosen
+    values = mine.sort_values("seed")["test_metric"].to_numpy(dtype=float)
+    n = len(values)
+    mean = float(values.mean()) if n else math.nan
+    std = float(values.std(ddof=1)) if n > 1 else math.nan
+    sem = std / math.sqrt(n) if n > 1 else math.nan
+    paper = info.paper.get(model, math.nan)
+    diverged = int((runs["status"] == "diverged").sum()) if len(runs) else 0
+    # a row whose every run so far diverged has a result, though no number: not a gap
+    result = "inconclusive" if n == 0 and diverged else verdict(task, mean, paper, n, sem)
+    return dict(
+        table=info.table, task=task, model=model, variant=variant, profile=profile,
+        paper=paper, paper_copied=model in info.copied, n=n, mean=mean, std=std, sem=sem,
+        values=tuple(values), seeds=tuple(int(s) for s in mine.sort_values("seed")["seed"]),
+        lr=float(mine["lr"].iloc[0]) if n else math.nan,
+        lr_selection=mine["lr_selection"].iloc[0] if n else "",
+        runs=len(runs), diverged=diverged,
+        diverged_lrs=tuple(sorted(float(lr) for lr in runs[runs["status"] == "diverged"]["lr"])) if len(runs) else (),
+        delta=mean - paper if n else math.nan,
+        tolerance=tolerance(task, sem) if n >= MIN_SEEDS else math.nan,
+        verdict=result if profile == EVIDENCE_PROFILE or result == "not run" else "not evidence",
+        better=(n > 0 and not pd.isna(paper)
+                and ((mean > paper) if info.higher_is_better else (mean < paper))))
 
 
 def cell(table_cells: pd.DataFrame, task: str, model: str) -> pd.Series:
@@ -655,9 +659,9 @@ def row_at_lr(records: pd.DataFrame, task: str, model: str, lr: float,
     its change is the ablation's and not the learning rate's (the sweep runs ablations at the
     config's lr, and a grid point can win on validation)."""
     if len(records):
-        others = (records["task"] != task) | (records["model"] != model) | (records["variant"] != "")
-        records = records[others | np.isclose(records["lr"], lr)]
-    return cell(cells(records, "", profile), task, model)
+        records = records[(records["task"] == task) & (records["model"] == model) & (records["profile"] == profile)
+                          & (records["variant"] == "") & np.isclose(records["lr"], lr)]
+    return pd.Series(_cell(records, select_lr(records), task, model, "", profile))
 
 
 def other_lr_note(lr: float, chosen: float) -> str:
