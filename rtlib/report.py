@@ -198,7 +198,7 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
                 if ablation.shared_seeds else "")
         items.append(f"ablation {variant_name(ablation.variant)} ({plural(ablation.n, 'seed')}): "
                      f"{fmt(ablation.ours, task)} against {fmt(ablation.baseline, task)} without it"
-                     f"{other_lr_note(ablation.lr, row['lr'])}{same}")
+                     f"{other_lr_note(ablation.lr, ablation.row_lr)}{same}")
     traces = _against_chance(task, runs)
     items += _chance_items(traces)
     source = run_config(task, model, "paper").source
@@ -582,8 +582,7 @@ def _ablation_text(records: pd.DataFrame, ablation, batches: list[dict] = ()) ->
     row = found.iloc[0]
     same = (f"; {signed(row['same_seed_delta'], task, 1)} against the row's run of the same "
             f"{seeds_text(row['shared_seeds'])}" if row["shared_seeds"] else "")
-    chosen = cell(cells(records), task, ablation.model)["lr"]
-    return (f"{fmt(row['ours'], task)} vs {fmt(row['baseline'], task)} for the row{other_lr_note(row['lr'], chosen)} "
+    return (f"{fmt(row['ours'], task)} vs {fmt(row['baseline'], task)} for the row{other_lr_note(row['lr'], row['row_lr'])} "
             f"({plural(int(row['n']), 'seed')} vs {int(row['baseline_n'])}{same})")
 
 

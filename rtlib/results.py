@@ -632,8 +632,8 @@ def selections_table(records: pd.DataFrame) -> HTMLTable:
 def ablations(records: pd.DataFrame, task: str, profile: str = EVIDENCE_PROFILE) -> pd.DataFrame:
     """Each ablation (non-empty variant) of `task` at `profile` beside the same model's row
     without it (`row_at_lr`: the row at the ablation's lr); the ablation over the seeds of its lr
-    chosen on validation."""
-    columns = ["model", "profile", "variant", "n", "lr", "ours", "baseline", "baseline_n", "delta",
+    chosen on validation. ``row_lr``: the lr validation chose for the row itself (NaN unrun)."""
+    columns = ["model", "profile", "variant", "n", "lr", "row_lr", "ours", "baseline", "baseline_n", "delta",
                "same_seed_delta", "shared_seeds", "metric"]
     rows = records[(records["task"] == task) & (records["profile"] == profile)] if len(records) else records
     if not len(rows) or not (rows["variant"] != "").any():
@@ -642,12 +642,13 @@ def ablations(records: pd.DataFrame, task: str, profile: str = EVIDENCE_PROFILE)
     out = []
     for (model, variant), group in chosen[chosen["variant"] != ""].groupby(["model", "variant"], sort=True):
         lr = float(group["lr"].iloc[0])
+        row_lr = chosen[(chosen["model"] == model) & (chosen["variant"] == "")]["lr"]
         base = row_at_lr(records, task, model, lr, profile)
         ours = group["test_metric"].mean()
         paired, shared = same_seed_change(dict(seeds=tuple(int(s) for s in group["seed"]),
                                                values=tuple(group["test_metric"])), base)
         out.append(dict(model=model, profile=profile, variant=variant, n=len(group), lr=lr,
-                        ours=ours, baseline=base["mean"], baseline_n=base["n"], delta=ours - base["mean"],
+                        row_lr=float(row_lr.iloc[0]) if len(row_lr) else math.nan, ours=ours, baseline=base["mean"], baseline_n=base["n"], delta=ours - base["mean"],
                         same_seed_delta=paired, shared_seeds=shared, metric=TASKS[task].metric))
     return pd.DataFrame(out, columns=columns)
 
