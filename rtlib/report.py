@@ -167,11 +167,34 @@ RELEASED_BEHAVIOUR = {
 }
 
 
-def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]:
+class GapSources:
+    """What the gap evidence of every cell reads from one set of records, each built once: its
+    cells, its reporting rules (`selections`) and each task's ablations. A page that explains
+    several cells passes one to `gap_evidence`, instead of every cell building them all again."""
+
+    def __init__(self, records: pd.DataFrame):
+        self.records = records
+        self.cells = cells(records)
+        self._ablations: dict[str, pd.DataFrame] = {}
+
+    @functools.cached_property
+    def rules(self) -> pd.DataFrame:
+        return selections(self.records)
+
+    def ablations(self, task: str) -> pd.DataFrame:
+        if task not in self._ablations:
+            self._ablations[task] = ablations(self.records, task)
+        return self._ablations[task]
+
+
+def gap_evidence(records: pd.DataFrame, task: str, model: str,
+                 sources: GapSources | None = None) -> dict[str, Any]:
     """The evidence about one paper-profile cell's gap to the paper: per-seed values, lr traces,
     best epochs, the share of the paper's schedule run, the lr grid, ablations, released-code
-    behaviour, and a one-sentence `explanation` that says "Unexplained" when nothing explains it."""
-    row = cell(cells(records), task, model)
+    behaviour, and a one-sentence `explanation` that says "Unexplained" when nothing explains it.
+    `sources`, built from the same `records`, saves building its frames again."""
+    sources = sources or GapSources(records)
+    row = cell(sources.cells, task, model)
     runs = _runs(records, task, model)
     broke = diverged(records, task, model)
     failed = diverged_text(broke) + _divergence_checks(records, broke)
@@ -192,7 +215,7 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
     ]
     if runs["best_epoch"].notna().any():
         items.append("best validation epoch: " + ", ".join(str(int(e)) for e in runs["best_epoch"]))
-    found = ablations(records, task)
+    found = sources.ablations(task)
     for ablation in found[found["model"] == model].itertuples():
         same = (f", {signed(ablation.same_seed_delta, task, 1)} at the same {seeds_text(ablation.shared_seeds)}"
                 if ablation.shared_seeds else "")
@@ -209,7 +232,7 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str) -> dict[str, Any]
     if model == "transformer":
         items.append("no released Transformer baseline: ours has the R-Transformer's sizes and settings, "
                      "sinusoidal positions and no LocalRNN")
-    explanation = _explanation(records, row, runs, cuts, found, _chance_words(traces, epochs))
+    explanation = _explanation(records, row, runs, cuts, found, sources.rules, _chance_words(traces, epochs))
     if failed:
         items.append(failed)
         explanation += f" Besides, {failed}."
@@ -263,7 +286,7 @@ def _ended(check, task: str) -> str:
             else f"{fmt(check.test_metric, task)} after {int(check.epochs_run)} epochs")
 
 
-def _explanation(records, row, runs, cuts, found, chance_words: str) -> str:
+def _explanation(records, row, runs, cuts, found, rules, chance_words: str) -> str:
     task, model, paper = row["task"], row["model"], row["paper"]
     sentences = []
     if row["verdict"] == "inconclusive":
@@ -286,7 +309,6 @@ def _explanation(records, row, runs, cuts, found, chance_words: str) -> str:
     if row["verdict"] != "not reproduced":
         return " ".join(sentences)
     near = found[(found["model"] == model) & ((found["ours"] - paper).abs() <= row["tolerance"])]
-    rules = selections(records)
     rules = rules[(rules["task"] == task) & (rules["model"] == model)]
     direction = "better" if row["better"] else "worse"
     if len(near):
@@ -313,10 +335,11 @@ def _explanation(records, row, runs, cuts, found, chance_words: str) -> str:
 
 def gaps_table(records: pd.DataFrame) -> HTMLTable:
     """Every paper-profile cell: ours, the paper's, the verdict, the evidence and its explanation."""
-    table_cells = cells(records)
+    sources = GapSources(records)
+    table_cells = sources.cells
     out = []
     for _, row in table_cells[(table_cells["n"] > 0) | (table_cells["diverged"] > 0)].iterrows():
-        found = gap_evidence(records, row["task"], row["model"])
+        found = gap_evidence(records, row["task"], row["model"], sources)
         out.append({"table": row["table"], "model": model_name(row["model"]), "ours": ours_text(row),
                     "paper": fmt(row["paper"], row["task"]), "verdict": row["verdict"],
                     "explanation": found["explanation"],
@@ -352,11 +375,11 @@ def results_paragraph(records: pd.DataFrame, task: str) -> str:
     number, seeds and verdict and the explanation of its gap; the models not run; the
     ablations recorded; fast runs."""
     info = TASKS[task]
-    table_cells = cells(records)
-    rows = table_cells[table_cells["task"] == task]
+    sources = GapSources(records)
+    rows = sources.cells[sources.cells["task"] == task]
     lines = []
     for _, row in rows[(rows["n"] > 0) | (rows["diverged"] > 0)].iterrows():
-        explanation = gap_evidence(records, task, row["model"])["explanation"]
+        explanation = gap_evidence(records, task, row["model"], sources)["explanation"]
         if row["n"] == 0:
             lines.append(f"- **{model_name(row['model'])}**: **{row['verdict']}**. {explanation}")
             continue
