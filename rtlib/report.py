@@ -300,11 +300,13 @@ def _explanation(records, row, runs, cuts, found, rules, chance_words: str) -> s
         odd, rest = seeds[outlier], [s for s in seeds if s != seeds[outlier]]
         others = np.delete(np.asarray(row["values"]), outlier)
         first = {s: (cuts[s][0] if cuts[s] else None) for s in seeds}
+        cut = (f"whose lr was first cut after epoch {first[odd]}" if first[odd] is not None
+               else "whose lr was never cut")
         sentences.append(
             f"Most of the gap comes from seed {odd} ({fmt(row['values'][outlier], task)} against "
-            f"{join_words([fmt(v, task) for v in others])}), whose lr was first cut after epoch "
-            f"{first[odd]} (the others: {join_words([str(first[s]) for s in rest])}); without it the mean "
-            f"is {fmt(others.mean(), task)}.")
+            f"{join_words([fmt(v, task) for v in others])}), {cut} (the others: "
+            f"{join_words([str(first[s]) if first[s] is not None else 'never' for s in rest])}); "
+            f"without it the mean is {fmt(others.mean(), task)}.")
         sentences += _precision_checks(records, runs.iloc[outlier], first[odd])
     if row["verdict"] != "not reproduced":
         return " ".join(sentences)
@@ -1238,17 +1240,21 @@ def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
         "post-norm, and seq-MNIST divides the lr every 10 epochs where the text says on plateau.",
     ]
     table_cells = cells(records)
+    carried = []
     for row in table_cells[table_cells["n"] >= MIN_SEEDS].itertuples():
         runs = _runs(records, row.task, row.model)
         index = _outlier(row.values, row.task, row.paper)
         if index is not None:
             seed = int(runs["seed"].iloc[index])
             first = lr_cuts(runs["curve"].iloc[index])
-            items.append(f"*One seed can carry a gap.* Table {row.table}'s {model_name(row.model)} seed {seed} "
-                         f"had its lr first cut after epoch {first[0] if first else 'never'} and ended at "
-                         f"{fmt(row.values[index], row.task)}, its mean {fmt(row.mean, row.task)} with it and "
-                         f"{fmt(np.delete(np.asarray(row.values), index).mean(), row.task)} without: "
-                         f"fewer than {MIN_SEEDS} seeds could not have shown it.")
+            cut = f"had its lr first cut after epoch {first[0]}" if first else "never had its lr cut"
+            carried.append(f"Table {row.table}'s {model_name(row.model)} seed {seed} {cut} and ended at "
+                           f"{fmt(row.values[index], row.task)}, "
+                           f"its mean {fmt(row.mean, row.task)} with it and "
+                           f"{fmt(np.delete(np.asarray(row.values), index).mean(), row.task)} without")
+    if carried:
+        items.append(f"*One seed can carry a gap.* {'; '.join(carried)}: fewer than {MIN_SEEDS} seeds could not "
+                     f"have shown {'it' if len(carried) == 1 else 'either' if len(carried) == 2 else 'any of them'}.")
     lost, waiting = _lost(batches, records), _waiting(batches, records)
     if lost:
         reasons = collections.Counter(_loss_kind(run["why"]) for run in lost)

@@ -835,3 +835,21 @@ def test_an_ablation_reads_as_one_sentence_over_the_tables_that_plan_it(tmp_path
                            "against the row's 2.54 ± 0.25 (n=3), +0.480 at the same seed 1111: worse than every "
                            "seed of the row")
     assert said.endswith("Not run yet: Table 4.")  # Table 4 plans post-norm too
+
+
+def test_seeds_that_carry_their_cells_gap_make_one_item_of_the_hard_parts(tmp_path):
+    seeds(tmp_path, [2.83, 2.41, 2.37], lr_cut_after=2)
+    seeds(tmp_path, [2.50, 3.34, 3.35], model="transformer")
+    items = [line for line in report.hard_parts(load_records(tmp_path), []).splitlines()
+             if "*One seed can carry a gap.*" in line]
+    assert len(items) == 1
+    assert "Table 2's R-Transformer seed 1111 had its lr first cut after epoch 2 and ended at 2.83" in items[0]
+    assert "Table 2's Transformer seed 1111 never had its lr cut and ended at 2.50" in items[0]
+    assert items[0].endswith("fewer than 3 seeds could not have shown either.")
+
+
+def test_a_seed_that_carries_the_gap_without_an_lr_cut_is_said_so(tmp_path):
+    seeds(tmp_path, [2.50, 3.34, 3.35], model="transformer")
+    explanation = report.gap_evidence(load_records(tmp_path), "nottingham", "transformer")["explanation"]
+    assert "Most of the gap comes from seed 1111 (2.50 against 3.34 and 3.35), whose lr was never cut " \
+           "(the others: never and never)" in explanation
