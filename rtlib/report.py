@@ -266,12 +266,17 @@ def _precision_checks(records: pd.DataFrame, run: pd.Series, first_cut: int | No
         row_run = (f"had it first cut after epoch {first_cut}" if first_cut is not None else "never had it cut")
         sentences.append(
             f"At the same lr and seed, the {variant_name(check.variant)} run "
-            + (f"had its lr first cut after epoch {cut}" if cut is not None else "never had its lr cut")
+            + _first_cut_words(cut)
             + (" as well" if same else f", where the row's run {row_run},")
             + f" and ended at {fmt(check.test_metric, run.task)}"
             + (": this seed's first cut at that epoch is not an effect of the precision."
                if same and cut is not None else "."))
     return sentences
+
+
+def _first_cut_words(epoch: int | None) -> str:
+    """'had its lr first cut after epoch 24', or 'never had its lr cut' for None."""
+    return f"had its lr first cut after epoch {epoch}" if epoch is not None else "never had its lr cut"
 
 
 def _same_lr_and_seed(pool: pd.DataFrame, run) -> pd.DataFrame:
@@ -1247,8 +1252,8 @@ def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
         if index is not None:
             seed = int(runs["seed"].iloc[index])
             first = lr_cuts(runs["curve"].iloc[index])
-            cut = f"had its lr first cut after epoch {first[0]}" if first else "never had its lr cut"
-            carried.append(f"Table {row.table}'s {model_name(row.model)} seed {seed} {cut} and ended at "
+            carried.append(f"Table {row.table}'s {model_name(row.model)} seed {seed} "
+                           f"{_first_cut_words(first[0] if first else None)} and ended at "
                            f"{fmt(row.values[index], row.task)}, "
                            f"its mean {fmt(row.mean, row.task)} with it and "
                            f"{fmt(np.delete(np.asarray(row.values), index).mean(), row.task)} without")

@@ -648,7 +648,8 @@ def ablations(records: pd.DataFrame, task: str, profile: str = EVIDENCE_PROFILE)
         paired, shared = same_seed_change(dict(seeds=tuple(int(s) for s in group["seed"]),
                                                values=tuple(group["test_metric"])), base)
         out.append(dict(model=model, profile=profile, variant=variant, n=len(group), lr=lr,
-                        row_lr=float(row_lr.iloc[0]) if len(row_lr) else math.nan, ours=ours, baseline=base["mean"], baseline_n=base["n"], delta=ours - base["mean"],
+                        row_lr=float(row_lr.iloc[0]) if len(row_lr) else math.nan, ours=ours,
+                        baseline=base["mean"], baseline_n=base["n"], delta=ours - base["mean"],
                         same_seed_delta=paired, shared_seeds=shared, metric=TASKS[task].metric))
     return pd.DataFrame(out, columns=columns)
 
