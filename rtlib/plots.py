@@ -568,6 +568,8 @@ def plot_window_ablations(records: pd.DataFrame):
         ax.minorticks_off()
         ax.set_xlabel("LocalRNN window M")
         ax.set_ylabel(f"test {METRIC_NAMES[TASKS[task].metric]}")
-        ax.set_title(f"Table {table}: {task_name(task)}, R-Transformer", fontsize=10)
+        lr, chosen = rows["lr"].iloc[0], rows["chosen_lr"].iloc[0]
+        other_lr = "" if np.isnan(chosen) or np.isclose(lr, chosen) else f"\nall at lr {lr:g}; the table's cell is lr {chosen:g}"
+        ax.set_title(f"Table {table}: {task_name(task)}, R-Transformer{other_lr}", fontsize=10)
         ax.legend(fontsize=7)
     return fig

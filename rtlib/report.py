@@ -646,7 +646,8 @@ def ablations_summary(records: pd.DataFrame) -> str:
 
 def window_findings(records: pd.DataFrame) -> str:
     """The R-Transformer's test metric at each window M recorded, per table, the released M's
-    seed 1111 beside its mean over seeds (the ablations ran at seed 1111)."""
+    seed 1111 beside its mean over seeds (the ablations ran at seed 1111), and the lr they all
+    ran at where validation chose another for the table."""
     points = window_points(records)
     lines = []
     for table, rows in points.groupby("table"):
@@ -665,8 +666,9 @@ def window_findings(records: pd.DataFrame) -> str:
             if len(released) > 1:
                 row_text += (f" and {fmt(released['value'].mean(), task)} ± {fmt(released['value'].std(), task)} "
                              f"over its {len(released)} seeds")
+        lr_note = other_lr_note(rows["lr"].iloc[0], rows["chosen_lr"].iloc[0])
         lines.append(f"On Table {table} ({task_name(task)}, {METRIC_NAMES[TASKS[task].metric]}), {join_words(sizes)}; "
-                     f"{row_text}.")
+                     f"{row_text}" + (f", all{lr_note}" if lr_note else "") + ".")
     return " ".join(lines)
 
 

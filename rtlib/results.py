@@ -792,8 +792,9 @@ def window_ablations() -> dict[int, list]:
 def window_points(records: pd.DataFrame) -> pd.DataFrame:
     """The R-Transformer's paper-profile test metric per seed against its window M, for each
     table with a window ablation recorded: the row's own seeds at the released M (at the lr the
-    ablations ran, `row_at_lr`), beside the seeds of each `window=M` ablation."""
-    columns = ["table", "task", "window", "released", "seed", "value"]
+    ablations ran, `row_at_lr`), beside the seeds of each `window=M` ablation; `lr` that lr and
+    `chosen_lr` the one validation chose for the table's cell (NaN while it has none)."""
+    columns = ["table", "task", "window", "released", "seed", "value", "lr", "chosen_lr"]
     found = []
     for table, planned in window_ablations().items():
         task = TABLE_TASKS[table]
@@ -802,10 +803,12 @@ def window_points(records: pd.DataFrame) -> pd.DataFrame:
         ran = [window_cell for _, window_cell in windows if window_cell["n"]]
         if not ran:
             continue
-        row = row_at_lr(records, task, "rtransformer", ablation_lr(ran[0], task, "rtransformer"))
+        lr = ablation_lr(ran[0], task, "rtransformer")
+        row, chosen = row_at_lr(records, task, "rtransformer", lr), cell(cells(records), task, "rtransformer")["lr"]
         released = run_config(task, "rtransformer", "paper").backbone.window
-        found += [(table, task, released, True, seed, value) for seed, value in zip(row["seeds"], row["values"])]
-        found += [(table, task, window, False, seed, value)
+        found += [(table, task, released, True, seed, value, lr, chosen)
+                  for seed, value in zip(row["seeds"], row["values"])]
+        found += [(table, task, window, False, seed, value, lr, chosen)
                   for window, window_cell in windows for seed, value in zip(window_cell["seeds"], window_cell["values"])]
     return pd.DataFrame(found, columns=columns)
 

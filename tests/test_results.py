@@ -781,6 +781,11 @@ def test_an_ablation_is_read_against_its_row_at_the_lr_it_ran_not_the_lr_chosen_
         (pytest.approx(np.mean([84.7, 84.2, 84.0])), 3)
     points = results.window_points(records)
     assert sorted(points[points["released"]]["value"]) == [84.0, 84.2, 84.7]
+    assert set(points["lr"]) == {2.0} and set(points["chosen_lr"]) == {3.0}
+    assert report.window_findings(records).endswith(
+        "the released M = 9 gives 84.70 at seed 1111 and 84.30 ± 0.36 over its 3 seeds, all at lr 2 (validation chose "
+        "lr 3 for the table).")
+    assert "all at lr 2; the table's cell is lr 3" in plots.plot_window_ablations(records).axes[-1].get_title()
     evidence = report.gap_evidence(records, "ptb-word", "rtransformer")["evidence"]
     assert "ablation window M=3 (1 seed): 88.20 against 84.30 without it at lr 2 (validation chose lr 3 for the " \
         "table), +3.500 at the same seed 1111" in evidence
