@@ -25,8 +25,8 @@ from .run_folder import run_id_fields, stacks_eval_windows, variant_slug
 from .runtime import COMPILE_MODE_WORDS
 from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablation_effects,
                       ablations, cell, cells, claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt,
-                      join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding, seeds_text,
-                      other_lr_note, select_lr, selections, signed, task_name, variant_name, window_points)
+                      join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding, row_at_lr,
+                      seeds_text, other_lr_note, select_lr, selections, signed, task_name, variant_name, window_points)
 from .tables import paper_protocol, parameter_counts
 from .tasks import EVAL_ROWS, TASKS, ClassifyProtocol
 
@@ -215,6 +215,10 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str,
     ]
     if runs["best_epoch"].notna().any():
         items.append("best validation epoch: " + ", ".join(str(int(e)) for e in runs["best_epoch"]))
+    released = _at_released_lr(records, row)
+    if released is not None:
+        items.append(f"at {_config_lr_words(task, model)} {released['lr']:g} (validation chose lr {row['lr']:g}): "
+                     f"{ours_text(released)}, {_against_paper(released)}")
     found = sources.ablations(task)
     for ablation in found[found["model"] == model].itertuples():
         same = (f", {signed(ablation.same_seed_delta, task, 1)} at the same {seeds_text(ablation.shared_seeds)}"
@@ -274,6 +278,33 @@ def _precision_checks(records: pd.DataFrame, run: pd.Series, first_cut: int | No
     return sentences
 
 
+def _at_released_lr(records: pd.DataFrame, row: pd.Series) -> pd.Series | None:
+    """The row's cell at its config's lr (`row_at_lr`; the released script's where there is one)
+    where validation chose another lr for the table and that lr has finished seeds; else None."""
+    released_lr = run_config(row["task"], row["model"], "paper").train.lr
+    if pd.isna(row["lr"]) or np.isclose(row["lr"], released_lr):
+        return None
+    found = row_at_lr(records, row["task"], row["model"], released_lr)
+    return found if found["n"] else None
+
+
+def _config_lr_words(task: str, model: str) -> str:
+    """Whose lr the row's config holds: 'the released script's lr', 'the R-Transformer script's
+    lr' (a row with no released code borrows it), or 'the config's lr' (ours: the paper gives none)."""
+    if model in NO_RELEASED_CODE:
+        return "the R-Transformer script's lr"
+    return "the config's lr" if OURS in run_config(task, model, "paper").source else "the released script's lr"
+
+
+def _against_paper(found: pd.Series) -> str:
+    """'within tolerance of the paper's', 'worse than the paper's, beyond tolerance', or, below the
+    seeds a verdict needs, 'better than the paper's so far'."""
+    if found["verdict"] == "reproduced":
+        return "within tolerance of the paper's"
+    direction = "better" if found["better"] else "worse"
+    return f"{direction} than the paper's" + (", beyond tolerance" if found["verdict"] == "not reproduced" else " so far")
+
+
 def _first_cut_words(epoch: int | None) -> str:
     """'had its lr first cut after epoch 24', or 'never had its lr cut' for None."""
     return f"had its lr first cut after epoch {epoch}" if epoch is not None else "never had its lr cut"
@@ -318,7 +349,13 @@ def _explanation(records, row, runs, cuts, found, rules, chance_words: str) -> s
     near = found[(found["model"] == model) & ((found["ours"] - paper).abs() <= row["tolerance"])]
     rules = rules[(rules["task"] == task) & (rules["model"] == model)]
     direction = "better" if row["better"] else "worse"
-    if len(near):
+    released = _at_released_lr(records, row)
+    if released is not None and released["verdict"] == "reproduced":
+        sentences.append(f"Ours is {direction} than the paper's by {fmt(abs(row['delta']), task, 1)} at lr "
+                         f"{row['lr']:g}, the lr validation chose; at {_config_lr_words(task, model)} {released['lr']:g} "
+                         f"our seeds give {ours_text(released)}, within tolerance of the paper's: the gap is the "
+                         "choice of lr.")
+    elif len(near):
         sentences.append(f"The ablation {variant_name(near['variant'].iloc[0])} gives {fmt(near['ours'].iloc[0], task)} "
                          f"({plural(int(near['n'].iloc[0]), 'seed')}), within tolerance of the paper's.")
     elif len(rules) and rules["rule_explains"].iloc[0] >= 0.5:
@@ -337,6 +374,9 @@ def _explanation(records, row, runs, cuts, found, rules, chance_words: str) -> s
         sentences.append(f"Ours is {direction} than the paper's by {fmt(abs(row['delta']), task, 1)}: {chance_words}"
                          + ("why is unexplained" if chance_words else "unexplained") + unconverged
                          + (f"; not yet tested: {join_words(causes)}." if causes else "."))
+        if released is not None:
+            sentences.append(f"At {_config_lr_words(task, model)} {released['lr']:g}, ours is {ours_text(released)}, "
+                             f"{_against_paper(released)}.")
     return " ".join(sentences)
 
 
