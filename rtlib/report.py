@@ -781,6 +781,32 @@ def reference_ms(bench: list[dict], device: str) -> dict[tuple[int, str], float]
     return ms
 
 
+def reference_spread(bench: list[dict]) -> dict[str, Any] | None:
+    """Across rows whose released-engine step the bench timed more than once on one GPU model
+    (on different hosts, or days): the largest ratio of the slowest timing to the fastest, with
+    its `device`, `table`, `model`, the number of `rows` timed more than once, and `fast_ratio`,
+    the largest such ratio of any other engine mode timed as often on those rows; None where no
+    row was timed twice."""
+    timings = collections.defaultdict(lambda: collections.defaultdict(list))
+    for data in bench:
+        for entry in data.get("tables") if isinstance(data.get("tables"), list) else []:
+            for variant, timing in entry.get("variants", {}).items():
+                if "median_ms" in timing:
+                    key = data.get("device"), entry["table"], bench_model(entry)
+                    timings[key][variant].append(timing["median_ms"])
+
+    def ratio(ms: list[float]) -> float:
+        return max(ms) / min(ms)
+    repeated = {key: modes for key, modes in timings.items() if len(modes.get("reference", [])) > 1}
+    if not repeated:
+        return None
+    (device, table, model), modes = max(repeated.items(), key=lambda item: ratio(item[1]["reference"]))
+    fast = [ratio(ms) for modes in repeated.values() for variant, ms in modes.items()
+            if variant != "reference" and len(ms) > 1]
+    return dict(device=device, table=table, model=model, ratio=ratio(modes["reference"]), rows=len(repeated),
+                fast_ratio=max(fast) if fast else math.nan)
+
+
 def released_prices(records: pd.DataFrame, bench: list[dict], data_dir: str | None = None) -> pd.DataFrame:
     """One row per table x model with finished paper-profile runs: its `runs`; the `priced` ones,
     those whose row the bench timed (`reference_ms`) on the GPU that ran them; what the released
@@ -844,10 +870,22 @@ def released_comparison(records: pd.DataFrame, bench: list[dict], data_dir: str 
     if not len(priced):
         return f"**Released code.** No finished paper-profile run can be timed at the released code's speed yet.{not_priced}"
     released, ours = priced["released_minutes"].sum(), priced["our_minutes"].sum()
+    spread = reference_spread(bench)
+    caveat = ""
+    if spread and spread["ratio"] >= 1.1:
+        caveat = (f" These minutes are good to a factor of {spread['ratio']:.1f}: the released engine's step of one row, "
+                  f"timed by two benchmarks on the same GPU model (two leases: two hosts), differed that much ({model_name(spread['model'])}, Table "
+                  f"{spread['table']}, {spread['device']}, the widest of {plural(spread['rows'], 'row')} timed more "
+                  "than once; the latest timing prices)")
+        if np.isfinite(spread["fast_ratio"]):
+            caveat += (f", while our fastest mode on the same rows differed by at most {spread['fast_ratio']:.2f}×, "
+                       "which points at the host's CPU, from which the eager engine launches every kernel, "
+                       "not at the GPU")
+        caveat += "."
     return (f"**Released code.** The released code would take {released:.1f} GPU-minutes for the "
             f"{plural(int(priced['priced'].sum()), 'run')} it can be timed on (rows: {_rows_text(priced, 'priced')}), "
             f"against our {ours:.1f} for the same runs: {released / ours:.1f} times ours, for its training steps "
-            "alone against our whole runs, evaluation included." + not_priced)
+            "alone against our whole runs, evaluation included." + caveat + not_priced)
 
 
 def _unfinished(batches: list[dict], records: pd.DataFrame | None = None) -> list[dict]:

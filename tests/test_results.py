@@ -489,6 +489,18 @@ def test_cost_prices_every_row_the_bench_timed_and_names_the_rows_it_cannot(data
     assert "No finished paper-profile run can be timed" in report.released_comparison(transformers, bench)
     assert "No paper-profile run has finished" in report.released_comparison(transformers.iloc[:0], bench)
 
+    assert report.reference_spread(bench) is None and "good to a factor" not in text  # every row timed once
+    slower = dict(new, date="2026-11-15T00:00:00Z", tables=[
+        dict(table=2, model="tcn", variants=dict(reference=dict(median_ms=3.0), fast=dict(median_ms=1.02)))])
+    spread = report.reference_spread([*bench, slower])
+    assert (spread["model"], spread["table"], spread["rows"]) == ("tcn", 2, 1)
+    assert spread["ratio"] == pytest.approx(1.5) and spread["fast_ratio"] == pytest.approx(1.02)
+    text = report.released_comparison(records, [*bench, slower])
+    assert ("These minutes are good to a factor of 1.5: the released engine's step of one row, timed by two "
+            "benchmarks on the same GPU model (two leases: two hosts), differed that much (TCN, Table 2, test GPU, "
+            "the widest of 1 row timed more than once; the latest timing prices), while our fastest mode on the "
+            "same rows differed by at most 1.02×") in text
+
 
 # The committed R-Transformer paper records' released-code minutes per table (and ours for the
 # same runs), as the committed benchmarks price them (results/bench/NVIDIA_H200.json, entries
