@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .analysis import analysed_examples, example_description, examples_with_maps
 from .results import (METRIC_NAMES, PAPER_ORDER, cells, evidence, fmt, learning_curves, lr_cuts, model_name,
-                      select_lr, task_name, window_points)
+                      other_lr_note, select_lr, task_name, window_points)
 from .tasks import TASKS
 
 PALETTE = {"rtransformer": "C3", "local-rnn": "C0", "conv": "C2", "transformer-none": "C7",
@@ -569,7 +569,7 @@ def plot_window_ablations(records: pd.DataFrame):
         ax.set_xlabel("LocalRNN window M")
         ax.set_ylabel(f"test {METRIC_NAMES[TASKS[task].metric]}")
         lr, chosen = rows["lr"].iloc[0], rows["chosen_lr"].iloc[0]
-        other_lr = "" if np.isnan(chosen) or np.isclose(lr, chosen) else f"\nall at lr {lr:g}; the table's cell is lr {chosen:g}"
+        other_lr = f"\nall at lr {lr:g}; the table's cell is lr {chosen:g}" if other_lr_note(lr, chosen) else ""
         ax.set_title(f"Table {table}: {task_name(task)}, R-Transformer{other_lr}", fontsize=10)
         ax.legend(fontsize=7)
     return fig

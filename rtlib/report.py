@@ -215,10 +215,10 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str,
     ]
     if runs["best_epoch"].notna().any():
         items.append("best validation epoch: " + ", ".join(str(int(e)) for e in runs["best_epoch"]))
-    released = _at_released_lr(records, row)
-    if released is not None:
-        items.append(f"at {_config_lr_words(task, model)} {released['lr']:g} (validation chose lr {row['lr']:g}): "
-                     f"{ours_text(released)}, {_against_paper(released)}")
+    at_config = _at_config_lr(records, row)
+    if at_config is not None:
+        items.append(f"at {_config_lr_words(task, model)} {at_config['lr']:g} (validation chose lr {row['lr']:g}): "
+                     f"{ours_text(at_config)}, {_against_paper(at_config)}")
     found = sources.ablations(task)
     for ablation in found[found["model"] == model].itertuples():
         same = (f", {signed(ablation.same_seed_delta, task, 1)} at the same {seeds_text(ablation.shared_seeds)}"
@@ -236,7 +236,7 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str,
     if model == "transformer":
         items.append("no released Transformer baseline: ours has the R-Transformer's sizes and settings, "
                      "sinusoidal positions and no LocalRNN")
-    explanation = _explanation(records, row, runs, cuts, found, sources.rules, _chance_words(traces, epochs))
+    explanation = _explanation(records, row, runs, cuts, found, sources.rules, _chance_words(traces, epochs), at_config)
     if failed:
         items.append(failed)
         explanation += f" Besides, {failed}."
@@ -278,13 +278,13 @@ def _precision_checks(records: pd.DataFrame, run: pd.Series, first_cut: int | No
     return sentences
 
 
-def _at_released_lr(records: pd.DataFrame, row: pd.Series) -> pd.Series | None:
+def _at_config_lr(records: pd.DataFrame, row: pd.Series) -> pd.Series | None:
     """The row's cell at its config's lr (`row_at_lr`; the released script's where there is one)
     where validation chose another lr for the table and that lr has finished seeds; else None."""
-    released_lr = run_config(row["task"], row["model"], "paper").train.lr
-    if pd.isna(row["lr"]) or np.isclose(row["lr"], released_lr):
+    config_lr = run_config(row["task"], row["model"], "paper").train.lr
+    if pd.isna(row["lr"]) or np.isclose(row["lr"], config_lr):
         return None
-    found = row_at_lr(records, row["task"], row["model"], released_lr)
+    found = row_at_lr(records, row["task"], row["model"], config_lr)
     return found if found["n"] else None
 
 
@@ -322,7 +322,8 @@ def _ended(check, task: str) -> str:
             else f"{fmt(check.test_metric, task)} after {int(check.epochs_run)} epochs")
 
 
-def _explanation(records, row, runs, cuts, found, rules, chance_words: str) -> str:
+def _explanation(records, row, runs, cuts, found, rules, chance_words: str, at_config: pd.Series | None) -> str:
+    """`at_config`: the row's seeds at its config's lr where validation chose another (`_at_config_lr`)."""
     task, model, paper = row["task"], row["model"], row["paper"]
     sentences = []
     if row["verdict"] == "inconclusive":
@@ -349,11 +350,10 @@ def _explanation(records, row, runs, cuts, found, rules, chance_words: str) -> s
     near = found[(found["model"] == model) & ((found["ours"] - paper).abs() <= row["tolerance"])]
     rules = rules[(rules["task"] == task) & (rules["model"] == model)]
     direction = "better" if row["better"] else "worse"
-    released = _at_released_lr(records, row)
-    if released is not None and released["verdict"] == "reproduced":
+    if at_config is not None and at_config["verdict"] == "reproduced":
         sentences.append(f"Ours is {direction} than the paper's by {fmt(abs(row['delta']), task, 1)} at lr "
-                         f"{row['lr']:g}, the lr validation chose; at {_config_lr_words(task, model)} {released['lr']:g} "
-                         f"our seeds give {ours_text(released)}, within tolerance of the paper's: the gap is the "
+                         f"{row['lr']:g}, the lr validation chose; at {_config_lr_words(task, model)} {at_config['lr']:g} "
+                         f"our seeds give {ours_text(at_config)}, within tolerance of the paper's: the gap is the "
                          "choice of lr.")
     elif len(near):
         sentences.append(f"The ablation {variant_name(near['variant'].iloc[0])} gives {fmt(near['ours'].iloc[0], task)} "
@@ -374,9 +374,9 @@ def _explanation(records, row, runs, cuts, found, rules, chance_words: str) -> s
         sentences.append(f"Ours is {direction} than the paper's by {fmt(abs(row['delta']), task, 1)}: {chance_words}"
                          + ("why is unexplained" if chance_words else "unexplained") + unconverged
                          + (f"; not yet tested: {join_words(causes)}." if causes else "."))
-        if released is not None:
-            sentences.append(f"At {_config_lr_words(task, model)} {released['lr']:g}, ours is {ours_text(released)}, "
-                             f"{_against_paper(released)}.")
+        if at_config is not None:
+            sentences.append(f"At {_config_lr_words(task, model)} {at_config['lr']:g}, ours is {ours_text(at_config)}, "
+                             f"{_against_paper(at_config)}.")
     return " ".join(sentences)
 
 
