@@ -772,13 +772,20 @@ def reference_ms(bench: list[dict], device: str) -> dict[tuple[int, str], float]
     without a model is the R-Transformer's, from before the bench timed the others; the
     Transformer has no reference (`rtlib.configs.NO_RELEASED_CODE`)."""
     ms = {}
-    for data in sorted(bench, key=lambda data: data.get("date", "")):
-        tables = data.get("tables") if data.get("device") == device else None
-        for entry in tables if isinstance(tables, list) else []:
-            reference = entry.get("variants", {}).get("reference", {})
-            if "median_ms" in reference:
-                ms[entry["table"], bench_model(entry)] = reference["median_ms"]
+    for data, entry, variant, median_ms in _step_timings(sorted(bench, key=lambda data: data.get("date", ""))):
+        if data.get("device") == device and variant == "reference":
+            ms[entry["table"], bench_model(entry)] = median_ms
     return ms
+
+
+def _step_timings(bench: list[dict]):
+    """(benchmark, entry, engine mode, median ms a step) for every mode a benchmark timed."""
+    for data in bench:
+        tables = data.get("tables")
+        for entry in tables if isinstance(tables, list) else []:
+            for variant, timing in entry.get("variants", {}).items():
+                if "median_ms" in timing:
+                    yield data, entry, variant, timing["median_ms"]
 
 
 def reference_spread(bench: list[dict]) -> dict[str, Any] | None:
@@ -788,12 +795,8 @@ def reference_spread(bench: list[dict]) -> dict[str, Any] | None:
     the largest such ratio of any other engine mode timed as often on those rows; None where no
     row was timed twice."""
     timings = collections.defaultdict(lambda: collections.defaultdict(list))
-    for data in bench:
-        for entry in data.get("tables") if isinstance(data.get("tables"), list) else []:
-            for variant, timing in entry.get("variants", {}).items():
-                if "median_ms" in timing:
-                    key = data.get("device"), entry["table"], bench_model(entry)
-                    timings[key][variant].append(timing["median_ms"])
+    for data, entry, variant, median_ms in _step_timings(bench):
+        timings[data.get("device"), entry["table"], bench_model(entry)][variant].append(median_ms)
 
     def ratio(ms: list[float]) -> float:
         return max(ms) / min(ms)
