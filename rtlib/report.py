@@ -353,7 +353,7 @@ def _explanation(records, row, runs, cuts, found, rules, chance_words: str, at_c
     if at_config is not None and at_config["verdict"] == "reproduced":
         sentences.append(f"Ours is {direction} than the paper's by {fmt(abs(row['delta']), task, 1)} at lr "
                          f"{row['lr']:g}, the lr validation chose; at {_config_lr_words(task, model)} {at_config['lr']:g} "
-                         f"our seeds give {ours_text(at_config)}, within tolerance of the paper's: the gap is the "
+                         f"our seeds give {ours_text(at_config)}, {_against_paper(at_config)}: the gap is the "
                          "choice of lr.")
     elif len(near):
         sentences.append(f"The ablation {variant_name(near['variant'].iloc[0])} gives {fmt(near['ours'].iloc[0], task)} "

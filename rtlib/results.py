@@ -795,7 +795,7 @@ def window_points(records: pd.DataFrame) -> pd.DataFrame:
     ablations ran, `row_at_lr`), beside the seeds of each `window=M` ablation; `lr` that lr and
     `chosen_lr` the one validation chose for the table's cell (NaN while it has none)."""
     columns = ["table", "task", "window", "released", "seed", "value", "lr", "chosen_lr"]
-    found = []
+    found, chosen_cells = [], cells(records)
     for table, planned in window_ablations().items():
         task = TABLE_TASKS[table]
         windows = [(int(a.variant.removeprefix("window=")), cell(cells(records, a.variant), task, "rtransformer"))
@@ -804,7 +804,7 @@ def window_points(records: pd.DataFrame) -> pd.DataFrame:
         if not ran:
             continue
         lr = ablation_lr(ran[0], task, "rtransformer")
-        row, chosen = row_at_lr(records, task, "rtransformer", lr), cell(cells(records), task, "rtransformer")["lr"]
+        row, chosen = row_at_lr(records, task, "rtransformer", lr), cell(chosen_cells, task, "rtransformer")["lr"]
         released = run_config(task, "rtransformer", "paper").backbone.window
         found += [(table, task, released, True, seed, value, lr, chosen)
                   for seed, value in zip(row["seeds"], row["values"])]
