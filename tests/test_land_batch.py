@@ -261,3 +261,21 @@ def test_a_failed_run_is_lost_with_its_error_even_before_its_first_epoch_unless_
                                   why=f"failed: {died}")
     assert (lost[later]["epochs"], lost[later]["job_minutes"], lost[later]["why"]) == (3, 1.5, f"failed: {fault}")
     assert lost[again]["why"] == land_batch.STILL_TRAINING
+
+
+@pytest.mark.parametrize("maps_committed, kept", [(0, False), (3, True)])
+def test_the_gpu_analysis_replaces_a_committed_one_only_where_that_lacks_the_maps(tmp_path, maps_committed, kept):
+    fetched, root = tmp_path / "fetched", repo(tmp_path / "repo")
+    fetched.mkdir()
+    run = fetched_batch(fetched)
+    with_maps = dict(example={"kind": "keys"}, maps=[[[1.0]]])
+    committed = {"run_id": "committed", **with_maps, "more_examples": [with_maps] * (maps_committed - 1)}
+    if not maps_committed:
+        committed = {"run_id": "committed", "more_examples": [{"example": {"kind": "keys"}}]}
+    target = root / "results" / "analysis" / f"{run}.json"
+    target.write_text(json.dumps(committed))
+    assert land_batch.main([str(fetched), "--name", "2026-12-07_h100_ak", "--script", "s", "--sharing", "s",
+                            "--deadline-minutes", "1", "--held-minutes", "1", "--repo", str(root)]) == 0
+    assert json.loads(target.read_text())["run_id"] == ("committed" if kept else "x")
+    log = json.loads((root / "results" / "batches" / "2026-12-07_h100_ak.json").read_text())
+    assert log["analysed"] == ([] if kept else [f"{run} (on the GPU machine)"])
