@@ -41,6 +41,9 @@ from .tasks import TASKS
 RUN_NOTEBOOK = REPO / "notebooks" / "run.ipynb"
 FIRST_SEED = 1111
 KERNEL = "python3"
+# papermill's default, 60 s, was too short for four kernels starting at once under MPS
+# (results/batches/2026-12-07_h100_ak.json): the job failed before its first epoch
+KERNEL_START_TIMEOUT_S = 300
 STRIP_OUTPUT_BYTES = 20_000    # outputs larger than this leave the results/ copy of a notebook
 EXIT_FAILED, EXIT_REMAINING, EXIT_INTERRUPTED = 1, 3, 130
 
@@ -289,7 +292,8 @@ def plan_commands(jobs: list[Job], *, results_dir: Path | None, max_minutes: flo
     for job in jobs:
         params = job.parameters(results_dir=repeats_dir if job.repeat else results_dir,
                                 max_minutes=max_minutes, data_dir=data_dir, compile_mode=compile_mode)
-        args = ["papermill", _shown(RUN_NOTEBOOK), f"{params['out_dir']}/run.ipynb", "-k", KERNEL]
+        args = ["papermill", _shown(RUN_NOTEBOOK), f"{params['out_dir']}/run.ipynb", "-k", KERNEL,
+                "--start-timeout", str(KERNEL_START_TIMEOUT_S)]
         for key, value in params.items():
             if value is not None and not (key in ("device", "compile_mode") and value == "auto"):
                 args += ["-p", key, str(value)]
@@ -440,7 +444,7 @@ JOB_SCRIPT = """import json, sys, papermill
 spec = json.loads(sys.argv[1])
 papermill.execute_notebook(spec["input"], spec["output"], parameters=spec["parameters"],
                            kernel_name=spec["kernel"], cwd=spec["cwd"], progress_bar=False,
-                           log_output=True)
+                           log_output=True, start_timeout=spec["start_timeout"])
 """
 
 
@@ -456,7 +460,7 @@ def _start(job: Job, slot: tuple[str, int | None], params: dict[str, Any], threa
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // (2 * threads_share))))
     env.pop("RTLIB_SMOKE", None)  # the runner already applied it to the profile
     spec = dict(input=str(RUN_NOTEBOOK), output=str(job.out_dir / "run.ipynb"), parameters=params,
-                kernel=KERNEL, cwd=str(REPO))
+                kernel=KERNEL, cwd=str(REPO), start_timeout=KERNEL_START_TIMEOUT_S)
     (job.out_dir / "run.ipynb").unlink(missing_ok=True)  # an old one would hold an old error
     log = open(job.out_dir / "job.log", "a")
     process = subprocess.Popen([sys.executable, "-c", JOB_SCRIPT, json.dumps(spec)], cwd=REPO,
@@ -643,9 +647,10 @@ def mps_daemon(enabled: bool, log: Callable[[str], None] = print):
 
 # A job that fails with one of these most likely failed for a cause outside its own settings:
 # a GPU fault from a neighbour (under MPS one client's crash takes the others down with it,
-# "unspecified launch failure"), or a Jupyter kernel that died before it started (seen with five
-# jobs starting at once under MPS).
-TRANSIENT_FAULTS = ("CUDA error:", "AcceleratorError", "Kernel died before replying to kernel_info")
+# "unspecified launch failure"), or a Jupyter kernel that died or did not answer before it started
+# (seen with five, and four, jobs starting at once under MPS: batches y and ak).
+TRANSIENT_FAULTS = ("CUDA error:", "AcceleratorError", "Kernel died before replying to kernel_info",
+                    "Kernel didn't respond in")
 TRANSIENT_FAULT_RETRIES = 1
 PROGRESS_EVERY_S = 120.0   # how often a runner with a deadline says how its jobs pace
 JUDGE_EVERY_S = 5.0        # how often it reads its jobs' logs (an epoch takes seconds at least)

@@ -374,12 +374,14 @@ def test_a_job_a_gpu_fault_killed_resumes_once_and_a_settings_error_never(monkey
     assert [outcome.error for outcome in outcomes] == [fault, "ValueError: window=100 is too large"]
 
 
-def test_a_job_whose_kernel_died_before_it_started_is_retried_once(monkeypatch, tmp_path):
-    """With five jobs starting at once under MPS a Jupyter kernel died before it replied to
-    kernel_info, before its job did any work: such a job goes back to the queue once too."""
+@pytest.mark.parametrize("died", ["exit code 1: RuntimeError: Kernel died before replying to kernel_info",
+                                  "exit code 1: RuntimeError: Kernel didn't respond in 60 seconds"])
+def test_a_job_whose_kernel_died_before_it_started_is_retried_once(monkeypatch, tmp_path, died):
+    """With five (four) jobs starting at once under MPS a Jupyter kernel died before it replied to
+    kernel_info (did not answer in 60 s), before its job did any work: such a job goes back to the
+    queue once too."""
     import rtlib.reproduce as reproduce
     jobs = expand_jobs([4], ["rtransformer", "transformer"], "smoke", seeds=1, lrs="config", out=tmp_path)
-    died = "exit code 1: RuntimeError: Kernel died before replying to kernel_info"
     errors = {jobs[0].run_id: [died, ""], jobs[1].run_id: [died, died]}  # "": the job is done
     started = []
 
@@ -489,3 +491,24 @@ def test_finished_records_leave_out_the_folders_of_repeats(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "record.json").write_text(json.dumps(dict(run_id="x_seed1", config={}, test_metric=value)))
     assert finished_records(tmp_path, None)["x_seed1"]["test_metric"] == 1.0
+
+
+def test_a_job_waits_for_its_kernel_longer_than_papermills_60_seconds(tmp_path, monkeypatch):
+    """Four kernels starting at once under MPS took longer than papermill's default 60 s."""
+    import subprocess
+    import sys
+    import types
+
+    from rtlib import reproduce as runner
+
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda args, **kwargs: started.append(args))
+    job = expand_jobs([2], ["rtransformer"], "smoke", seeds=1, lrs="config", out=tmp_path)[0]
+    runner._start(job, ("cpu", None), {})
+    script, spec = started[0][-2:]
+    executed = []
+    monkeypatch.setitem(sys.modules, "papermill",
+                        types.SimpleNamespace(execute_notebook=lambda *a, **k: executed.append(k)))
+    monkeypatch.setattr(sys, "argv", ["-c", spec])
+    exec(script, {})
+    assert executed[0]["start_timeout"] == runner.KERNEL_START_TIMEOUT_S > 60
