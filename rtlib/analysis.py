@@ -438,12 +438,15 @@ def maps_shortfall(items, wanted: int = MAP_EXAMPLES) -> str:
     if not short:
         return ""
     held = sorted({len(examples_with_maps(item)) for item in short})
-    who = ("Every analysis here" if len(short) == len(with_maps) else "The analyses of "
-           + join_words([f"{task_name(item['task'])} {model_name(item['model'])}" for item in short]))
+    one, every = len(short) == 1, len(short) == len(with_maps)
+    names = join_words([f"{task_name(item['task'])} {model_name(item['model'])}" for item in short])
+    who = ("Every analysis here predates" if every else
+           f"The analysis of {names} predates" if one else f"The analyses of {names} predate")
     count = f"{join_words([str(n) for n in held])} test example{'' if held == [1] else 's'}"
-    return (f"{who} predates keeping several examples' maps: {'it holds' if len(short) == 1 else 'they hold'} "
-            f"the maps of {count}{'' if len(short) == 1 else ' each'}, so the attention figures below show "
-            f"{count} a model (the distances, entropies and saliencies use every example analysed). "
+    whose = "a model" if every else "for " + ("this model" if one else "these models")
+    return (f"{who} keeping several examples' maps: {'it holds' if one else 'they hold'} "
+            f"the maps of {count}{'' if one else ' each'}, so the attention figures below show "
+            f"{count} {whose} (the distances, entropies and saliencies use every example analysed). "
             f"`python -m rtlib analyze --run DIR` on the same weights keeps the maps of {wanted}.")
 
 

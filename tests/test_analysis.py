@@ -224,7 +224,12 @@ def test_only_the_first_map_examples_keep_their_maps_and_a_page_says_when_fewer_
     note = analysis.maps_shortfall([result], wanted=3)
     assert note.startswith("Every analysis here predates") and "the maps of 2 test examples" in note
     old = dict(_fake("ptb-word", "rtransformer", "paper", [[1, 2], [3, 4]], lengths=(9, 9)), maps=[[[[1.0]]]])
-    assert "The analyses of PTB-word R-Transformer" in analysis.maps_shortfall([old, result], wanted=2)
+    assert analysis.maps_shortfall([old, result], wanted=2).startswith(
+        "The analysis of PTB-word R-Transformer predates keeping several examples' maps: it holds the maps "
+        "of 1 test example, so the attention figures below show 1 test example for this model")
+    older = dict(old, task="nottingham")
+    assert analysis.maps_shortfall([old, older, result], wanted=2).startswith(
+        "The analyses of PTB-word R-Transformer and Nottingham R-Transformer predate")
 
 
 def test_the_window_ablations_say_which_tables_have_records(tmp_path):
