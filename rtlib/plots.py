@@ -299,7 +299,7 @@ def plot_attention_map(weights, ax=None, tokens: Sequence[str] | None = None, ti
         labels = [("␣" if tokens[i] == " " else repr(tokens[i])[1:-1]) if len(tokens[i]) == 1 else tokens[i]
                   for i in ticks]
         ax.set_xticks(ticks)
-        ax.set_xticklabels(labels, rotation=90, fontsize=7)
+        ax.set_xticklabels(labels, rotation=90 if max(map(len, labels)) > 1 else 0, fontsize=7)  # a lone char reads upright
         ax.set_yticks(ticks)
         ax.set_yticklabels(labels, fontsize=7)
     ax.set_xlabel("key position (attended to)")
