@@ -1289,15 +1289,17 @@ def headline(records: pd.DataFrame) -> str:
     ])
 
 
-def _loss_kind(why: str) -> str:
-    """A lost run's reason as the batch log gives it, without its own numbers: a runner's stop
-    names its pace and weights, which the batch logs keep."""
+def _loss_kind(why: str, count: int) -> str:
+    """`count` lost runs' reason as the batch log gives it, without its own numbers: a runner's
+    stop names its pace and weights, which the batch logs keep."""
+    its, them = ("its", "it") if count == 1 else ("their", "them")
     if why.startswith("stopped by its runner: projected"):
-        return ("stopped by their runner, projected to miss the deadline with weights too large to leave the machine"
-                + (" (their checkpoints came back, but no device time was left to resume them)"
-                   if "checkpoint came back" in why else ""))
+        came_back = (f" ({its} checkpoint{'s' * (count > 1)} came back, but no device time was left to resume {them})"
+                     if "checkpoint came back" in why else "")
+        return ("stopped by " + its + " runner, projected to miss the deadline with weights too large to leave "
+                "the machine" + came_back)
     if why.startswith("failed:") and "Kernel died before replying to kernel_info" in why:
-        return "failed at their start, their notebook's kernel dead before it replied (runners retry that since)"
+        return f"failed at {its} start, {its} notebook's kernel dead before it replied (runners retry that since)"
     return why
 
 
@@ -1345,8 +1347,9 @@ def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
                      f"have shown {'it' if len(carried) == 1 else 'either' if len(carried) == 2 else 'any of them'}.")
     lost, waiting = _lost(batches, records), _waiting(batches, records)
     if lost:
-        reasons = collections.Counter(_loss_kind(run["why"]) for run in lost)
-        why = "; ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+        one_of_each = {_loss_kind(run["why"], 2): run["why"] for run in lost}  # a batch log's words per kind
+        kinds = collections.Counter(_loss_kind(run["why"], 2) for run in lost)
+        why = "; ".join(f"{count} {_loss_kind(one_of_each[kind], count)}" for kind, count in kinds.most_common())
         items.append(f"*GPU time comes in short leases.* {plural(len(lost), 'run')} "
                      + ("was lost before it finished " if len(lost) == 1 else "were lost before they finished ") +
                      f"({sum(run['job_minutes'] for run in lost):.1f} GPU-minutes): {why}. A run must fit "

@@ -423,6 +423,10 @@ def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_pa
     # one kind of loss, however many paces: the batch logs keep each runner's numbers
     assert ("2 stopped by their runner, projected to miss the deadline with weights too large to leave the machine"
             in report.hard_parts(records, [dict(lost_runs=stops)]))
+    came_back = dict(stops[0], why=stops[0]["why"] + " (its checkpoint came back, but the session had no device time")
+    assert ("1 stopped by its runner, projected to miss the deadline with weights too large to leave the machine "
+            "(its checkpoint came back, but no device time was left to resume it)"
+            in report.hard_parts(records, [dict(lost_runs=[came_back])]))
     assert report.remaining(records, batches).set_index("table").loc[4, "minutes_left"] > 0  # a lost run without a time per epoch prices nothing
     batches = batches[:1]
     spent = report.cost(records, batches, bench).set_index("table")
@@ -752,8 +756,10 @@ def test_a_run_whose_kernel_died_at_its_start_is_a_lost_run_in_words(tmp_path):
     died = dict(run_id="nottingham_transformer_paper_lr5e-05_seed1112", epochs=0, job_minutes=0.1,
                 seconds_per_epoch=None, why="failed: exit code 1: RuntimeError: Kernel died before replying to kernel_info")
     text = report.hard_parts(load_records(tmp_path), [dict(date="2026-12-06", finished=[], lost_runs=[died])])
-    assert ("1 run was lost before it finished (0.1 GPU-minutes): 1 failed at their start, their notebook's "
+    assert ("1 run was lost before it finished (0.1 GPU-minutes): 1 failed at its start, its notebook's "
             "kernel dead before it replied (runners retry that since).") in text
+    twice = report.hard_parts(load_records(tmp_path), [dict(date="2026-12-06", finished=[], lost_runs=[died, died])])
+    assert "2 failed at their start, their notebook's kernel dead" in twice
 
 
 def test_an_ablation_is_also_read_against_its_own_seeds_of_the_row(tmp_path):
