@@ -657,8 +657,8 @@ def _ablation_text(records: pd.DataFrame, ablation, batches: list[dict] = ()) ->
 
 
 def _started_text(records: pd.DataFrame, batches: list[dict], task: str, model: str, variant: str) -> str:
-    """' (started: 1 of 50 epochs in 6.0 GPU-minutes, about 302 for the whole run)' for a run that
-    a batch left unfinished, from its log; '' where none did."""
+    """' (started: 1 of 50 epochs in 6.0 GPU-minutes, about 302 for the whole run at that pace, ...)'
+    for a run that a batch left unfinished, from its log; '' where none did."""
     key = task, model, variant_slug(variant)
     left = [run for run in _unfinished(list(batches), records)
             if tuple(run_id_fields(run["run_id"])[k] for k in ("task", "model", "variant")) == key]
@@ -666,8 +666,11 @@ def _started_text(records: pd.DataFrame, batches: list[dict], task: str, model: 
         return ""
     run, total = left[-1], run_config(task, model, EVIDENCE_PROFILE).train.epochs
     whole = _minutes_per_run(records, list(batches)).get(key, math.nan)
+    untimed = run.get("seconds_per_epoch") is None  # its minutes include compiling: no steady pace
     return (f" (started: {run.get('epochs', 0)} of {total} epochs in {run['job_minutes']:.1f} GPU-minutes"
-            + (f", about {whole:.0f} for the whole run at that pace" if not math.isnan(whole) else "") + ")")
+            + (f", about {whole:.0f} for the whole run at that pace" if not math.isnan(whole) else "")
+            + (", likely high: the minutes include compiling the step" if untimed and not math.isnan(whole) else "")
+            + ")")
 
 
 def ablations_summary(records: pd.DataFrame) -> str:

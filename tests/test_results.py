@@ -547,7 +547,12 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path):
                                      checkpoint="brought back")])]  # batch ab
     table = report.deviations(load_records(tmp_path), report.BENCH_DIR, batches=started).frame.set_index("what")
     assert ("Table 1: not run yet (started: 1 of 50 epochs in 6.0 GPU-minutes, about 300 for the whole run at "
-            "that pace); Table 2: not run yet;") in table.loc["precision", "effect"]
+            "that pace, likely high: the minutes include compiling the step); Table 2: not run yet;"
+            ) in table.loc["precision", "effect"]
+    started[0]["lost_runs"][0].update(epochs=3, job_minutes=7.0, seconds_per_epoch=30.0)  # timed past its compiling
+    table = report.deviations(load_records(tmp_path), report.BENCH_DIR, batches=started).frame.set_index("what")
+    assert ("Table 1: not run yet (started: 3 of 50 epochs in 7.0 GPU-minutes, about 25 for the whole run at "
+            "that pace); Table 2") in table.loc["precision", "effect"]
     write_record(tmp_path, variant="precision=fp32", seed=1111, test=2.38, precision="fp32")
     table = report.deviations(load_records(tmp_path), report.BENCH_DIR).frame.set_index("what")
     assert ("Table 2: 2.38 vs 2.41 for the row (1 seed vs 3; −0.020 against the row's run of the same seed 1111)"
