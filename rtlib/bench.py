@@ -534,12 +534,13 @@ ENGINE_MODES = ("none", "default", "step-graph", "default+step-graph")
 
 def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
                  data_dir: Path | None = None, modes: tuple[str, ...] = ENGINE_MODES,
-                 timing_profile: str = "paper") -> dict[str, Any]:
+                 timing_profile: str = "paper", precision: str | None = None) -> dict[str, Any]:
     """Which engine mode (`rtlib.runtime`) trains one cell fastest, and correctly, through the
     engine itself (`rtlib.train.train`).
 
-    Speed: the `timing_profile` configuration in its precision, 3 epochs of `steps` steps with
-    a small evaluation; the third epoch's seconds (after compilation and graph capture) a step.
+    Speed: the `timing_profile` configuration in its precision (or `precision`: an ablation's),
+    3 epochs of `steps` steps with a small evaluation; the third epoch's seconds (after
+    compilation and graph capture) a step.
     Correctness: the smoke model in fp32 without dropout trains 2 epochs in each mode and
     eagerly; the largest relative difference of their losses. Dropout: two steps on one batch
     with lr 0 must see different dropout masks (a graph that replayed one mask would not).
@@ -550,7 +551,8 @@ def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
 
     task = TABLE_TASKS[table]
     quiet = dict(log=lambda message: None, data_dir=data_dir)
-    timing = run_config(task, model, timing_profile, epochs=3, max_steps=steps, eval_limit=_small_eval(task))
+    timing = run_config(task, model, timing_profile, epochs=3, max_steps=steps, eval_limit=_small_eval(task),
+                        precision=precision)
     smoke = run_config(task, model, "smoke", epochs=2, precision="fp32")
     no_dropout = with_variant(smoke, "dropout=0" + (",emb_dropout=0" if smoke.head is not None else ""))
 
@@ -579,7 +581,7 @@ def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
                and r["max_rel_loss_difference_vs_eager"] < 1e-3}
     fastest = min(correct, key=lambda mode: correct[mode]["ms_per_step"]) if correct else None
     return dict(table=table, task=task, model=model, steps=steps, timing_profile=timing_profile,
-                modes=results, fastest_correct=fastest)
+                precision=timing.train.precision, modes=results, fastest_correct=fastest)
 
 
 def dropout_masks_vary(cfg: RunConfig, mode: str, device: torch.device,
@@ -639,6 +641,9 @@ def _parser() -> OneLineParser:
     parser.add_argument("--modes", nargs="+", choices=ENGINE_MODES, default=list(ENGINE_MODES),
                         help="the engine modes --engine-modes tries (default: all; 'none step-graph' "
                              "compiles nothing, so it takes seconds a cell)")
+    parser.add_argument("--precision", choices=["bf16", "fp32"],
+                        help="--engine-modes times the steps in this precision (default: each row's), "
+                             "e.g. fp32 to price the fp32 ablations")
     parser.add_argument("--bound", action="store_true",
                         help="only bound what a faster LocalRNN can buy: the step without LocalRNNs "
                              "plus their matmuls alone, against the reference and the fastest variant")
@@ -687,7 +692,8 @@ def _run_engine_modes(args: argparse.Namespace, device: torch.device) -> None:
     cells = []
     for table in args.tables:
         for model in args.engine_modes:
-            cells.append(engine_modes(table, model, device, args.steps, modes=tuple(args.modes)))
+            cells.append(engine_modes(table, model, device, args.steps, modes=tuple(args.modes),
+                                      precision=args.precision))
             timing = {mode: round(r["ms_per_step"], 2) if r["works"] else r["error"][:60]
                       for mode, r in cells[-1]["modes"].items()}
             print(f"table {table} {model}: fastest correct {cells[-1]['fastest_correct']}; ms/step {timing}")

@@ -1017,11 +1017,13 @@ def step_minutes(bench: list[dict], task: str, model: str, data_dir: str | None 
     """Minutes of one paper-profile run's training steps alone (no evaluation, no other job on
     the GPU), in the model's fastest correct engine mode as `bench --engine-modes` timed it:
     a floor under the run's job time; NaN where the bench has no such cell."""
+    cfg = run_config(task, model, EVIDENCE_PROFILE)
     for data in bench:
         for entry in data.get("cells", []) if isinstance(data.get("cells"), list) else []:
-            if (entry.get("task"), entry.get("model")) == (task, model) and entry.get("fastest_correct"):
+            if ((entry.get("task"), entry.get("model")) == (task, model) and entry.get("fastest_correct")
+                    and entry.get("precision", cfg.train.precision) == cfg.train.precision):  # not an ablation's
                 ms = entry["modes"][entry["fastest_correct"]]["ms_per_step"]
-                epochs = run_config(task, model, EVIDENCE_PROFILE).train.epochs
+                epochs = cfg.train.epochs
                 return ms * train_steps(task, model, data_dir) * epochs / 60_000
     return math.nan
 

@@ -123,6 +123,10 @@ def test_engine_modes_times_and_checks_each_mode_through_the_engine(real_data):
     none = result["modes"]["none"]
     assert none["works"] and none["ms_per_step"] > 0 and none["dropout_masks_vary"] is True
     assert none["max_rel_loss_difference_vs_eager"] == 0.0 and result["fastest_correct"] == "none"
+    assert result["precision"] == run_config("ptb-word", "rtransformer", "smoke").train.precision == "fp32"
+    other = engine_modes(4, "rtransformer", torch.device("cpu"), steps=2, data_dir=real_data,
+                         modes=("none",), timing_profile="smoke", precision="bf16")
+    assert other["precision"] == "bf16" and other["modes"]["none"]["works"]
     no_dropout = run_config("mnist", "rnn", "smoke")  # the seq-MNIST RNN rows have no dropout
     assert dropout_masks_vary(no_dropout, "none", torch.device("cpu"), real_data) is None
 
@@ -131,14 +135,17 @@ def test_engine_modes_cli_tries_only_the_modes_asked_for_and_rejects_others(monk
     import rtlib.bench as bench
     asked = []
 
-    def engine_modes(table, model, device, steps, modes):
-        asked.append((table, model, modes))
+    def engine_modes(table, model, device, steps, modes, precision):
+        asked.append((table, model, modes, precision))
         return dict(modes={mode: dict(works=True, ms_per_step=1.0) for mode in modes}, fastest_correct=modes[0])
     monkeypatch.setattr(bench, "engine_modes", engine_modes)
     out = tmp_path / "engine_modes.json"
     assert bench.main(["--device", "cpu", "--tables", "1", "--engine-modes", "tcn", "--modes", "none",
                        "step-graph", "--out", str(out)]) == 0
-    assert asked == [(1, "tcn", ("none", "step-graph"))] and out.exists()
+    assert bench.main(["--device", "cpu", "--tables", "1", "--engine-modes", "rtransformer", "--modes", "none",
+                       "--precision", "fp32", "--out", str(out)]) == 0
+    assert asked == [(1, "tcn", ("none", "step-graph"), None), (1, "rtransformer", ("none",), "fp32")]
+    assert out.exists()
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--engine-modes", "tcn", "--modes", "fastest"])
     assert exit_.value.code == 2 and "fastest" in capsys.readouterr().err

@@ -442,6 +442,10 @@ def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_pa
     assert floored.loc[2, "floored"] > 0 and floored.loc[2, "unpriced"] == left.loc[2, "unpriced"] - floored.loc[2, "floored"]
     assert floored.loc[2, "floor_minutes"] == pytest.approx(floored.loc[2, "floored"] * 6.0 * steps * 100 / 60_000)
     assert report.step_minutes(timed, "nottingham", "lstm") != report.step_minutes(timed, "nottingham", "lstm")  # NaN
+    fp32 = [dict(device="test GPU", cells=[dict(timed[0]["cells"][0], precision="fp32", model="rtransformer")])]
+    assert math.isnan(report.step_minutes(fp32, "nottingham", "rtransformer"))  # an ablation's step prices no row run
+    assert report.step_minutes([dict(device="test GPU", cells=[dict(fp32[0]["cells"][0], precision="auto")])],
+                               "nottingham", "rtransformer") > 0
 
 
 def test_cost_prices_every_row_the_bench_timed_and_names_the_rows_it_cannot(data_mirror, tmp_path):
