@@ -600,7 +600,7 @@ def deviations(records: pd.DataFrame, bench_dir: str | Path = BENCH_DIR, data_di
     bench = load_bench(bench_dir)
     in_fp32 = _fp32_rows()
     versions = join_words(sorted(set(evidence(records)["torch_version"].dropna()))) or "no runs yet"
-    fp32 = [f"Table {a.table}: " + _ablation_text(records, a, batches) for a in ABLATIONS
+    fp32 = [f"Table {a.table}: " + _ablation_text(records, a, batches, bench) for a in ABLATIONS
             if a.variant == "precision=fp32"]
     rows = [
         ("precision", "fp32", f"bf16 autocast where the GPU has it: {_counts(records, 'precision')}"
@@ -643,12 +643,14 @@ def _eval_stacking(records: pd.DataFrame) -> str:
             f"forward in {plural(int(stacked.sum()), 'run')}")
 
 
-def _ablation_text(records: pd.DataFrame, ablation, batches: list[dict] = ()) -> str:
+def _ablation_text(records: pd.DataFrame, ablation, batches: list[dict] = (), bench: list[dict] = ()) -> str:
     task = TABLE_TASKS[ablation.table]
     found = ablations(records, task)
     found = found[(found["model"] == ablation.model) & (found["variant"] == ablation.variant)]
     if not len(found):
-        return "not run yet" + _started_text(records, batches, task, ablation.model, ablation.variant)
+        known = [text for text in (_started_text(records, batches, task, ablation.model, ablation.variant),
+                                   _fp32_steps_text(bench, task, ablation)) if text]
+        return "not run yet" + (f" ({'; '.join(known)})" if known else "")
     row = found.iloc[0]
     same = (f"; {signed(row['same_seed_delta'], task, 1)} against the row's run of the same "
             f"{seeds_text(row['shared_seeds'])}" if row["shared_seeds"] else "")
@@ -656,8 +658,24 @@ def _ablation_text(records: pd.DataFrame, ablation, batches: list[dict] = ()) ->
             f"({plural(int(row['n']), 'seed')} vs {int(row['baseline_n'])}{same})")
 
 
+def _fp32_steps_text(bench: list[dict], task: str, ablation) -> str:
+    """'its steps alone, timed in fp32 on <GPU>: 121.3 ms a step (...), 189 GPU-minutes ...' for
+    an fp32 ablation that `bench --engine-modes --precision fp32` timed; '' for any other."""
+    if ablation.variant != "precision=fp32" or (fp32 := step_timing(bench, task, ablation.model, "fp32")) is None:
+        return ""
+    mode = fp32["fastest_correct"]
+    row = step_timing([data for data in bench if data.get("device") == fp32["device"]], task, ablation.model)
+    same_mode = row is not None and row["modes"].get(mode, {}).get("works")
+    others = [other for other in fp32["modes"] if other != mode]
+    return (f"its steps alone, timed in fp32 on {fp32['device']}: {fp32['modes'][mode]['ms_per_step']:.1f} ms a "
+            f"step in the engine mode {mode}" + (f", the faster of it and {join_words(others)}" if others else "")
+            + (f", bf16 {row['modes'][mode]['ms_per_step']:.1f} ms in that mode" if same_mode else "")
+            + f"; {step_minutes(bench, task, ablation.model, precision='fp32'):.0f} GPU-minutes of steps for the "
+              "whole run, without its evaluations")
+
+
 def _started_text(records: pd.DataFrame, batches: list[dict], task: str, model: str, variant: str) -> str:
-    """' (started: 1 of 50 epochs in 6.0 GPU-minutes, about 302 for the whole run at that pace, ...)'
+    """'started: 1 of 50 epochs in 6.0 GPU-minutes, about 302 for the whole run at that pace, ...'
     for a run that a batch left unfinished, from its log; '' where none did."""
     key = task, model, variant_slug(variant)
     left = [run for run in _unfinished(list(batches), records)
@@ -667,10 +685,9 @@ def _started_text(records: pd.DataFrame, batches: list[dict], task: str, model: 
     run, total = left[-1], run_config(task, model, EVIDENCE_PROFILE).train.epochs
     whole = _minutes_per_run(records, list(batches)).get(key, math.nan)
     untimed = run.get("seconds_per_epoch") is None  # its minutes include compiling: no steady pace
-    return (f" (started: {run.get('epochs', 0)} of {total} epochs in {run['job_minutes']:.1f} GPU-minutes"
+    return (f"started: {run.get('epochs', 0)} of {total} epochs in {run['job_minutes']:.1f} GPU-minutes"
             + (f", about {whole:.0f} for the whole run at that pace" if not math.isnan(whole) else "")
-            + (", likely high: the minutes include compiling the step" if untimed and not math.isnan(whole) else "")
-            + ")")
+            + (", likely high: the minutes include compiling the step" if untimed and not math.isnan(whole) else ""))
 
 
 def ablations_summary(records: pd.DataFrame) -> str:
@@ -1013,19 +1030,29 @@ def _minutes_per_run(records: pd.DataFrame, batches: list[dict]) -> dict[tuple[s
     return price
 
 
-def step_minutes(bench: list[dict], task: str, model: str, data_dir: str | None = None) -> float:
-    """Minutes of one paper-profile run's training steps alone (no evaluation, no other job on
-    the GPU), in the model's fastest correct engine mode as `bench --engine-modes` timed it:
-    a floor under the run's job time; NaN where the bench has no such cell."""
-    cfg = run_config(task, model, EVIDENCE_PROFILE)
+def step_timing(bench: list[dict], task: str, model: str, precision: str | None = None) -> dict[str, Any] | None:
+    """The `bench --engine-modes` cell of (task, model) in `precision` (default: the row's own),
+    with its file's ``device``; None where the bench has none."""
+    precision = precision or run_config(task, model, EVIDENCE_PROFILE).train.precision
     for data in bench:
         for entry in data.get("cells", []) if isinstance(data.get("cells"), list) else []:
             if ((entry.get("task"), entry.get("model")) == (task, model) and entry.get("fastest_correct")
-                    and entry.get("precision", cfg.train.precision) == cfg.train.precision):  # not an ablation's
-                ms = entry["modes"][entry["fastest_correct"]]["ms_per_step"]
-                epochs = cfg.train.epochs
-                return ms * train_steps(task, model, data_dir) * epochs / 60_000
-    return math.nan
+                    and entry.get("precision", precision) == precision):  # cells without one timed the row's
+                return entry | {"device": data.get("device", "an unnamed GPU")}
+    return None
+
+
+def step_minutes(bench: list[dict], task: str, model: str, data_dir: str | None = None,
+                 precision: str | None = None) -> float:
+    """Minutes of one paper-profile run's training steps alone (no evaluation, no other job on
+    the GPU), in the model's fastest correct engine mode as `bench --engine-modes` timed it, in
+    `precision` (default: the row's): a floor under the run's job time; NaN where the bench has
+    no such cell."""
+    entry = step_timing(bench, task, model, precision)
+    if entry is None:
+        return math.nan
+    ms = entry["modes"][entry["fastest_correct"]]["ms_per_step"]
+    return ms * train_steps(task, model, data_dir) * run_config(task, model, EVIDENCE_PROFILE).train.epochs / 60_000
 
 
 def job_minutes(jobs, price: dict[tuple[str, str, str], float] | None = None, *,

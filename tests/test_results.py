@@ -532,13 +532,17 @@ def test_committed_rtransformer_runs_cost_what_they_cost_before_other_models_wer
     assert spent.loc["all", "released_minutes"] == pytest.approx(1074.5202302074433, rel=1e-9)
 
 
-def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path):
+def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path, tmp_path_factory):
+    bench = tmp_path_factory.mktemp("bench")  # the committed checks, without the engine-mode timings
+    for path in report.BENCH_DIR.glob("*.json"):
+        if not path.name.startswith("engine_modes"):
+            (bench / path.name).write_text(path.read_text())
     seeds(tmp_path, [2.40, 2.42, 2.41])
     seeds(tmp_path, [1.30, 1.31], task="ptb-char")
     stacked = tmp_path / "ptb-char_rtransformer_paper_lr2_seed1112.json"
     stacked.write_text(json.dumps({**json.loads(stacked.read_text()),
                                    "engine": dict(compile="none", eval_windows_stacked=64)}))
-    table = report.deviations(load_records(tmp_path), report.BENCH_DIR).frame.set_index("what")
+    table = report.deviations(load_records(tmp_path), bench).frame.set_index("what")
     assert {"precision", "Transformer baseline", "PTB `<eos>`", "seq-MNIST order"} <= set(table.index)
     assert "bf16 (5 runs)" in table.loc["precision", "our paper-profile runs"]
     assert "the paper counted without them" in table.loc["PTB `<eos>`", "effect"]
@@ -549,18 +553,30 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path):
     started = [dict(lost_runs=[dict(run_id="mnist_rtransformer_paper_precision-fp32_lr0.001_seed1111", epochs=1,
                                      job_minutes=6.0, seconds_per_epoch=None, why="unfinished at the deadline",
                                      checkpoint="brought back")])]  # batch ab
-    table = report.deviations(load_records(tmp_path), report.BENCH_DIR, batches=started).frame.set_index("what")
+    table = report.deviations(load_records(tmp_path), bench, batches=started).frame.set_index("what")
     assert ("Table 1: not run yet (started: 1 of 50 epochs in 6.0 GPU-minutes, about 300 for the whole run at "
             "that pace, likely high: the minutes include compiling the step); Table 2: not run yet;"
             ) in table.loc["precision", "effect"]
     started[0]["lost_runs"][0].update(epochs=3, job_minutes=7.0, seconds_per_epoch=30.0)  # timed past its compiling
-    table = report.deviations(load_records(tmp_path), report.BENCH_DIR, batches=started).frame.set_index("what")
+    table = report.deviations(load_records(tmp_path), bench, batches=started).frame.set_index("what")
     assert ("Table 1: not run yet (started: 3 of 50 epochs in 7.0 GPU-minutes, about 25 for the whole run at "
             "that pace); Table 2") in table.loc["precision", "effect"]
     write_record(tmp_path, variant="precision=fp32", seed=1111, test=2.38, precision="fp32")
-    table = report.deviations(load_records(tmp_path), report.BENCH_DIR).frame.set_index("what")
+    table = report.deviations(load_records(tmp_path), bench).frame.set_index("what")
     assert ("Table 2: 2.38 vs 2.41 for the row (1 seed vs 3; −0.020 against the row's run of the same seed 1111)"
             in table.loc["precision", "effect"])
+    cell = dict(task="mnist", model="rtransformer", fastest_correct="step-graph")
+    (bench / "engine_modes_fp32.json").write_text(json.dumps(dict(device="test GPU", cells=[
+        dict(cell, precision="fp32", modes={"none": dict(works=True, ms_per_step=130.0),
+                                            "step-graph": dict(works=True, ms_per_step=120.0)})])))
+    (bench / "engine_modes.json").write_text(json.dumps(dict(device="test GPU", cells=[
+        dict(cell, precision="auto", modes={"step-graph": dict(works=True, ms_per_step=20.0)})])))
+    table = report.deviations(load_records(tmp_path), bench).frame.set_index("what")
+    minutes = 120.0 * report.train_steps("mnist", "rtransformer") * 50 / 60_000
+    assert ("Table 1: not run yet (its steps alone, timed in fp32 on test GPU: 120.0 ms a step in the engine mode "
+            f"step-graph, the faster of it and none, bf16 20.0 ms in that mode; {minutes:.0f} GPU-minutes of steps "
+            "for the whole run, without its evaluations); Table 2: 2.38") in table.loc["precision", "effect"]
+    assert report.step_minutes(report.load_bench(bench), "mnist", "rtransformer") == pytest.approx(minutes / 6)
 
 
 def test_deviations_name_whole_runs_where_bf16_diverged_and_fp32_did_not(data_mirror, tmp_path):
