@@ -666,12 +666,12 @@ def _fp32_steps_text(bench: list[dict], task: str, ablation) -> str:
     mode = fp32["fastest_correct"]
     row = step_timing([data for data in bench if data.get("device") == fp32["device"]], task, ablation.model)
     same_mode = row is not None and row["modes"].get(mode, {}).get("works")
-    others = [other for other in fp32["modes"] if other != mode]
-    return (f"its steps alone, timed in fp32 on {fp32['device']}: {fp32['modes'][mode]['ms_per_step']:.1f} ms a "
-            f"step in the engine mode {mode}" + (f", the faster of it and {join_words(others)}" if others else "")
+    others, ms = [other for other in fp32["modes"] if other != mode], fp32["modes"][mode]["ms_per_step"]
+    return (f"its steps alone, timed in fp32 on {fp32['device']}: {ms:.1f} ms a step in the engine mode {mode}"
+            + (f", the faster of it and {join_words(others)}" if others else "")
             + (f", bf16 {row['modes'][mode]['ms_per_step']:.1f} ms in that mode" if same_mode else "")
-            + f"; {step_minutes(bench, task, ablation.model, precision='fp32'):.0f} GPU-minutes of steps for the "
-              "whole run, without its evaluations")
+            + f"; {steps_minutes(ms, task, ablation.model):.0f} GPU-minutes of steps for the whole run, "
+              "without its evaluations")
 
 
 def _started_text(records: pd.DataFrame, batches: list[dict], task: str, model: str, variant: str) -> str:
@@ -1033,26 +1033,44 @@ def _minutes_per_run(records: pd.DataFrame, batches: list[dict]) -> dict[tuple[s
 def step_timing(bench: list[dict], task: str, model: str, precision: str | None = None) -> dict[str, Any] | None:
     """The `bench --engine-modes` cell of (task, model) in `precision` (default: the row's own),
     with its file's ``device``; None where the bench has none."""
-    precision = precision or run_config(task, model, EVIDENCE_PROFILE).train.precision
+    row = run_config(task, model, EVIDENCE_PROFILE).train.precision
     for data in bench:
         for entry in data.get("cells", []) if isinstance(data.get("cells"), list) else []:
             if ((entry.get("task"), entry.get("model")) == (task, model) and entry.get("fastest_correct")
-                    and entry.get("precision", precision) == precision):  # cells without one timed the row's
+                    and entry.get("precision", row) == (precision or row)):  # cells without one timed the row's
                 return entry | {"device": data.get("device", "an unnamed GPU")}
     return None
+
+
+def fastest_step_ms(bench: list[dict], task: str, model: str, precision: str | None = None) -> float:
+    """The fastest training step any benchmark timed for (task, model) in `precision` (default:
+    the row's), on any GPU: the step bench's (`bench --models ... --variants fastest`, steps alone)
+    or an `--engine-modes` cell's (100-step epochs, whose checkpoint and small evaluation weigh
+    more than in a real epoch); NaN where none did."""
+    row = run_config(task, model, EVIDENCE_PROFILE).train.precision
+    table = next(table for table, name in TABLE_TASKS.items() if name == task)
+    times = [entry["modes"][entry["fastest_correct"]]["ms_per_step"]
+             for entry in [step_timing([data], task, model, precision) for data in bench] if entry is not None]
+    for data in bench:
+        for entry in data.get("tables", []) if isinstance(data.get("tables"), list) else []:
+            if (entry.get("table"), bench_model(entry)) == (table, model) and entry.get("precision", row) == (precision or row):
+                times += [timing["median_ms"] for variant, timing in entry["variants"].items()
+                          if variant != "reference" and "median_ms" in timing]  # not one that failed
+    return min(times, default=math.nan)
 
 
 def step_minutes(bench: list[dict], task: str, model: str, data_dir: str | None = None,
                  precision: str | None = None) -> float:
     """Minutes of one paper-profile run's training steps alone (no evaluation, no other job on
-    the GPU), in the model's fastest correct engine mode as `bench --engine-modes` timed it, in
-    `precision` (default: the row's): a floor under the run's job time; NaN where the bench has
-    no such cell."""
-    entry = step_timing(bench, task, model, precision)
-    if entry is None:
-        return math.nan
-    ms = entry["modes"][entry["fastest_correct"]]["ms_per_step"]
-    return ms * train_steps(task, model, data_dir) * run_config(task, model, EVIDENCE_PROFILE).train.epochs / 60_000
+    the GPU) at the fastest step a benchmark timed (`fastest_step_ms`), in `precision` (default:
+    the row's): a floor under the run's job time; NaN where no benchmark timed one."""
+    return steps_minutes(fastest_step_ms(bench, task, model, precision), task, model, data_dir)
+
+
+def steps_minutes(ms_per_step: float, task: str, model: str, data_dir: str | None = None) -> float:
+    """Minutes of a paper-profile run's training steps at `ms_per_step`."""
+    epochs = run_config(task, model, EVIDENCE_PROFILE).train.epochs
+    return ms_per_step * train_steps(task, model, data_dir) * epochs / 60_000
 
 
 def job_minutes(jobs, price: dict[tuple[str, str, str], float] | None = None, *,

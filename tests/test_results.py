@@ -576,7 +576,26 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path, 
     assert ("Table 1: not run yet (its steps alone, timed in fp32 on test GPU: 120.0 ms a step in the engine mode "
             f"step-graph, the faster of it and none, bf16 20.0 ms in that mode; {minutes:.0f} GPU-minutes of steps "
             "for the whole run, without its evaluations); Table 2: 2.38") in table.loc["precision", "effect"]
-    assert report.step_minutes(report.load_bench(bench), "mnist", "rtransformer") == pytest.approx(minutes / 6)
+    timed = report.load_bench(bench)
+    assert report.step_timing(timed, "mnist", "rtransformer")["modes"]["step-graph"]["ms_per_step"] == 20.0
+    assert report.step_minutes(timed, "mnist", "rtransformer", precision="fp32") == pytest.approx(minutes)
+
+
+def test_a_runs_floor_is_the_fastest_step_any_benchmark_timed_in_its_precision():
+    """The step bench times steps alone; an --engine-modes epoch of 100 steps also carries its
+    checkpoint and evaluation (PTB-word baselines: 4.3 ms a step alone, 10.5 in such epochs)."""
+    modes = dict(task="ptb-word", model="rnn", fastest_correct="step-graph", modes={"step-graph": dict(ms_per_step=10.5)})
+    steps = dict(table=4, model="rnn", precision="auto",
+                 variants={"reference": dict(median_ms=11.3), "fast+step-graph": dict(median_ms=4.3),
+                           "fast": dict(error="DataNotFoundError: ...")})
+    bench = [dict(device="GPU a", cells=[modes]), dict(device="GPU b", tables=[steps])]
+    assert report.fastest_step_ms(bench, "ptb-word", "rnn") == 4.3
+    assert report.fastest_step_ms(bench[:1], "ptb-word", "rnn") == 10.5
+    assert math.isnan(report.fastest_step_ms(bench, "ptb-word", "rnn", precision="fp32"))  # the row's is bf16
+    assert math.isnan(report.fastest_step_ms([dict(tables=[dict(steps, table=3)])], "ptb-word", "rnn"))
+    epochs = run_config("ptb-word", "rnn", "paper").train.epochs
+    assert report.step_minutes(bench, "ptb-word", "rnn") == pytest.approx(
+        4.3 * report.train_steps("ptb-word", "rnn") * epochs / 60_000)
 
 
 def test_deviations_name_whole_runs_where_bf16_diverged_and_fp32_did_not(data_mirror, tmp_path):
