@@ -72,7 +72,7 @@ class StepRunner:
     def __init__(self, cfg: RunConfig, device: torch.device, precision: str, mode: str = "none",
                  fused: bool = True, seed: int = 0, real_data: bool = False):
         torch.manual_seed(seed)
-        self.cfg, self.device, self.kind = cfg, device, TASKS[cfg.task].kind
+        self.cfg, self.device, self.precision, self.kind = cfg, device, precision, TASKS[cfg.task].kind
         # the protocol gives the model, the vocabulary and the loss (and, if asked, the data)
         self.protocol = make_protocol(cfg, device) if real_data else model_protocol(cfg, device)
         self.model = build_model(cfg, self.protocol.shape).to(device)
@@ -268,11 +268,14 @@ def model_variants(model: str, names: list[str]) -> list[str]:
     return [name for name in dict.fromkeys(named) if name != "reference" or model not in NO_RELEASED_CODE]
 
 
-def variant_runner(cfg: RunConfig, name: str, device: torch.device, **kwargs) -> StepRunner:
+def variant_runner(cfg: RunConfig, name: str, device: torch.device, precision: str | None = None,
+                   **kwargs) -> StepRunner:
+    """The StepRunner of variant `name` (`VARIANTS`), in its precision or `precision`."""
     spec = dict(VARIANTS[name])
     variant = released_variant(cfg.model) if name == "reference" else spec.pop("variant")
     if spec["precision"] == "row":
         spec["precision"] = cfg.train.precision
+    spec["precision"] = precision or spec["precision"]
     return StepRunner(with_variant(cfg, variant) if variant else cfg, device, **spec, **kwargs)
 
 
@@ -409,10 +412,11 @@ def kernel_kind(name: str) -> str:
 
 
 def profile_table(table: int, variant: str, device: torch.device, steps: int = 3,
-                  rows: int = 40) -> dict[str, Any]:
+                  rows: int = 40, precision: str | None = None) -> dict[str, Any]:
     """Where the GPU time of a training step goes: every CUDA kernel of a few steps, summed by
-    name and by kind (matmul, attention, fused pointwise, other), in microseconds per step."""
-    runner = variant_runner(run_config(TABLE_TASKS[table], "rtransformer", "paper"), variant, device)
+    name and by kind (matmul, attention, fused pointwise, other), in microseconds per step; in
+    the variant's precision or `precision` (an ablation's)."""
+    runner = variant_runner(run_config(TABLE_TASKS[table], "rtransformer", "paper"), variant, device, precision)
     time_steps(runner, warmup=3, repeats=1)
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as profiler:
@@ -429,7 +433,7 @@ def profile_table(table: int, variant: str, device: torch.device, steps: int = 3
     for name, (micros, _) in kernels.items():
         by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + micros
     top = sorted(kernels.items(), key=lambda item: -item[1][0])[:rows]
-    return dict(variant=variant, steps=steps, gpu_us_per_step=sum(by_kind.values()),
+    return dict(variant=variant, precision=runner.precision, steps=steps, gpu_us_per_step=sum(by_kind.values()),
                 launches_per_step=sum(calls for _, calls in kernels.values()) / steps,
                 us_per_step_by_kind=dict(sorted(by_kind.items(), key=lambda item: -item[1])),
                 kernels=[dict(name=name[:120], us_per_step=micros, launches_per_step=calls / steps)
@@ -642,8 +646,8 @@ def _parser() -> OneLineParser:
                         help="the engine modes --engine-modes tries (default: all; 'none step-graph' "
                              "compiles nothing, so it takes seconds a cell)")
     parser.add_argument("--precision", choices=["bf16", "fp32"],
-                        help="--engine-modes times the steps in this precision (default: each row's), "
-                             "e.g. fp32 to price the fp32 ablations")
+                        help="--engine-modes and --profile run the steps in this precision (default: "
+                             "each row's), e.g. fp32 to price the fp32 ablations and see where their time goes")
     parser.add_argument("--bound", action="store_true",
                         help="only bound what a faster LocalRNN can buy: the step without LocalRNNs "
                              "plus their matmuls alone, against the reference and the fastest variant")
@@ -677,9 +681,9 @@ def _run_equivalence_checks(args: argparse.Namespace, device: torch.device) -> N
 
 
 def _run_profiles(args: argparse.Namespace, device: torch.device) -> None:
-    profiles = {table: profile_table(table, args.profile, device) for table in args.tables}
+    profiles = {table: profile_table(table, args.profile, device, precision=args.precision) for table in args.tables}
     for table, profile in profiles.items():
-        print(f"table {table}, {args.profile}: {profile['gpu_us_per_step']:.0f} us of GPU time a step "
+        print(f"table {table}, {args.profile} in {profile['precision']}: {profile['gpu_us_per_step']:.0f} us of GPU time a step "
               f"in {profile['launches_per_step']:.0f} kernels")
         for kind, micros in profile["us_per_step_by_kind"].items():
             print(f"  {kind:36s} {micros:8.0f} us")

@@ -192,6 +192,8 @@ def test_fast_variants_train_in_the_rows_precision_and_the_released_variant_only
                              ("gru", "", "fp32", "none", False), ("gru", "", "auto", "step-graph", True),
                              ("rtransformer", REFERENCE_VARIANT, "fp32", "none", False),
                              ("rtransformer", "", "auto", "step-graph", True)]
+    ablation = variant_runner(cfg, "fast+step-graph", torch.device("cpu"), precision="fp32")  # --precision fp32
+    assert built_runners[-1] == ("rtransformer", "", "fp32", "step-graph", True) and ablation.precision == "fp32"
 
 
 def test_the_transformer_has_no_reference_and_fastest_is_each_models_engine_mode(real_data, monkeypatch):
