@@ -178,7 +178,9 @@ case "$1" in
   start)
     deadline=$2; shift 2
     # a batch started on an earlier batch's warm machine packs only its own runners' logs (batch x
-    # packed batch w's runner2.log and runner3.log, whose stop lines land_batch reads)
+    # packed batch w's runner2.log and runner3.log, whose stop lines land_batch reads): so a second
+    # `start` on one machine is a second batch; land the first one's fetched files as their own
+    # (batch ak landed only the second's, and its first runner's failed line survives in its note)
     rm -f "$RUNNERS" "$LOGS"/runner*.log
     # A run still training when the last `wait` ends is packed only by `finish`: should that call
     # come late, the machine goes cold with it (batch u's three PTB-char LSTMs, 1-2 epochs short)
