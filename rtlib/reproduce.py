@@ -265,23 +265,44 @@ def _plan_minutes(jobs: list[Job]) -> str:
     """'# job-minutes as measured so far ...': each paper-profile job's GPU-minutes at the mean job
     time of its (task, model, variant)'s committed records (or a batch log's pace), to pack a lease
     with. A variant never timed shows its row's time beside 'not timed yet', never as its own:
-    a precision or a window can change the pace many times over."""
-    from .report import _minutes_per_run, job_minutes, load_batches, load_records
+    a precision or a window can change the pace many times over. A job never timed shows the floor
+    of its steps alone where a benchmark timed them (`_steps_floor`)."""
+    from .report import _minutes_per_run, job_minutes, load_batches, load_bench, load_records
 
     price = _minutes_per_run(load_records(), load_batches())
     own, row = job_minutes(jobs, price, row_pace=False), job_minutes(jobs, price)
     known = [m for m in own if not math.isnan(m)]
     lines = [f"# job-minutes as measured so far (GPU shared as in those batches; alone is faster): "
              f"{sum(known):.1f} for {len(known)} of {len(jobs)} jobs"]
+    bench = load_bench()
     for job, mine, its_row in zip(jobs, own, row):
         if not math.isnan(mine):
             shown = f"{mine:.1f}"
-        elif job.cfg.variant and not math.isnan(its_row):
-            shown = f"not timed yet (the row without `{job.cfg.variant}`: {its_row:.1f})"
         else:
-            shown = "not timed yet"
+            floor, notes = _steps_floor(job, bench), []
+            if job.cfg.variant and not math.isnan(its_row):
+                notes.append(f"the row without `{job.cfg.variant}`: {its_row:.1f}")
+            if not math.isnan(floor):
+                notes.append(f"its steps alone, benchmarked: at least {floor:.1f}")
+            shown = "not timed yet" + (f" ({'; '.join(notes)})" if notes else "")
         lines.append(f"#   {job.run_id}: {shown}")
     return "\n".join(lines)
+
+
+def _steps_floor(job: Job, bench: list[dict]) -> float:
+    """The minutes of `job`'s training steps alone at the fastest step a benchmark timed for its
+    row (in its precision, for an fp32 ablation); NaN for other variants, which change the
+    computation, and where no benchmark or no data is at hand."""
+    from .data.fetch import DataNotFoundError
+    from .report import step_minutes
+
+    variant = job.cfg.variant
+    if variant and variant != "precision=fp32":
+        return math.nan
+    try:
+        return step_minutes(bench, job.cfg.task, job.cfg.model, precision="fp32" if variant else None)
+    except DataNotFoundError:  # the steps of an epoch are counted on the data
+        return math.nan
 
 
 def plan_commands(jobs: list[Job], *, results_dir: Path | None, max_minutes: float | None = None,

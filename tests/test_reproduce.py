@@ -136,7 +136,7 @@ def test_plan_prints_one_command_per_job(capsys):
     assert len({line.split(" && ")[0] for line in lines}) == expected  # one folder per job
 
 
-def test_a_paper_plan_gives_each_job_its_measured_minutes(capsys):
+def test_a_paper_plan_gives_each_job_its_measured_minutes(capsys, data_mirror):
     from rtlib.report import job_minutes
 
     jobs = expand_jobs([3], ["gru", "rnn"], "paper", 1, "config")
@@ -146,11 +146,14 @@ def test_a_paper_plan_gives_each_job_its_measured_minutes(capsys):
     out = capsys.readouterr().out
     assert code == 0 and "# job-minutes as measured so far" in out
     assert re.search(r"^#   ptb-char_gru_paper_lr4_seed1111: \d+\.\d$", out, re.MULTILINE)  # batch z timed it
+    # never run, but the committed H100 step bench timed its steps
+    assert re.search(r"^#   ptb-char_rnn_paper_lr4_seed1111: not timed yet \(its steps alone, benchmarked: at "
+                     r"least \d+\.\d\)$", out, re.MULTILINE)
     main(["reproduce", "--table", "4", "--profile", "fast", "--plan", "--out", "runs"])
     assert "job-minutes" not in capsys.readouterr().out  # measured for the paper profile only
 
 
-def test_a_variant_is_priced_by_its_own_runs_and_the_plan_says_when_it_is_not(capsys, monkeypatch):
+def test_a_variant_is_priced_by_its_own_runs_and_the_plan_says_when_it_is_not(capsys, monkeypatch, data_mirror):
     from rtlib import report
     from rtlib.report import _minutes_per_run, job_minutes
 
@@ -176,6 +179,14 @@ def test_a_variant_is_priced_by_its_own_runs_and_the_plan_says_when_it_is_not(ca
     out = capsys.readouterr().out
     assert re.search(r"^#   ptb-word_rtransformer_paper_window-1_lr2_seed1111: not timed yet \(the row without "
                      r"`window=1`: 15\.8\)$", out, re.MULTILINE)
+    # an fp32 ablation's steps were benchmarked in fp32 (results/bench/engine_modes_fp32_*.json)
+    assert re.search(r"^#   ptb-char_rtransformer_paper_precision-fp32_lr2_seed1111: not timed yet \(its steps "
+                     r"alone, benchmarked: at least \d+\.\d\)$", out, re.MULTILINE)
+    monkeypatch.setattr(report, "load_bench", lambda: [])
+    main(["reproduce", "--cells", "1:rtransformer:config", "--variants", "precision=fp32", "--profile", "paper",
+          "--plan", "--out", "runs", "--results", "/nonexistent"])
+    assert re.search(r"^#   mnist_rtransformer_paper_precision-fp32_lr0\.001_seed1111: not timed yet$",
+                     capsys.readouterr().out, re.MULTILINE)
 
 
 def test_a_run_id_reads_back_as_its_parts():
