@@ -372,13 +372,17 @@ def pick_analyses(analyses: list[dict[str, Any]]) -> dict[tuple[str, str], dict[
     return chosen
 
 
+def has_all_maps(item: dict[str, Any]) -> bool:
+    """Whether an analysis holds the attention maps of `MAP_EXAMPLES` examples."""
+    return len(examples_with_maps(item)) >= MAP_EXAMPLES
+
+
 def analysed_in_full(task: str, model: str, folder: str | Path = ANALYSIS_DIR) -> bool:
     """Whether `folder` holds a paper-profile analysis of `task`'s `model` (no ablation) with the
     attention maps of `MAP_EXAMPLES` examples: `scripts/gpu_paper_batch.sh` analyses a run
     again where none does."""
     return any(item.get("task") == task and item.get("model") == model and item.get("profile") == "paper"
-               and not item.get("variant") and len(examples_with_maps(item)) >= MAP_EXAMPLES
-               for item in load_analyses(folder))
+               and not item.get("variant") and has_all_maps(item) for item in load_analyses(folder))
 
 
 def wants_analysis(run_dir: str | Path, folder: str | Path = ANALYSIS_DIR) -> bool:

@@ -34,7 +34,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from rtlib.analysis import MAP_EXAMPLES, examples_with_maps
+from rtlib.analysis import has_all_maps
 from rtlib.deadline import epochs_logged
 from rtlib.paths import REPO
 from rtlib.reproduce import AGAIN, copy_results, notebooks_dir_for
@@ -141,12 +141,6 @@ def lost_runs(landed: Path, reasons: dict[str, str], failed: dict[str, float],
     return lost
 
 
-def has_all_maps(analysis: Path) -> bool:
-    """Whether a committed analysis holds the attention maps of MAP_EXAMPLES examples: one that
-    does not is replaced by the batch's analysis of the same run id, made on the GPU machine."""
-    return len(examples_with_maps(json.loads(analysis.read_text()))) >= MAP_EXAMPLES
-
-
 def runner_events(landed: Path) -> tuple[dict[str, str], dict[str, float], list[str]]:
     """From the runners' logs: run id -> why it is lost (its runner stopped it early
     (`rtlib.deadline`), it failed, or its runner was still running when the logs were packed),
@@ -218,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         on_gpu = set()
         for analysis in sorted(landed.glob("runs/_code/results/analysis/*.json")):
             target = args.repo / "results" / "analysis" / analysis.name
-            if not target.exists() or not has_all_maps(target):  # `finish` analyses again only what lacks maps
+            # `finish` analyses a run again only where the committed analysis lacks maps: it replaces that
+            if not target.exists() or not has_all_maps(json.loads(target.read_text())):
                 shutil.copy(analysis, target)
                 on_gpu.add(analysis.stem)
     weights = unpack_parts(args.fetched, "weights", args.repo)
