@@ -1397,9 +1397,11 @@ def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
                      f"have shown {'it' if len(carried) == 1 else 'either' if len(carried) == 2 else 'any of them'}.")
     lost, waiting = _lost(batches, records), _waiting(batches, records)
     if lost:
-        one_of_each = {_loss_kind(run["why"], 2): run["why"] for run in lost}  # a batch log's words per kind
-        kinds = collections.Counter(_loss_kind(run["why"], 2) for run in lost)
-        why = "; ".join(f"{count} {_loss_kind(one_of_each[kind], count)}" for kind, count in kinds.most_common())
+        kinds: dict[str, list[str]] = {}  # the batch logs' words of each kind of loss
+        for run in lost:
+            kinds.setdefault(_loss_kind(run["why"], 2), []).append(run["why"])
+        why = "; ".join(f"{len(words)} {_loss_kind(words[0], len(words))}"
+                        for words in sorted(kinds.values(), key=len, reverse=True))
         items.append(f"*GPU time comes in short leases.* {plural(len(lost), 'run')} "
                      + ("was lost before it finished " if len(lost) == 1 else "were lost before they finished ") +
                      f"({sum(run['job_minutes'] for run in lost):.1f} GPU-minutes): {why}. A run must fit "
