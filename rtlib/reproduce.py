@@ -291,16 +291,16 @@ def _plan_minutes(jobs: list[Job]) -> str:
 
 def _steps_floor(job: Job, bench: list[dict]) -> float:
     """The minutes of `job`'s training steps alone at the fastest step a benchmark timed for its
-    row (in its precision, for an fp32 ablation); NaN for other variants, which change the
-    computation, and where no benchmark or no data is at hand."""
+    row in its precision (an ablation of the precision alone has its own); NaN for other
+    variants, which change the computation, and where no benchmark or no data is at hand."""
     from .data.fetch import DataNotFoundError
     from .report import step_minutes
 
     variant = job.cfg.variant
-    if variant and variant != "precision=fp32":
+    if variant and {item.partition("=")[0] for item in variant.split(",")} != {"precision"}:
         return math.nan
     try:
-        return step_minutes(bench, job.cfg.task, job.cfg.model, precision="fp32" if variant else None)
+        return step_minutes(bench, job.cfg.task, job.cfg.model, precision=job.cfg.train.precision)
     except DataNotFoundError:  # the steps of an epoch are counted on the data
         return math.nan
 
