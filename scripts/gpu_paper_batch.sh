@@ -16,10 +16,11 @@
 # outlive the command), all bound by the same deadline; a job projected to miss it, with weights
 # too large to come back, is stopped so that the others get its share. The GPU engine tests run
 # beside the runners, before them with GPU_TESTS_FIRST=1, or not at all with GPU_TESTS_SKIP=1.
-# With START_WAIT_S, `start` goes on as `wait` until the call has run that long (one call fewer
-# to chain). `wait` sleeps, then packs what has landed and, as `finish` does, the unfinished runs
-# small enough to carry into a later lease (so does `start` with START_WAIT_S: a machine that goes
-# cold before the next call then loses only what has run since). `finish` waits for the runners,
+# With START_WAIT_S, `start` goes on as `wait` until the call has run that long or every runner
+# has ended (one call fewer to chain). `wait` sleeps, then packs what has landed and, as
+# `finish` does, the unfinished runs small enough to carry into a later lease (so does `start`
+# with START_WAIT_S: a machine that goes cold before the next call then loses only what has run
+# since). `finish` waits for the runners,
 # analyses one finished run of each (task, R-Transformer or Transformer) whose committed analyses
 # lack the attention maps of 3 examples (its lowest seed at the row's configured lr), packs the records, the logs and, as far as there is room, the run folders of
 # unfinished runs small enough to carry back in (CARRY_LIMIT_BYTES), then the analysed runs'
@@ -163,6 +164,12 @@ runners_alive() {
   return 1
 }
 
+# Sleep until the call has run $1 seconds, less once every runner has ended (batch am's `start`
+# slept 8.5 device-minutes after its only job had stopped)
+sleep_while_runners() {
+  until [ "$SECONDS" -ge "$1" ] || ! runners_alive; do sleep 5; done
+}
+
 pack() {
   tar czf "$OUT/records.tgz" runs/*/record.json runs/*/log.jsonl runs/*/job.log \
     $CODE/results/analysis $LOGS 2>/dev/null
@@ -246,7 +253,7 @@ case "$1" in
     # GPU_TESTS_SKIP=1: the engine has not changed since its tests last passed on a GPU
     [ "${GPU_TESTS_FIRST:-0}" = 1 ] || [ "${GPU_TESTS_SKIP:-0}" = 1 ] || gpu_tests
     # START_WAIT_S=580: go on as `wait` until the call has run that long (one call fewer)
-    if [ "${START_WAIT_S:-0}" -gt "$SECONDS" ]; then sleep $((START_WAIT_S - SECONDS)); tail -n 8 $LOGS/runner*.log; fi
+    if [ "${START_WAIT_S:-0}" -gt "$SECONDS" ]; then sleep_while_runners "$START_WAIT_S"; tail -n 8 $LOGS/runner*.log; fi
     pack
     if [ "${START_WAIT_S:-0}" -gt 0 ]; then ship_unfinished; fi ;;
   stop)
@@ -260,7 +267,7 @@ case "$1" in
   wait)
     require_runners
     # sleeps SECONDS (default: as long as a call allows), less once every runner has ended
-    until [ "$SECONDS" -ge "${2:-$WAIT_MAX_S}" ] || ! runners_alive; do sleep 5; done
+    sleep_while_runners "${2:-$WAIT_MAX_S}"
     tail -n 8 $LOGS/runner*.log
     pack
     # should the machine go cold before the next call, the small unfinished runs can resume
@@ -269,7 +276,7 @@ case "$1" in
   finish)
     require_runners
     # at most 7 minutes, so that analysing and packing fit in the call's 10
-    until ! runners_alive || [ "$SECONDS" -ge 420 ]; do sleep 5; done
+    sleep_while_runners 420
     runners_alive && echo "warning: runners still run after 7 minutes; packing what has landed"
     tail -n 40 $LOGS/runner*.log
     finished=$(unanalysed)

@@ -232,3 +232,17 @@ def test_start_checks_the_data_of_the_gpu_tests_before_it_starts_anything(tmp_pa
     assert "-m rtlib data --tasks mnist nottingham ptb-char ptb-word" in calls
     assert not any("rtlib reproduce" in line for line in calls)
     assert (out / "records.tgz").exists()
+
+
+def test_start_stops_waiting_once_every_runner_has_ended(tmp_path):
+    """Batch am: its only job was stopped a minute in, and `start` slept out START_WAIT_S=575 on
+    a held machine. The stub runner ends after 2 s; `start` must not sleep the 30."""
+    import time
+    root, out, env = stubbed_machine(tmp_path)
+    env.update(START_WAIT_S="30")
+    began = time.monotonic()
+    started = subprocess.run(["bash", str(SCRIPT), "start", "5", "--cells 3:gru:grid --seeds 1"],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    assert time.monotonic() - began < 15
+    assert (out / "records.tgz").exists()
