@@ -609,13 +609,21 @@ def _small_eval(task: str) -> int:
     return {"mnist": 320, "nottingham": 8, "ptb-char": 4000, "ptb-word": 2000}[task]
 
 
+def _out_file(out: Path | None, kind: str, device: torch.device) -> Path:
+    """Where a bench JSON goes: `out`, or its default name ``[<kind>_]<gpu>.json`` in
+    results/bench, or in `out` when that is a folder (the device tool's $OUT is one)."""
+    name = "_".join(filter(None, [kind, device_name(device).replace(" ", "_")])) + ".json"
+    if out is None:
+        return BENCH_DIR / name
+    return out / name if out.is_dir() else out
+
+
 def _write_check(out: Path | None, kind: str, device: torch.device, **results: Any) -> None:
-    """A check's JSON, by default results/bench/<kind>_<gpu>.json."""
-    name = device_name(device)
-    out = out or BENCH_DIR / f"{kind}_{name.replace(' ', '_')}.json"
+    """A check's JSON (`_out_file`)."""
+    out = _out_file(out, kind, device)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, dict(device=name, torch_version=torch.__version__, git_commit=git_commit(),
-                                **results))
+    atomic_write_json(out, dict(device=device_name(device), torch_version=torch.__version__,
+                                git_commit=git_commit(), **results))
     print(f"wrote {out}")
 
 
@@ -629,7 +637,8 @@ def _parser() -> OneLineParser:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="the JSON to write, or a folder to write it in under its "
+                                                 "default name (default: results/bench/[KIND_]GPU.json)")
     parser.add_argument("--precision-check", type=int, nargs="*", choices=[1, 2, 3, 4],
                         help="only compare bf16 with fp32 training curves for these tables")
     parser.add_argument("--music-epoch", nargs="*", choices=list(MUSIC_EPOCH_SETUPS),
@@ -724,7 +733,7 @@ def _run_sharing(args: argparse.Namespace, device: torch.device) -> None:
 
     rounds = [parse_round(text) for text in args.sharing]
     name = device_name(device)
-    out = args.out or BENCH_DIR / f"sharing_{name.replace(' ', '_')}.json"
+    out = _out_file(args.out, "sharing", device)
     with mps_daemon(enabled=device.type == "cuda" and max(map(len, rounds)) > 1) as mps:
         header = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(), mps=mps,
                       date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -746,7 +755,7 @@ def _run_benchmark(args: argparse.Namespace, device: torch.device) -> None:
     report = dict(device=name, torch_version=torch.__version__, git_commit=git_commit(),
                   peak_bf16_flops=peak_flops(name), warmup=args.warmup, repeats=args.repeats,
                   date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), tables=[])
-    out = args.out or BENCH_DIR / f"{name.replace(' ', '_')}.json"
+    out = _out_file(args.out, "", device)
     # the rows' shapes come from their data (vocabularies, MNIST): a missing data set stops the
     # benchmark now, in one line, rather than as an error in every row (batch ad's Tables 1 and 2)
     fetch_tasks(sorted({TABLE_TASKS[table] for table in args.tables}))

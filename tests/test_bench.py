@@ -146,6 +146,11 @@ def test_engine_modes_cli_tries_only_the_modes_asked_for_and_rejects_others(monk
                        "--precision", "fp32", "--out", str(out)]) == 0
     assert asked == [(1, "tcn", ("none", "step-graph"), None), (1, "rtransformer", ("none",), "fp32")]
     assert out.exists()
+    folder = tmp_path / "out"  # the device tool's $OUT: the JSON goes in it under its default name
+    folder.mkdir()
+    assert bench.main(["--device", "cpu", "--tables", "1", "--engine-modes", "tcn", "--modes", "none",
+                       "--out", str(folder)]) == 0
+    assert [path.name.startswith("engine_modes_") for path in folder.iterdir()] == [True]
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--engine-modes", "tcn", "--modes", "fastest"])
     assert exit_.value.code == 2 and "fastest" in capsys.readouterr().err
