@@ -253,8 +253,12 @@ def analyse(run_dirs: list[Path], repo: Path, examples: int) -> list[str]:
 
     done = []
     for run_dir in run_dirs:
+        out = repo / "results" / "analysis" / f"{run_dir.name.removesuffix(AGAIN)}.json"
+        # batch am's `finish`, on batch al's warm machine, shipped the weights al had analysed on the
+        # GPU again (its tree's analysis still lacked the maps): a complete analysis stays
+        if out.exists() and has_all_maps(json.loads(out.read_text())):
+            continue
         if (run_dir / "record.json").exists() and (run_dir / "best.pt").exists():
-            out = repo / "results" / "analysis" / f"{run_dir.name.removesuffix(AGAIN)}.json"
             done.append(analyze_run(run_dir, out, device="cpu", examples=examples)["run_id"])
     return done
 

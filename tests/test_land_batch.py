@@ -279,3 +279,21 @@ def test_the_gpu_analysis_replaces_a_committed_one_only_where_that_lacks_the_map
     assert json.loads(target.read_text())["run_id"] == ("committed" if kept else "x")
     log = json.loads((root / "results" / "batches" / "2026-12-07_h100_ak.json").read_text())
     assert log["analysed"] == ([] if kept else [f"{run} (on the GPU machine)"])
+
+
+def test_weights_of_a_run_whose_committed_analysis_is_complete_are_not_analysed_again(tmp_path):
+    """Batch am: a later batch on the same warm machine shipped weights that batch al had already
+    analysed with 3 examples' maps; analysing them again on a CPU replaced that analysis."""
+    fetched, root = tmp_path / "fetched", repo(tmp_path / "repo")
+    fetched.mkdir()
+    run = fetched_batch(fetched)
+    with_maps = dict(example={"kind": "keys"}, maps=[[[1.0]]])
+    target = root / "results" / "analysis" / f"{run}.json"
+    target.write_text(json.dumps({"run_id": "committed", **with_maps, "more_examples": [with_maps] * 2}))
+    with tarfile.open(fetched / "weights.tar.part-aa", "w") as tar:
+        add(tar, f"runs/{run}.again/best.pt", b"not loadable: a CPU analysis of it would fail")
+        add(tar, f"runs/{run}.again/record.json", RECORD.read_bytes())
+    assert land_batch.main([str(fetched), "--name", "2026-12-07_h100_am", "--script", "s", "--sharing", "s",
+                            "--deadline-minutes", "1", "--held-minutes", "1", "--repo", str(root)]) == 0
+    assert json.loads(target.read_text())["run_id"] == "committed"
+    assert json.loads((root / "results" / "batches" / "2026-12-07_h100_am.json").read_text())["analysed"] == []
