@@ -1067,6 +1067,21 @@ def step_minutes(bench: list[dict], task: str, model: str, data_dir: str | None 
     return steps_minutes(fastest_step_ms(bench, task, model, precision), task, model, data_dir)
 
 
+def steps_floor(cfg, bench: list[dict], data_dir: str | None = None) -> float:
+    """The minutes of a paper-profile run of `cfg`'s training steps alone at the fastest step a
+    benchmark timed for its row in its precision (an ablation of the precision alone has its
+    own): a floor under its job time. NaN for other variants, which change the computation, and
+    where no benchmark or no data is at hand."""
+    from .data.fetch import DataNotFoundError
+
+    if cfg.variant and not _precision_variant(cfg):
+        return math.nan
+    try:
+        return step_minutes(list(bench), cfg.task, cfg.model, data_dir, precision=cfg.train.precision)
+    except DataNotFoundError:  # the steps of an epoch are counted on the data
+        return math.nan
+
+
 def steps_minutes(ms_per_step: float, task: str, model: str, data_dir: str | None = None) -> float:
     """Minutes of a paper-profile run's training steps at `ms_per_step`."""
     epochs = run_config(task, model, EVIDENCE_PROFILE).train.epochs
@@ -1092,7 +1107,10 @@ def remaining(records: pd.DataFrame, batches: list[dict] = (), bench: list[dict]
     """The paper-profile sweep of `python -m rtlib reproduce --table all --seeds 3 --lrs sweep`
     plus `--ablations`, per table: runs planned, finished, left, and the GPU-minutes left at the
     job times measured so far for the same (task, model). Runs of models never run are
-    `unpriced`; with `bench`, those it times get `floor_minutes` (`step_minutes`) instead."""
+    `unpriced`; with `bench`, those it times get `floor_minutes` (`steps_floor`) instead. A
+    variant is priced by its own runs, else by that floor (a precision alone), else at its row's
+    job time: an fp32 ablation is never priced at its bf16 row's pace (Table 3's: 18.5 minutes,
+    where its steps alone take 78)."""
     from .reproduce import ablation_jobs, expand_jobs
 
     tables = list(TABLE_TASKS)
@@ -1106,15 +1124,26 @@ def remaining(records: pd.DataFrame, batches: list[dict] = (), bench: list[dict]
     for table, task in TABLE_TASKS.items():
         mine = [job for job in jobs if job.cfg.task == task]
         left = [job for job in mine if finished.get(job.run_id, {}).get("config") != job.cfg.to_dict()]
-        estimate = np.array(job_minutes(left, price))
-        floors = {model: step_minutes(list(bench), task, model, data_dir) for model in MODELS} if bench else {}
-        floor = np.array([floors.get(job.cfg.model, math.nan) if np.isnan(value) else math.nan
-                          for job, value in zip(left, estimate)])
+        estimate, floor = _left_minutes(left, price, bench, data_dir)
         rows.append(dict(table=table, task=task, planned=len(mine), finished=len(mine) - len(left),
                          left=len(left), minutes_left=float(np.nansum(estimate)),
                          floored=int(np.isfinite(floor).sum()), floor_minutes=float(np.nansum(floor)),
                          unpriced=int((np.isnan(estimate) & np.isnan(floor)).sum())))
     return pd.DataFrame(rows)
+
+
+def _left_minutes(jobs, price: dict, bench: list[dict], data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(estimate, floor) of each job's GPU-minutes, NaN where it has none (`remaining`)."""
+    own, row = job_minutes(jobs, price, row_pace=False), job_minutes(jobs, price)
+    floor = [math.nan if not math.isnan(mine) or not bench else steps_floor(job.cfg, bench, data_dir)
+             for job, mine in zip(jobs, own)]
+    estimate = [mine if not math.isnan(mine) else its_row if math.isnan(low) and not _precision_variant(job.cfg)
+                else math.nan for job, mine, its_row, low in zip(jobs, own, row, floor)]
+    return np.array(estimate), np.array(floor)
+
+
+def _precision_variant(cfg) -> bool:
+    return bool(cfg.variant) and {item.partition("=")[0] for item in cfg.variant.split(",")} == {"precision"}
 
 
 def cost_table(records, batches, bench, data_dir=None) -> HTMLTable:

@@ -266,8 +266,8 @@ def _plan_minutes(jobs: list[Job]) -> str:
     time of its (task, model, variant)'s committed records (or a batch log's pace), to pack a lease
     with. A variant never timed shows its row's time beside 'not timed yet', never as its own:
     a precision or a window can change the pace many times over. A job never timed shows the floor
-    of its steps alone where a benchmark timed them (`_steps_floor`)."""
-    from .report import _minutes_per_run, job_minutes, load_batches, load_bench, load_records
+    of its steps alone where a benchmark timed them (`rtlib.report.steps_floor`)."""
+    from .report import _minutes_per_run, job_minutes, load_batches, load_bench, load_records, steps_floor
 
     price = _minutes_per_run(load_records(), load_batches())
     own, row = job_minutes(jobs, price, row_pace=False), job_minutes(jobs, price)
@@ -279,7 +279,7 @@ def _plan_minutes(jobs: list[Job]) -> str:
         if not math.isnan(mine):
             shown = f"{mine:.1f}"
         else:
-            floor, notes = _steps_floor(job, bench), []
+            floor, notes = steps_floor(job.cfg, bench), []
             if job.cfg.variant and not math.isnan(its_row):
                 notes.append(f"the row without `{job.cfg.variant}`: {its_row:.1f}")
             if not math.isnan(floor):
@@ -287,22 +287,6 @@ def _plan_minutes(jobs: list[Job]) -> str:
             shown = "not timed yet" + (f" ({'; '.join(notes)})" if notes else "")
         lines.append(f"#   {job.run_id}: {shown}")
     return "\n".join(lines)
-
-
-def _steps_floor(job: Job, bench: list[dict]) -> float:
-    """The minutes of `job`'s training steps alone at the fastest step a benchmark timed for its
-    row in its precision (an ablation of the precision alone has its own); NaN for other
-    variants, which change the computation, and where no benchmark or no data is at hand."""
-    from .data.fetch import DataNotFoundError
-    from .report import step_minutes
-
-    variant = job.cfg.variant
-    if variant and {item.partition("=")[0] for item in variant.split(",")} != {"precision"}:
-        return math.nan
-    try:
-        return step_minutes(bench, job.cfg.task, job.cfg.model, precision=job.cfg.train.precision)
-    except DataNotFoundError:  # the steps of an epoch are counted on the data
-        return math.nan
 
 
 def plan_commands(jobs: list[Job], *, results_dir: Path | None, max_minutes: float | None = None,

@@ -944,3 +944,20 @@ def test_a_gap_that_the_lr_validation_chose_accounts_for_says_so(tmp_path):
     assert "unexplained" in found["explanation"]
     assert "At the config's lr 0.001, ours is 4.73 ± 0.21 (n=3), worse than the paper's, beyond tolerance." \
         in found["explanation"]
+
+
+def test_an_fp32_ablation_is_priced_at_its_fp32_steps_never_at_its_bf16_rows_pace(data_mirror, tmp_path):
+    """Table 3's fp32 ablation was priced at its row's 18.5 bf16 minutes; its steps alone, timed
+    in fp32, take about 78."""
+    records = load_records(tmp_path)  # none
+    row = dict(run_id="ptb-char_rtransformer_paper_lr2_seed1112", status="finished", epochs=100,
+               job_minutes=10.0, seconds_per_epoch=6.0)
+    bench = [dict(device="test GPU", cells=[dict(task="ptb-char", model="rtransformer", precision="fp32",
+                                                 fastest_correct="step-graph",
+                                                 modes={"step-graph": dict(ms_per_step=40.0)})])]
+    fp32 = report.steps_minutes(40.0, "ptb-char", "rtransformer")
+    left = report.remaining(records, [dict(finished=[row])], bench).set_index("table").loc[3]
+    without = report.remaining(records, [dict(finished=[row])]).set_index("table").loc[3]
+    assert left["floor_minutes"] == pytest.approx(fp32) and left["floored"] == 1
+    assert without["minutes_left"] == left["minutes_left"]  # never at the row's pace: unpriced without a bench
+    assert without["unpriced"] == left["unpriced"] + 1
