@@ -1067,6 +1067,9 @@ def step_minutes(bench: list[dict], task: str, model: str, data_dir: str | None 
     return steps_minutes(fastest_step_ms(bench, task, model, precision), task, model, data_dir)
 
 
+LEASE_MINUTES = 30.0  # the longest a lent GPU machine is held (also a session's device-minutes)
+
+
 def steps_floor(cfg, bench: list[dict], data_dir: str | None = None) -> float:
     """The minutes of a paper-profile run of `cfg`'s training steps alone at the fastest step a
     benchmark timed for its row in its precision (an ablation of the precision alone has its
@@ -1111,25 +1114,45 @@ def remaining(records: pd.DataFrame, batches: list[dict] = (), bench: list[dict]
     variant is priced by its own runs, else by that floor (a precision alone), else at its row's
     job time: an fp32 ablation is never priced at its bf16 row's pace (Table 3's: 18.5 minutes,
     where its steps alone take 78)."""
-    from .reproduce import ablation_jobs, expand_jobs
-
-    tables = list(TABLE_TASKS)
-    done = done_runs(records)
-    finished = {row.run_id: dict(config=row.config, best_valid_metric=row.best_valid_metric,
-                                 status=row.status, lr=row.lr) for row in done.itertuples()}
-    jobs = expand_jobs(tables, list(MODELS), EVIDENCE_PROFILE, 3, "sweep", finished=finished)
-    jobs += ablation_jobs(EVIDENCE_PROFILE, tables)
+    jobs, left = _sweep_jobs(records)
     price = _minutes_per_run(records, list(batches))
     rows = []
     for table, task in TABLE_TASKS.items():
         mine = [job for job in jobs if job.cfg.task == task]
-        left = [job for job in mine if finished.get(job.run_id, {}).get("config") != job.cfg.to_dict()]
-        estimate, floor = _left_minutes(left, price, bench, data_dir)
-        rows.append(dict(table=table, task=task, planned=len(mine), finished=len(mine) - len(left),
-                         left=len(left), minutes_left=float(np.nansum(estimate)),
+        its_left = [job for job in left if job.cfg.task == task]
+        estimate, floor = _left_minutes(its_left, price, bench, data_dir)
+        rows.append(dict(table=table, task=task, planned=len(mine), finished=len(mine) - len(its_left),
+                         left=len(its_left), minutes_left=float(np.nansum(estimate)),
                          floored=int(np.isfinite(floor).sum()), floor_minutes=float(np.nansum(floor)),
                          unpriced=int((np.isnan(estimate) & np.isnan(floor)).sum())))
     return pd.DataFrame(rows)
+
+
+def _sweep_jobs(records: pd.DataFrame) -> tuple[list, list]:
+    """(every job of the paper-profile sweep and its ablations, those without a record yet)."""
+    from .reproduce import ablation_jobs, expand_jobs
+
+    tables = list(TABLE_TASKS)
+    finished = {row.run_id: dict(config=row.config, best_valid_metric=row.best_valid_metric,
+                                 status=row.status, lr=row.lr) for row in done_runs(records).itertuples()}
+    jobs = expand_jobs(tables, list(MODELS), EVIDENCE_PROFILE, 3, "sweep", finished=finished)
+    jobs += ablation_jobs(EVIDENCE_PROFILE, tables)
+    return jobs, [job for job in jobs if finished.get(job.run_id, {}).get("config") != job.cfg.to_dict()]
+
+
+def beyond_a_lease(records: pd.DataFrame, bench: list[dict], data_dir: str | None = None) -> list[tuple[Any, float]]:
+    """(job, minutes) of each run left whose training steps alone (`steps_floor`) take longer
+    than a lent machine is held (`LEASE_MINUTES`): it can finish only from checkpoints carried
+    across leases."""
+    floors = [(job, steps_floor(job.cfg, bench, data_dir)) for job in _sweep_jobs(records)[1]]
+    return [(job, minutes) for job, minutes in floors if minutes > LEASE_MINUTES]
+
+
+def _job_words(job) -> str:
+    """"Table 1's R-Transformer with precision=fp32, seed 1111"."""
+    table = next(table for table, task in TABLE_TASKS.items() if task == job.cfg.task)
+    variant = f" with {job.cfg.variant}" if job.cfg.variant else ""
+    return f"Table {table}'s {model_name(job.cfg.model)}{variant}, seed {job.cfg.train.seed}"
 
 
 def _left_minutes(jobs, price: dict, bench: list[dict], data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -1397,9 +1420,9 @@ def easy_parts(records: pd.DataFrame) -> str:
             "whose protocols the paper follows, gives the four other rows' data handling and metrics.")
 
 
-def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
+def hard_parts(records: pd.DataFrame, batches: list[dict], bench: list[dict] = ()) -> str:
     """The report's "what was hard" list (Markdown): what holds whatever the records say, and
-    what the records and batch logs show so far."""
+    what the records, batch logs and step benchmarks show so far."""
     items = [
         "*No Transformer baseline was released.* The paper's Transformer row cannot be re-run as the "
         "authors ran it; ours is written from the paper's description (see the deviations), so a gap "
@@ -1436,4 +1459,12 @@ def hard_parts(records: pd.DataFrame, batches: list[dict]) -> str:
                      f"({sum(run['job_minutes'] for run in lost):.1f} GPU-minutes): {why}. A run must fit "
                      "its lease or come back with a checkpoint it can resume from"
                      + (f"; {_waiting_text(waiting)}." if waiting else "."))
+    if long_runs := beyond_a_lease(records, list(bench)):
+        named = join_words([f"{_job_words(job)} ({minutes:.0f})" for job, minutes in long_runs])
+        items.append(f"*Some runs outlast any lease.* {named} "
+                     + ("needs" if len(long_runs) == 1 else "need")
+                     + f" more GPU-minutes for {'its' if len(long_runs) == 1 else 'their'} training steps alone, "
+                     f"as benchmarked, than the {LEASE_MINUTES:.0f} minutes a lent machine is held. Such a run "
+                     "finishes only by resuming, lease after lease, from checkpoints carried back in, and those "
+                     "must outlive the session that made them: batch h's six did not.")
     return "\n".join(f"- {item}" for item in items)

@@ -961,3 +961,15 @@ def test_an_fp32_ablation_is_priced_at_its_fp32_steps_never_at_its_bf16_rows_pac
     assert left["floor_minutes"] == pytest.approx(fp32) and left["floored"] == 1
     assert without["minutes_left"] == left["minutes_left"]  # never at the row's pace: unpriced without a bench
     assert without["unpriced"] == left["unpriced"] + 1
+
+
+@pytest.mark.parametrize("ms", [40.0, 10.0])
+def test_a_run_whose_steps_alone_outlast_a_lease_is_named_among_the_hard_parts(data_mirror, tmp_path, ms):
+    bench = [dict(device="test GPU", cells=[dict(task="ptb-char", model="rtransformer", precision="fp32",
+                                                 fastest_correct="step-graph",
+                                                 modes={"step-graph": dict(ms_per_step=ms)})])]
+    minutes = report.steps_minutes(ms, "ptb-char", "rtransformer")
+    text = report.hard_parts(load_records(tmp_path), [], bench)
+    named = f"*Some runs outlast any lease.* Table 3's R-Transformer with precision=fp32, seed 1111 ({minutes:.0f}) needs"
+    assert (named in text) == (minutes > report.LEASE_MINUTES)
+    assert "Some runs outlast" not in report.hard_parts(load_records(tmp_path), [])  # nothing benchmarked, no claim
