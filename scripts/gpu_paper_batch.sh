@@ -64,6 +64,7 @@ ROOT=$PWD
 LOGS=runs/_logs
 RUNNERS=$LOGS/runner_pids
 CODE=runs/_code
+ANALYSED=ANALYSED_HERE
 LIVE=runs/_live  # snapshots of unfinished runs to ship (carriable)
 # $OUT brings back at most 8 files of 16 MiB each, 64 MiB in all
 OUT_FILES=${OUT_FILES:-8} OUT_BYTES=${OUT_BYTES:-67108864} PART_BYTES=${PART_BYTES:-15728640}
@@ -141,11 +142,13 @@ ship_unfinished() {
 # a grid point; a second run `.again` too) of each (task, R-Transformer or Transformer) whose
 # committed paper-profile analyses keep the attention maps of fewer than 3 examples
 # (`rtlib.analysis.wants_analysis`; those made before `kept_maps` keep one): the visualizations
-# show 3 a model.
+# show 3 a model. A run an earlier `finish` on this machine analysed ($ANALYSED in its folder) is
+# not analysed again: the tree's analyses lag until that batch lands (batch am's `finish`, on
+# batch al's machine, analysed and shipped al's PTB-word repeat a second time).
 unanalysed() {
   local seen=""
   for d in runs/*_paper_lr*_seed*; do
-    [ -f "$d/record.json" ] || continue
+    [ -f "$d/record.json" ] && [ ! -f "$d/$ANALYSED" ] || continue
     key=$(basename "$d"); key=${key%%_paper_*}
     python3 -c "import sys; from rtlib.analysis import wants_analysis; sys.exit(not wants_analysis(*sys.argv[1:]))" \
       "$d" results/analysis 2>/dev/null || continue
@@ -282,7 +285,8 @@ case "$1" in
     finished=$(unanalysed)
     # shellcheck disable=SC2086
     [ -n "$finished" ] && (cd "$CODE" && timeout 150 python3 -m rtlib analyze --device cuda \
-      --run $(for d in $finished; do echo "$ROOT/$d"; done)) > $LOGS/analyze.log 2>&1
+      --run $(for d in $finished; do echo "$ROOT/$d"; done)) > $LOGS/analyze.log 2>&1 && \
+      for d in $finished; do touch "$d/$ANALYSED"; done
     pack
     # Then, in 15 MiB parts, as far as $OUT has room, smallest runs first: the run folders of
     # unfinished runs small enough to carry into a later lease (their GPU time is lost

@@ -246,3 +246,27 @@ def test_start_stops_waiting_once_every_runner_has_ended(tmp_path):
     assert started.returncode == 0, started.stderr
     assert time.monotonic() - began < 15
     assert (out / "records.tgz").exists()
+
+
+@pytest.mark.parametrize("analysed_here", [False, True])
+def test_finish_analyses_and_ships_a_run_once_per_machine(tmp_path, analysed_here):
+    """Batch am's `finish`, on batch al's warm machine, analysed and shipped al's analysed
+    repeat again: the tree's analyses lag until al lands. A marker in the run folder says so."""
+    root, out, stubs = tmp_path / "repo", tmp_path / "out", tmp_path / "bin"
+    for folder in (root / "runs" / "_logs", root / "results" / "analysis", out, stubs):
+        folder.mkdir(parents=True)
+    (stubs / "nvidia-cuda-mps-control").write_text("#!/bin/sh\ncat > /dev/null\n")
+    (stubs / "nvidia-cuda-mps-control").chmod(0o755)
+    (root / "runs" / "_logs" / "runner_pids").write_text("999999999\n")
+    one_example = dict(task="ptb-word", model="rtransformer", profile="paper", example=[1], maps=[[[[1.0]]]],
+                       more_examples=[dict(example=[2])])
+    (root / "results" / "analysis" / "ptb-word_rtransformer_paper_lr2_seed1111.json").write_text(json.dumps(one_example))
+    run = run_folder(root, "ptb-word_rtransformer_paper_lr2_seed1111", 50_000, 50_000, finished=True)
+    if analysed_here:
+        (run / "ANALYSED_HERE").write_text("")
+    env = dict(os.environ, OUT=str(out), PATH=f"{stubs}{os.pathsep}{os.environ['PATH']}", **LIMITS)
+    done = subprocess.run(["bash", str(SCRIPT), "finish"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    shipped = {f"runs/{run.name}/{name}" for name in ("best.pt", "record.json", "log.jsonl")}
+    assert members(out, "weights") == (set() if analysed_here else shipped)
