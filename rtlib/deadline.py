@@ -22,6 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MEASURED_EPOCHS = 3   # epochs timed at the current mix before a job is judged
+# A running job is stopped only when projected to need a tenth more than the time left: its
+# first epochs run slower than its steady pace (the PTB-char GRU of batches al and am: 7.3-7.5 s
+# an epoch over epochs 2-9, 6.9 from epoch 50 on, alone on the GPU both times), and batch am
+# stopped one at epoch 6, projected at 11.5 minutes with 11.5 left, that its steady pace would
+# have finished in 10.8.
+EARLY_PACE_MARGIN = 0.10
 
 
 @dataclass(frozen=True)
@@ -73,16 +79,17 @@ def read_pace(run_id: str, run_dir: Path, epochs_total: int, since: int) -> Pace
     return Pace(run_id, len(entries), epochs_total, rate, carry_bytes(run_dir))
 
 
-def late_job(paces: list[Pace], seconds_left: float, carry_limit_bytes: int) -> Pace | None:
+def late_job(paces: list[Pace], seconds_left: float, carry_limit_bytes: int,
+             margin: float = EARLY_PACE_MARGIN) -> Pace | None:
     """The job to stop now, or None. Candidates are the jobs projected to need more than
-    `seconds_left` whose weights are over `carry_limit_bytes`: their progress cannot leave the
-    machine. Of those, the one with the most time still needed is chosen. Nothing is judged
-    while any job's pace at the current mix is unmeasured: a stop speeds up the jobs beside
-    it, so their old pace would condemn them too."""
+    `seconds_left` (and `margin` of it more) whose weights are over `carry_limit_bytes`: their
+    progress cannot leave the machine. Of those, the one with the most time still needed is
+    chosen. Nothing is judged while any job's pace at the current mix is unmeasured: a stop
+    speeds up the jobs beside it, so their old pace would condemn them too."""
     if any(pace.seconds_per_epoch is None for pace in paces):
         return None
     late = [pace for pace in paces
-            if pace.seconds_needed() > seconds_left and pace.carry_bytes > carry_limit_bytes]
+            if pace.seconds_needed() > seconds_left * (1 + margin) and pace.carry_bytes > carry_limit_bytes]
     return max(late, key=Pace.seconds_needed, default=None)
 
 
@@ -94,7 +101,7 @@ def unstartable(run_id: str, epochs_total: int, seen: Pace | None, seconds_left:
     if seen is None or seen.seconds_per_epoch is None:
         return None
     pace = Pace(run_id, 0, epochs_total, seen.seconds_per_epoch, seen.carry_bytes)
-    return late_job([pace], seconds_left, carry_limit_bytes)
+    return late_job([pace], seconds_left, carry_limit_bytes, margin=0.0)
 
 
 def verdict(pace: Pace, seconds_left: float, carry_limit_bytes: int) -> str:

@@ -41,6 +41,11 @@ def test_the_late_job_that_cannot_leave_is_the_one_stopped():
     assert late_job([heavy, portable, on_time], 20 * 60, limit) == heavy
     assert late_job([portable, on_time], 20 * 60, limit) is None
     assert late_job([heavy, portable], 30 * 60, limit) is None  # everyone finishes
+    # batch am: 11.5 minutes projected from its first epochs, 11.5 left; it needed 10.8 at its steady pace
+    early = Pace("ptb-char-gru", 6, 100, 7.33, 46_000_000)
+    assert late_job([early], 11.4 * 60, limit) is None
+    assert late_job([early], 11.4 * 60, limit, margin=0.0) == early
+    assert late_job([early], 10.0 * 60, limit) == early  # more than a tenth late
     unmeasured = Pace("new", 1, 100, None, 0)
     assert late_job([heavy, unmeasured], 20 * 60, limit) is None  # the mix is not measured yet
     assert "24.0 more minutes at 16.0 s an epoch (10/100 epochs), 20.0 left" in verdict(heavy, 20 * 60, limit)
