@@ -1461,10 +1461,12 @@ def hard_parts(records: pd.DataFrame, batches: list[dict], bench: list[dict] = (
                      + (f"; {_waiting_text(waiting)}." if waiting else "."))
     if long_runs := beyond_a_lease(records, list(bench)):
         named = join_words([f"{_job_words(job)} ({minutes:.0f})" for job, minutes in long_runs])
+        gone = sum(run.get("checkpoint") == "lost between sessions" for run in lost)
         items.append(f"*Some runs outlast any lease.* {named} "
                      + ("needs" if len(long_runs) == 1 else "need")
                      + f" more GPU-minutes for {'its' if len(long_runs) == 1 else 'their'} training steps alone, "
                      f"as benchmarked, than the {LEASE_MINUTES:.0f} minutes a lent machine is held. Such a run "
                      "finishes only by resuming, lease after lease, from checkpoints carried back in, and those "
-                     "must outlive the session that made them: batch h's six did not.")
+                     "must outlive the session that made them"
+                     + (f": {plural(gone, 'checkpoint')} brought back so far did not." if gone else "."))
     return "\n".join(f"- {item}" for item in items)
