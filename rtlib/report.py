@@ -1005,6 +1005,22 @@ def cost(records: pd.DataFrame, batches: list[dict], bench: list[dict], data_dir
     return pd.concat([frame, pd.DataFrame([{**total, "table": "all", "task": ""}])], ignore_index=True)
 
 
+def fastest_minutes(batches: list[dict]) -> dict[tuple[str, str, str], float]:
+    """(task, model, variant as the run id spells it) -> GPU-minutes of one paper-profile run at
+    the fastest steady pace (seconds an epoch) any batch log measured for it: what a lease can
+    hope for with the GPU as lightly shared as then, evaluation included."""
+    fastest: dict[tuple[str, str, str], float] = {}
+    for batch in batches:
+        for run in batch.get("finished", []) + _unfinished([batch]):
+            if run.get("seconds_per_epoch") is None:
+                continue
+            fields = run_id_fields(run["run_id"])
+            key = fields["task"], fields["model"], fields["variant"]
+            minutes = run["seconds_per_epoch"] * run_config(key[0], key[1], "paper").train.epochs / 60
+            fastest[key] = min(minutes, fastest.get(key, math.inf))
+    return fastest
+
+
 def _minutes_per_run(records: pd.DataFrame, batches: list[dict]) -> dict[tuple[str, str, str], float]:
     """(task, model, variant as the run id spells it) -> GPU-minutes of one paper-profile run:
     the mean job time of its finished records, else seconds per epoch x epochs from a batch log

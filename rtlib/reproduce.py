@@ -266,18 +266,23 @@ def _plan_minutes(jobs: list[Job]) -> str:
     time of its (task, model, variant)'s committed records (or a batch log's pace), to pack a lease
     with. A variant never timed shows its row's time beside 'not timed yet', never as its own:
     a precision or a window can change the pace many times over. A job never timed shows the floor
-    of its steps alone where a benchmark timed them (`rtlib.report.steps_floor`)."""
-    from .report import _minutes_per_run, job_minutes, load_batches, load_bench, load_records, steps_floor
+    of its steps alone where a benchmark timed them (`rtlib.report.steps_floor`); one timed, its
+    minutes at the fastest pace a batch log measured where that is less (`fastest_minutes`)."""
+    from .report import (_minutes_per_run, fastest_minutes, job_minutes, load_batches, load_bench, load_records,
+                         steps_floor)
 
-    price = _minutes_per_run(load_records(), load_batches())
+    batches = load_batches()
+    price = _minutes_per_run(load_records(), batches)
     own, row = job_minutes(jobs, price, row_pace=False), job_minutes(jobs, price)
+    fastest = job_minutes(jobs, fastest_minutes(batches), row_pace=False)
     known = [m for m in own if not math.isnan(m)]
     lines = [f"# job-minutes as measured so far (GPU shared as in those batches; alone is faster): "
              f"{sum(known):.1f} for {len(known)} of {len(jobs)} jobs"]
     bench = load_bench()
-    for job, mine, its_row in zip(jobs, own, row):
+    for job, mine, its_row, quickest in zip(jobs, own, row, fastest):
         if not math.isnan(mine):
-            shown = f"{mine:.1f}"
+            shown = f"{mine:.1f}" + (f" (at the fastest pace a batch measured: {quickest:.1f})"
+                                     if quickest < mine - 0.05 else "")
         else:
             floor, notes = steps_floor(job.cfg, bench), []
             if job.cfg.variant and not math.isnan(its_row):

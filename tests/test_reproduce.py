@@ -145,7 +145,8 @@ def test_a_paper_plan_gives_each_job_its_measured_minutes(capsys, data_mirror):
                  "--out", "runs", "--results", "/nonexistent"])
     out = capsys.readouterr().out
     assert code == 0 and "# job-minutes as measured so far" in out
-    assert re.search(r"^#   ptb-char_gru_paper_lr4_seed1111: \d+\.\d$", out, re.MULTILINE)  # batch z timed it
+    assert re.search(r"^#   ptb-char_gru_paper_lr4_seed1111: \d+\.\d( \(at the fastest pace a batch measured: \d+\.\d\))?$",
+                     out, re.MULTILINE)  # batch z timed it
     # never run, but the committed H100 step bench timed its steps
     assert re.search(r"^#   ptb-char_rnn_paper_lr4_seed1111: not timed yet \(its steps alone, benchmarked: at "
                      r"least \d+\.\d\)$", out, re.MULTILINE)
@@ -523,3 +524,20 @@ def test_a_job_waits_for_its_kernel_longer_than_papermills_60_seconds(tmp_path, 
     monkeypatch.setattr(sys, "argv", ["-c", spec])
     exec(script, {})
     assert executed[0]["start_timeout"] == runner.KERNEL_START_TIMEOUT_S > 60
+
+
+def test_a_plan_gives_a_timed_jobs_minutes_at_the_fastest_pace_a_batch_measured(capsys, monkeypatch, data_mirror):
+    from rtlib import report
+
+    shared = dict(run_id="ptb-char_gru_paper_lr4_seed1112", status="finished", epochs=100, job_minutes=15.5,
+                  seconds_per_epoch=9.3)
+    alone = dict(run_id="ptb-char_gru_paper_lr4_seed1113.again", epochs=6, job_minutes=0.7, seconds_per_epoch=7.2,
+                 why="stopped at the batch's deadline")
+    batches = [dict(lost_runs=[alone]), dict(finished=[shared])]  # a later batch's pace prices the job
+    assert report.fastest_minutes(batches) == {("ptb-char", "gru", ""): pytest.approx(12.0)}
+    monkeypatch.setattr(report, "load_batches", lambda: batches)
+    monkeypatch.setattr(report, "load_records", lambda: load_records(Path("/nonexistent")))
+    main(["reproduce", "--cells", "3:gru:config", "--seeds", "1", "--profile", "paper", "--plan", "--out", "runs",
+          "--results", "/nonexistent"])
+    assert re.search(r"^#   ptb-char_gru_paper_lr4_seed1111: 15\.5 \(at the fastest pace a batch measured: 12\.0\)$",
+                     capsys.readouterr().out, re.MULTILINE)
