@@ -253,6 +253,15 @@ case "$1" in
       echo $! >> "$RUNNERS"
       echo "runner $i: $runner_args"
     done
+    # until each runner's subshell has become `rtlib reproduce` (or ended), `runners_alive` would
+    # take it for no runner, and START_WAIT_S would end at once
+    for pid in $(cat "$RUNNERS"); do
+      for _ in $(seq 100); do
+        [ -e "/proc/$pid" ] || break
+        tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -q "rtlib reproduce" && break
+        sleep 0.1
+      done
+    done
     # GPU_TESTS_SKIP=1: the engine has not changed since its tests last passed on a GPU
     [ "${GPU_TESTS_FIRST:-0}" = 1 ] || [ "${GPU_TESTS_SKIP:-0}" = 1 ] || gpu_tests
     # START_WAIT_S=580: go on as `wait` until the call has run that long (one call fewer)
