@@ -149,8 +149,11 @@ def _untested_causes(task: str, model: str, records: pd.DataFrame) -> list[str]:
     runs = runs[runs["variant"] == ""] if len(runs) else runs
     run = set(runs[(runs["task"] == task) & (runs["model"] == model)]["lr"]) if len(runs) else set()
     causes = []
-    if len(grid) > 1 and TASKS[task].has_validation and not set(grid) <= run:
-        causes.append("the lr grid {" + ", ".join(f"{lr:g}" for lr in grid) + "}")
+    untried = [lr for lr in grid if lr not in run]
+    if len(grid) > 1 and TASKS[task].has_validation and untried:
+        named = "the lr grid {" + ", ".join(f"{lr:g}" for lr in grid) + "}"
+        beyond_config = set(grid) & run - {run_config(task, model, "paper").train.lr}
+        causes.append(f"lr {join_words([f'{lr:g}' for lr in untried])} of {named}" if beyond_config else named)
     done = set(ablations(records, task)["variant"]) if len(records) else set()
     causes += [f"the {variant_name(a.variant)} ablation" for a in ABLATIONS if a.table == table and a.model == model
                and a.variant not in done]

@@ -973,3 +973,15 @@ def test_a_run_whose_steps_alone_outlast_a_lease_is_named_among_the_hard_parts(d
     named = f"*Some runs outlast any lease.* Table 3's R-Transformer with precision=fp32, seed 1111 ({minutes:.0f}) needs"
     assert (named in text) == (minutes > report.LEASE_MINUTES)
     assert "Some runs outlast" not in report.hard_parts(load_records(tmp_path), [])  # nothing benchmarked, no claim
+
+
+def test_a_gap_names_the_lr_grid_points_not_run_yet(tmp_path):
+    """The PTB-char GRU row after batch al: lr 4 (the config's) and lr 1 ran, lr 20 not yet."""
+    for seed in (1111, 1112, 1113):
+        write_record(tmp_path, task="ptb-char", model="gru", lr=4.0, seed=seed, test=1.33)
+    records = load_records(tmp_path)
+    assert report._untested_causes("ptb-char", "gru", records) == ["the lr grid {1, 4, 20}"]
+    write_record(tmp_path, task="ptb-char", model="gru", lr=1.0, seed=1111, test=1.33)
+    assert report._untested_causes("ptb-char", "gru", load_records(tmp_path)) == ["lr 20 of the lr grid {1, 4, 20}"]
+    write_record(tmp_path, task="ptb-char", model="gru", lr=20.0, seed=1111, test=1.40)
+    assert report._untested_causes("ptb-char", "gru", load_records(tmp_path)) == []
