@@ -1168,9 +1168,9 @@ def beyond_a_lease(records: pd.DataFrame, bench: list[dict], data_dir: str | Non
 
 
 def _job_words(job) -> str:
-    """"Table 1's R-Transformer with precision=fp32, seed 1111"."""
+    """Words for a job: "Table 1's R-Transformer in fp32 (an ablation), seed 1111"."""
     table = next(table for table, task in TABLE_TASKS.items() if task == job.cfg.task)
-    variant = f" with {job.cfg.variant}" if job.cfg.variant else ""
+    variant = f" in {variant_name(job.cfg.variant)} (an ablation)" if job.cfg.variant else ""
     return f"Table {table}'s {model_name(job.cfg.model)}{variant}, seed {job.cfg.train.seed}"
 
 
@@ -1479,12 +1479,11 @@ def hard_parts(records: pd.DataFrame, batches: list[dict], bench: list[dict] = (
                      "its lease or come back with a checkpoint it can resume from"
                      + (f"; {_waiting_text(waiting)}." if waiting else "."))
     if long_runs := beyond_a_lease(records, list(bench)):
-        named = join_words([f"{_job_words(job)} ({minutes:.0f})" for job, minutes in long_runs])
+        named = join_words([f"{_job_words(job)} ({minutes:.0f}{' GPU-minutes' * (k == 0)})"
+                            for k, (job, minutes) in enumerate(long_runs)])
         gone = sum(run.get("checkpoint") == "lost between sessions" for run in lost)
-        items.append(f"*Some runs outlast any lease.* {named} "
-                     + ("needs" if len(long_runs) == 1 else "need")
-                     + f" more GPU-minutes for {'its' if len(long_runs) == 1 else 'their'} training steps alone, "
-                     f"as benchmarked, than the {LEASE_MINUTES:.0f} minutes a lent machine is held. Such a run "
+        items.append(f"*Some runs outlast any lease.* The training steps alone, as benchmarked, of {named} "
+                     f"take longer than the {LEASE_MINUTES:.0f} minutes a lent machine is held. Such a run "
                      "finishes only by resuming, lease after lease, from checkpoints carried back in, and those "
                      "must outlive the session that made them"
                      + (f": {plural(gone, 'checkpoint')} brought back so far did not." if gone else "."))
