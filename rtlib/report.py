@@ -1013,15 +1013,20 @@ def fastest_minutes(batches: list[dict]) -> dict[tuple[str, str, str], float]:
     the fastest steady pace (seconds an epoch) any batch log measured for it: what a lease can
     hope for with the GPU as lightly shared as then, evaluation included."""
     fastest: dict[tuple[str, str, str], float] = {}
+    for key, run, epochs in _batch_runs(batches):
+        if run.get("seconds_per_epoch") is not None:
+            fastest[key] = min(run["seconds_per_epoch"] * epochs / 60, fastest.get(key, math.inf))
+    return fastest
+
+
+def _batch_runs(batches: list[dict]):
+    """(task, model, variant as the run id spells it), the batch log's entry and the paper
+    profile's epochs, for every run a batch log lists as finished or left unfinished, in order."""
     for batch in batches:
         for run in batch.get("finished", []) + _unfinished([batch]):
-            if run.get("seconds_per_epoch") is None:
-                continue
             fields = run_id_fields(run["run_id"])
             key = fields["task"], fields["model"], fields["variant"]
-            minutes = run["seconds_per_epoch"] * run_config(key[0], key[1], "paper").train.epochs / 60
-            fastest[key] = min(minutes, fastest.get(key, math.inf))
-    return fastest
+            yield key, run, run_config(key[0], key[1], "paper").train.epochs
 
 
 def _minutes_per_run(records: pd.DataFrame, batches: list[dict]) -> dict[tuple[str, str, str], float]:
@@ -1032,15 +1037,11 @@ def _minutes_per_run(records: pd.DataFrame, batches: list[dict]) -> dict[tuple[s
     variant is priced by its own runs only: fp32 on seq-MNIST took 6 minutes for an epoch that
     bf16 trains in half a minute (results/batches/2026-12-06_h100_ab.json)."""
     first_epochs, paces = {}, {}
-    for batch in batches:
-        for run in batch.get("finished", []) + _unfinished([batch]):
-            fields = run_id_fields(run["run_id"])
-            key = fields["task"], fields["model"], fields["variant"]
-            epochs = run_config(key[0], key[1], "paper").train.epochs
-            if run.get("seconds_per_epoch") is not None:
-                paces[key] = run["seconds_per_epoch"] * epochs / 60
-            elif run.get("epochs") and run.get("job_minutes"):
-                first_epochs[key] = run["job_minutes"] / run["epochs"] * epochs
+    for key, run, epochs in _batch_runs(batches):
+        if run.get("seconds_per_epoch") is not None:
+            paces[key] = run["seconds_per_epoch"] * epochs / 60
+        elif run.get("epochs") and run.get("job_minutes"):
+            first_epochs[key] = run["job_minutes"] / run["epochs"] * epochs
     price = {**first_epochs, **paces}
     done = evidence(records, variant=None)
     if len(done):
@@ -1067,7 +1068,7 @@ def fastest_step_ms(bench: list[dict], task: str, model: str, precision: str | N
     or an `--engine-modes` cell's (100-step epochs, whose checkpoint and small evaluation weigh
     more than in a real epoch); NaN where none did."""
     row = run_config(task, model, EVIDENCE_PROFILE).train.precision
-    table = next(table for table, name in TABLE_TASKS.items() if name == task)
+    table = TASKS[task].table
     times = [entry["modes"][entry["fastest_correct"]]["ms_per_step"]
              for entry in [step_timing([data], task, model, precision) for data in bench] if entry is not None]
     for data in bench:
@@ -1169,9 +1170,8 @@ def beyond_a_lease(records: pd.DataFrame, bench: list[dict], data_dir: str | Non
 
 def _job_words(job) -> str:
     """Words for a job: "Table 1's R-Transformer in fp32 (an ablation), seed 1111"."""
-    table = next(table for table, task in TABLE_TASKS.items() if task == job.cfg.task)
     variant = f" in {variant_name(job.cfg.variant)} (an ablation)" if job.cfg.variant else ""
-    return f"Table {table}'s {model_name(job.cfg.model)}{variant}, seed {job.cfg.train.seed}"
+    return f"Table {TASKS[job.cfg.task].table}'s {model_name(job.cfg.model)}{variant}, seed {job.cfg.train.seed}"
 
 
 def _left_minutes(jobs, price: dict, bench: list[dict], data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
