@@ -158,11 +158,16 @@ unanalysed() {
   done
 }
 
-# Whether a runner of this batch still runs (a pid from an earlier machine's runs/ may now be
-# another process: its command line must be a runner's).
+# Whether process $1 is a runner: a pid from an earlier machine's runs/ may now be another
+# process, so its command line must be a runner's.
+is_runner() {
+  tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline" | grep -q "rtlib reproduce"
+}
+
+# Whether a runner of this batch still runs.
 runners_alive() {
   for pid in $(cat "$RUNNERS"); do
-    tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -q "rtlib reproduce" && return 0
+    is_runner "$pid" && return 0
   done
   return 1
 }
@@ -258,7 +263,7 @@ case "$1" in
     for pid in $(cat "$RUNNERS"); do
       for _ in $(seq 100); do
         [ -e "/proc/$pid" ] || break
-        tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -q "rtlib reproduce" && break
+        is_runner "$pid" && break
         sleep 0.1
       done
     done

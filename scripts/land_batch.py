@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         for analysis in sorted(landed.glob("runs/_code/results/analysis/*.json")):
             target = args.repo / "results" / "analysis" / analysis.name
             # `finish` analyses a run again only where the committed analysis lacks maps: it replaces that
-            if not target.exists() or not has_all_maps(json.loads(target.read_text())):
+            if not complete_analysis(target):
                 shutil.copy(analysis, target)
                 on_gpu.add(analysis.stem)
     weights = unpack_parts(args.fetched, "weights", args.repo)
@@ -248,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if conflicts else 0
 
 
+def complete_analysis(path: Path) -> bool:
+    """Whether a committed analysis exists at `path` with the attention maps of MAP_EXAMPLES examples."""
+    return path.exists() and has_all_maps(json.loads(path.read_text()))
+
+
 def analyse(run_dirs: list[Path], repo: Path, examples: int) -> list[str]:
     from rtlib.analysis import analyze_run
 
@@ -256,7 +261,7 @@ def analyse(run_dirs: list[Path], repo: Path, examples: int) -> list[str]:
         out = repo / "results" / "analysis" / f"{run_dir.name.removesuffix(AGAIN)}.json"
         # batch am's `finish`, on batch al's warm machine, shipped the weights al had analysed on the
         # GPU again (its tree's analysis still lacked the maps): a complete analysis stays
-        if out.exists() and has_all_maps(json.loads(out.read_text())):
+        if complete_analysis(out):
             continue
         if (run_dir / "record.json").exists() and (run_dir / "best.pt").exists():
             done.append(analyze_run(run_dir, out, device="cpu", examples=examples)["run_id"])
