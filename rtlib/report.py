@@ -28,7 +28,7 @@ from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MI
                       join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding, row_at_lr,
                       seeds_text, other_lr_note, select_lr, selections, signed, task_name, variant_name, window_points)
 from .tables import paper_protocol, parameter_counts
-from .tasks import EVAL_ROWS, TASKS, ClassifyProtocol
+from .tasks import EVAL_ROWS, TASKS, ClassifyProtocol, task_corpus
 
 # The paper's split sizes (§4.3), in thousands of characters / words.
 PAPER_SPLITS = {"char": dict(train=5059, valid=396, test=446), "word": dict(train=888, valid=70, test=79)}
@@ -126,6 +126,80 @@ def _chance_words(traces: list[ChanceTrace], epochs: int) -> str:
     return "; ".join(words) + "; " if words else ""
 
 
+@functools.lru_cache(maxsize=None)
+def uniform_loss(task: str, data_dir: str | None = None) -> float | None:
+    """A language model's loss when it guesses every token of its vocabulary alike (ln of the
+    vocabulary, read from the data): a training loss above it knows less than no model at all.
+    None for the other tasks."""
+    if TASKS[task].kind != "lm":
+        return None
+    return math.log(task_corpus(task, data_dir).vocab_size)
+
+
+@dataclass(frozen=True)
+class AboveUniform:
+    """One language-model run whose training loss was above a uniform guess's for a while."""
+    seed: int
+    first: int                # the first and last epoch whose training loss was above it
+    last: int
+    lr_first: float           # the lr of epoch `first`
+    lr_last: float            # ... and of epoch `last`
+    lr_below: float | None    # the lr of the epoch after `last`; None if the run ended above it
+
+
+def _above_uniform(task: str, runs: pd.DataFrame) -> list[AboveUniform]:
+    """The runs of a language-model cell whose training loss rose above a uniform guess's; []
+    for the other tasks and for runs that never did."""
+    if TASKS[task].kind != "lm" or runs.empty:
+        return []
+    uniform = uniform_loss(task)
+    traces = []
+    for run in runs.itertuples():
+        above = [i for i, entry in enumerate(run.curve) if entry["train_loss"] > uniform]
+        if above:
+            after = run.curve[above[-1] + 1] if above[-1] + 1 < len(run.curve) else None
+            traces.append(AboveUniform(int(run.seed), run.curve[above[0]]["epoch"], run.curve[above[-1]]["epoch"],
+                                       run.curve[above[0]]["lr"], run.curve[above[-1]]["lr"],
+                                       after["lr"] if after else None))
+    return traces
+
+
+def _uniform_level(task: str) -> str:
+    """'a uniform guess's (ln 10,000 = 9.21)'."""
+    uniform = uniform_loss(task)
+    return f"a uniform guess's (ln {round(math.exp(uniform)):,} = {uniform:.2f})"
+
+
+def _above_uniform_items(task: str, traces: list[AboveUniform]) -> list[str]:
+    """The evidence line for a language-model cell whose training loss was above a uniform guess's."""
+    if not traces:
+        return []
+    return [f"training loss above {_uniform_level(task)} in epochs: "
+            + ", ".join(f"{t.seed} → {_span(t.first, t.last)}" for t in traces)]
+
+
+def _span(first: int, last: int) -> str:
+    return f"{first}" if first == last else f"{first}–{last}"
+
+
+def _lr_path(first: float, last: float) -> str:
+    return f"at lr {first:g}" if np.isclose(first, last) else f"while its lr went from {first:g} to {last:g}"
+
+
+def _above_uniform_words(task: str, traces: list[AboveUniform], epochs: int) -> str:
+    """A sentence: when each run's training loss was above a uniform guess's, at which lr, and
+    at which lr it fell below; '' for none."""
+    if not traces:
+        return ""
+    parts = []
+    for t in traces:
+        below = (f", and fell below it in epoch {t.last + 1} at lr {t.lr_below:g}" if t.lr_below is not None
+                 else ", and never fell below it")
+        parts.append(f"at seed {t.seed} in epochs {_span(t.first, t.last)} of {epochs} {_lr_path(t.lr_first, t.lr_last)}"
+                     + below)
+    return f"The training loss was above {_uniform_level(task)} " + "; ".join(parts) + "."
+
+
 LATE_EPOCHS = 3  # a best validation epoch among the schedule's last 3: still improving at its end
 
 
@@ -152,8 +226,7 @@ def _untested_causes(task: str, model: str, records: pd.DataFrame) -> list[str]:
     untried = [lr for lr in grid if lr not in run]
     if len(grid) > 1 and TASKS[task].has_validation and untried:
         named = "the lr grid {" + ", ".join(f"{lr:g}" for lr in grid) + "}"
-        beyond_config = set(grid) & run - {run_config(task, model, "paper").train.lr}
-        causes.append(f"lr {join_words([f'{lr:g}' for lr in untried])} of {named}" if beyond_config else named)
+        causes.append(f"lr {join_words([f'{lr:g}' for lr in untried])} of {named}" if run else named)
     done = set(ablations(records, task)["variant"]) if len(records) else set()
     causes += [f"the {variant_name(a.variant)} ablation" for a in ABLATIONS if a.table == table and a.model == model
                and a.variant not in done]
@@ -231,6 +304,8 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str,
                      f"{other_lr_note(ablation.lr, ablation.row_lr)}{same}")
     traces = _against_chance(task, runs)
     items += _chance_items(traces)
+    blowups = _above_uniform(task, runs)
+    items += _above_uniform_items(task, blowups)
     source = run_config(task, model, "paper").source
     if OURS in source:
         items.append(f"settings: {source}")
@@ -239,7 +314,8 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str,
     if model == "transformer":
         items.append("no released Transformer baseline: ours has the R-Transformer's sizes and settings, "
                      "sinusoidal positions and no LocalRNN")
-    explanation = _explanation(records, row, runs, cuts, found, sources.rules, _chance_words(traces, epochs), at_config)
+    explanation = _explanation(records, row, runs, cuts, found, sources.rules, _chance_words(traces, epochs), at_config,
+                               _above_uniform_words(task, blowups, epochs))
     if failed:
         items.append(failed)
         explanation += f" Besides, {failed}."
@@ -325,8 +401,11 @@ def _ended(check, task: str) -> str:
             else f"{fmt(check.test_metric, task)} after {int(check.epochs_run)} epochs")
 
 
-def _explanation(records, row, runs, cuts, found, rules, chance_words: str, at_config: pd.Series | None) -> str:
-    """`at_config`: the row's seeds at its config's lr where validation chose another (`_at_config_lr`)."""
+def _explanation(records, row, runs, cuts, found, rules, chance_words: str, at_config: pd.Series | None,
+                 uniform_words: str = "") -> str:
+    """`at_config`: the row's seeds at its config's lr where validation chose another (`_at_config_lr`);
+    `uniform_words`: when a language model's training loss was above a uniform guess's
+    (`_above_uniform_words`), a candidate cause of a gap where ours is worse."""
     task, model, paper = row["task"], row["model"], row["paper"]
     sentences = []
     if row["verdict"] == "inconclusive":
@@ -348,6 +427,11 @@ def _explanation(records, row, runs, cuts, found, rules, chance_words: str, at_c
             f"{join_words([str(first[s]) if first[s] is not None else 'never' for s in rest])}); "
             f"without it the mean is {fmt(others.mean(), task)}.")
         sentences += _precision_checks(records, runs.iloc[outlier], first[odd])
+    blown_up = bool(uniform_words) and not row["better"]
+    if uniform_words:
+        causes = _untested_causes(task, model, records) if blown_up else []
+        sentences.append(uniform_words[:-1] + (": a candidate cause of the gap" if blown_up else "")
+                         + (f"; not yet tested: {join_words(causes)}." if causes else "."))
     if row["verdict"] != "not reproduced":
         return " ".join(sentences)
     near = found[(found["model"] == model) & ((found["ours"] - paper).abs() <= row["tolerance"])]
@@ -363,6 +447,8 @@ def _explanation(records, row, runs, cuts, found, rules, chance_words: str, at_c
                          f"({plural(int(near['n'].iloc[0]), 'seed')}), within tolerance of the paper's.")
     elif len(rules) and rules["rule_explains"].iloc[0] >= 0.5:
         sentences.append(f"The reporting rule alone removes {100 * rules['rule_explains'].iloc[0]:.0f}% of it.")
+    elif blown_up:
+        sentences.append(f"Ours is worse than the paper's by {fmt(abs(row['delta']), task, 1)}.")
     else:
         causes = _untested_causes(task, model, records)
         late = None if row["better"] else _still_improving(task, model, runs)

@@ -237,7 +237,7 @@ class MusicProtocol(Protocol):
 class LanguageModelProtocol(Protocol):
     def __init__(self, cfg: RunConfig, device="cpu", data_dir=None):
         super().__init__(cfg, device, data_dir)
-        corpus = load_ptb("char" if cfg.task == "ptb-char" else "word", data_dir)
+        corpus = task_corpus(cfg.task, data_dir)
         self.vocab, self.data = corpus.vocab, {}
         for split in self.splits:
             ids = getattr(corpus, split)
@@ -331,6 +331,11 @@ def music_frequency_nll(name: str = "nottingham", data_dir=None) -> float:
     test = torch.cat([tune[1:] for tune in load_music(name, "test", data_dir)])  # predicted steps
     nll = -(test * p.log() + (1 - test) * (1 - p).log()).sum(1)
     return float(nll.mean())
+
+
+def task_corpus(task: str, data_dir=None):
+    """The PTB corpus of a language-model task: "ptb-char" reads characters, "ptb-word" words."""
+    return load_ptb("char" if task == "ptb-char" else "word", data_dir)
 
 
 def unigram_metric(level: str, data_dir=None) -> float:
