@@ -28,7 +28,7 @@ from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MI
                       join_words, load_records, lr_cuts, model_name, ours_text, plural, rounding, row_at_lr,
                       seeds_text, other_lr_note, select_lr, selections, signed, task_name, variant_name, window_points)
 from .tables import paper_protocol, parameter_counts
-from .tasks import EVAL_ROWS, TASKS, ClassifyProtocol, task_corpus
+from .tasks import EVAL_ROWS, TASKS, ClassifyProtocol, above_uniform, uniform_loss
 
 # The paper's split sizes (§4.3), in thousands of characters / words.
 PAPER_SPLITS = {"char": dict(train=5059, valid=396, test=446), "word": dict(train=888, valid=70, test=79)}
@@ -126,16 +126,6 @@ def _chance_words(traces: list[ChanceTrace], epochs: int) -> str:
     return "; ".join(words) + "; " if words else ""
 
 
-@functools.lru_cache(maxsize=None)
-def uniform_loss(task: str, data_dir: str | None = None) -> float | None:
-    """A language model's loss when it guesses every token of its vocabulary alike (ln of the
-    vocabulary, read from the data): a training loss above it knows less than no model at all.
-    None for the other tasks."""
-    if TASKS[task].kind != "lm":
-        return None
-    return math.log(task_corpus(task, data_dir).vocab_size)
-
-
 @dataclass(frozen=True)
 class AboveUniform:
     """One language-model run whose training loss was above a uniform guess's for a while."""
@@ -150,16 +140,13 @@ class AboveUniform:
 def _above_uniform(task: str, runs: pd.DataFrame) -> list[AboveUniform]:
     """The runs of a language-model cell whose training loss rose above a uniform guess's; []
     for the other tasks and for runs that never did."""
-    if TASKS[task].kind != "lm" or runs.empty:
-        return []
-    uniform = uniform_loss(task)
     traces = []
     for run in runs.itertuples():
-        above = [i for i, entry in enumerate(run.curve) if entry["train_loss"] > uniform]
+        above = above_uniform(run.curve, task)
         if above:
+            first, last = run.curve[above[0]], run.curve[above[-1]]
             after = run.curve[above[-1] + 1] if above[-1] + 1 < len(run.curve) else None
-            traces.append(AboveUniform(int(run.seed), run.curve[above[0]]["epoch"], run.curve[above[-1]]["epoch"],
-                                       run.curve[above[0]]["lr"], run.curve[above[-1]]["lr"],
+            traces.append(AboveUniform(int(run.seed), first["epoch"], last["epoch"], first["lr"], last["lr"],
                                        after["lr"] if after else None))
     return traces
 

@@ -36,7 +36,7 @@ from .deadline import Pace, epochs_logged, late_job, progress, read_pace, unstar
 from .paths import RECORDS_DIR, REPEATS_DIR, REPO, RUNS_DIR
 from .run_folder import (AGAIN, JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
                          safe_child)
-from .tasks import TASKS
+from .tasks import TASKS, above_uniform
 
 RUN_NOTEBOOK = REPO / "notebooks" / "run.ipynb"
 FIRST_SEED = 1111
@@ -209,10 +209,17 @@ def _lr_seeds(task, model, profile, variant, lrs, seeds, finished, notes):
                          f"{train.lr:g}); seeds {list(rest)} follow it")
         return at_first + [(chosen, rest)]
     config_job = grid[train.lr]
-    if _is_finished(config_job, finished) and finished[config_job.run_id].get("status") == "diverged":
+    at_config = finished[config_job.run_id] if _is_finished(config_job, finished) else None
+    if at_config is not None and at_config.get("status") == "diverged":
         if notes is not None:
             notes.append(f"{row}: the config's lr {train.lr:g} diverged at seed {first[0]}; seeds "
                          f"{list(rest)} wait for the rest of the grid")
+        return at_first
+    blown_up = above_uniform(at_config.get("curve") or [], task) if at_config is not None else []
+    if blown_up:
+        if notes is not None:
+            notes.append(f"{row}: at the config's lr {train.lr:g}, seed {first[0]}'s training loss was above a "
+                         f"uniform guess's in {len(blown_up)} epochs; seeds {list(rest)} wait for the rest of the grid")
         return at_first
     if notes is not None:
         notes.append(f"{row}: the lr grid at seed {first[0]} is not finished; seeds {list(rest)} run "

@@ -19,6 +19,7 @@ what a model that ignores all context would.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field, replace
@@ -336,6 +337,23 @@ def music_frequency_nll(name: str = "nottingham", data_dir=None) -> float:
 def task_corpus(task: str, data_dir=None):
     """The PTB corpus of a language-model task: "ptb-char" reads characters, "ptb-word" words."""
     return load_ptb("char" if task == "ptb-char" else "word", data_dir)
+
+
+@functools.lru_cache(maxsize=None)
+def uniform_loss(task: str, data_dir=None) -> float | None:
+    """A language model's loss when it guesses every token of its vocabulary alike (ln of the
+    vocabulary, read from the data): a training loss above it knows less than no model at all,
+    the mark of an lr too large. None for the other tasks."""
+    return math.log(task_corpus(task, data_dir).vocab_size) if TASKS[task].kind == "lm" else None
+
+
+def above_uniform(curve: list[dict[str, Any]], task: str) -> list[int]:
+    """The positions in `curve` (a record's log, an entry an epoch) of the epochs whose training
+    loss was above a uniform guess's (`uniform_loss`); [] for the tasks that are not language models."""
+    if TASKS[task].kind != "lm":
+        return []
+    uniform = uniform_loss(task)
+    return [i for i, entry in enumerate(curve) if entry["train_loss"] > uniform]
 
 
 def unigram_metric(level: str, data_dir=None) -> float:

@@ -541,3 +541,29 @@ def test_a_plan_gives_a_timed_jobs_minutes_at_the_fastest_pace_a_batch_measured(
           "--results", "/nonexistent"])
     assert re.search(r"^#   ptb-char_gru_paper_lr4_seed1111: 15\.5 \(at the fastest pace a batch measured: 12\.0\)$",
                      capsys.readouterr().out, re.MULTILINE)
+
+
+def test_sweep_runs_no_more_seeds_at_an_lr_whose_first_seed_sat_above_a_uniform_guess(monkeypatch):
+    """The PTB-word RNN's lr 20 at seed 1111 (batch an): finished, but its training loss was above
+    ln 10,000 for 30 epochs, so the other seeds wait for lr 4 before they spend a GPU on lr 20."""
+    from types import SimpleNamespace
+
+    from rtlib import tasks
+    monkeypatch.setattr(tasks, "task_corpus", lambda task, data_dir=None: SimpleNamespace(vocab_size=10_000))
+    config_lr = run_config("ptb-word", "rnn", "paper").train.lr
+    grid = expand_jobs([4], ["rnn"], "paper", seeds=1, lrs="sweep")
+    at_config = next(job for job in grid if job.cfg.train.lr == config_lr)
+
+    def finished(losses):
+        curve = [dict(epoch=e, lr=config_lr, train_loss=loss) for e, loss in enumerate(losses, start=1)]
+        return {at_config.run_id: dict(config=at_config.cfg.to_dict(), lr=config_lr, status="finished",
+                                       best_valid_metric=697.4, curve=curve)}
+
+    jobs = expand_jobs([4], ["rnn"], "paper", seeds=3, lrs="sweep", finished=finished([43.2, 12.5, 6.5]),
+                       notes=(notes := []))
+    assert sorted(job.cfg.train.seed for job in jobs) == [1111] * len(grid)
+    assert f"at the config's lr {config_lr:g}, seed 1111's training loss was above a uniform guess's in 2 epochs" in notes[0]
+    learned = expand_jobs([4], ["rnn"], "paper", seeds=3, lrs="sweep", finished=finished([6.9, 6.5]), notes=(notes := []))
+    assert sorted((job.cfg.train.lr, job.cfg.train.seed) for job in learned if job.cfg.train.seed != 1111) == [
+        (config_lr, 1112), (config_lr, 1113)]
+    assert "for now" in notes[0]

@@ -4,6 +4,7 @@ import json
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from rtlib import plots, report, results  # noqa: E402
+from rtlib import plots, report, results, tasks  # noqa: E402
 from rtlib.configs import ABLATIONS, run_config, with_variant  # noqa: E402
 from rtlib.paths import RECORDS_DIR, REPEATS_DIR, REPO  # noqa: E402
 from rtlib.results import cell, cells, claims, comparisons, evidence, load_records  # noqa: E402
@@ -991,7 +992,7 @@ def test_a_gap_names_the_lr_grid_points_not_run_yet(tmp_path):
 
 def test_a_language_model_above_a_uniform_guess_says_when_and_at_which_lr(tmp_path, monkeypatch):
     """The PTB-word RNN at lr 20 of batch an: its training loss sat above ln 10,000 for 30 epochs."""
-    monkeypatch.setattr(report, "uniform_loss", lambda task, data_dir=None: math.log(10_000))
+    monkeypatch.setattr(tasks, "task_corpus", lambda task, data_dir=None: SimpleNamespace(vocab_size=10_000))
     record = write_record(tmp_path, task="ptb-word", model="rnn", lr=20.0, test=640.0, epochs=6, lr_cut_after=2)
     for entry, loss in zip(record["curve"], [43.2, 22.1, 12.5, 8.5, 6.6, 6.5]):
         entry["train_loss"] = loss
@@ -1017,5 +1018,5 @@ def test_a_language_model_above_a_uniform_guess_says_when_and_at_which_lr(tmp_pa
 
 
 def test_the_uniform_guess_is_ln_of_the_vocabulary(real_data):
-    assert report.uniform_loss("ptb-word", str(real_data)) == pytest.approx(math.log(10_000))
-    assert report.uniform_loss("mnist") is None
+    assert tasks.uniform_loss("ptb-word", str(real_data)) == pytest.approx(math.log(10_000))
+    assert tasks.uniform_loss("mnist") is None and tasks.above_uniform([dict(train_loss=99.0)], "mnist") == []
