@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from .analysis import analysed_examples, example_description, examples_with_maps
 from .results import (METRIC_NAMES, PAPER_ORDER, cells, evidence, fmt, learning_curves, lr_cuts, model_name,
                       other_lr_note, select_lr, task_name, window_points)
-from .tasks import TASKS
+from .tasks import TASKS, uniform_metric
 
 PALETTE = {"rtransformer": "C3", "local-rnn": "C0", "conv": "C2", "transformer-none": "C7",
            "transformer-sinusoidal": "C1", "transformer": "C1", "tcn": "C2", "lstm": "C4",
@@ -474,11 +474,31 @@ def plot_window_saliency(analysis: dict[str, Any], ax=None, method: str = "gradi
     return ax
 
 
+def _cap_at_uniform(ax, task: str, values, references) -> bool:
+    """Where a language model's curve rose above a uniform guess's metric (an lr too large, early
+    on), end the y axis there with a dotted line that says so, so that the curves that learned
+    keep the axis; the epochs above it run off the top. `references`: the paper's numbers drawn.
+    Whether it capped the axis."""
+    ceiling = uniform_metric(task) if TASKS[task].kind == "lm" else None
+    values = np.asarray(values, dtype=float)
+    if ceiling is None or not values.max() > ceiling:
+        return False
+    words = f"{ceiling:,.0f}" if TASKS[task].metric == "perplexity" else fmt(ceiling, task)
+    ax.axhline(ceiling, color="0.4", ls=":", lw=1, label=f"a uniform guess: {words} (above it: off the chart)")
+    lowest = min(values.min(), *references)
+    if ax.get_yscale() == "log":
+        ax.set_ylim(lowest / 1.3, ceiling * 1.5)
+    else:
+        ax.set_ylim(lowest - 0.05 * (ceiling - lowest), ceiling + 0.05 * (ceiling - lowest))
+    return True
+
+
 def plot_learning_curves(records: pd.DataFrame, task: str, ax=None, quantity: str = "test_metric"):
     """The paper-profile runs of `task` (no ablations), per model over the seeds of its chosen
     lr: the mean per epoch, a band of ± one standard deviation where there are several seeds
     (n in the legend), and the paper's number as a dashed line of the same colour."""
-    if ax is None:
+    own_figure = ax is None
+    if own_figure:
         _, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
     info = TASKS[task]
     curves = learning_curves(select_lr(evidence(records)), task, quantity)
@@ -495,12 +515,16 @@ def plot_learning_curves(records: pd.DataFrame, task: str, ax=None, quantity: st
         ax.text(0.5, 0.5, "no paper-profile records yet", ha="center", va="center", transform=ax.transAxes)
     elif info.metric == "perplexity":
         ax.set_yscale("log")
+    capped = not curves.empty and _cap_at_uniform(ax, task, curves["value"],
+                                                  [info.paper[m] for m in set(curves["model"])])
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     split = quantity.split("_")[0].replace("valid", "validation")
     ax.set_ylabel(f"{split} {info.metric}")
     ax.set_title(f"Table {info.table}: {task_name(task)}, paper profile", fontsize=10)
-    if not curves.empty:
+    if capped and own_figure:  # the capped curves run along the top, where the legend would sit
+        ax.figure.legend(loc="outside lower center", fontsize=8, ncol=3)
+    elif not curves.empty:
         ax.legend(fontsize=8, ncol=2)
     return ax
 
@@ -513,17 +537,20 @@ def plot_seed_traces(records: pd.DataFrame, task: str, model: str, ax=None):
     info = TASKS[task]
     runs = select_lr(evidence(records))
     runs = runs[(runs["task"] == task) & (runs["model"] == model)].sort_values("seed") if len(runs) else runs
+    values = []
     for index, run in enumerate(runs.itertuples()):
         colour = f"C{index}"
         points = [(e["epoch"], e["test_metric"]) for e in run.curve if "test_metric" in e]
+        values += [value for _, value in points]
         ax.plot(*zip(*points), color=colour, lw=1.2, label=f"seed {run.seed}")
         for epoch in lr_cuts(run.curve):
             ax.axvline(epoch + 0.5, color=colour, lw=0.8, ls=":", alpha=0.8)
     ax.axhline(info.paper[model], color="k", ls="--", lw=1, label=f"paper: {fmt(info.paper[model], task)}")
+    capped = bool(values) and _cap_at_uniform(ax, task, values, [info.paper[model]])
     ax.set_xlabel("epoch (dotted: the lr is cut after it)")
     ax.set_ylabel(f"test {info.metric}")
     ax.set_title(f"Table {info.table}, {model_name(model)}: every seed", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right" if capped else "best")  # capped curves run along the top
     return ax
 
 

@@ -347,6 +347,15 @@ def uniform_loss(task: str, data_dir=None) -> float | None:
     return math.log(task_corpus(task, data_dir).vocab_size) if TASKS[task].kind == "lm" else None
 
 
+def uniform_metric(task: str, data_dir=None) -> float | None:
+    """`uniform_loss` as the task's metric: perplexity (the vocabulary's size) or bits per
+    character; None for the tasks that are not language models."""
+    loss = uniform_loss(task, data_dir)
+    if loss is None:
+        return None
+    return math.exp(loss) if TASKS[task].metric == "perplexity" else loss / math.log(2)
+
+
 def above_uniform(curve: list[dict[str, Any]], task: str) -> list[int]:
     """The positions in `curve` (a record's log, an entry an epoch) of the epochs whose training
     loss was above a uniform guess's (`uniform_loss`); [] for the tasks that are not language models."""

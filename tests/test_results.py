@@ -1020,3 +1020,19 @@ def test_a_language_model_above_a_uniform_guess_says_when_and_at_which_lr(tmp_pa
 def test_the_uniform_guess_is_ln_of_the_vocabulary(real_data):
     assert tasks.uniform_loss("ptb-word", str(real_data)) == pytest.approx(math.log(10_000))
     assert tasks.uniform_loss("mnist") is None and tasks.above_uniform([dict(train_loss=99.0)], "mnist") == []
+
+
+def test_a_curve_above_a_uniform_guess_ends_the_axis_there(tmp_path, monkeypatch):
+    """The PTB-word RNN at lr 20 reached a test perplexity of 1e27 early: the axis would span 27
+    decades and squash every other curve into one line."""
+    monkeypatch.setattr(tasks, "task_corpus", lambda task, data_dir=None: SimpleNamespace(vocab_size=10_000))
+    seeds(tmp_path, [84.3, 84.4, 84.5], task="ptb-word")
+    ax = plots.plot_learning_curves(load_records(tmp_path), "ptb-word")
+    assert not any("uniform guess" in line.get_label() for line in ax.get_lines())  # nothing to cap
+    write_record(tmp_path, task="ptb-word", model="rnn", lr=20.0, test=640.0, test_curve=[1e27, 5e3, 640.0])
+    for axes in (plots.plot_learning_curves(load_records(tmp_path), "ptb-word"),
+                 plots.plot_seed_traces(load_records(tmp_path), "ptb-word", "rnn")):
+        labels = [line.get_label() for line in axes.get_lines()]
+        assert "a uniform guess: 10,000 (above it: off the chart)" in labels
+        low, high = axes.get_ylim()
+        assert 10_000 < high < 20_000 and low < 84.3
