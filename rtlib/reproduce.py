@@ -84,6 +84,15 @@ def _shown(path: Path | None) -> str | None:
 
 
 LR_MODES = ("grid", "config", "sweep")
+# the sweep's order: the rows the paper's claims are about (R-Transformer, Transformer) at every
+# seed, then the baseline rows, then the lr grid points that no row waits for
+SWEEP_PHASES = ("paper's rows", "baseline rows", "grid points")
+ATTENTION_MODELS = ("rtransformer", "transformer")
+
+
+def _phase(model: str, makes_row: bool) -> int:
+    return SWEEP_PHASES.index("grid points" if not makes_row else
+                              "paper's rows" if model in ATTENTION_MODELS else "baseline rows")
 
 
 def expand_jobs(tables: list[int], models: list[str], profile: str, seeds: int, lrs: str = "grid",
@@ -95,12 +104,16 @@ def expand_jobs(tables: list[int], models: list[str], profile: str, seeds: int, 
     ``sweep``: the config's lr at every seed, the rest of the grid at the first seed, and, once
     that grid is finished (`finished`: run id -> record), the lr chosen on validation at the
     other seeds too. A variant that is not a setting of a model is left out for that model
-    (said in `notes`); one that fits none of the models is an error."""
+    (said in `notes`); one that fits none of the models is an error.
+
+    The jobs come in the sweep's order (`SWEEP_PHASES`): the R-Transformer and Transformer rows
+    at every seed, then the baseline rows, then the grid points a row does not wait for; each
+    phase table by table, so that every batch that lands fills the report's tables first."""
     if seeds < 1:
         raise ValueError(f"seeds={seeds!r} must be >= 1")
     if lrs not in LR_MODES:
         raise ValueError(f"lrs={lrs!r} is not one of {list(LR_MODES)}")
-    jobs, fits, why = [], dict.fromkeys(variants, False), {}
+    phased, fits, why = [], dict.fromkeys(variants, False), {}
     for table in tables:
         task = TABLE_TASKS[table]
         for model in models:
@@ -115,14 +128,14 @@ def expand_jobs(tables: list[int], models: list[str], profile: str, seeds: int, 
                     continue
                 fits[variant] = True
                 all_seeds = range(FIRST_SEED, FIRST_SEED + seeds)
-                for lr, lr_seeds in _lr_seeds(task, model, profile, variant, lrs, all_seeds,
-                                              finished or {}, notes):
-                    for seed in lr_seeds:
-                        jobs.append(_job(task, model, profile, lr, seed, variant, out))
+                for lr, lr_seeds, row in _lr_seeds(task, model, profile, variant, lrs, all_seeds,
+                                                   finished or {}, notes):
+                    phased += [(_phase(model, row), _job(task, model, profile, lr, seed, variant, out))
+                               for seed in lr_seeds]
     unfit = [variant for variant, fit in fits.items() if not fit]
     if unfit:
         raise ValueError(f"variant {unfit[0]!r} fits none of the models {list(models)}: {why[unfit[0]]}")
-    return jobs
+    return [job for _, job in sorted(phased, key=lambda item: item[0])]  # stable: table by table within a phase
 
 
 @dataclass(frozen=True)
@@ -183,17 +196,19 @@ def _job(task: str, model: str, profile: str, lr: float, seed: int, variant: str
 
 
 def _lr_seeds(task, model, profile, variant, lrs, seeds, finished, notes):
-    """[(lr, seeds to run at it)] for one row under the `lrs` mode of `expand_jobs`."""
+    """[(lr, seeds to run at it, whether they make the row)] for one row under the `lrs` mode of
+    `expand_jobs`; grid points the row waits for (an lr to choose) count as the row's."""
     train = run_config(task, model, profile).train
     if lrs == "grid":
-        return [(lr, seeds) for lr in train.lr_grid]
+        return [(lr, seeds, True) for lr in train.lr_grid]
     if lrs == "config" or len(train.lr_grid) == 1 or not TASKS[task].has_validation:
-        return [(train.lr, seeds)]  # seq-MNIST has no validation split to choose an lr on
+        return [(train.lr, seeds, True)]  # seq-MNIST has no validation split to choose an lr on
     first, rest = seeds[:1], seeds[1:]
     row = f"{task} {model} {variant or 'row'}"
     lrs_first = [train.lr] + [lr for lr in train.lr_grid if lr != train.lr]
     grid = {lr: _job(task, model, profile, lr, first[0], variant, Path()) for lr in lrs_first}
-    at_first = [(lr, first) for lr in lrs_first]
+    at_first = [(lr, first, lr == train.lr) for lr in lrs_first]
+    waiting = [(lr, first, True) for lr in lrs_first]
     if not rest:
         return at_first
     if all(_is_finished(job, finished) for job in grid.values()):
@@ -202,29 +217,29 @@ def _lr_seeds(task, model, profile, variant, lrs, seeds, finished, notes):
             if notes is not None:
                 notes.append(f"{row}: every lr of the grid diverged at seed {first[0]}; seeds {list(rest)} "
                              "wait for a grid that trains")
-            return at_first
+            return waiting
         chosen = chosen_lr(records, TASKS[task].higher_is_better)
         if notes is not None and chosen != train.lr:
             notes.append(f"{row}: lr {chosen:g} chosen on validation at seed {first[0]} (config "
                          f"{train.lr:g}); seeds {list(rest)} follow it")
-        return at_first + [(chosen, rest)]
+        return at_first + [(chosen, rest, True)]
     config_job = grid[train.lr]
     at_config = finished[config_job.run_id] if _is_finished(config_job, finished) else None
     if at_config is not None and at_config.get("status") == "diverged":
         if notes is not None:
             notes.append(f"{row}: the config's lr {train.lr:g} diverged at seed {first[0]}; seeds "
                          f"{list(rest)} wait for the rest of the grid")
-        return at_first
+        return waiting
     blown_up = above_uniform(at_config.get("curve") or [], task) if at_config is not None else []
     if blown_up:
         if notes is not None:
             notes.append(f"{row}: at the config's lr {train.lr:g}, seed {first[0]}'s training loss was above a "
                          f"uniform guess's in {len(blown_up)} epochs; seeds {list(rest)} wait for the rest of the grid")
-        return at_first
+        return waiting
     if notes is not None:
         notes.append(f"{row}: the lr grid at seed {first[0]} is not finished; seeds {list(rest)} run "
                      f"at the config's lr {train.lr:g} for now")
-    return [(train.lr, seeds)] + at_first[1:]
+    return [(train.lr, seeds, True)] + at_first[1:]
 
 
 def _is_finished(job: Job, finished: dict[str, dict[str, Any]]) -> bool:

@@ -567,3 +567,38 @@ def test_sweep_runs_no_more_seeds_at_an_lr_whose_first_seed_sat_above_a_uniform_
     assert sorted((job.cfg.train.lr, job.cfg.train.seed) for job in learned if job.cfg.train.seed != 1111) == [
         (config_lr, 1112), (config_lr, 1113)]
     assert "for now" in notes[0]
+
+
+def test_the_sweep_runs_the_papers_rows_first_then_the_baselines_then_the_grids(monkeypatch):
+    """The issue's order, so that each batch that lands fills the tables first: R-Transformer and
+    Transformer rows at every seed, then the baseline rows, then the lr grid points; a grid point
+    that a row waits for (its config's lr blew up) counts as the row's."""
+    from types import SimpleNamespace
+
+    from rtlib import tasks
+    from rtlib.reproduce import ATTENTION_MODELS, SWEEP_PHASES
+    monkeypatch.setattr(tasks, "task_corpus", lambda task, data_dir=None: SimpleNamespace(vocab_size=10_000))
+
+    def phases(jobs):
+        out = []
+        for job in jobs:
+            train = run_config(job.cfg.task, job.cfg.model, "paper").train
+            at_row_lr = job.cfg.train.lr == train.lr or len(train.lr_grid) == 1 or job.cfg.task == "mnist"
+            out.append(SWEEP_PHASES[2] if not at_row_lr else
+                       SWEEP_PHASES[0] if job.cfg.model in ATTENTION_MODELS else SWEEP_PHASES[1])
+        return out
+
+    jobs = expand_jobs(list(TABLE_TASKS), ["rnn", "rtransformer", "tcn", "transformer"], "paper", seeds=3, lrs="sweep")
+    found = phases(jobs)
+    assert found == sorted(found, key=SWEEP_PHASES.index) and set(found) == set(SWEEP_PHASES)
+    first = [job for job, phase in zip(jobs, found) if phase == SWEEP_PHASES[0]]
+    assert [job.cfg.task for job in first] == sorted((job.cfg.task for job in first), key=list(TABLE_TASKS.values()).index)
+    rnn = [job for job in expand_jobs([4], ["rnn"], "paper", seeds=3, lrs="sweep")]
+    config_lr = run_config("ptb-word", "rnn", "paper").train.lr
+    blown = {rnn[0].run_id: dict(config=rnn[0].cfg.to_dict(), lr=config_lr, status="finished", best_valid_metric=697.4,
+                                 curve=[dict(epoch=1, lr=config_lr, train_loss=43.2)])}
+    assert rnn[0].cfg.train.lr == config_lr and rnn[0].cfg.train.seed == 1111
+    waiting = expand_jobs([4], ["rtransformer", "rnn"], "paper", seeds=3, lrs="sweep", finished=blown)
+    # the RNN's lr 4 at seed 1111 comes with the rows, before the R-Transformer's grid points
+    order = [(job.cfg.model, job.cfg.train.lr, job.cfg.train.seed) for job in waiting]
+    assert order.index(("rnn", 4.0, 1111)) < order.index(("rtransformer", 1.0, 1111))
