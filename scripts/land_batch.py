@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline-minutes", type=float, required=True)
     parser.add_argument("--held-minutes", type=float, required=True, help="the lease's held_s / 60")
     parser.add_argument("--git-commit", help="the commit the batch ran (default: its records')")
-    parser.add_argument("--device", help="the GPU (default: its records')")
+    parser.add_argument("--device", help="the GPU's name, as its records give it (default: theirs); the log adds ' (one, lent)'")
     parser.add_argument("--date", default=datetime.datetime.now(datetime.timezone.utc).date().isoformat())
     parser.add_argument("--note", default="")
     parser.add_argument("--examples", type=int, default=4, help="test examples an analysis covers")
