@@ -45,7 +45,7 @@ from .models import RNNConfig, build_model
 from .models.config import recorded_settings
 from .models.local_rnn import LocalRNN
 from .paths import BENCH_DIR
-from .run_folder import atomic_write_json, git_commit
+from .run_folder import atomic_write_json, git_commit, variant_slug
 from .runtime import FASTEST_ON_CUDA, Runtime, autocast_dtype, device_name, resolve_compile
 from .step import GRAPH_LENGTH_MULTIPLE, autocast, clip_norm, make_optimizer, make_step
 from .tasks import TASKS, make_protocol, model_protocol
@@ -412,11 +412,13 @@ def kernel_kind(name: str) -> str:
 
 
 def profile_table(table: int, variant: str, device: torch.device, steps: int = 3,
-                  rows: int = 40, precision: str | None = None) -> dict[str, Any]:
+                  rows: int = 40, precision: str | None = None, model_variant: str = "") -> dict[str, Any]:
     """Where the GPU time of a training step goes: every CUDA kernel of a few steps, summed by
     name and by kind (matmul, attention, fused pointwise, other), in microseconds per step; in
-    the variant's precision or `precision` (an ablation's)."""
-    runner = variant_runner(run_config(TABLE_TASKS[table], "rtransformer", "paper"), variant, device, precision)
+    the variant's precision or `precision` (an ablation's), of the row's model or its
+    `model_variant` (say ``local_rnn_impl=batched``)."""
+    cfg = with_model_variant(run_config(TABLE_TASKS[table], "rtransformer", "paper"), model_variant)
+    runner = variant_runner(cfg, variant, device, precision)
     time_steps(runner, warmup=3, repeats=1)
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as profiler:
@@ -433,7 +435,8 @@ def profile_table(table: int, variant: str, device: torch.device, steps: int = 3
     for name, (micros, _) in kernels.items():
         by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + micros
     top = sorted(kernels.items(), key=lambda item: -item[1][0])[:rows]
-    return dict(variant=variant, precision=runner.precision, steps=steps, gpu_us_per_step=sum(by_kind.values()),
+    return dict(variant=variant, model_variant=model_variant, precision=runner.precision, steps=steps,
+                gpu_us_per_step=sum(by_kind.values()),
                 launches_per_step=sum(calls for _, calls in kernels.values()) / steps,
                 us_per_step_by_kind=dict(sorted(by_kind.items(), key=lambda item: -item[1])),
                 kernels=[dict(name=name[:120], us_per_step=micros, launches_per_step=calls / steps)
@@ -538,13 +541,15 @@ ENGINE_MODES = ("none", "default", "step-graph", "default+step-graph")
 
 def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
                  data_dir: Path | None = None, modes: tuple[str, ...] = ENGINE_MODES,
-                 timing_profile: str = "paper", precision: str | None = None) -> dict[str, Any]:
+                 timing_profile: str = "paper", precision: str | None = None,
+                 model_variant: str = "") -> dict[str, Any]:
     """Which engine mode (`rtlib.runtime`) trains one cell fastest, and correctly, through the
     engine itself (`rtlib.train.train`).
 
     Speed: the `timing_profile` configuration in its precision (or `precision`: an ablation's),
-    3 epochs of `steps` steps with a small evaluation; the third epoch's seconds (after
-    compilation and graph capture) a step.
+    of its model or its `model_variant` (say ``local_rnn_impl=batched``), 3 epochs of `steps`
+    steps with a small evaluation; the third epoch's seconds (after compilation and graph
+    capture) a step.
     Correctness: the smoke model in fp32 without dropout trains 2 epochs in each mode and
     eagerly; the largest relative difference of their losses. Dropout: two steps on one batch
     with lr 0 must see different dropout masks (a graph that replayed one mask would not).
@@ -555,9 +560,9 @@ def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
 
     task = TABLE_TASKS[table]
     quiet = dict(log=lambda message: None, data_dir=data_dir)
-    timing = run_config(task, model, timing_profile, epochs=3, max_steps=steps, eval_limit=_small_eval(task),
-                        precision=precision)
-    smoke = run_config(task, model, "smoke", epochs=2, precision="fp32")
+    timing = with_model_variant(run_config(task, model, timing_profile, epochs=3, max_steps=steps,
+                                           eval_limit=_small_eval(task), precision=precision), model_variant)
+    smoke = with_model_variant(run_config(task, model, "smoke", epochs=2, precision="fp32"), model_variant)
     no_dropout = with_variant(smoke, "dropout=0" + (",emb_dropout=0" if smoke.head is not None else ""))
 
     def curve(cfg, mode, folder):
@@ -584,8 +589,19 @@ def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
     correct = {mode: r for mode, r in results.items() if r["works"] and r["dropout_masks_vary"] is not False
                and r["max_rel_loss_difference_vs_eager"] < 1e-3}
     fastest = min(correct, key=lambda mode: correct[mode]["ms_per_step"]) if correct else None
-    return dict(table=table, task=task, model=model, steps=steps, timing_profile=timing_profile,
-                precision=timing.train.precision, modes=results, fastest_correct=fastest)
+    return dict(table=table, task=task, model=model, model_variant=model_variant, steps=steps,
+                timing_profile=timing_profile, precision=timing.train.precision, modes=results,
+                fastest_correct=fastest)
+
+
+def with_model_variant(cfg: RunConfig, model_variant: str) -> RunConfig:
+    """`cfg` with a model setting changed for timing (`with_variant`), or as it is for ''."""
+    return with_variant(cfg, model_variant) if model_variant else cfg
+
+
+def _kind(kind: str, model_variant: str) -> str:
+    """A bench JSON's kind, with the model variant it timed: 'engine_modes_local_rnn_impl-batched'."""
+    return f"{kind}_{variant_slug(model_variant)}" if model_variant else kind
 
 
 def dropout_masks_vary(cfg: RunConfig, mode: str, device: torch.device,
@@ -657,6 +673,10 @@ def _parser() -> OneLineParser:
     parser.add_argument("--precision", choices=["bf16", "fp32"],
                         help="--engine-modes and --profile run the steps in this precision (default: "
                              "each row's), e.g. fp32 to price the fp32 ablations and see where their time goes")
+    parser.add_argument("--model-variant", default="", metavar="SETTING=VALUE[,...]",
+                        help="--engine-modes and --profile time the rows with this model setting changed "
+                             "(a run's --variant, e.g. local_rnn_impl=batched: the LocalRNN's matmul steps "
+                             "instead of its fused GRU kernels); the JSON's name says it")
     parser.add_argument("--bound", action="store_true",
                         help="only bound what a faster LocalRNN can buy: the step without LocalRNNs "
                              "plus their matmuls alone, against the reference and the fastest variant")
@@ -690,7 +710,8 @@ def _run_equivalence_checks(args: argparse.Namespace, device: torch.device) -> N
 
 
 def _run_profiles(args: argparse.Namespace, device: torch.device) -> None:
-    profiles = {table: profile_table(table, args.profile, device, precision=args.precision) for table in args.tables}
+    profiles = {table: profile_table(table, args.profile, device, precision=args.precision,
+                                     model_variant=args.model_variant) for table in args.tables}
     for table, profile in profiles.items():
         print(f"table {table}, {args.profile} in {profile['precision']}: {profile['gpu_us_per_step']:.0f} us of GPU time a step "
               f"in {profile['launches_per_step']:.0f} kernels")
@@ -698,7 +719,7 @@ def _run_profiles(args: argparse.Namespace, device: torch.device) -> None:
             print(f"  {kind:36s} {micros:8.0f} us")
         for kernel in profile["kernels"][:15]:
             print(f"  {kernel['us_per_step']:8.1f} us {kernel['launches_per_step']:5.1f}x {kernel['name'][:90]}")
-    _write_check(args.out, "profile", device, tables=profiles)
+    _write_check(args.out, _kind("profile", args.model_variant), device, tables=profiles)
 
 
 def _run_engine_modes(args: argparse.Namespace, device: torch.device) -> None:
@@ -706,11 +727,11 @@ def _run_engine_modes(args: argparse.Namespace, device: torch.device) -> None:
     for table in args.tables:
         for model in args.engine_modes:
             cells.append(engine_modes(table, model, device, args.steps, modes=tuple(args.modes),
-                                      precision=args.precision))
+                                      precision=args.precision, model_variant=args.model_variant))
             timing = {mode: round(r["ms_per_step"], 2) if r["works"] else r["error"][:60]
                       for mode, r in cells[-1]["modes"].items()}
             print(f"table {table} {model}: fastest correct {cells[-1]['fastest_correct']}; ms/step {timing}")
-            _write_check(args.out, "engine_modes", device, cells=cells)  # a cut-off run keeps it
+            _write_check(args.out, _kind("engine_modes", args.model_variant), device, cells=cells)  # a cut-off run keeps it
 
 
 def _run_bounds(args: argparse.Namespace, device: torch.device) -> None:
@@ -777,7 +798,17 @@ CHECKS = (("precision_check", _run_precision_checks), ("equivalence", _run_equiv
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.model_variant:
+        if not (args.engine_modes or args.profile):
+            parser.error(f"--model-variant {args.model_variant!r} times only with --engine-modes or --profile")
+        for table in args.tables:
+            for model in args.engine_modes or ["rtransformer"]:
+                try:
+                    with_variant(run_config(TABLE_TASKS[table], model, "paper"), args.model_variant)
+                except ValueError as error:
+                    parser.error(f"--model-variant {args.model_variant!r}: {error}")
     run = next((check for option, check in CHECKS if getattr(args, option)), _run_benchmark)
     run(args, torch.device(args.device))
     return 0

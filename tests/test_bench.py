@@ -127,6 +127,9 @@ def test_engine_modes_times_and_checks_each_mode_through_the_engine(real_data):
     other = engine_modes(4, "rtransformer", torch.device("cpu"), steps=2, data_dir=real_data,
                          modes=("none",), timing_profile="smoke", precision="bf16")
     assert other["precision"] == "bf16" and other["modes"]["none"]["works"]
+    batched = engine_modes(4, "rtransformer", torch.device("cpu"), steps=2, data_dir=real_data, modes=("none",),
+                           timing_profile="smoke", model_variant="local_rnn_impl=batched")
+    assert batched["model_variant"] == "local_rnn_impl=batched" and batched["modes"]["none"]["works"]
     no_dropout = run_config("mnist", "rnn", "smoke")  # the seq-MNIST RNN rows have no dropout
     assert dropout_masks_vary(no_dropout, "none", torch.device("cpu"), real_data) is None
 
@@ -135,8 +138,8 @@ def test_engine_modes_cli_tries_only_the_modes_asked_for_and_rejects_others(monk
     import rtlib.bench as bench
     asked = []
 
-    def engine_modes(table, model, device, steps, modes, precision):
-        asked.append((table, model, modes, precision))
+    def engine_modes(table, model, device, steps, modes, precision, model_variant):
+        asked.append((table, model, modes, precision) + ((model_variant,) if model_variant else ()))
         return dict(modes={mode: dict(works=True, ms_per_step=1.0) for mode in modes}, fastest_correct=modes[0])
     monkeypatch.setattr(bench, "engine_modes", engine_modes)
     out = tmp_path / "engine_modes.json"
@@ -151,9 +154,18 @@ def test_engine_modes_cli_tries_only_the_modes_asked_for_and_rejects_others(monk
     assert bench.main(["--device", "cpu", "--tables", "1", "--engine-modes", "tcn", "--modes", "none",
                        "--out", str(folder)]) == 0
     assert [path.name.startswith("engine_modes_") for path in folder.iterdir()] == [True]
-    with pytest.raises(SystemExit) as exit_:
-        bench.main(["--engine-modes", "tcn", "--modes", "fastest"])
-    assert exit_.value.code == 2 and "fastest" in capsys.readouterr().err
+    # a model setting changed for timing (the LocalRNN's matmul steps in fp32): its own JSON
+    assert bench.main(["--device", "cpu", "--tables", "1", "--engine-modes", "rtransformer", "--modes", "step-graph",
+                       "--precision", "fp32", "--model-variant", "local_rnn_impl=batched", "--out", str(folder)]) == 0
+    assert asked[-1] == (1, "rtransformer", ("step-graph",), "fp32", "local_rnn_impl=batched")
+    assert sum(path.name.startswith("engine_modes_local_rnn_impl-batched_") for path in folder.iterdir()) == 1
+    for argv, named in [(["--engine-modes", "tcn", "--modes", "fastest"], "fastest"),
+                        (["--engine-modes", "rtransformer", "--model-variant", "local_rnn_impl=nope"], "'nope'"),
+                        (["--model-variant", "local_rnn_impl=batched"], "only with --engine-modes or --profile")]:
+        with pytest.raises(SystemExit) as exit_:
+            bench.main(["--device", "cpu", "--tables", "1", *argv])
+        assert exit_.value.code == 2 and named in capsys.readouterr().err
+    assert len(asked) == 4  # the bad calls timed nothing
 
 
 @pytest.fixture
