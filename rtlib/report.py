@@ -1512,6 +1512,21 @@ def easy_parts(records: pd.DataFrame) -> str:
             "whose protocols the paper follows, gives the four other rows' data handling and metrics.")
 
 
+def _blown_up(records: pd.DataFrame) -> list[str]:
+    """For every finished paper-profile run (no ablation) whose training loss rose above a uniform
+    guess's: "Table 4's RNN at lr 20, seed 1111 (epochs 1–30 of 100, ended at 640.08)"."""
+    runs = evidence(records)
+    words = []
+    for run in runs.itertuples() if len(runs) else ():
+        above = above_uniform(run.curve, run.task)
+        if above:
+            first, last = run.curve[above[0]]["epoch"], run.curve[above[-1]]["epoch"]
+            words.append(f"Table {int(run.table)}'s {model_name(run.model)} at lr {run.lr:g}, seed {int(run.seed)} "
+                         f"(epochs {_span(first, last)} of {int(run.epochs_run)}, ended at "
+                         f"{fmt(run.test_metric, run.task)})")
+    return words
+
+
 def hard_parts(records: pd.DataFrame, batches: list[dict], bench: list[dict] = ()) -> str:
     """The report's "what was hard" list (Markdown): what holds whatever the records say, and
     what the records, batch logs and step benchmarks show so far."""
@@ -1539,6 +1554,11 @@ def hard_parts(records: pd.DataFrame, batches: list[dict], bench: list[dict] = (
     if carried:
         items.append(f"*One seed can carry a gap.* {'; '.join(carried)}: fewer than {MIN_SEEDS} seeds could not "
                      f"have shown {'it' if len(carried) == 1 else 'either' if len(carried) == 2 else 'any of them'}.")
+    if blown := _blown_up(records):
+        items.append("*An lr can be too large.* " + "; ".join(blown) + ": the training loss sat above a "
+                     "uniform guess's while the plateau schedule cut the lr, and the run never recovered the "
+                     "lost epochs. The sweep runs such a row's other seeds only at the lr its grid chooses on "
+                     "validation (`rtlib.reproduce`).")
     lost, waiting = _lost(batches, records), _waiting(batches, records)
     if lost:
         kinds: dict[str, list[str]] = {}  # the batch logs' words of each kind of loss

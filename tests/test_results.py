@@ -1036,3 +1036,15 @@ def test_a_curve_above_a_uniform_guess_ends_the_axis_there(tmp_path, monkeypatch
         assert "a uniform guess: 10,000 (above it: off the chart)" in labels
         low, high = axes.get_ylim()
         assert 10_000 < high < 20_000 and low < 84.3
+
+
+def test_hard_parts_name_the_runs_whose_lr_was_too_large(tmp_path, monkeypatch):
+    monkeypatch.setattr(tasks, "task_corpus", lambda task, data_dir=None: SimpleNamespace(vocab_size=10_000))
+    seeds(tmp_path, [84.3, 84.4, 84.5], task="ptb-word")  # a training loss of 5/epoch: below ln 10,000
+    assert "too large" not in report.hard_parts(load_records(tmp_path), [])
+    record = write_record(tmp_path, task="ptb-word", model="rnn", lr=20.0, test=640.08, epochs=3)
+    for entry, loss in zip(record["curve"], [43.2, 12.5, 6.5]):
+        entry["train_loss"] = loss
+    (tmp_path / f"{record['run_id']}.json").write_text(json.dumps(record))
+    assert ("*An lr can be too large.* Table 4's RNN at lr 20, seed 1111 (epochs 1–2 of 3, ended at 640.08)"
+            in report.hard_parts(load_records(tmp_path), []))
