@@ -479,7 +479,7 @@ def _cap_at_uniform(ax, task: str, values, references) -> bool:
     on), end the y axis there with a dotted line that says so, so that the curves that learned
     keep the axis; the epochs above it run off the top. `references`: the paper's numbers drawn.
     Whether it capped the axis."""
-    ceiling = uniform_metric(task) if TASKS[task].kind == "lm" else None
+    ceiling = uniform_metric(task)
     values = np.asarray(values, dtype=float)
     if ceiling is None or not values.max() > ceiling:
         return False

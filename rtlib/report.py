@@ -137,18 +137,21 @@ class AboveUniform:
     lr_below: float | None    # the lr of the epoch after `last`; None if the run ended above it
 
 
-def _above_uniform(task: str, runs: pd.DataFrame) -> list[AboveUniform]:
-    """The runs of a language-model cell whose training loss rose above a uniform guess's; []
-    for the other tasks and for runs that never did."""
-    traces = []
-    for run in runs.itertuples():
-        above = above_uniform(run.curve, task)
-        if above:
-            first, last = run.curve[above[0]], run.curve[above[-1]]
-            after = run.curve[above[-1] + 1] if above[-1] + 1 < len(run.curve) else None
-            traces.append(AboveUniform(int(run.seed), first["epoch"], last["epoch"], first["lr"], last["lr"],
-                                       after["lr"] if after else None))
-    return traces
+def _above_uniform_trace(run) -> AboveUniform | None:
+    """When a run (a records row) had its training loss above a uniform guess's; None if never
+    (and for the tasks that are not language models)."""
+    above = above_uniform(run.curve, run.task)
+    if not above:
+        return None
+    first, last = run.curve[above[0]], run.curve[above[-1]]
+    after = run.curve[above[-1] + 1] if above[-1] + 1 < len(run.curve) else None
+    return AboveUniform(int(run.seed), first["epoch"], last["epoch"], first["lr"], last["lr"],
+                        after["lr"] if after else None)
+
+
+def _above_uniform(runs: pd.DataFrame) -> list[AboveUniform]:
+    """The runs of a cell whose training loss rose above a uniform guess's (`_above_uniform_trace`)."""
+    return [trace for run in runs.itertuples() if (trace := _above_uniform_trace(run)) is not None]
 
 
 def _uniform_level(task: str) -> str:
@@ -291,7 +294,7 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str,
                      f"{other_lr_note(ablation.lr, ablation.row_lr)}{same}")
     traces = _against_chance(task, runs)
     items += _chance_items(traces)
-    blowups = _above_uniform(task, runs)
+    blowups = _above_uniform(runs)
     items += _above_uniform_items(task, blowups)
     source = run_config(task, model, "paper").source
     if OURS in source:
@@ -1518,11 +1521,9 @@ def _blown_up(records: pd.DataFrame) -> list[str]:
     runs = evidence(records)
     words = []
     for run in runs.itertuples() if len(runs) else ():
-        above = above_uniform(run.curve, run.task)
-        if above:
-            first, last = run.curve[above[0]]["epoch"], run.curve[above[-1]]["epoch"]
-            words.append(f"Table {int(run.table)}'s {model_name(run.model)} at lr {run.lr:g}, seed {int(run.seed)} "
-                         f"(epochs {_span(first, last)} of {int(run.epochs_run)}, ended at "
+        if trace := _above_uniform_trace(run):
+            words.append(f"Table {int(run.table)}'s {model_name(run.model)} at lr {run.lr:g}, seed {trace.seed} "
+                         f"(epochs {_span(trace.first, trace.last)} of {int(run.epochs_run)}, ended at "
                          f"{fmt(run.test_metric, run.task)})")
     return words
 

@@ -351,9 +351,7 @@ def uniform_metric(task: str, data_dir=None) -> float | None:
     """`uniform_loss` as the task's metric: perplexity (the vocabulary's size) or bits per
     character; None for the tasks that are not language models."""
     loss = uniform_loss(task, data_dir)
-    if loss is None:
-        return None
-    return math.exp(loss) if TASKS[task].metric == "perplexity" else loss / math.log(2)
+    return None if loss is None else metric_from_stats(TASKS[task], dict(loss_sum=loss, count=1))
 
 
 def above_uniform(curve: list[dict[str, Any]], task: str) -> list[int]:
