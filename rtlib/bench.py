@@ -806,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
         for table in args.tables:
             for model in args.engine_modes or ["rtransformer"]:
                 try:
-                    with_variant(run_config(TABLE_TASKS[table], model, "paper"), args.model_variant)
+                    with_model_variant(run_config(TABLE_TASKS[table], model, "paper"), args.model_variant)
                 except ValueError as error:
                     parser.error(f"--model-variant {args.model_variant!r}: {error}")
     run = next((check for option, check in CHECKS if getattr(args, option)), _run_benchmark)

@@ -225,21 +225,27 @@ def _lr_seeds(task, model, profile, variant, lrs, seeds, finished, notes):
         return at_first + [(chosen, rest, True)]
     config_job = grid[train.lr]
     at_config = finished[config_job.run_id] if _is_finished(config_job, finished) else None
-    if at_config is not None and at_config.get("status") == "diverged":
+    if failed := _config_lr_failed(at_config, task, train.lr, first[0]):
         if notes is not None:
-            notes.append(f"{row}: the config's lr {train.lr:g} diverged at seed {first[0]}; seeds "
-                         f"{list(rest)} wait for the rest of the grid")
-        return waiting
-    blown_up = above_uniform(at_config.get("curve") or [], task) if at_config is not None else []
-    if blown_up:
-        if notes is not None:
-            notes.append(f"{row}: at the config's lr {train.lr:g}, seed {first[0]}'s training loss was above a "
-                         f"uniform guess's in {len(blown_up)} epochs; seeds {list(rest)} wait for the rest of the grid")
+            notes.append(f"{row}: {failed}; seeds {list(rest)} wait for the rest of the grid")
         return waiting
     if notes is not None:
         notes.append(f"{row}: the lr grid at seed {first[0]} is not finished; seeds {list(rest)} run "
                      f"at the config's lr {train.lr:g} for now")
     return [(train.lr, seeds, True)] + at_first[1:]
+
+
+def _config_lr_failed(record: dict[str, Any] | None, task: str, lr: float, seed: int) -> str:
+    """How the first seed's run at the config's lr failed, so that the other seeds wait for the
+    grid: it diverged, or its training loss sat above a uniform guess's (`rtlib.tasks.above_uniform`);
+    '' where it did not, or has not run."""
+    if record is None:
+        return ""
+    if record.get("status") == "diverged":
+        return f"the config's lr {lr:g} diverged at seed {seed}"
+    blown_up = above_uniform(record.get("curve") or [], task)
+    return (f"at the config's lr {lr:g}, seed {seed}'s training loss was above a uniform guess's in "
+            f"{len(blown_up)} epochs" if blown_up else "")
 
 
 def _is_finished(job: Job, finished: dict[str, dict[str, Any]]) -> bool:
