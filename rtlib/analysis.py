@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .cli import OneLineParser
 from .configs import RunConfig, run_config
-from .models import build_model
+from .models import ATTENTION_MODELS, build_model
 from .models.config import recorded_settings
 from .models.layers import CausalSelfAttention
 from .models.local_rnn import LocalRNN
@@ -37,7 +37,6 @@ from .paths import ANALYSIS_DIR
 MAX_TOKENS = 64        # language-model and music excerpts: full maps of this many positions
 SIGNIFICANT = 4        # attention weights and saliencies are stored with 4 significant digits
 MAP_EXAMPLES = 3       # examples of an analysis that keep their attention maps, the first included
-ATTENTION_MODELS = ("rtransformer", "transformer")  # the models an analysis can look into
 
 
 # ---------------------------------------------------------------------------------------------

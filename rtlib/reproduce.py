@@ -33,6 +33,7 @@ import pandas as pd
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, table_and_model, with_variant
 from .data.fetch import fetch_tasks
 from .deadline import Pace, epochs_logged, late_job, progress, read_pace, unstartable, verdict
+from .models import ATTENTION_MODELS
 from .paths import RECORDS_DIR, REPEATS_DIR, REPO, RUNS_DIR
 from .run_folder import (AGAIN, JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
                          safe_child)
@@ -87,7 +88,6 @@ LR_MODES = ("grid", "config", "sweep")
 # the sweep's order: the rows the paper's claims are about (R-Transformer, Transformer) at every
 # seed, then the baseline rows, then the lr grid points that no row waits for
 SWEEP_PHASES = ("paper's rows", "baseline rows", "grid points")
-ATTENTION_MODELS = ("rtransformer", "transformer")
 
 
 def _phase(model: str, makes_row: bool) -> int:

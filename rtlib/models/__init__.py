@@ -20,6 +20,9 @@ BACKBONE_CONFIGS: dict[str, type] = {"rtransformer": RTransformerConfig, "transf
 # models whose input features go through a Linear to d_model (as released); the others take
 # the features as they are
 PROJECT_INPUT = ("rtransformer", "transformer")
+# the models with attention: the rows the paper's claims are about, and the ones an analysis
+# can look into
+ATTENTION_MODELS = ("rtransformer", "transformer")
 
 
 def build_backbone(model: str, config: BackboneConfig, in_features: int | None) -> nn.Module:
@@ -50,6 +53,6 @@ def build_model(cfg: Any, shape: TaskShape) -> nn.Module:
     return LanguageModel(backbone, shape.out_features, **asdict(cfg.head))
 
 
-__all__ = ["BACKBONE_CONFIGS", "BackboneConfig", "HeadConfig", "LanguageModel", "LocalRNN", "PianoRollModel",
+__all__ = ["ATTENTION_MODELS", "BACKBONE_CONFIGS", "BackboneConfig", "HeadConfig", "LanguageModel", "LocalRNN", "PianoRollModel",
            "RNNConfig", "RNNModel", "RTransformer", "RTransformerConfig", "SequenceClassifier", "TCN",
            "TCNConfig", "TaskShape", "Transformer", "TransformerConfig", "build_backbone", "build_model"]
