@@ -3,6 +3,8 @@
 Without a GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set in conftest.py
 before anything imports Triton), so their arithmetic is checked on every CI machine.
 """
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -86,11 +88,38 @@ def test_bad_shapes_are_refused():
         gru_windows.forward(projected, w_hh, b_hh, 3, 3)
 
 
-@needs_cuda
-def test_local_rnn_fast_uses_the_kernels_and_matches_batched():
+def test_fast_path_sends_the_kernels_half_precision_only():
+    def cuda_input(dtype):  # what `supported` reads of a tensor, without a GPU
+        return SimpleNamespace(is_cuda=True, dtype=dtype)
+    assert gru_windows.supported("gru", 32, cuda_input(torch.bfloat16))
+    assert gru_windows.supported("gru", 64, cuda_input(torch.float16))
+    assert not gru_windows.supported("gru", 32, cuda_input(torch.float32))
+    assert not gru_windows.supported("gru", 128, cuda_input(torch.bfloat16))
+    assert not gru_windows.supported("lstm", 32, cuda_input(torch.bfloat16))
+    assert not gru_windows.supported("gru", 32, SimpleNamespace(is_cuda=False, dtype=torch.bfloat16))
+
+
+def local_rnn_pair():
     torch.manual_seed(0)
     fast, batched = LocalRNN(32, 7, "gru", "fast").cuda(), LocalRNN(32, 7, "gru", "batched").cuda()
     batched.load_state_dict(fast.state_dict())
-    x = torch.randn(4, 50, 32, device="cuda")
-    assert gru_windows.supported("gru", 32, x)
-    torch.testing.assert_close(fast(x), batched(x), rtol=1e-5, atol=1e-5)
+    return fast, batched, torch.randn(4, 50, 32, device="cuda")
+
+
+@needs_cuda
+def test_local_rnn_fast_uses_the_kernels_under_autocast(monkeypatch):
+    fast, batched, x = local_rnn_pair()
+    calls = []
+    kernels = gru_windows.gru_windows
+    monkeypatch.setattr(gru_windows, "gru_windows", lambda *args: calls.append(1) or kernels(*args))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got, expected = fast(x), batched(x)
+    assert calls == [1]
+    assert (got.float() - expected.float()).abs().max() < 0.05
+
+
+@needs_cuda
+def test_local_rnn_fast_in_fp32_is_the_batched_path(monkeypatch):
+    fast, batched, x = local_rnn_pair()
+    monkeypatch.setattr(gru_windows, "gru_windows", None)  # a call would fail
+    assert torch.equal(fast(x), batched(x))

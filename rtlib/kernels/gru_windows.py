@@ -17,7 +17,8 @@ in registers too):
 
 Numerically it is nn.GRU's cell: gate order (r, z, n), n = tanh(x_n + r * (W_hn h + b_hn)).
 The hidden state stays in fp32 across steps; matmul operands have the projection's dtype
-(bf16 under autocast), fp32 inputs multiply in IEEE fp32 (no TF32).
+(bf16 under autocast). fp32 inputs multiply in IEEE fp32 (no TF32): the tests check the kernels'
+arithmetic that way, but the fast LocalRNN sends them only half-precision inputs (`supported`).
 
 `torch.library.custom_op` makes the pair one opaque op with its own autograd formula, so
 torch.compile and CUDA graphs treat it like any other kernel.
@@ -39,9 +40,12 @@ FORWARD_WARPS, BACKWARD_WARPS = 4, 4
 
 
 def supported(cell: str, d: int, x: torch.Tensor) -> bool:
-    """Whether `gru_windows` serves this LocalRNN input (CUDA, GRU, d a power of 2 in 16..64)."""
+    """Whether the fast LocalRNN hands this input to `gru_windows`: CUDA, GRU, d a power of 2 in
+    16..64, and bf16 or fp16. fp32 stays on the batched path: there the kernels' IEEE-fp32 dots
+    run without tensor cores, and Table 1's fp32 step took 121.04 ms with them against 39.62 ms
+    batched (one H100, results/bench/diagnostics/engine_modes_fp32_t1_*)."""
     return (triton is not None and x.is_cuda and cell == "gru" and 16 <= d <= MAX_HIDDEN
-            and d & (d - 1) == 0 and x.dtype in (torch.float32, torch.bfloat16, torch.float16))
+            and d & (d - 1) == 0 and x.dtype in (torch.bfloat16, torch.float16))
 
 
 if triton is not None:
