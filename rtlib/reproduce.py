@@ -308,16 +308,15 @@ def _plan_minutes(jobs: list[Job]) -> str:
              f"{sum(known):.1f} for {len(known)} of {len(jobs)} jobs"]
     bench = load_bench()
     for job, mine, its_row, quickest in zip(jobs, own, row, fastest):
-        if not math.isnan(mine):
-            shown = f"{mine:.1f}" + (f" (at the fastest pace a batch measured: {quickest:.1f})"
-                                     if quickest < mine - 0.05 else "")
-        else:
-            floor, notes = steps_floor(job.cfg, bench), []
+        floor, notes = steps_floor(job.cfg, bench), []
+        if math.isnan(mine):
             if job.cfg.variant and not math.isnan(its_row):
                 notes.append(f"the row without `{job.cfg.variant}`: {its_row:.1f}")
-            if not math.isnan(floor):
-                notes.append(f"its steps alone, benchmarked: at least {floor:.1f}")
-            shown = "not timed yet" + (f" ({'; '.join(notes)})" if notes else "")
+        elif quickest < mine - 0.05:
+            notes.append(f"at the fastest pace a batch measured: {quickest:.1f}")
+        if not math.isnan(floor):  # beside a pace measured in a crowded batch, what alone could be
+            notes.append(f"its steps alone, benchmarked: at least {floor:.1f}")
+        shown = ("not timed yet" if math.isnan(mine) else f"{mine:.1f}") + (f" ({'; '.join(notes)})" if notes else "")
         lines.append(f"#   {job.run_id}: {shown}")
     return "\n".join(lines)
 
