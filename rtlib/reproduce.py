@@ -294,13 +294,14 @@ def _plan_minutes(jobs: list[Job]) -> str:
     time of its (task, model, variant)'s committed records (or a batch log's pace), to pack a lease
     with. A variant never timed shows its row's time beside 'not timed yet', never as its own:
     a precision or a window can change the pace many times over. A job never timed shows the floor
-    of its steps alone where a benchmark timed them (`rtlib.report.steps_floor`); one timed, its
+    of its steps alone where a benchmark timed them (`rtlib.cost.steps_floor`); one timed, its
     minutes at the fastest pace a batch log measured where that is less (`fastest_minutes`)."""
-    from .report import (_minutes_per_run, fastest_minutes, job_minutes, load_batches, load_bench, load_records,
-                         steps_floor)
+    from .bench_results import load_bench
+    from .cost import fastest_minutes, job_minutes, load_batches, minutes_per_run, steps_floor
+    from .results import load_records
 
     batches = load_batches()
-    price = _minutes_per_run(load_records(), batches)
+    price = minutes_per_run(load_records(), batches)
     own, row = job_minutes(jobs, price, row_pace=False), job_minutes(jobs, price)
     fastest = job_minutes(jobs, fastest_minutes(batches), row_pace=False)
     known = [m for m in own if not math.isnan(m)]

@@ -137,7 +137,7 @@ def test_plan_prints_one_command_per_job(capsys):
 
 
 def test_a_paper_plan_gives_each_job_its_measured_minutes(capsys, data_mirror):
-    from rtlib.report import job_minutes
+    from rtlib.cost import job_minutes
 
     jobs = expand_jobs([3], ["gru", "rnn"], "paper", 1, "config")
     assert job_minutes(jobs, {("ptb-char", "gru", ""): 12.4}) == [12.4, pytest.approx(math.nan, nan_ok=True)]
@@ -155,8 +155,8 @@ def test_a_paper_plan_gives_each_job_its_measured_minutes(capsys, data_mirror):
 
 
 def test_a_variant_is_priced_by_its_own_runs_and_the_plan_says_when_it_is_not(capsys, monkeypatch, data_mirror):
-    from rtlib import report
-    from rtlib.report import _minutes_per_run, job_minutes
+    from rtlib import bench_results, cost, results
+    from rtlib.cost import job_minutes, minutes_per_run
 
     fp32 = ablation_jobs("paper", [1, 3])
     fp32 = [job for job in fp32 if job.cfg.variant == "precision=fp32"]
@@ -164,7 +164,7 @@ def test_a_variant_is_priced_by_its_own_runs_and_the_plan_says_when_it_is_not(ca
     # batch ab stopped seq-MNIST in fp32 after its first epoch, which no steady pace covers
     batch = dict(lost_runs=[dict(run_id=mnist.run_id, epochs=1, job_minutes=6.0, seconds_per_epoch=None,
                                  why="unfinished at the deadline")])
-    price = _minutes_per_run(load_records(Path("/nonexistent")), [batch])
+    price = minutes_per_run(load_records(Path("/nonexistent")), [batch])
     epochs = mnist.cfg.train.epochs
     assert price == {("mnist", "rtransformer", "precision-fp32"): 6.0 * epochs}
     price[("ptb-char", "rtransformer", "")] = 18.5
@@ -173,8 +173,8 @@ def test_a_variant_is_priced_by_its_own_runs_and_the_plan_says_when_it_is_not(ca
     # a batch log that timed the row, not the variant (the committed logs time more and more variants)
     row = dict(run_id="ptb-word_rtransformer_paper_lr2_seed1111", status="finished", epochs=100, job_minutes=16.0,
                seconds_per_epoch=9.5)
-    monkeypatch.setattr(report, "load_batches", lambda: [dict(finished=[row])])
-    monkeypatch.setattr(report, "load_records", lambda: load_records(Path("/nonexistent")))
+    monkeypatch.setattr(cost, "load_batches", lambda: [dict(finished=[row])])
+    monkeypatch.setattr(results, "load_records", lambda: load_records(Path("/nonexistent")))
     main(["reproduce", "--table", "all", "--ablations", "--profile", "paper", "--plan", "--out", "runs",
           "--results", "/nonexistent"])
     out = capsys.readouterr().out
@@ -183,7 +183,7 @@ def test_a_variant_is_priced_by_its_own_runs_and_the_plan_says_when_it_is_not(ca
     # an fp32 ablation's steps were benchmarked in fp32 (results/bench/engine_modes_fp32_*.json)
     assert re.search(r"^#   ptb-char_rtransformer_paper_precision-fp32_lr2_seed1111: not timed yet \(its steps "
                      r"alone, benchmarked: at least \d+\.\d\)$", out, re.MULTILINE)
-    monkeypatch.setattr(report, "load_bench", lambda: [])
+    monkeypatch.setattr(bench_results, "load_bench", lambda: [])
     main(["reproduce", "--cells", "1:rtransformer:config", "--variants", "precision=fp32", "--profile", "paper",
           "--plan", "--out", "runs", "--results", "/nonexistent"])
     assert re.search(r"^#   mnist_rtransformer_paper_precision-fp32_lr0\.001_seed1111: not timed yet$",
@@ -527,17 +527,17 @@ def test_a_job_waits_for_its_kernel_longer_than_papermills_60_seconds(tmp_path, 
 
 
 def test_a_plan_gives_a_timed_jobs_minutes_at_the_fastest_pace_a_batch_measured(capsys, monkeypatch, data_mirror):
-    from rtlib import report
+    from rtlib import bench_results, cost, results
 
     shared = dict(run_id="ptb-char_gru_paper_lr4_seed1112", status="finished", epochs=100, job_minutes=15.5,
                   seconds_per_epoch=9.3)
     alone = dict(run_id="ptb-char_gru_paper_lr4_seed1113.again", epochs=6, job_minutes=0.7, seconds_per_epoch=7.2,
                  why="stopped at the batch's deadline")
     batches = [dict(lost_runs=[alone]), dict(finished=[shared])]  # a later batch's pace prices the job
-    assert report.fastest_minutes(batches) == {("ptb-char", "gru", ""): pytest.approx(12.0)}
-    monkeypatch.setattr(report, "load_batches", lambda: batches)
-    monkeypatch.setattr(report, "load_records", lambda: load_records(Path("/nonexistent")))
-    monkeypatch.setattr(report, "load_bench", lambda: [])
+    assert cost.fastest_minutes(batches) == {("ptb-char", "gru", ""): pytest.approx(12.0)}
+    monkeypatch.setattr(cost, "load_batches", lambda: batches)
+    monkeypatch.setattr(results, "load_records", lambda: load_records(Path("/nonexistent")))
+    monkeypatch.setattr(bench_results, "load_bench", lambda: [])
     main(["reproduce", "--cells", "3:gru:config", "--seeds", "1", "--profile", "paper", "--plan", "--out", "runs",
           "--results", "/nonexistent"])
     assert re.search(r"^#   ptb-char_gru_paper_lr4_seed1111: 15\.5 \(at the fastest pace a batch measured: 12\.0\)$",

@@ -12,7 +12,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from rtlib import plots, report, results, tasks  # noqa: E402
+from rtlib import cost, plots, report, results, tasks  # noqa: E402
 from rtlib.configs import ABLATIONS, run_config, with_variant  # noqa: E402
 from rtlib.paths import RECORDS_DIR, REPEATS_DIR, REPO  # noqa: E402
 from rtlib.results import cell, cells, claims, comparisons, evidence, load_records  # noqa: E402
@@ -135,8 +135,8 @@ def test_diverged_runs_are_named_with_their_lr_seed_and_epoch_in_every_section(t
     assert f"{said}; at the same lr and seed, the fp32 run at seed 1111: 3.27 after 100 epochs; not run yet: " \
         "lr 0.0001 of its grid." in checked
     (tmp_path / "nottingham_lstm_paper_precision=fp32_lr0.001_seed1111.json").unlink()
-    before = report.remaining(load_records(tmp_path / "none")).set_index("task").loc["nottingham"]
-    after = report.remaining(records).set_index("task").loc["nottingham"]
+    before = cost.remaining(load_records(tmp_path / "none")).set_index("task").loc["nottingham"]
+    after = cost.remaining(records).set_index("task").loc["nottingham"]
     # seed 1111's lr 0.001 diverged: it is done, and seeds 1112-1113 no longer wait on that lr
     assert after["finished"] == 1 and after["planned"] == before["planned"] - 2
     assert "2 runs diverged (3.0 GPU-minutes)" in report.scope(records, [])
@@ -413,7 +413,7 @@ def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_pa
                                     why="failed before its first epoch")]),
                dict(finished=[dict(run_id="ptb-word_tcn_paper_lr4_seed1111", status="diverged", epochs=0,
                                    job_minutes=0.8, seconds_per_epoch=None)])]
-    spent = report.cost(records, batches, bench).set_index("table")
+    spent = cost.spent_by_table(records, batches, bench).set_index("table")
     assert spent.loc[4, "lost_runs"] == 3 and spent.loc[4, "lost_minutes"] == 7.0
     assert "3 runs were lost" in report.hard_parts(records, batches)
     assert "1 stopped at the batch's deadline; 1 failed with the jobs beside it" in report.hard_parts(records, batches)
@@ -428,24 +428,24 @@ def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_pa
     assert ("1 stopped by its runner, projected to miss the deadline with weights too large to leave the machine "
             "(its checkpoint came back, but no device time was left to resume it)"
             in report.hard_parts(records, [dict(lost_runs=[came_back])]))
-    assert report.remaining(records, batches).set_index("table").loc[4, "minutes_left"] > 0  # a lost run without a time per epoch prices nothing
+    assert cost.remaining(records, batches).set_index("table").loc[4, "minutes_left"] > 0  # a lost run without a time per epoch prices nothing
     batches = batches[:1]
-    spent = report.cost(records, batches, bench).set_index("table")
-    steps = report.train_steps("nottingham", "rtransformer")
+    spent = cost.spent_by_table(records, batches, bench).set_index("table")
+    steps = cost.train_steps("nottingham", "rtransformer")
     assert spent.loc[2, "gpu_minutes"] == 6.0 and spent.loc[4, "lost_minutes"] == 5.0
     assert spent.loc[2, "released_minutes"] == pytest.approx(3 * 2 * steps * 6.0 / 60_000)
-    left = report.remaining(records, batches).set_index("table")
+    left = cost.remaining(records, batches).set_index("table")
     assert left.loc[2, "finished"] == 0  # hand-made records do not carry the config the runner asks for
     assert left.loc[4, "minutes_left"] > 0 and left["planned"].sum() > 100
     timed = [dict(device="test GPU", cells=[dict(task="nottingham", model="gru", fastest_correct="step-graph",
                                                   modes={"step-graph": dict(ms_per_step=6.0)})])]
-    floored = report.remaining(records, batches, timed).set_index("table")
+    floored = cost.remaining(records, batches, timed).set_index("table")
     assert floored.loc[2, "floored"] > 0 and floored.loc[2, "unpriced"] == left.loc[2, "unpriced"] - floored.loc[2, "floored"]
     assert floored.loc[2, "floor_minutes"] == pytest.approx(floored.loc[2, "floored"] * 6.0 * steps * 100 / 60_000)
-    assert report.step_minutes(timed, "nottingham", "lstm") != report.step_minutes(timed, "nottingham", "lstm")  # NaN
+    assert cost.step_minutes(timed, "nottingham", "lstm") != cost.step_minutes(timed, "nottingham", "lstm")  # NaN
     fp32 = [dict(device="test GPU", cells=[dict(timed[0]["cells"][0], precision="fp32", model="rtransformer")])]
-    assert math.isnan(report.step_minutes(fp32, "nottingham", "rtransformer"))  # an ablation's step prices no row run
-    assert report.step_minutes([dict(device="test GPU", cells=[dict(fp32[0]["cells"][0], precision="auto")])],
+    assert math.isnan(cost.step_minutes(fp32, "nottingham", "rtransformer"))  # an ablation's step prices no row run
+    assert cost.step_minutes([dict(device="test GPU", cells=[dict(fp32[0]["cells"][0], precision="auto")])],
                                "nottingham", "rtransformer") > 0
 
 
@@ -465,20 +465,20 @@ def test_cost_prices_every_row_the_bench_timed_and_names_the_rows_it_cannot(data
         dict(table=2, model="gru", variants=dict(reference=dict(error="RuntimeError: out of memory")))])
     elsewhere = dict(device="other GPU", tables=[dict(table=2, model="gru", variants=dict(reference=dict(median_ms=9.0)))])
     bench = [new, elsewhere, old]
-    assert report.reference_ms(bench, "test GPU") == {(2, "rtransformer"): 6.0, (2, "tcn"): 2.0}
+    assert cost.reference_ms(bench, "test GPU") == {(2, "rtransformer"): 6.0, (2, "tcn"): 2.0}
     retimed = dict(old, date="2026-12-02T00:00:00Z", tables=[dict(table=2, model="tcn", variants=dict(
         reference=dict(median_ms=2.5)))])
-    assert report.reference_ms([retimed, new], "test GPU")[2, "tcn"] == 2.5  # the latest benchmark's
+    assert cost.reference_ms([retimed, new], "test GPU")[2, "tcn"] == 2.5  # the latest benchmark's
 
-    spent = report.cost(records, [], bench).set_index("table")
-    steps = {model: report.train_steps("nottingham", model) for model in ("rtransformer", "tcn")}
+    spent = cost.spent_by_table(records, [], bench).set_index("table")
+    steps = {model: cost.train_steps("nottingham", model) for model in ("rtransformer", "tcn")}
     released = 3 * 2 * steps["rtransformer"] * 6.0 / 60_000 + 3 * 3 * steps["tcn"] * 2.0 / 60_000
     assert spent.loc[2, "released_minutes"] == pytest.approx(released)
     assert tuple(spent.loc[2, ["priced_runs", "priced_minutes", "unpriced_runs", "runs"]]) == (6, 7.5, 5, 11)
     assert math.isnan(spent.loc[3, "released_minutes"]) and spent.loc[3, "unpriced_runs"] == 1
     assert spent.loc["all", "released_minutes"] == pytest.approx(released)
 
-    shown = report.cost_table(records, [], bench).frame.set_index("table")
+    shown = cost.cost_table(records, [], bench).frame.set_index("table")
     priced, ours = "released code, the runs it can be timed on (GPU-minutes)", "ours, the same runs (GPU-minutes)"
     assert shown.loc[2, priced] == f"{released:.1f} for 6 runs" and shown.loc[2, ours] == "7.5"
     assert shown.loc[2, "runs not priced: rows and why"] == \
@@ -486,7 +486,7 @@ def test_cost_prices_every_row_the_bench_timed_and_names_the_rows_it_cannot(data
     assert (shown.loc[3, priced], shown.loc[3, ours]) == ("not benchmarked", "–")
     assert shown.loc[3, "runs not priced: rows and why"] == "1: TCN (not benchmarked on test GPU)"
     assert shown.loc[1, priced] == "–" and shown.loc[1, "runs not priced: rows and why"] == "none"
-    text = report.released_comparison(records, bench)
+    text = cost.released_comparison(records, bench)
     assert (f"would take {released:.1f} GPU-minutes for the 6 runs it can be timed on (rows: R-Transformer on "
             "Table 2, TCN on Table 2), against our 7.5 for the same runs") in text
     assert text.endswith("Not priced: Transformer on Table 2 (no released code); GRU on Table 2, TCN on Table 3 "
@@ -494,17 +494,17 @@ def test_cost_prices_every_row_the_bench_timed_and_names_the_rows_it_cannot(data
     assert not NAN.search(text + shown.to_string())
 
     transformers = records[records["model"] == "transformer"]
-    assert report.cost_table(transformers, [], bench).frame.set_index("table").loc[2, priced] == "no released code"
-    assert "No finished paper-profile run can be timed" in report.released_comparison(transformers, bench)
-    assert "No paper-profile run has finished" in report.released_comparison(transformers.iloc[:0], bench)
+    assert cost.cost_table(transformers, [], bench).frame.set_index("table").loc[2, priced] == "no released code"
+    assert "No finished paper-profile run can be timed" in cost.released_comparison(transformers, bench)
+    assert "No paper-profile run has finished" in cost.released_comparison(transformers.iloc[:0], bench)
 
-    assert report.reference_spread(bench) is None and "good to a factor" not in text  # every row timed once
+    assert cost.reference_spread(bench) is None and "good to a factor" not in text  # every row timed once
     slower = dict(new, date="2026-11-15T00:00:00Z", tables=[
         dict(table=2, model="tcn", variants=dict(reference=dict(median_ms=3.0), fast=dict(median_ms=1.02)))])
-    spread = report.reference_spread([*bench, slower])
+    spread = cost.reference_spread([*bench, slower])
     assert (spread["model"], spread["table"], spread["rows"]) == ("tcn", 2, 1)
     assert spread["ratio"] == pytest.approx(1.5) and spread["fast_ratio"] == pytest.approx(1.02)
-    text = report.released_comparison(records, [*bench, slower])
+    text = cost.released_comparison(records, [*bench, slower])
     assert ("These minutes are good to a factor of 1.5: the released engine's step of one row, timed by two "
             "benchmarks on the same GPU model (two leases: two hosts), differed that much (TCN, Table 2, test GPU, "
             "the widest of 1 row timed more than once; the latest timing prices), while our fastest mode on the "
@@ -522,8 +522,8 @@ def test_committed_rtransformer_runs_cost_what_they_cost_before_other_models_wer
     records = load_records(RECORDS_DIR)
     records = records[records["finished_at"] <= "2026-12-06T13:12:36Z"]  # the records of the pin
     bench = report.load_bench()
-    prices = report.released_prices(records, bench).set_index(["table", "model"])
-    spent = report.cost(records[records["model"] == "rtransformer"], [], bench).set_index("table")
+    prices = cost.released_prices(records, bench).set_index(["table", "model"])
+    spent = cost.spent_by_table(records[records["model"] == "rtransformer"], [], bench).set_index("table")
     for table, (released, ours) in PINNED_RELEASED.items():
         assert prices.loc[(table, "rtransformer"), "released_minutes"] == pytest.approx(released, rel=1e-9), table
         assert prices.loc[(table, "rtransformer"), "our_minutes"] == pytest.approx(ours, rel=1e-9), table
@@ -573,13 +573,13 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path, 
     (bench / "engine_modes.json").write_text(json.dumps(dict(device="test GPU", cells=[
         dict(cell, precision="auto", modes={"step-graph": dict(works=True, ms_per_step=20.0)})])))
     table = report.deviations(load_records(tmp_path), bench).frame.set_index("what")
-    minutes = 120.0 * report.train_steps("mnist", "rtransformer") * 50 / 60_000
+    minutes = 120.0 * cost.train_steps("mnist", "rtransformer") * 50 / 60_000
     assert ("Table 1: not run yet (its steps alone, timed in fp32 on test GPU: 120.0 ms a step in the engine mode "
             f"step-graph, the faster of it and none, bf16 20.0 ms in that mode; {minutes:.0f} GPU-minutes of steps "
             "for the whole run, without its evaluations); Table 2: 2.38") in table.loc["precision", "effect"]
     timed = report.load_bench(bench)
-    assert report.step_timing(timed, "mnist", "rtransformer")["modes"]["step-graph"]["ms_per_step"] == 20.0
-    assert report.step_minutes(timed, "mnist", "rtransformer", precision="fp32") == pytest.approx(minutes)
+    assert cost.step_timing(timed, "mnist", "rtransformer")["modes"]["step-graph"]["ms_per_step"] == 20.0
+    assert cost.step_minutes(timed, "mnist", "rtransformer", precision="fp32") == pytest.approx(minutes)
 
 
 def test_a_runs_floor_is_the_fastest_step_any_benchmark_timed_in_its_precision():
@@ -590,13 +590,13 @@ def test_a_runs_floor_is_the_fastest_step_any_benchmark_timed_in_its_precision()
                  variants={"reference": dict(median_ms=11.3), "fast+step-graph": dict(median_ms=4.3),
                            "fast": dict(error="DataNotFoundError: ...")})
     bench = [dict(device="GPU a", cells=[modes]), dict(device="GPU b", tables=[steps])]
-    assert report.fastest_step_ms(bench, "ptb-word", "rnn") == 4.3
-    assert report.fastest_step_ms(bench[:1], "ptb-word", "rnn") == 10.5
-    assert math.isnan(report.fastest_step_ms(bench, "ptb-word", "rnn", precision="fp32"))  # the row's is bf16
-    assert math.isnan(report.fastest_step_ms([dict(tables=[dict(steps, table=3)])], "ptb-word", "rnn"))
+    assert cost.fastest_step_ms(bench, "ptb-word", "rnn") == 4.3
+    assert cost.fastest_step_ms(bench[:1], "ptb-word", "rnn") == 10.5
+    assert math.isnan(cost.fastest_step_ms(bench, "ptb-word", "rnn", precision="fp32"))  # the row's is bf16
+    assert math.isnan(cost.fastest_step_ms([dict(tables=[dict(steps, table=3)])], "ptb-word", "rnn"))
     epochs = run_config("ptb-word", "rnn", "paper").train.epochs
-    assert report.step_minutes(bench, "ptb-word", "rnn") == pytest.approx(
-        4.3 * report.train_steps("ptb-word", "rnn") * epochs / 60_000)
+    assert cost.step_minutes(bench, "ptb-word", "rnn") == pytest.approx(
+        4.3 * cost.train_steps("ptb-word", "rnn") * epochs / 60_000)
 
 
 def test_deviations_name_whole_runs_where_bf16_diverged_and_fp32_did_not(data_mirror, tmp_path):
@@ -627,16 +627,16 @@ def test_superseded_runs_count_in_the_cost_and_never_in_a_table(tmp_path):
     records = load_records(tmp_path / "records")
     assert "2.5 for 1 run made with settings since changed" in report.scope(
         records, [], tmp_path / "none", tmp_path / "superseded")
-    spent = report.cost(records, [], [], repeats_dir=tmp_path / "none", superseded_dir=tmp_path / "superseded")
+    spent = cost.spent_by_table(records, [], [], repeats_dir=tmp_path / "none", superseded_dir=tmp_path / "superseded")
     assert tuple(spent.set_index("table").loc[2, ["superseded_runs", "superseded_minutes", "gpu_minutes"]]) == (1, 2.5, 3.0)
-    assert report.superseded_records(tmp_path / "none").empty
+    assert cost.superseded_records(tmp_path / "none").empty
 
 
 def test_ablation_runs_count_in_the_cost_apart_from_the_cells(tmp_path):
     seeds(tmp_path, [2.40, 2.42, 2.41])
     write_record(tmp_path, variant="window=1", gpu_minutes=4.0)
     write_record(tmp_path, variant="norm=post", gpu_minutes=0.5, status="diverged", epochs=1)
-    spent = report.cost(load_records(tmp_path), [], [], repeats_dir=tmp_path / "none",
+    spent = cost.spent_by_table(load_records(tmp_path), [], [], repeats_dir=tmp_path / "none",
                         superseded_dir=tmp_path / "none").set_index("table")
     assert tuple(spent.loc[2, ["runs", "gpu_minutes", "ablation_runs", "ablation_minutes"]]) == (3, 3.0, 2, 4.5)
     assert spent.loc["all", "ablation_minutes"] == 4.5
@@ -703,12 +703,12 @@ def test_a_batch_line_counts_what_finished_what_was_lost_and_why():
                  stopped_at_the_deadline=[dict(run_id="y", job_minutes=20.0)],
                  lost_runs=[dict(run_id="z", job_minutes=8.7, why="the machine was given back"),
                             dict(run_id="w", job_minutes=8.6, why="the machine was given back")])
-    line = report.batch_line(batch)
+    line = cost.batch_line(batch)
     assert line.startswith("Batch of 2026-12-01 at commit abc1234 on NVIDIA H200, 22-minute deadline, "
                            "machine held 13.6 minutes: 1 run finished, 1 diverged, 2 not started, 3 lost: ")
     assert "2 the machine was given back; 1 stopped at the batch's deadline." in line
     assert line.endswith("Sharing: MPS, 3 jobs.")
-    cold = report.batch_line({**batch, "device": "not recorded (one, lent)"})  # batches l and o: no record came back
+    cold = cost.batch_line({**batch, "device": "not recorded (one, lent)"})  # batches l and o: no record came back
     assert "on a lent GPU that no record came back to name, 22-minute deadline" in cold
 
 
@@ -721,17 +721,17 @@ def test_a_run_whose_checkpoint_came_back_waits_to_resume_and_is_not_lost(tmp_pa
                                  why="unfinished at the deadline", checkpoint="brought back"),
                             dict(run_id="nottingham_rnn_paper_lr0.001_seed1112", epochs=9, job_minutes=3.3,
                                  why="stopped by its runner")])
-    assert [run["epochs"] for run in report._lost([batch], records)] == [9]
-    assert [run["epochs"] for run in report._waiting([batch], records)] == [84]
+    assert [run["epochs"] for run in cost.unfinished_lost([batch], records)] == [9]
+    assert [run["epochs"] for run in cost.unfinished_waiting([batch], records)] == [84]
     assert "0 not started, 1 stopped with a checkpoint brought back to resume, 1 lost: 1 stopped by its runner." \
-        in report.batch_line(batch)
+        in cost.batch_line(batch)
     assert "3.3 for runs that were lost" in report.scope(records, [batch])
     scope = report.scope(records, [batch], tmp_path / "no repeats", tmp_path / "no superseded")
     assert scope.startswith("**Scope.** 1 paper-profile run finished: 1 makes 1 of the 24 cells")
     assert ("**Cost: 27.1 GPU-minutes of job time in all**, on machines held 0.0 minutes (jobs share a GPU, so "
             "their time adds up to more): 1.0 for these runs, 3.3 for runs that were lost before they finished, "
             "22.8 for 1 run waiting to resume from a checkpoint brought back.") in scope
-    spent = report.cost(records, [batch], []).set_index("table")
+    spent = cost.spent_by_table(records, [batch], []).set_index("table")
     assert (spent.loc[2, "lost_minutes"], spent.loc[2, "waiting_runs"], spent.loc[2, "waiting_minutes"]) == (3.3, 1, 22.8)
 
 
@@ -741,10 +741,10 @@ def test_a_lost_run_resumed_from_its_checkpoint_is_no_longer_lost(tmp_path):
     run_id = records["run_id"].iloc[0]
     batch = dict(lost_runs=[dict(run_id=run_id, epochs=65, job_minutes=22.9, why="unfinished at the deadline"),
                             dict(run_id="other", epochs=9, job_minutes=3.3, why="stopped by its runner")])
-    assert [run["run_id"] for run in report._lost([batch], records)] == [run_id, "other"]
+    assert [run["run_id"] for run in cost.unfinished_lost([batch], records)] == [run_id, "other"]
     records.at[records.index[0], "sessions"] = [dict(from_epoch=1), dict(from_epoch=66)]
-    assert [run["run_id"] for run in report._lost([batch], records)] == ["other"]
-    assert len(report._lost([batch])) == 2
+    assert [run["run_id"] for run in cost.unfinished_lost([batch], records)] == ["other"]
+    assert len(cost.unfinished_lost([batch])) == 2
 
 
 def test_a_checkpoint_carried_further_by_a_later_batch_counts_once_as_that_batch_left_it():
@@ -753,10 +753,10 @@ def test_a_checkpoint_carried_further_by_a_later_batch_counts_once_as_that_batch
                                  checkpoint="brought back")])
     later = dict(lost_runs=[dict(run_id=grid_point, epochs=35, job_minutes=3.13, why="still training",
                                  checkpoint="brought back")])
-    assert [run["job_minutes"] for run in report._waiting([first, later])] == [3.13]
-    assert [run["job_minutes"] for run in report._waiting([later, first])] == [3.13]
+    assert [run["job_minutes"] for run in cost.unfinished_waiting([first, later])] == [3.13]
+    assert [run["job_minutes"] for run in cost.unfinished_waiting([later, first])] == [3.13]
     from_scratch = dict(lost_runs=[dict(run_id=grid_point, epochs=40, job_minutes=2.0, why="stopped by its runner")])
-    assert [run["epochs"] for run in report._lost([dict(lost_runs=[{**first["lost_runs"][0], "checkpoint": None}]),
+    assert [run["epochs"] for run in cost.unfinished_lost([dict(lost_runs=[{**first["lost_runs"][0], "checkpoint": None}]),
                                                   from_scratch])] == [18, 40]
 
 
@@ -771,7 +771,7 @@ def test_a_run_made_twice_with_its_seed_is_shown_beside_its_first_run_and_counts
     assert "1 paper-profile run made a second time" in text and "2.4000 then 2.4013 (+0.0013" in text
     assert "0.13 of the cell's std over seeds" in text
     assert len(load_records(tmp_path / "records")) == 3  # a repeat never joins the records the tables use
-    spent = report.cost(records, [], [], repeats_dir=tmp_path / "repeats").set_index("table")
+    spent = cost.spent_by_table(records, [], [], repeats_dir=tmp_path / "repeats").set_index("table")
     assert spent.loc[2, "repeat_minutes"] == 1.0 and spent.loc[2, "gpu_minutes"] == 3.0
     assert "1.0 for 1 run made a second time with their seed" in report.scope(records, [], tmp_path / "repeats")
 
@@ -792,7 +792,7 @@ def test_a_diverged_run_made_again_in_another_engine_mode_says_when_each_diverge
 def test_batch_logs_load_in_the_order_they_ran(tmp_path):
     for name in ("2026-12-06_h100_aa", "2026-12-01_h200", "2026-12-06_h100_z", "2026-12-01_h200_b"):
         (tmp_path / f"{name}.json").write_text(json.dumps(dict(name=name)))
-    assert [batch["name"] for batch in report.load_batches(tmp_path)] == [
+    assert [batch["name"] for batch in cost.load_batches(tmp_path)] == [
         "2026-12-01_h200", "2026-12-01_h200_b", "2026-12-06_h100_z", "2026-12-06_h100_aa"]
 
 
@@ -956,9 +956,9 @@ def test_an_fp32_ablation_is_priced_at_its_fp32_steps_never_at_its_bf16_rows_pac
     bench = [dict(device="test GPU", cells=[dict(task="ptb-char", model="rtransformer", precision="fp32",
                                                  fastest_correct="step-graph",
                                                  modes={"step-graph": dict(ms_per_step=40.0)})])]
-    fp32 = report.steps_minutes(40.0, "ptb-char", "rtransformer")
-    left = report.remaining(records, [dict(finished=[row])], bench).set_index("table").loc[3]
-    without = report.remaining(records, [dict(finished=[row])]).set_index("table").loc[3]
+    fp32 = cost.steps_minutes(40.0, "ptb-char", "rtransformer")
+    left = cost.remaining(records, [dict(finished=[row])], bench).set_index("table").loc[3]
+    without = cost.remaining(records, [dict(finished=[row])]).set_index("table").loc[3]
     assert left["floor_minutes"] == pytest.approx(fp32) and left["floored"] == 1
     assert without["minutes_left"] == left["minutes_left"]  # never at the row's pace: unpriced without a bench
     assert without["unpriced"] == left["unpriced"] + 1
@@ -969,11 +969,11 @@ def test_a_run_whose_steps_alone_outlast_a_lease_is_named_among_the_hard_parts(d
     bench = [dict(device="test GPU", cells=[dict(task="ptb-char", model="rtransformer", precision="fp32",
                                                  fastest_correct="step-graph",
                                                  modes={"step-graph": dict(ms_per_step=ms)})])]
-    minutes = report.steps_minutes(ms, "ptb-char", "rtransformer")
+    minutes = cost.steps_minutes(ms, "ptb-char", "rtransformer")
     text = report.hard_parts(load_records(tmp_path), [], bench)
     named = (f"*Some runs outlast any lease.* The training steps alone, as benchmarked, of Table 3's R-Transformer "
              f"in fp32 (an ablation), seed 1111 ({minutes:.0f} GPU-minutes) take longer than the 30 minutes")
-    assert (named in text) == (minutes > report.LEASE_MINUTES)
+    assert (named in text) == (minutes > cost.LEASE_MINUTES)
     assert "Some runs outlast" not in report.hard_parts(load_records(tmp_path), [])  # nothing benchmarked, no claim
 
 
