@@ -293,9 +293,10 @@ def _plan_minutes(jobs: list[Job]) -> str:
     """'# job-minutes as measured so far ...': each paper-profile job's GPU-minutes at the mean job
     time of its (task, model, variant)'s committed records (or a batch log's pace), to pack a lease
     with. A variant never timed shows its row's time beside 'not timed yet', never as its own:
-    a precision or a window can change the pace many times over. A job never timed shows the floor
-    of its steps alone where a benchmark timed them (`rtlib.cost.steps_floor`); one timed, its
-    minutes at the fastest pace a batch log measured where that is less (`fastest_minutes`)."""
+    a precision or a window can change the pace many times over. A job timed shows its minutes at
+    the fastest pace a batch log measured where that is less (`fastest_minutes`), and every job the
+    floor of its steps alone where a benchmark timed them (`rtlib.cost.steps_floor`): a pace
+    measured in a crowded batch can be several times what the job takes alone."""
     from .bench_results import load_bench
     from .cost import fastest_minutes, job_minutes, load_batches, minutes_per_run, steps_floor
     from .results import load_records
