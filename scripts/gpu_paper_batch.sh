@@ -225,9 +225,12 @@ case "$1" in
     nvidia-smi -L
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     nvidia-cuda-mps-control -d && echo "MPS started: $(ls $CUDA_MPS_PIPE_DIRECTORY | tr '\n' ' ')"
+    # the engine's GPU cases, then the fused GRU-window kernels and the LocalRNN path that uses them
     gpu_tests() {
-      timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_engine_on_gpu.py \
-        tests/test_train.py -k "gpu or step_graph or every_cell" "$@" > $LOGS/gpu_tests.log 2>&1
+      { timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_engine_on_gpu.py \
+          tests/test_train.py -k "gpu or step_graph or every_cell" "$@" &&
+        timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_gru_windows.py "$@"; } \
+        > $LOGS/gpu_tests.log 2>&1
       status=$?
       tail -n 15 $LOGS/gpu_tests.log
       return $status
