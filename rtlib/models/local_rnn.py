@@ -18,8 +18,8 @@ compute the same function with the same parameters (one `nn.GRU`/`nn.LSTM`/`nn.R
   It does ~half the FLOPs of the reference and moves no window copies. On CUDA the gate
   math of each step runs in PyTorch's fused GRU/LSTM cell kernels.
 - ``fast``: ``batched``, except that a GRU with a small hidden size (d = 16..64, Table 1) on
-  CUDA runs all M steps in one fused Triton kernel (rtlib/kernels/gru_windows.py) instead
-  of M matmuls and M gate kernels.
+  CUDA in bf16/fp16 runs all M steps in one fused Triton kernel (rtlib/kernels/gru_windows.py)
+  instead of M matmuls and M gate kernels; in fp32 it is ``batched`` (`gru_windows.supported`).
 
 Compiling a model that holds an nn.GRU/LSTM needs `torch._dynamo.config.allow_rnn = True`
 (`rtlib.step.compile_model` sets it).
