@@ -101,6 +101,11 @@ def add_reproduce_parser(commands) -> None:
                         help="with --deadline-minutes: the most a run folder's weights can weigh "
                              "to leave the machine; a job over it that is projected to miss the "
                              "deadline is stopped, so the jobs beside it get its share of the GPU")
+    parser.add_argument("--hold-judgement-while", type=Path, metavar="FILE",
+                        help="with --carry-limit-mb: while FILE exists, another process shares the "
+                             "GPU for a while (the batch's GPU tests), and no job is stopped or "
+                             "skipped for the pace it makes meanwhile; once FILE is gone, every job "
+                             "is timed afresh")
     parser.add_argument("--out", type=folder, help="run folders (default runs/)")
     parser.add_argument("--results", type=folder, help="record copies (default results/records/<profile>)")
     parser.add_argument("--notebooks", type=folder, help="stripped notebook copies "

@@ -618,6 +618,7 @@ def run_jobs(jobs: list[Job], *, results_dir: Path | None = None, notebooks_dir:
              repeats_dir: Path | None = None, gpus: list[int] = (), jobs_per_gpu: int = 1, max_minutes: float | None = None,
              deadline_minutes: float | None = None, data_dir: Path | None = None,
              compile_mode: str = "auto", carry_limit_mb: float | None = None,
+             hold_judgement_while: Path | None = None,
              stream: TextIO | None = None, poll_s: float = 0.5) -> list[Outcome]:
     """Run every job not finished yet, `jobs_per_gpu` at a time on each GPU (one at a time on
     the CPU when `gpus` is empty); a failing job does not stop the others. Ctrl-C stops the
@@ -628,7 +629,9 @@ def run_jobs(jobs: list[Job], *, results_dir: Path | None = None, notebooks_dir:
     most what is left of it as its `max_minutes`, so each stops with a fresh checkpoint in
     time, and no job starts in its last minute. With `carry_limit_mb` as well, a job projected
     to miss the deadline whose weights are over that size (they cannot leave the machine) is
-    stopped early, so the jobs beside it get its share of the GPU (`rtlib.deadline`).
+    stopped early, so the jobs beside it get its share of the GPU (`rtlib.deadline`). While the
+    file `hold_judgement_while` exists, another process shares the GPU for a while (the batch's
+    GPU tests): no job is judged on the paces it makes meanwhile (`_Pacing`).
 
     A repeat (`Job.repeat`) keeps its record and notebook in `repeats_dir` (and the notebooks
     folder beside it) instead of `results_dir`: a second run never replaces the first."""
@@ -639,7 +642,7 @@ def run_jobs(jobs: list[Job], *, results_dir: Path | None = None, notebooks_dir:
                          repeats_dir=repeats_dir, gpus=gpus,
                          jobs_per_gpu=jobs_per_gpu, max_minutes=max_minutes, deadline=deadline,
                          data_dir=data_dir, compile_mode=compile_mode, view=view, poll_s=poll_s,
-                         carry_limit_mb=carry_limit_mb)
+                         carry_limit_mb=carry_limit_mb, hold_judgement_while=hold_judgement_while)
 
 
 @contextlib.contextmanager
@@ -713,7 +716,8 @@ def _job_minutes(max_minutes: float | None, deadline: float | None) -> float | N
 
 def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu, max_minutes,
               deadline, data_dir, compile_mode, view: "LiveView", poll_s: float,
-              carry_limit_mb: float | None = None, repeats_dir: Path | None = None) -> list[Outcome]:
+              carry_limit_mb: float | None = None, repeats_dir: Path | None = None,
+              hold_judgement_while: Path | None = None) -> list[Outcome]:
     if not RUN_NOTEBOOK.exists():
         raise FileNotFoundError(f"{RUN_NOTEBOOK} is missing: run `jupytext --sync book/run.md` first")
     slots = [(f"gpu{gpu}" + (f"/{k + 1}" if jobs_per_gpu > 1 else ""), gpu)
@@ -736,7 +740,7 @@ def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu
                f"{'GPU ' + ','.join(map(str, gpus)) if gpus else 'CPU'}")
     running: dict[tuple[str, int | None], Running] = {}
     retries: Counter = Counter()
-    pacing = _Pacing(deadline, carry_limit_mb)
+    pacing = _Pacing(deadline, carry_limit_mb, hold_judgement_while)
     claims = _claim_all(list(pending))
     handlers = _interrupt_on((signal.SIGTERM, signal.SIGHUP))
     try:
@@ -804,10 +808,16 @@ def _skip_unstartable(pending: deque, slot: str, pacing: "_Pacing", outcomes: di
 
 class _Pacing:
     """The runner's side of `rtlib.deadline`: which epochs of each running job were timed at
-    the current mix, which jobs were already asked to stop, and when to say how they pace."""
+    the current mix, which jobs were already asked to stop, and when to say how they pace.
 
-    def __init__(self, deadline: float | None, carry_limit_mb: float | None):
-        self.deadline, self.carry_limit_mb = deadline, carry_limit_mb
+    While the file `hold_while` exists, a process outside the runner shares the GPU for a while:
+    its paces are shown but judge nothing, neither a stop nor a skip, and once the file is gone
+    every job is timed afresh. In batch ar (results/batches/2026-12-07_h100_ar.json) the GPU
+    tests beside a PTB-word RNN took it from 7.5 to 14.5 s an epoch for a few minutes, and the
+    runner stopped a job that at its own pace would have finished."""
+
+    def __init__(self, deadline: float | None, carry_limit_mb: float | None, hold_while: Path | None = None):
+        self.deadline, self.carry_limit_mb, self.hold_while = deadline, carry_limit_mb, hold_while
         self.mix: frozenset[str] = frozenset()
         self.since: dict[str, int] = {}
         self.asked: set[str] = set()
@@ -832,20 +842,22 @@ class _Pacing:
             return
         self.next_judgement = time.monotonic() + JUDGE_EVERY_S
         running = [item for item in running if item.job.name not in self.asked]
-        mix = frozenset(item.job.name for item in running)
+        held = self.hold_while is not None and self.hold_while.exists()
+        mix = frozenset(item.job.name for item in running) | ({f"while {self.hold_while}"} if held else set())
         if mix != self.mix:  # a job started or ended: time every job again, from its next epoch
             self.mix = mix
             self.since = {item.job.name: len(epochs_logged(item.job.out_dir)) + 1 for item in running}
         paces = [read_pace(item.job.name, item.job.out_dir, item.job.cfg.train.epochs,
                            self.since[item.job.name]) for item in running]
-        self.seen.update({(item.job.cfg.task, item.job.cfg.model): pace for item, pace in zip(running, paces)
-                          if pace.seconds_per_epoch is not None})
+        if not held:
+            self.seen.update({(item.job.cfg.task, item.job.cfg.model): pace for item, pace in zip(running, paces)
+                              if pace.seconds_per_epoch is not None})
         seconds_left = self.deadline - time.monotonic()
         if running and time.monotonic() >= self.next_progress:
             self.next_progress = time.monotonic() + PROGRESS_EVERY_S
             for item, pace in zip(running, paces):
                 view.event(f"pace   [{item.slot}] {progress(pace, seconds_left)}")
-        if self.carry_limit_mb is None:
+        if self.carry_limit_mb is None or held:
             return
         limit = int(self.carry_limit_mb * 1e6)
         late = late_job(paces, seconds_left, limit)
@@ -1005,13 +1017,17 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
     if args.carry_limit_mb is not None and args.deadline_minutes is None:
         raise ValueError(f"--carry-limit-mb {args.carry_limit_mb:g} needs --deadline-minutes: a job is "
                          "stopped early only when it is projected to miss the batch's deadline")
+    if args.hold_judgement_while is not None and args.carry_limit_mb is None:
+        raise ValueError(f"--hold-judgement-while {args.hold_judgement_while} needs --carry-limit-mb: "
+                         "without it no job is judged late")
     fetch_tasks(sorted({job.cfg.task for job in to_run}), data_dir)  # a missing data set stops us now
     try:
         outcomes = run_jobs(jobs, results_dir=results_dir, notebooks_dir=notebooks_dir,
                             repeats_dir=repeats_dir, gpus=gpus,
                             jobs_per_gpu=args.jobs_per_gpu, max_minutes=args.max_minutes,
                             deadline_minutes=args.deadline_minutes, data_dir=data_dir,
-                            compile_mode=args.compile, carry_limit_mb=args.carry_limit_mb, stream=stream)
+                            compile_mode=args.compile, carry_limit_mb=args.carry_limit_mb,
+                            hold_judgement_while=args.hold_judgement_while, stream=stream)
     except KeyboardInterruptWithOutcomes as interrupted:
         print(format_summary(interrupted.outcomes), file=stream)
         return EXIT_INTERRUPTED

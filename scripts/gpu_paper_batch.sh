@@ -15,7 +15,8 @@
 # `python -m rtlib reproduce` per quoted argument set, each in its own process session (so they
 # outlive the command), all bound by the same deadline; a job projected to miss it, with weights
 # too large to come back, is stopped so that the others get its share. The GPU engine tests run
-# beside the runners, before them with GPU_TESTS_FIRST=1, or not at all with GPU_TESTS_SKIP=1.
+# beside the runners (which judge no job on the pace it makes meanwhile), before them with
+# GPU_TESTS_FIRST=1, or not at all with GPU_TESTS_SKIP=1.
 # With START_WAIT_S, `start` goes on as `wait` until the call has run that long or every runner
 # has ended (one call fewer to chain). `wait` sleeps, then packs what has landed and, as
 # `finish` does, the unfinished runs small enough to carry into a later lease (so does `start`
@@ -62,6 +63,7 @@ export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mpslog
 OUT=${OUT:-/tmp/out}
 ROOT=$PWD
 LOGS=runs/_logs
+TESTS_RUNNING=$ROOT/$LOGS/gpu_tests.running   # exists while the GPU tests run beside the runners
 RUNNERS=$LOGS/runner_pids
 CODE=runs/_code
 ANALYSED=ANALYSED_HERE
@@ -196,7 +198,7 @@ case "$1" in
     # packed batch w's runner2.log and runner3.log, whose stop lines land_batch reads): so a second
     # `start` on one machine is a second batch; land the first one's fetched files as their own
     # (batch ak landed only the second's, and its first runner's failed line survives in its note)
-    rm -f "$RUNNERS" "$LOGS"/runner*.log
+    rm -f "$RUNNERS" "$LOGS"/runner*.log "$TESTS_RUNNING"
     # A run still training when the last `wait` ends is packed only by `finish`: should that call
     # come late, the machine goes cold with it (batch u's three PTB-char LSTMs, 1-2 epochs short)
     covered=$(( ${START_WAIT_S:-0} + WAIT_MAX_S ))
@@ -226,12 +228,16 @@ case "$1" in
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     nvidia-cuda-mps-control -d && echo "MPS started: $(ls $CUDA_MPS_PIPE_DIRECTORY | tr '\n' ' ')"
     # the engine's GPU cases, then the fused GRU-window kernels and the LocalRNN path that uses them
+    # while they run, the runners judge no job on its pace (--hold-judgement-while): batch ar's
+    # runner stopped a PTB-word RNN that the tests beside it had slowed for a few minutes
     gpu_tests() {
-      { timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_engine_on_gpu.py \
+      touch "$TESTS_RUNNING"
+      { timeout 330 python3 -m pytest -q -p no:cacheprovider tests/test_engine_on_gpu.py \
           tests/test_train.py -k "gpu or step_graph or every_cell" "$@" &&
-        timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_gru_windows.py "$@"; } \
+        timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_gru_windows.py "$@"; } \
         > $LOGS/gpu_tests.log 2>&1
       status=$?
+      rm -f "$TESTS_RUNNING"
       tail -n 15 $LOGS/gpu_tests.log
       return $status
     }
@@ -256,7 +262,7 @@ case "$1" in
       # shellcheck disable=SC2086
       (cd "$CODE" && exec setsid nohup python3 -m rtlib reproduce --profile paper --gpus 0 \
         --out "$ROOT/runs" --deadline-minutes "$deadline" --carry-limit-mb $((CARRY_LIMIT_BYTES / 1000000)) \
-        $runner_args) \
+        --hold-judgement-while "$TESTS_RUNNING" $runner_args) \
         > "$LOGS/runner$i.log" 2>&1 < /dev/null &
       echo $! >> "$RUNNERS"
       echo "runner $i: $runner_args"

@@ -161,3 +161,50 @@ def test_the_runner_skips_the_next_job_of_a_kind_it_timed_too_slow_for_the_time_
         ("remaining", "not started", "done")
     skips = [line for line in said if line.startswith("skip ")]
     assert len(skips) == 1 and second.run_id in skips[0] and "at the pace of its task and model here" in skips[0]
+
+
+def test_no_job_is_judged_on_paces_made_while_another_process_holds_the_gpu(monkeypatch, tmp_path):
+    """Batch ar: the GPU tests beside a PTB-word RNN slowed it from 7.5 to 14.5 s an epoch for a
+    few minutes, and the runner stopped a job its own pace would have finished. While the marker
+    file exists nothing is judged; once it is gone every job is timed afresh."""
+    import time
+
+    import rtlib.reproduce as reproduce
+    heavy, = expand_jobs([4], ["rnn"], "paper", seeds=1, lrs="config", out=tmp_path)
+    marker = tmp_path / "gpu_tests.running"
+    marker.touch()
+    polls = []
+
+    class SlowWhileHeld(EpochPerPoll):
+        def poll(self):  # a minute an epoch while the marker exists, a second once it is gone
+            polls.append(None)
+            if len(polls) == 30:
+                marker.unlink()
+            self.rate = 60.0 if marker.exists() else 1.0
+            return super().poll()
+
+    start, finish, said = paced_runner(monkeypatch, {heavy.run_id: 60.0}, {heavy.run_id: 2_000_000})
+
+    def start_slow(job, slot, params, threads_share=1):
+        running = start(job, slot, params, threads_share)
+        return reproduce.Running(job, SlowWhileHeld(job.out_dir, 60.0, job.cfg.train.epochs), running.slot,
+                                 running.started, resumed=False)
+
+    outcomes = run_fake_jobs(monkeypatch, tmp_path, [heavy], start_slow, finish, deadline=time.monotonic() + 600,
+                             carry_limit_mb=1.0, hold_judgement_while=marker)
+    assert outcomes[0].status == "done" and not any(line.startswith("stop ") for line in said)
+    # without the marker, the same minute-long epochs get the job stopped
+    marker.touch()
+    polls.clear()
+    (heavy.out_dir / "log.jsonl").unlink()
+    outcomes = run_fake_jobs(monkeypatch, tmp_path, [heavy], start_slow, finish, deadline=time.monotonic() + 600,
+                             carry_limit_mb=1.0)
+    assert outcomes[0].status == "remaining" and any(line.startswith("stop ") for line in said)
+
+
+def test_holding_judgement_needs_a_carry_limit(tmp_path, capsys):
+    from rtlib.__main__ import main
+    code = main(["reproduce", "--cells", "4:rnn:config", "--seeds", "1", "--profile", "paper", "--gpus", "",
+                 "--deadline-minutes", "10", "--hold-judgement-while", str(tmp_path / "marker")])
+    assert code != 0
+    assert "--hold-judgement-while" in capsys.readouterr().err

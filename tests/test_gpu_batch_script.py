@@ -168,6 +168,7 @@ def test_start_runs_the_sharing_bench_then_one_runner_per_argument_set_and_waits
     import time
     root, out, env = stubbed_machine(tmp_path)
     env.update(START_WAIT_S="4", SHARING_ROUNDS="4:rtransformer 4:rtransformer*2")
+    del env["GPU_TESTS_SKIP"]  # the stubbed GPU tests run beside the runner
     (root / "runs" / "_logs").mkdir(parents=True, exist_ok=True)
     (root / "runs" / "_logs" / "runner3.log").write_text("an earlier batch's runner, on this warm machine\n")
     began = time.monotonic()
@@ -179,10 +180,14 @@ def test_start_runs_the_sharing_bench_then_one_runner_per_argument_set_and_waits
     lines = (tmp_path / "calls.txt").read_text().splitlines()
     assert lines[:3] == ["-m pip install -q --no-index --no-deps wheels312/papermill-2.7.0-py3-none-any.whl",
                          "-m pip check", "-c import papermill, nbclient, ipykernel, jupytext"]
+    lines.remove("-m rtlib data --tasks mnist nottingham ptb-char ptb-word")  # the GPU tests' data, checked
     assert lines[3] == ("-m rtlib bench --sharing 4:rtransformer 4:rtransformer*2 --sharing-seconds 10 "
                         "--out runs/_logs/sharing.json")
+    marker = root / "runs" / "_logs" / "gpu_tests.running"  # exists while the GPU tests run
     assert lines[4] == (f"-m rtlib reproduce --profile paper --gpus 0 --out {root}/runs --deadline-minutes 5 "
-                        "--carry-limit-mb 30 --cells 3:rtransformer:config --seeds 3")  # the runner's own last
+                        f"--carry-limit-mb 30 --hold-judgement-while {marker} "
+                        "--cells 3:rtransformer:config --seeds 3")  # the runner's own last
+    assert any(line.startswith("-m pytest") for line in lines[5:]) and not marker.exists()
     assert (root / "runs" / "_code" / "rtlib" / "__init__.py").exists() and (out / "records.tgz").exists()
     assert not (root / "runs" / "_logs" / "runner3.log").exists()  # the earlier batch's, packed by that batch
     finished = subprocess.run(["bash", str(SCRIPT), "finish"], cwd=root, env=env, capture_output=True, text=True,
