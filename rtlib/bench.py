@@ -46,7 +46,8 @@ from .models.config import recorded_settings
 from .models.local_rnn import LocalRNN
 from .paths import BENCH_DIR
 from .run_folder import atomic_write_json, git_commit, variant_slug
-from .runtime import FASTEST_ON_CUDA, Runtime, autocast_dtype, device_name, resolve_compile
+from .padding import widened
+from .runtime import FASTEST_ON_CUDA, Runtime, autocast_dtype, device_name, hidden_width, resolve_compile
 from .step import GRAPH_LENGTH_MULTIPLE, autocast, clip_norm, make_optimizer, make_step
 from .tasks import TASKS, make_protocol, model_protocol
 
@@ -75,7 +76,13 @@ class StepRunner:
         self.cfg, self.device, self.precision, self.kind = cfg, device, precision, TASKS[cfg.task].kind
         # the protocol gives the model, the vocabulary and the loss (and, if asked, the data)
         self.protocol = make_protocol(cfg, device) if real_data else model_protocol(cfg, device)
-        self.model = build_model(cfg, self.protocol.shape).to(device)
+        model = build_model(cfg, self.protocol.shape)
+        # as the engine runs the row: a recurrent one wider where that was measured faster
+        self.hidden_width = hidden_width("auto", cfg.model, getattr(cfg.backbone, "hidden_size", None), device,
+                                         resolve_compile(mode, cfg.model, device))
+        if self.hidden_width is not None:
+            model, _ = widened(model, cfg, self.protocol.shape, self.hidden_width)
+        self.model = model.to(device)
         self.amp = autocast_dtype(precision, device)
         self.optimizer = make_optimizer(cfg.train.optimizer, self.model.parameters(), cfg.train.lr, fused)
         # music batches are lists of tunes; every batch below is a tuple of tensors
@@ -290,6 +297,8 @@ def timed_variant(cfg: RunConfig, name: str, device: torch.device, warmup: int, 
     if prepare:
         prepare(runner.model)
     timing = time_steps(runner, warmup, repeats)
+    if runner.hidden_width is not None:
+        timing["hidden_width"] = runner.hidden_width
     if count_flops:
         timing["flops_per_step"] = step_flops(runner)
     del runner

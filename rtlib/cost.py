@@ -23,6 +23,7 @@ from .paths import BATCHES_DIR, REPEATS_DIR, SUPERSEDED_DIR
 from .results import (EVIDENCE_PROFILE, HTMLTable, done_runs, evidence, join_words, load_records, model_name, plural,
                       variant_name)
 from .run_folder import run_id_fields, variant_slug
+from .runtime import PADDED_WIDTH
 from .tables import paper_protocol
 from .tasks import TASKS
 
@@ -340,14 +341,30 @@ def minutes_per_run(records: pd.DataFrame, batches: list[dict]) -> dict[tuple[st
 
 def step_timing(bench: list[dict], task: str, model: str, precision: str | None = None) -> dict[str, Any] | None:
     """The `bench --engine-modes` cell of (task, model) in `precision` (default: the row's own),
-    with its file's ``device``; None where the bench has none."""
-    row = run_config(task, model, EVIDENCE_PROFILE).train.precision
+    with its file's ``device``, as the engine runs the row (`runs_as_configured`); None where
+    the bench has none."""
+    return next(_engine_cells(bench, task, model, precision), None)
+
+
+def _engine_cells(bench: list[dict], task: str, model: str, precision: str | None):
+    cfg = run_config(task, model, EVIDENCE_PROFILE)
+    row = cfg.train.precision
     for data in bench:
         for entry in data.get("cells", []) if isinstance(data.get("cells"), list) else []:
             if ((entry.get("task"), entry.get("model")) == (task, model) and entry.get("fastest_correct")
-                    and entry.get("precision", row) == (precision or row)):  # cells without one timed the row's
-                return entry | {"device": data.get("device", "an unnamed GPU")}
-    return None
+                    and entry.get("precision", row) == (precision or row)  # cells without one timed the row's
+                    and runs_as_configured(cfg, entry.get("model_variant", ""))):
+                yield entry | {"device": data.get("device", "an unnamed GPU")}
+
+
+def runs_as_configured(cfg, model_variant: str) -> bool:
+    """Whether a bench cell's model variant computes what the engine runs for `cfg`'s row: none,
+    or the hidden width the engine widens the row to on a GPU (`rtlib.padding`), which computes
+    the same function."""
+    if not model_variant:
+        return True
+    width = PADDED_WIDTH.get((cfg.model, getattr(cfg.backbone, "hidden_size", None)))
+    return width is not None and model_variant == f"hidden_size={width}"
 
 
 def fastest_step_ms(bench: list[dict], task: str, model: str, precision: str | None = None) -> float:
@@ -357,8 +374,7 @@ def fastest_step_ms(bench: list[dict], task: str, model: str, precision: str | N
     more than in a real epoch); NaN where none did."""
     row = run_config(task, model, EVIDENCE_PROFILE).train.precision
     table = TASKS[task].table
-    times = [entry["modes"][entry["fastest_correct"]]["ms_per_step"]
-             for entry in [step_timing([data], task, model, precision) for data in bench] if entry is not None]
+    times = [entry["modes"][entry["fastest_correct"]]["ms_per_step"] for entry in _engine_cells(bench, task, model, precision)]
     for data in bench:
         for entry in data.get("tables", []) if isinstance(data.get("tables"), list) else []:
             if (entry.get("table"), bench_model(entry)) == (table, model) and entry.get("precision", row) == (precision or row):

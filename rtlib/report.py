@@ -24,7 +24,7 @@ from .cost import (LEASE_MINUTES, ablation_records, beyond_a_lease, job_words, m
                    waiting_text)
 from .paths import BENCH_DIR, REPEATS_DIR, SUPERSEDED_DIR
 from .run_folder import run_id_fields, stacks_eval_windows, variant_slug
-from .runtime import COMPILE_MODE_WORDS
+from .runtime import COMPILE_MODE_WORDS, PADDED_WIDTH
 from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablation_effects,
                       ablations, cell, cells, claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt,
                       join_words, lr_cuts, model_name, ours_text, plural, rounding, row_at_lr,
@@ -668,6 +668,16 @@ def _eos_effect(data_dir) -> str:
                "The paper's split sizes do not all match ours without `<eos>`."))
 
 
+def _widths(records: pd.DataFrame) -> str:
+    """Which recurrent rows the engine runs wider on a GPU (`rtlib.runtime.PADDED_WIDTH`), and how
+    many paper-profile runs did."""
+    widths = evidence(records)["engine"].map(lambda v: v.get("hidden_width") if isinstance(v, dict) else None)
+    rows = join_words([f"the {model_name(model)} of {hidden} hidden units runs {width} wide"
+                       for (model, hidden), width in PADDED_WIDTH.items()])
+    return (f"on a GPU {rows}, the extra units zero (rtlib.padding; each measured faster so: "
+            f"results/bench/hidden_width_*); {plural(int(widths.notna().sum()), 'run')} so far, the others as configured")
+
+
 def _transformer_sizes(records: pd.DataFrame) -> str:
     counts = parameter_counts().pivot(index="table", columns="model", values="parameters")
     return "; ".join(f"Table {t}: {row.transformer:,} vs {row.rtransformer:,} "
@@ -691,6 +701,9 @@ def deviations(records: pd.DataFrame, bench_dir: str | Path = BENCH_DIR, data_di
          "measured (300 steps; whole runs where named)"),
         ("engine", "eager PyTorch 1.0", f"{_counts(records, 'engine', COMPILE_MODE_WORDS)}; PyTorch {versions}",
          "the same computation compiled and/or replayed as CUDA graphs; rounding differs", "argued"),
+        ("hidden width", "as configured", _widths(records),
+         "the same function and gradients: the extra units stay exactly zero (tests/test_padding.py, fp64); "
+         "rounding and the dropout draws differ", "tested"),
         ("LocalRNN and attention", "windows copied, one cuDNN GRU/LSTM call per window, explicit masked softmax",
          "input projected once per position, then the window's steps as batched matmuls; fused attention (SDPA)",
          _equivalence_effect(bench), "measured (one step)"),

@@ -714,10 +714,9 @@ def _job_minutes(max_minutes: float | None, deadline: float | None) -> float | N
     return left if max_minutes is None else min(max_minutes, left)
 
 
-def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu, max_minutes,
-              deadline, data_dir, compile_mode, view: "LiveView", poll_s: float,
-              carry_limit_mb: float | None = None, repeats_dir: Path | None = None,
-              hold_judgement_while: Path | None = None) -> list[Outcome]:
+def _run_jobs(jobs: list[Job], *, results_dir, notebooks_dir, gpus, jobs_per_gpu, max_minutes, deadline,
+              data_dir, compile_mode, view: "LiveView", poll_s: float, carry_limit_mb: float | None = None,
+              repeats_dir: Path | None = None, hold_judgement_while: Path | None = None) -> list[Outcome]:
     if not RUN_NOTEBOOK.exists():
         raise FileNotFoundError(f"{RUN_NOTEBOOK} is missing: run `jupytext --sync book/run.md` first")
     slots = [(f"gpu{gpu}" + (f"/{k + 1}" if jobs_per_gpu > 1 else ""), gpu)

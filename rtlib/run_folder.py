@@ -462,6 +462,10 @@ def runtime_deviations(amp: torch.dtype | None, engine: dict[str, Any]) -> list[
                           "replayed as CUDA graphs; rounding differs from eager)")
     if engine["fused_optimizer"]:
         deviations.append("optimizer: PyTorch's fused CUDA kernel (the same update rule)")
+    if engine.get("hidden_width"):
+        deviations.append(f"width: {engine['hidden_width']} hidden units, the configured ones and extra ones that "
+                          "stay exactly zero (rtlib.padding: the same function and gradients; other rounding "
+                          "and dropout draws)")
     if stacks_eval_windows(engine):
         deviations.append(f"evaluation: up to {engine['eval_windows_stacked']} independent windows a forward, "
                           "stacked along the batch (the released scripts: one); the same sums, rounded differently")

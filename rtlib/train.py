@@ -30,7 +30,8 @@ from .models import build_model
 from .run_folder import (RECORD_VERSION, RunFolder, TrainState, checkpoint_to_resume, finished_record,
                          git_commit, load_weights, restored_state, rng_states, run_id, runtime_deviations,
                          selection_rules, set_rng_states, writable_folder)
-from .runtime import Runtime, autocast_dtype, device_name
+from .padding import widened
+from .runtime import Runtime, autocast_dtype, device_name, hidden_width
 from .step import GRAPH_LENGTH_MULTIPLE, EvalGraphs, autocast, clip_norm, make_optimizer, make_step
 from .tasks import TASKS, Protocol, check_sequence_lengths, make_protocol, metric_from_stats
 
@@ -126,6 +127,7 @@ def train(cfg: RunConfig, out_dir: str | Path, runtime: Runtime = Runtime(), *,
     check_sequence_lengths(cfg)
     device = runtime.torch_device()
     engine_mode = runtime.engine_mode(cfg.model, device)
+    width = hidden_width(runtime.pad_hidden, cfg.model, getattr(cfg.backbone, "hidden_size", None), device, engine_mode)
     results = None if results_dir is None else writable_folder(Path(results_dir))
     hooks = [callback if isinstance(callback, Callback) else _EpochEnd(callback) for callback in callbacks]
     folder = RunFolder(out_dir)
@@ -134,7 +136,7 @@ def train(cfg: RunConfig, out_dir: str | Path, runtime: Runtime = Runtime(), *,
             return finished_record(folder, cfg, results, log)
         folder.check_start(resume)
         checkpoint = checkpoint_to_resume(folder, cfg.to_dict()) if resume and folder.checkpoint.exists() else None
-        run = _Training(cfg, folder, runtime, device, engine_mode, data_dir, results)
+        run = _Training(cfg, folder, runtime, device, engine_mode, width, data_dir, results)
         if checkpoint is not None:
             run.restore(checkpoint, log)
         run.begin_session()
@@ -158,12 +160,17 @@ class _Training:
     """One session of a run in its claimed folder: what it trains, with what, and how far it is."""
 
     def __init__(self, cfg: RunConfig, folder: RunFolder, runtime: Runtime, device: torch.device,
-                 engine_mode: str, data_dir: str | Path | None, results: Path | None):
+                 engine_mode: str, width: int | None, data_dir: str | Path | None, results: Path | None):
         self.cfg, self.folder, self.runtime, self.device, self.results = cfg, folder, runtime, device, results
         self.amp = autocast_dtype(cfg.train.precision, device)
         seed_all(cfg.train.seed)
         self.protocol = make_protocol(cfg, device, data_dir)
-        self.model = build_model(cfg, self.protocol.shape).to(device)
+        model = build_model(cfg, self.protocol.shape)
+        self.num_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.padding = None  # the map to the wider model that runs, when one does (rtlib.padding)
+        if width is not None:
+            model, self.padding = widened(model, cfg, self.protocol.shape, width)
+        self.model = model.to(device)
         fused = device.type == "cuda"
         self.optimizer = make_optimizer(cfg.train.optimizer, self.model.parameters(), cfg.train.lr, fused)
         self.step = make_step(self.model, self.protocol.tensor_loss, self.optimizer, clip_norm(cfg.train),
@@ -172,15 +179,34 @@ class _Training:
         self.engine = dict(compile=engine_mode, requested=runtime.compile, fused_optimizer=fused)
         if self.protocol.eval_windows_stacked:
             self.engine["eval_windows_stacked"] = self.protocol.eval_windows_stacked
-        self.num_parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        if width is not None:
+            self.engine["hidden_width"] = width
         self.state = TrainState()
         self.elapsed_before = 0.0  # wall time of earlier sessions of this run
         self.session_start = self.last_checkpoint = time.monotonic()
         self.stopped_by: str | None = None  # what ended the last epoch early
 
+    def configured_weights(self) -> dict[str, torch.Tensor]:
+        """The model's state in the configured shapes, as checkpoints and best weights hold it."""
+        state = self.model.state_dict()
+        return state if self.padding is None else self.padding.unpad(state)
+
+    def load_configured_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a state in the configured shapes, in place (the step's CUDA graphs stay valid)."""
+        self.model.load_state_dict(state if self.padding is None else self.padding.pad(state))
+
+    def optimizer_state(self) -> dict[str, Any]:
+        state = self.optimizer.state_dict()
+        return state if self.padding is None else self.padding.unpad_optimizer(state, self.parameter_names())
+
+    def parameter_names(self) -> list[str]:
+        return [name for name, _ in self.model.named_parameters()]
+
     def restore(self, checkpoint: dict[str, Any], log: Callable[[str], None]) -> None:
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.load_configured_weights(checkpoint["model"])
+        optimizer = checkpoint["optimizer"]
+        self.optimizer.load_state_dict(optimizer if self.padding is None
+                                       else self.padding.pad_optimizer(optimizer, self.parameter_names()))
         self.step.scaler.load_state_dict(checkpoint["scaler"])
         self.state = restored_state(checkpoint, self.folder, log)
         set_rng_states(checkpoint["rng"])
@@ -195,7 +221,9 @@ class _Training:
             return
         self.state.sessions.append(dict(git_commit=git_commit(), device=device_name(self.device),
                                         torch_version=str(torch.__version__), engine=self.engine["compile"],
-                                        from_epoch=self.state.epoch + 1, from_step=self.state.step))
+                                        from_epoch=self.state.epoch + 1, from_step=self.state.step,
+                                        **({"hidden_width": self.engine["hidden_width"]}
+                                           if "hidden_width" in self.engine else {})))
 
     def elapsed_s(self) -> float:
         """Wall time of this run: earlier sessions' and this one's."""
@@ -250,9 +278,9 @@ class _Training:
             entry.update(valid_loss=valid_loss, valid_metric=valid["metric"])
             if state.best_valid_loss is None or valid_loss < state.best_valid_loss:
                 state.best_valid_loss, state.best_epoch = valid_loss, epoch
-                state.best_sha256 = self.folder.stage_best(self.model.state_dict())
+                state.best_sha256 = self.folder.stage_best(self.configured_weights())
         else:  # seq-MNIST has no validation split: the reported weights are the final epoch's
-            state.best_sha256 = self.folder.stage_best(self.model.state_dict())
+            state.best_sha256 = self.folder.stage_best(self.configured_weights())
         # test every epoch, as the released scripts print it, for the report's side-by-side
         # selection rules; selection itself never looks at it
         test = self.evaluated("test")
@@ -277,8 +305,8 @@ class _Training:
 
     def save_checkpoint(self) -> None:
         self.state.elapsed_s = self.elapsed_s()
-        self.folder.save_checkpoint(dict(config=self.cfg.to_dict(), model=self.model.state_dict(),
-                                         optimizer=self.optimizer.state_dict(), scaler=self.step.scaler.state_dict(),
+        self.folder.save_checkpoint(dict(config=self.cfg.to_dict(), model=self.configured_weights(),
+                                         optimizer=self.optimizer_state(), scaler=self.step.scaler.state_dict(),
                                          state=vars(self.state).copy(), rng=rng_states()))
 
     def check_finite(self, loss_sum: torch.Tensor) -> None:
@@ -307,8 +335,7 @@ def _finished(run: _Training) -> dict[str, Any]:
     """The record of a finished run: the selected weights evaluated once more."""
     state = run.state
     if run.protocol.valid_split:
-        # in place: the graphs stay valid
-        run.model.load_state_dict(load_weights(run.folder.best, state.best_sha256))
+        run.load_configured_weights(load_weights(run.folder.best, state.best_sha256))
         valid = evaluate(run.protocol, run.model, "valid", run.amp, run.eval_graphs)
         test = evaluate(run.protocol, run.model, "test", run.amp, run.eval_graphs)
         selection = f"best validation epoch ({state.best_epoch} of {state.epoch})"

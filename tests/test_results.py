@@ -1048,3 +1048,17 @@ def test_hard_parts_name_the_runs_whose_lr_was_too_large(tmp_path, monkeypatch):
     (tmp_path / f"{record['run_id']}.json").write_text(json.dumps(record))
     assert ("*An lr can be too large.* Table 4's RNN at lr 20, seed 1111 (epochs 1–2 of 3, ended at 640.08)"
             in report.hard_parts(load_records(tmp_path), []))
+
+
+def test_a_floor_counts_a_model_variants_timing_only_at_the_width_the_engine_runs_the_row():
+    """A bench cell of another model variant times another computation, except the hidden width
+    the engine widens the row to on a GPU (rtlib.padding: the same function)."""
+    def cell(variant, ms):
+        return dict(task="ptb-char", model="rnn", fastest_correct="step-graph", model_variant=variant,
+                    modes={"step-graph": dict(ms_per_step=ms)})
+    bench = [dict(device="GPU", cells=[cell("hidden_size=1198", 19.0), cell("hidden_size=1280", 8.0),
+                                       cell("hidden_size=1200", 9.4), cell("", 18.0)])]
+    assert cost.fastest_step_ms(bench, "ptb-char", "rnn") == 9.4
+    assert cost.step_timing(bench, "ptb-char", "rnn")["model_variant"] == "hidden_size=1200"
+    lstm = [dict(device="GPU", cells=[dict(cell("hidden_size=704", 5.0), model="lstm")])]
+    assert math.isnan(cost.fastest_step_ms(lstm, "ptb-char", "lstm"))  # never widened
