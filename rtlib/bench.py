@@ -551,14 +551,15 @@ ENGINE_MODES = ("none", "default", "step-graph", "default+step-graph")
 def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
                  data_dir: Path | None = None, modes: tuple[str, ...] = ENGINE_MODES,
                  timing_profile: str = "paper", precision: str | None = None,
-                 model_variant: str = "") -> dict[str, Any]:
+                 model_variant: str = "", pad_hidden: str = "auto") -> dict[str, Any]:
     """Which engine mode (`rtlib.runtime`) trains one cell fastest, and correctly, through the
     engine itself (`rtlib.train.train`).
 
     Speed: the `timing_profile` configuration in its precision (or `precision`: an ablation's),
     of its model or its `model_variant` (say ``local_rnn_impl=batched``), 3 epochs of `steps`
     steps with a small evaluation; the third epoch's seconds (after compilation and graph
-    capture) a step.
+    capture) a step. `pad_hidden` as in `rtlib.runtime.Runtime`: ``off`` times a recurrent row
+    at its configured width where the engine would widen it (`rtlib.padding`).
     Correctness: the smoke model in fp32 without dropout trains 2 epochs in each mode and
     eagerly; the largest relative difference of their losses. Dropout: two steps on one batch
     with lr 0 must see different dropout masks (a graph that replayed one mask would not).
@@ -574,8 +575,14 @@ def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
     smoke = with_model_variant(run_config(task, model, "smoke", epochs=2, precision="fp32"), model_variant)
     no_dropout = with_variant(smoke, "dropout=0" + (",emb_dropout=0" if smoke.head is not None else ""))
 
+    widths = set()
+
     def curve(cfg, mode, folder):
-        return train(cfg, Path(folder) / mode, Runtime(device=str(device), compile=mode), **quiet)["curve"]
+        record = train(cfg, Path(folder) / mode, Runtime(device=str(device), compile=mode, pad_hidden=pad_hidden),
+                       **quiet)
+        if cfg is timing:
+            widths.add(record["engine"].get("hidden_width"))
+        return record["curve"]
 
     def losses(entries):
         return [entry[key] for entry in entries for key in ("train_loss", "test_loss")]
@@ -598,9 +605,11 @@ def engine_modes(table: int, model: str, device: torch.device, steps: int = 100,
     correct = {mode: r for mode, r in results.items() if r["works"] and r["dropout_masks_vary"] is not False
                and r["max_rel_loss_difference_vs_eager"] < 1e-3}
     fastest = min(correct, key=lambda mode: correct[mode]["ms_per_step"]) if correct else None
+    width = max((w for w in widths if w is not None), default=None)  # the compiled modes widen, eager does not
     return dict(table=table, task=task, model=model, model_variant=model_variant, steps=steps,
                 timing_profile=timing_profile, precision=timing.train.precision, modes=results,
-                fastest_correct=fastest)
+                fastest_correct=fastest, pad_hidden=pad_hidden,
+                **({"hidden_width": width} if width is not None else {}))
 
 
 def with_model_variant(cfg: RunConfig, model_variant: str) -> RunConfig:
@@ -686,6 +695,9 @@ def _parser() -> OneLineParser:
                         help="--engine-modes and --profile time the rows with this model setting changed "
                              "(a run's --variant, e.g. local_rnn_impl=batched: the LocalRNN's matmul steps "
                              "instead of its fused GRU kernels); the JSON's name says it")
+    parser.add_argument("--pad-hidden", choices=["auto", "off"], default="auto",
+                        help="--engine-modes: 'off' times the recurrent rows the engine widens on a GPU "
+                             "(rtlib.padding) at their configured width, as before the widening")
     parser.add_argument("--bound", action="store_true",
                         help="only bound what a faster LocalRNN can buy: the step without LocalRNNs "
                              "plus their matmuls alone, against the reference and the fastest variant")
@@ -736,11 +748,13 @@ def _run_engine_modes(args: argparse.Namespace, device: torch.device) -> None:
     for table in args.tables:
         for model in args.engine_modes:
             cells.append(engine_modes(table, model, device, args.steps, modes=tuple(args.modes),
-                                      precision=args.precision, model_variant=args.model_variant))
+                                      precision=args.precision, model_variant=args.model_variant,
+                                      pad_hidden=args.pad_hidden))
             timing = {mode: round(r["ms_per_step"], 2) if r["works"] else r["error"][:60]
                       for mode, r in cells[-1]["modes"].items()}
             print(f"table {table} {model}: fastest correct {cells[-1]['fastest_correct']}; ms/step {timing}")
-            _write_check(args.out, _kind("engine_modes", args.model_variant), device, cells=cells)  # a cut-off run keeps it
+            kind = _kind("engine_modes", args.model_variant) + ("_pad-hidden-off" if args.pad_hidden == "off" else "")
+            _write_check(args.out, kind, device, cells=cells)  # a cut-off run keeps it
 
 
 def _run_bounds(args: argparse.Namespace, device: torch.device) -> None:
@@ -809,6 +823,8 @@ CHECKS = (("precision_check", _run_precision_checks), ("equivalence", _run_equiv
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.pad_hidden != "auto" and not args.engine_modes:
+        parser.error(f"--pad-hidden {args.pad_hidden} times only with --engine-modes")
     if args.model_variant:
         if not (args.engine_modes or args.profile):
             parser.error(f"--model-variant {args.model_variant!r} times only with --engine-modes or --profile")

@@ -138,8 +138,9 @@ def test_engine_modes_cli_tries_only_the_modes_asked_for_and_rejects_others(monk
     import rtlib.bench as bench
     asked = []
 
-    def engine_modes(table, model, device, steps, modes, precision, model_variant):
-        asked.append((table, model, modes, precision) + ((model_variant,) if model_variant else ()))
+    def engine_modes(table, model, device, steps, modes, precision, model_variant, pad_hidden):
+        asked.append((table, model, modes, precision) + ((model_variant,) if model_variant else ())
+                     + ((pad_hidden,) if pad_hidden != "auto" else ()))
         return dict(modes={mode: dict(works=True, ms_per_step=1.0) for mode in modes}, fastest_correct=modes[0])
     monkeypatch.setattr(bench, "engine_modes", engine_modes)
     out = tmp_path / "engine_modes.json"
@@ -159,13 +160,19 @@ def test_engine_modes_cli_tries_only_the_modes_asked_for_and_rejects_others(monk
                        "--precision", "fp32", "--model-variant", "local_rnn_impl=batched", "--out", str(folder)]) == 0
     assert asked[-1] == (1, "rtransformer", ("step-graph",), "fp32", "local_rnn_impl=batched")
     assert sum(path.name.startswith("engine_modes_local_rnn_impl-batched_") for path in folder.iterdir()) == 1
+    # a widened row at its configured width (rtlib.padding): its own JSON too
+    assert bench.main(["--device", "cpu", "--tables", "3", "--engine-modes", "rnn", "--modes", "step-graph",
+                       "--pad-hidden", "off", "--out", str(folder)]) == 0
+    assert asked[-1] == (3, "rnn", ("step-graph",), None, "off")
+    assert sum(path.name.startswith("engine_modes_pad-hidden-off_") for path in folder.iterdir()) == 1
     for argv, named in [(["--engine-modes", "tcn", "--modes", "fastest"], "fastest"),
                         (["--engine-modes", "rtransformer", "--model-variant", "local_rnn_impl=nope"], "'nope'"),
-                        (["--model-variant", "local_rnn_impl=batched"], "only with --engine-modes or --profile")]:
+                        (["--model-variant", "local_rnn_impl=batched"], "only with --engine-modes or --profile"),
+                        (["--pad-hidden", "off"], "--pad-hidden off times only with --engine-modes")]:
         with pytest.raises(SystemExit) as exit_:
             bench.main(["--device", "cpu", "--tables", "1", *argv])
         assert exit_.value.code == 2 and named in capsys.readouterr().err
-    assert len(asked) == 4  # the bad calls timed nothing
+    assert len(asked) == 5  # the bad calls timed nothing
 
 
 @pytest.fixture
@@ -273,3 +280,18 @@ def test_bench_stops_before_any_row_when_a_table_has_no_data(monkeypatch, tmp_pa
     with pytest.raises(DataNotFoundError, match=r"\['mnist', 'ptb-char'\]"):
         bench.main(["--device", "cpu", "--tables", "3", "1", "--models", "tcn", "--out", str(out)])
     assert not asked and not out.exists()  # batch ad timed Tables 3-4 and wrote errors for 1-2
+
+
+def test_engine_modes_names_the_width_a_widened_row_ran_at(real_data, monkeypatch):
+    """The engine widens the PTB-char GRU on a GPU (rtlib.padding); here on the CPU, `on` stands
+    for that, at the smoke model's size."""
+    import rtlib.runtime as runtime
+    from rtlib.bench import engine_modes
+    hidden = run_config("ptb-char", "gru", "smoke").backbone.hidden_size
+    monkeypatch.setitem(runtime.PADDED_WIDTH, ("gru", hidden), hidden + 3)
+    wide = engine_modes(3, "gru", torch.device("cpu"), steps=2, data_dir=real_data, modes=("none",),
+                        timing_profile="smoke", pad_hidden="on")
+    assert wide["hidden_width"] == hidden + 3 and wide["pad_hidden"] == "on" and wide["modes"]["none"]["works"]
+    narrow = engine_modes(3, "gru", torch.device("cpu"), steps=2, data_dir=real_data, modes=("none",),
+                          timing_profile="smoke", pad_hidden="off")
+    assert "hidden_width" not in narrow
