@@ -37,7 +37,7 @@ def test_default_engine_mode_trains_every_cell_like_eager(real_data, tmp_path, t
 def test_a_widened_row_trains_like_its_configured_width(real_data, tmp_path, task, model):
     """The rows `rtlib.runtime.PADDED_WIDTH` widens, at their paper sizes for a few steps: the
     default engine runs them wider (rtlib.padding), and their losses match the configured width's."""
-    cfg = run_config(task, model, "paper", epochs=1, max_steps=20, precision="fp32")
+    cfg = run_config(task, model, "paper", epochs=1, max_steps=20, precision="fp32", eval_limit=4000)
     cfg = with_variant(cfg, "dropout=0,emb_dropout=0")
     wide = train(cfg, tmp_path / "wide", Runtime(device="cuda"), data_dir=real_data, log=lambda message: None)
     assert wide["engine"]["hidden_width"] > cfg.backbone.hidden_size
