@@ -96,12 +96,14 @@ class HiddenPadding:
         return {key: self.unpad_tensor(key, tensor) for key, tensor in state.items()}
 
     def _optimizer_state(self, state: dict[str, Any], names: list[str], convert) -> dict[str, Any]:
-        per_param = {}
-        for index, values in state["state"].items():
-            key = names[index]
-            per_param[index] = {name: convert(key, value) if torch.is_tensor(value) and value.dim() == len(self.layout[key])
-                                and value.dim() > 0 else value for name, value in values.items()}
-        return {**state, "state": per_param}
+        """`convert` applied to each parameter's tensors of its shape (momentum, Adam's moments),
+        not to its scalars (Adam's step count)."""
+        def converted(key: str, value: Any) -> Any:
+            shaped = torch.is_tensor(value) and value.dim() == len(self.layout[key]) > 0
+            return convert(key, value) if shaped else value
+
+        return {**state, "state": {index: {name: converted(names[index], value) for name, value in values.items()}
+                                   for index, values in state["state"].items()}}
 
     def pad_optimizer(self, state: dict[str, Any], names: list[str]) -> dict[str, Any]:
         """An optimizer's state dict over parameters named `names` (in order), widened."""
