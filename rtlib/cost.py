@@ -23,7 +23,7 @@ from .paths import BATCHES_DIR, REPEATS_DIR, SUPERSEDED_DIR
 from .results import (EVIDENCE_PROFILE, HTMLTable, done_runs, evidence, join_words, load_records, model_name, plural,
                       variant_name)
 from .run_folder import run_id_fields, variant_slug
-from .runtime import PADDED_WIDTH
+from .runtime import padded_width
 from .tables import paper_protocol
 from .tasks import TASKS
 
@@ -363,7 +363,7 @@ def runs_as_configured(cfg, model_variant: str) -> bool:
     the same function."""
     if not model_variant:
         return True
-    width = PADDED_WIDTH.get((cfg.model, getattr(cfg.backbone, "hidden_size", None)))
+    width = padded_width(cfg.model, getattr(cfg.backbone, "hidden_size", None))
     return width is not None and model_variant == f"hidden_size={width}"
 
 

@@ -753,7 +753,7 @@ def _ablation_text(records: pd.DataFrame, ablation, batches: list[dict] = (), be
 
 
 def _fp32_steps_text(bench: list[dict], task: str, ablation) -> str:
-    """'its steps alone, timed in fp32 on <GPU>: 121.3 ms a step (...), 189 GPU-minutes ...' for
+    """'its steps alone, timed in fp32 on <GPU>: <ms> a step (...), <minutes> GPU-minutes ...' for
     an fp32 ablation that `bench --engine-modes --precision fp32` timed; '' for any other."""
     if ablation.variant != "precision=fp32" or (fp32 := step_timing(bench, task, ablation.model, "fp32")) is None:
         return ""

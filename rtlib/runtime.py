@@ -56,15 +56,19 @@ PADDED_WIDTH: dict[tuple[str, int], int] = {("rnn", 1198): 1200, ("gru", 692): 6
 PAD_HIDDEN = ("auto", "on", "off")
 
 
+def padded_width(model: str, hidden: int | None) -> int | None:
+    """The width `PADDED_WIDTH` measured faster for a row of `model` with `hidden` units, if any."""
+    return PADDED_WIDTH.get((model, hidden))
+
+
 def hidden_width(pad_hidden: str, model: str, hidden: int | None, device: torch.device, engine_mode: str) -> int | None:
     """The width a recurrent row runs at (`PADDED_WIDTH`), or None to run it as configured:
     ``auto`` widens on CUDA with a compiled or graphed step, ``on`` everywhere, ``off`` never."""
     if pad_hidden not in PAD_HIDDEN:
         raise ValueError(f"pad_hidden={pad_hidden!r} is not one of {list(PAD_HIDDEN)}")
-    width = PADDED_WIDTH.get((model, hidden))
     if pad_hidden == "off" or (pad_hidden == "auto" and (device.type != "cuda" or engine_mode == "none")):
         return None
-    return width
+    return padded_width(model, hidden)
 
 
 def resolve_compile(mode: str, model: str, device: torch.device) -> str:
