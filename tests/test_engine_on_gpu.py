@@ -17,22 +17,7 @@ from rtlib.train import train
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="engine modes need a GPU")
 
 
-@pytest.mark.parametrize("task", list(TABLE_TASKS.values()))
-@pytest.mark.parametrize("model", MODELS)
-def test_default_engine_mode_trains_every_cell_like_eager(real_data, tmp_path, task, model):
-    cfg = run_config(task, model, "smoke", epochs=2, precision="fp32")
-    cfg = with_variant(cfg, "dropout=0" + (",emb_dropout=0" if cfg.head is not None else ""))
-    auto = train(cfg, tmp_path / "auto", Runtime(device="cuda", compile="auto"), data_dir=real_data,
-                 log=lambda message: None)
-    assert auto["engine"]["compile"] == FASTEST_ON_CUDA[model]
-    assert all(math.isfinite(entry["train_loss"]) for entry in auto["curve"])
-    eager = train(cfg, tmp_path / "eager", Runtime(device="cuda", compile="none"), data_dir=real_data,
-                  log=lambda message: None)
-    def losses(record):
-        return [entry[key] for entry in record["curve"] for key in ("train_loss", "test_loss")]
-    assert losses(auto) == pytest.approx(losses(eager), rel=1e-3)
-
-
+# the widened rows first: the batch script gives these tests a fixed time on a shared GPU
 @pytest.mark.parametrize("task,model", [("ptb-char", "rnn"), ("ptb-word", "gru")])
 def test_a_widened_row_trains_like_its_configured_width(real_data, tmp_path, task, model):
     """The rows `rtlib.runtime.PADDED_WIDTH` widens, at their paper sizes for a few steps: the
@@ -47,3 +32,19 @@ def test_a_widened_row_trains_like_its_configured_width(real_data, tmp_path, tas
     def losses(record):
         return [entry[key] for entry in record["curve"] for key in ("train_loss", "valid_loss", "test_loss")]
     assert losses(wide) == pytest.approx(losses(narrow), rel=1e-4)
+
+
+@pytest.mark.parametrize("task", list(TABLE_TASKS.values()))
+@pytest.mark.parametrize("model", MODELS)
+def test_default_engine_mode_trains_every_cell_like_eager(real_data, tmp_path, task, model):
+    cfg = run_config(task, model, "smoke", epochs=2, precision="fp32")
+    cfg = with_variant(cfg, "dropout=0" + (",emb_dropout=0" if cfg.head is not None else ""))
+    auto = train(cfg, tmp_path / "auto", Runtime(device="cuda", compile="auto"), data_dir=real_data,
+                 log=lambda message: None)
+    assert auto["engine"]["compile"] == FASTEST_ON_CUDA[model]
+    assert all(math.isfinite(entry["train_loss"]) for entry in auto["curve"])
+    eager = train(cfg, tmp_path / "eager", Runtime(device="cuda", compile="none"), data_dir=real_data,
+                  log=lambda message: None)
+    def losses(record):
+        return [entry[key] for entry in record["curve"] for key in ("train_loss", "test_loss")]
+    assert losses(auto) == pytest.approx(losses(eager), rel=1e-3)
