@@ -399,3 +399,21 @@ def test_analysis_of_the_largest_paper_model_stays_small(real_data, tmp_path):
     result = analysis.analyze_run(tmp_path, tmp_path / "a.json", real_data, examples=analysis.MAP_EXAMPLES + 1)
     assert len(analysis.examples_with_maps(result)) == analysis.MAP_EXAMPLES
     assert (tmp_path / "a.json").stat().st_size < 1_000_000
+
+
+def test_the_analysis_readme_lists_every_paper_analysis_as_it_is():
+    """results/analysis/README.md's paper table: one row per committed paper-profile analysis,
+    with its count of examples' maps and whether the figures show it (`pick_analyses`)."""
+    folder = analysis.ANALYSIS_DIR
+    rows = {}
+    for line in (folder / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and "_paper_" in cells[0]:
+            rows[cells[0].strip("`")] = cells
+    shown = {item["run_id"] for item in analysis.pick_analyses(analysis.load_analyses(folder)).values()}
+    papers = {item["run_id"]: item for item in analysis.load_analyses(folder) if item["profile"] == "paper"}
+    assert sorted(rows) == sorted(f"{run}.json" for run in papers)
+    for run, item in papers.items():
+        _, _, maps, in_figures = rows[f"{run}.json"]
+        assert int(maps) == len(analysis.examples_with_maps(item)), run
+        assert in_figures.startswith("yes" if run in shown else "no"), run
