@@ -31,8 +31,9 @@ from typing import Any, Callable, Iterable, TextIO
 import pandas as pd
 
 from .configs import ABLATIONS, MODELS, TABLE_TASKS, RunConfig, run_config, table_and_model, with_variant
-from .data.fetch import fetch_tasks
-from .deadline import Pace, epochs_logged, late_job, progress, read_pace, unstartable, verdict
+from .data.fetch import fetch_tasks, on_hand
+from .deadline import (Pace, epochs_logged, expected_carry_bytes, late_job, progress, read_pace, unstartable,
+                       verdict)
 from .models import ATTENTION_MODELS
 from .paths import RECORDS_DIR, REPEATS_DIR, REPO, RUNS_DIR
 from .run_folder import (AGAIN, JOB_LOCK, STOP_REQUEST, RecordError, copy_record, locked, read_record, run_id,
@@ -289,14 +290,17 @@ def ablation_jobs(profile: str, tables: list[int], out: Path = RUNS_DIR) -> list
             for a in ABLATIONS if a.table in tables for seed in range(FIRST_SEED, FIRST_SEED + a.seeds)]
 
 
-def _plan_minutes(jobs: list[Job]) -> str:
+def _plan_minutes(jobs: list[Job], data_dir: Path | None = None) -> str:
     """'# job-minutes as measured so far ...': each paper-profile job's GPU-minutes at the mean job
     time of its (task, model, variant)'s committed records (or a batch log's pace), to pack a lease
     with. A variant never timed shows its row's time beside 'not timed yet', never as its own:
     a precision or a window can change the pace many times over. A job timed shows its minutes at
     the fastest pace a batch log measured where that is less (`fastest_minutes`), and every job the
     floor of its steps alone where a benchmark timed them (`rtlib.cost.steps_floor`): a pace
-    measured in a crowded batch can be several times what the job takes alone."""
+    measured in a crowded batch can be several times what the job takes alone. Where its task's
+    data is on hand, each job also says how many MB a stopped run leaves to carry into a later
+    lease (`rtlib.deadline.expected_carry_bytes`), the size a batch's `CARRY_LIMIT_BYTES` is
+    weighed against."""
     from .bench_results import load_bench
     from .cost import fastest_minutes, job_minutes, load_batches, minutes_per_run, steps_floor
     from .results import load_records
@@ -308,7 +312,7 @@ def _plan_minutes(jobs: list[Job]) -> str:
     known = [m for m in own if not math.isnan(m)]
     lines = [f"# job-minutes as measured so far (GPU shared as in those batches; alone is faster): "
              f"{sum(known):.1f} for {len(known)} of {len(jobs)} jobs"]
-    bench = load_bench()
+    bench, carried = load_bench(), {}
     for job, mine, its_row, quickest in zip(jobs, own, row, fastest):
         floor, notes = steps_floor(job.cfg, bench), []
         if math.isnan(mine):
@@ -318,6 +322,11 @@ def _plan_minutes(jobs: list[Job]) -> str:
             notes.append(f"at the fastest pace a batch measured: {quickest:.1f}")
         if not math.isnan(floor):  # beside a pace measured in a crowded batch, what alone could be
             notes.append(f"its steps alone, benchmarked: at least {floor:.1f}")
+        key = (job.cfg.task, job.cfg.model, job.cfg.variant)
+        if key not in carried:
+            carried[key] = expected_carry_bytes(job.cfg, data_dir) if on_hand(job.cfg.task, data_dir) else None
+        if carried[key] is not None:
+            notes.append(f"{carried[key] / 1e6:.0f} MB to carry if stopped")
         shown = ("not timed yet" if math.isnan(mine) else f"{mine:.1f}") + (f" ({'; '.join(notes)})" if notes else "")
         lines.append(f"#   {job.run_id}: {shown}")
     return "\n".join(lines)
@@ -1000,7 +1009,7 @@ def run_reproduce(args, stream: TextIO | None = None) -> int:
         for note in notes:
             print(f"# {note}", file=stream)
         if profile == "paper" and to_run:
-            print(_plan_minutes(to_run), file=stream)
+            print(_plan_minutes(to_run, data_dir), file=stream)
         for line in plan_commands(to_run, results_dir=results_dir, max_minutes=args.max_minutes,
                                   data_dir=data_dir, compile_mode=args.compile, repeats_dir=repeats_dir):
             print(line, file=stream)

@@ -146,10 +146,11 @@ def test_a_paper_plan_gives_each_job_its_measured_minutes(capsys, data_mirror):
     out = capsys.readouterr().out
     assert code == 0 and "# job-minutes as measured so far" in out
     assert re.search(r"^#   ptb-char_gru_paper_lr4_seed1111: \d+\.\d \((at the fastest pace a batch measured: \d+\.\d; )?"
-                     r"its steps alone, benchmarked: at least \d+\.\d\)$", out, re.MULTILINE)  # batch z timed it
+                     r"its steps alone, benchmarked: at least \d+\.\d; 46 MB to carry if stopped\)$", out,
+                     re.MULTILINE)  # batch z timed it
     # never run, but the committed H100 step bench timed its steps
     assert re.search(r"^#   ptb-char_rnn_paper_lr4_seed1111: not timed yet \(its steps alone, benchmarked: at "
-                     r"least \d+\.\d\)$", out, re.MULTILINE)
+                     r"least \d+\.\d; 46 MB to carry if stopped\)$", out, re.MULTILINE)
     main(["reproduce", "--table", "4", "--profile", "fast", "--plan", "--out", "runs"])
     assert "job-minutes" not in capsys.readouterr().out  # measured for the paper profile only
 
@@ -179,14 +180,15 @@ def test_a_variant_is_priced_by_its_own_runs_and_the_plan_says_when_it_is_not(ca
           "--results", "/nonexistent"])
     out = capsys.readouterr().out
     assert re.search(r"^#   ptb-word_rtransformer_paper_window-1_lr2_seed1111: not timed yet \(the row without "
-                     r"`window=1`: 15\.8\)$", out, re.MULTILINE)
+                     r"`window=1`: 15\.8; 18 MB to carry if stopped\)$", out, re.MULTILINE)
     # an fp32 ablation's steps were benchmarked in fp32 (results/bench/engine_modes_fp32_*.json)
     assert re.search(r"^#   ptb-char_rtransformer_paper_precision-fp32_lr2_seed1111: not timed yet \(its steps "
-                     r"alone, benchmarked: at least \d+\.\d\)$", out, re.MULTILINE)
+                     r"alone, benchmarked: at least \d+\.\d; 114 MB to carry if stopped\)$", out, re.MULTILINE)
     monkeypatch.setattr(bench_results, "load_bench", lambda: [])
     main(["reproduce", "--cells", "1:rtransformer:config", "--variants", "precision=fp32", "--profile", "paper",
           "--plan", "--out", "runs", "--results", "/nonexistent"])
-    assert re.search(r"^#   mnist_rtransformer_paper_precision-fp32_lr0\.001_seed1111: not timed yet$",
+    assert re.search(r"^#   mnist_rtransformer_paper_precision-fp32_lr0\.001_seed1111: not timed yet "
+                     r"\(3 MB to carry if stopped\)$",
                      capsys.readouterr().out, re.MULTILINE)
 
 
@@ -540,7 +542,8 @@ def test_a_plan_gives_a_timed_jobs_minutes_at_the_fastest_pace_a_batch_measured(
     monkeypatch.setattr(bench_results, "load_bench", lambda: [])
     main(["reproduce", "--cells", "3:gru:config", "--seeds", "1", "--profile", "paper", "--plan", "--out", "runs",
           "--results", "/nonexistent"])
-    assert re.search(r"^#   ptb-char_gru_paper_lr4_seed1111: 15\.5 \(at the fastest pace a batch measured: 12\.0\)$",
+    assert re.search(r"^#   ptb-char_gru_paper_lr4_seed1111: 15\.5 \(at the fastest pace a batch measured: 12\.0; "
+                     r"46 MB to carry if stopped\)$",
                      capsys.readouterr().out, re.MULTILINE)
 
 

@@ -144,6 +144,19 @@ def task_files(task: str) -> list[str]:
             or (TASK_DATA[task].endswith("/") and name.startswith(TASK_DATA[task]))]
 
 
+def on_hand(task: str, data_dir: str | Path | None = None) -> bool:
+    """Whether every data file of `task` is in the cache or the mirror: reading it downloads
+    nothing (its checksum is verified when it is read)."""
+    cache, mirror = Path(data_dir if data_dir is not None else default_data_dir()), os.environ.get(MIRROR_ENV)
+    return all((cache / name).exists() or bool(mirror) and (Path(mirror) / _served_name(name)).is_file()
+               for name in task_files(task))
+
+
+def _served_name(name: str) -> str:
+    """The file's name where it is served (and in a mirror): gzipped ones end in ``.gz``."""
+    return name + ".gz" if SOURCES[name].endswith(".gz") else name
+
+
 def fetch_tasks(tasks: list[str], data_dir: str | Path | None = None) -> dict[str, Path]:
     """Fetch and verify the data files of `tasks`, before any work that needs them starts: a
     missing file then stops it at once, in one line, not later in each job."""
@@ -186,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _read_mirror_or_download(name: str, cached: Path) -> tuple[bytes, str, str]:
     """The file as served (maybe gzipped), where it came from, and how to fix a bad copy."""
-    url = SOURCES[name]
-    served_name = name + ".gz" if url.endswith(".gz") else name
+    url, served_name = SOURCES[name], _served_name(name)
     mirror = os.environ.get(MIRROR_ENV)
     if mirror:
         mirror_copy = Path(mirror) / served_name
