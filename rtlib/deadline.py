@@ -67,9 +67,6 @@ def carry_bytes(run_dir: Path) -> int:
     return size("checkpoint.pt") + max(size("best.pt"), size("best.next.pt"))
 
 
-OPTIMIZER_SLOTS = {"adam": 2, "sgd": 0}  # tensors of state per parameter: Adam's two moments; plain SGD none
-
-
 def expected_carry_bytes(cfg, data_dir=None) -> int:
     """What `carry_bytes` will count for a run of `cfg` once stopped, before it runs: its
     checkpoint (the configured model's fp32 weights and its optimizer's state) and its best
@@ -80,6 +77,7 @@ def expected_carry_bytes(cfg, data_dir=None) -> int:
     import torch
 
     from .models import build_model
+    from .step import OPTIMIZER_SLOTS
     from .tasks import model_protocol
 
     shape = model_protocol(cfg, "cpu", data_dir).shape

@@ -44,6 +44,10 @@ def autocast(device_type: str, amp: torch.dtype | None):
     return torch.autocast(device_type, dtype=amp) if amp is not None else nullcontext()
 
 
+# tensors of state a parameter keeps in `make_optimizer`'s optimizers: Adam's two moments; plain SGD none
+OPTIMIZER_SLOTS = {"adam": 2, "sgd": 0}
+
+
 def make_optimizer(name: str, parameters: Iterable[nn.Parameter], lr: float,
                    fused: bool) -> torch.optim.Optimizer:
     """Adam or plain SGD (no momentum), as the released scripts use them; `fused`: PyTorch's fused
