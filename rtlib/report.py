@@ -26,7 +26,7 @@ from .paths import BENCH_DIR, REPEATS_DIR, SUPERSEDED_DIR
 from .run_folder import run_id_fields, stacks_eval_windows, variant_slug
 from .runtime import COMPILE_MODE_WORDS, PADDED_WIDTH
 from .results import (CLAIM_VERDICTS, CLAIMS, EVIDENCE_PROFILE, METRIC_NAMES, MIN_SEEDS, HTMLTable, ablation_effects,
-                      ablations, cell, cells, claims, diverged, diverged_in, diverged_text, done_runs, evidence, fmt,
+                      ablations, cell, cells, claims, comparison_text, comparisons, diverged, diverged_in, diverged_text, done_runs, evidence, fmt,
                       join_words, lr_cuts, model_name, ours_text, plural, rounding, row_at_lr,
                       seeds_text, other_lr_note, select_lr, selections, signed, task_name, variant_name, window_points)
 from .tables import parameter_counts
@@ -49,16 +49,19 @@ def _runs(records: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
 
 def _outlier(values: tuple[float, ...], task: str, paper: float) -> int | None:
     """The index of a seed far from all the others (> 5 x their spread) that carries at least
-    half of the mean's gap to the paper, or None. Needs 3 seeds at least."""
+    half of the mean's gap to the paper, or None. Carrying means that the mean without it lies
+    nearer the paper's: a far seed on the paper's side of the others narrows the gap instead.
+    Needs 3 seeds at least."""
     if len(values) < MIN_SEEDS:
         return None
     values = np.asarray(values)
     index = int(np.argmax(np.abs(values - np.median(values))))
     others = np.delete(values, index)
     spread = max(others.std(ddof=1), rounding(task))
+    gap, gap_without = abs(values.mean() - paper), abs(others.mean() - paper)
     pull = abs(values.mean() - others.mean())
     far = abs(values[index] - others.mean()) > 5 * spread
-    return index if far and pull >= 0.5 * abs(values.mean() - paper) else None
+    return index if far and gap_without < gap and pull >= 0.5 * gap else None
 
 
 AT_CHANCE = 0.98  # a classifier's training loss within 2% of chance (ln of the classes) has learned nothing
@@ -953,6 +956,74 @@ def same_seed_twice(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> 
             + ". The first run's record is the one the tables use.")
 
 
+STRICTER_LEVEL = 0.99  # the interval the decided comparisons are checked against
+
+
+def _stricter_words(records: pd.DataFrame) -> str:
+    """Which comparisons decided at 95% a 99% interval leaves inconclusive, claim by claim, and
+    whether each claim's verdict changes with them."""
+    usual, strict = comparisons(records), comparisons(records, STRICTER_LEVEL)
+    decided = usual[usual["verdict"].isin(["supported", "contradicted"])]
+    if decided.empty:
+        return ""
+    flipped = decided[strict.loc[decided.index, "verdict"] != decided["verdict"]]
+    strict_pct = f"{100 * STRICTER_LEVEL:.0f}%"
+    sizes = sorted(set(decided["n_rtransformer"]) | set(decided["n_baseline"]))
+    df = sorted({f"{decided['df'].min():.1f}", f"{decided['df'].max():.1f}"}, key=float)
+    text = (f"With {'–'.join(str(n) for n in sorted({sizes[0], sizes[-1]}))} seeds a side, the Welch tests "
+            f"have {' to '.join(df)} degrees of freedom, so one seed moves an interval's ends far. "
+            f"Of the {len(decided)} comparisons decided at 95%, ")
+    if flipped.empty:
+        return text + f"none would be inconclusive at {strict_pct}."
+    before, after = claims(records).set_index("claim"), claims(records, STRICTER_LEVEL).set_index("claim")
+    per_claim = []
+    for claim in CLAIMS:
+        mine = flipped[flipped["claim"] == claim.key]
+        if len(mine):
+            old, new = before.loc[claim.claim, "verdict"], after.loc[claim.claim, "verdict"]
+            change = f"the claim {old} at 95%, {new} at {strict_pct}" if old != new else f"the claim stays {old}"
+            per_claim.append(f"- “{claim.short}”: {'; '.join(comparison_text(row) for _, row in mine.iterrows())} "
+                             f"({change}).")
+    return (text + f"{len(flipped)} would be inconclusive at {strict_pct} (intervals below at 95%):\n\n"
+            + "\n".join(per_claim))
+
+
+def _repeat_words(records: pd.DataFrame, repeats_dir: str | Path) -> str:
+    """Each judged cell's same-seed repeats against its gap to the paper, and the cells judged
+    not reproduced that no repeat checks."""
+    table_cells = cells(records)
+    judged = table_cells[table_cells["verdict"].isin(["reproduced", "not reproduced"])].set_index(["task", "model"], drop=False)
+    found = repeats(records, repeats_dir)
+    found = found[np.isfinite(found["difference"])]
+    moved = found.groupby(["task", "model"])["difference"].apply(lambda d: d.abs().max())
+    moved = moved[moved.index.isin(judged.index)]
+    unchecked = [_cell_label(row) for (task, model), row in judged.iterrows()
+                 if row["verdict"] == "not reproduced" and (task, model) not in moved.index]
+    if moved.empty:
+        return ""
+    gaps = judged.loc[moved.index, "delta"].abs()
+    ratio = (moved / gaps).sort_values()
+    closest = ratio.index[-1]
+    row = judged.loc[closest]
+    close = (f"T{row['table']} {model_name(closest[1])} moved {fmt(moved[closest], closest[0], 1)} against a gap "
+             f"of {fmt(gaps[closest], closest[0], 1)}")
+    below = int((ratio < 1).sum())
+    text = (f"Of the {plural(len(moved), 'judged cell')} with a run made twice with one seed, {below} moved less than "
+            f"the cell's gap to the paper (the nearest: {close})"
+            + ("" if below == len(moved) else f", {len(moved) - below} as much or more") + ".")
+    if unchecked:
+        text += (f" No repeat checks {join_words(unchecked)}, judged not reproduced: how far GPU rounding "
+                 "moves them is not measured.")
+    return text
+
+
+def close_calls(records: pd.DataFrame, repeats_dir: str | Path = REPEATS_DIR) -> str:
+    """How near the verdicts stand to their edges: the comparisons a 99% interval would leave
+    undecided, and the judged cells' same-seed repeats against their gaps."""
+    parts = [part for part in (_stricter_words(records), _repeat_words(records, repeats_dir)) if part]
+    return "**Close calls.** " + "\n\n".join(parts) if parts else ""
+
+
 def _cell_label(row) -> str:
     return f"T{row['table']} {model_name(row['model'])}"
 
@@ -960,8 +1031,6 @@ def _cell_label(row) -> str:
 def headline(records: pd.DataFrame) -> str:
     """Three sentences for the first screen: what the claims come to (named), the comparisons
     that go against the paper, and how many cells hold up. The claims table has the rest."""
-    from .results import comparisons
-
     found = claims(records)
     parts = []
     for verdict in CLAIM_VERDICTS:

@@ -313,9 +313,10 @@ def ours_text(row: pd.Series) -> str:
 # Differences of means: the claims that one model beats another
 
 
-def compare(a: Iterable[float], b: Iterable[float], higher_is_better: bool) -> dict[str, float]:
+def compare(a: Iterable[float], b: Iterable[float], higher_is_better: bool,
+            level: float = 0.95) -> dict[str, float]:
     """How much better `a` is than `b` (positive: `a` better) as the difference of their means,
-    with a two-sided Welch 95% interval (NaN where either side has fewer than 2 seeds)."""
+    with a two-sided Welch interval at `level` (NaN where either side has fewer than 2 seeds)."""
     from scipy import stats
 
     a, b = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
@@ -328,7 +329,7 @@ def compare(a: Iterable[float], b: Iterable[float], higher_is_better: bool) -> d
     if se == 0:
         return dict(advantage=advantage, low=advantage, high=advantage, df=math.inf)
     df = (var_a + var_b) ** 2 / (var_a ** 2 / (len(a) - 1) + var_b ** 2 / (len(b) - 1))
-    half = stats.t.ppf(0.975, df) * se
+    half = stats.t.ppf(0.5 + level / 2, df) * se
     return dict(advantage=advantage, low=advantage - half, high=advantage + half, df=df)
 
 
@@ -393,9 +394,10 @@ def _item_verdict(kind: str, n_a: int, n_b: int, test: dict, paper_margin: float
     return "inconclusive", "the interval includes 0"
 
 
-def comparisons(records: pd.DataFrame) -> pd.DataFrame:
+def comparisons(records: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """One row per (claim, table, baseline): the R-Transformer's cell against the baseline's,
-    our advantage with its 95% interval, the paper's advantage, a verdict and why."""
+    our advantage with its interval at `level` (the report's: 95%), the paper's advantage, a
+    verdict and why."""
     variants = {variant for claim in CLAIMS for _, variant in claim.baselines}
     table_cells = {variant: cells(records, variant) for variant in variants}
     rows = []
@@ -412,7 +414,7 @@ def comparisons(records: pd.DataFrame) -> pd.DataFrame:
                                 else math.nan)
                 if claim.claimed_only and not paper_margin > 0:
                     continue
-                test = compare(ours["values"], base["values"], info.higher_is_better)
+                test = compare(ours["values"], base["values"], info.higher_is_better, level)
                 result, why = _item_verdict(claim.kind, ours["n"], base["n"], test, paper_margin)
                 rows.append(dict(claim=claim.key, table=table, task=task,
                                  baseline=_baseline_label(model, variant), n_rtransformer=ours["n"],
@@ -444,10 +446,10 @@ def _combine(verdicts: list[str]) -> str:
     return "inconclusive"
 
 
-def claims(records: pd.DataFrame) -> pd.DataFrame:
+def claims(records: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """The paper's claims, one row each: a verdict from `CLAIM_VERDICTS`, the evidence (every
-    tested comparison as 'R-Transformer's advantage [95% interval], the paper's'), and why."""
-    found = comparisons(records)
+    tested comparison as 'R-Transformer's advantage [interval at `level`], the paper's'), and why."""
+    found = comparisons(records, level)
     rows = []
     for claim in CLAIMS:
         items = found[found["claim"] == claim.key]

@@ -776,6 +776,24 @@ def test_a_run_made_twice_with_its_seed_is_shown_beside_its_first_run_and_counts
     assert "1.0 for 1 run made a second time with their seed" in report.scope(records, [], tmp_path / "repeats")
 
 
+def test_close_calls_name_what_a_stricter_interval_undecides_and_what_no_repeat_checks(tmp_path):
+    seeds(tmp_path / "records", [2.40, 2.42, 2.41])
+    seeds(tmp_path / "records", [2.80, 3.00, 3.20], model="transformer")  # ahead at 95%, not at 99%
+    write_record(tmp_path / "repeats", seed=1111, test=2.4013)
+    text = report.close_calls(load_records(tmp_path / "records"), tmp_path / "repeats")
+    assert "Of the 3 comparisons decided at 95%, 3 would be inconclusive at 99%" in text
+    assert "the Welch tests have 2.0 degrees of freedom" in text
+    assert "- “beats the Transformer”: T2 vs Transformer: +0.59 [+0.095, +1.085]" in text
+    assert "(the claim stays inconclusive)" in text  # the other tables are not tested
+    assert "Of the 1 judged cell with a run made twice with one seed, 1 moved less than the cell's gap" in text
+    assert "(the nearest: T2 R-Transformer moved 0.001 against a gap of 0.040)" in text
+    assert "No repeat checks T2 Transformer, judged not reproduced" in text
+    assert not NAN.search(text)
+    seeds(tmp_path / "records", [2.95, 3.00, 3.05], model="transformer")  # ahead at 99% too
+    assert "none would be inconclusive at 99%" in report.close_calls(load_records(tmp_path / "records"),
+                                                                      tmp_path / "repeats")
+
+
 def test_a_diverged_run_made_again_in_another_engine_mode_says_when_each_diverged(tmp_path):
     write_record(tmp_path / "records", model="lstm", lr=1e-3, epochs=10, status="diverged")
     path = tmp_path / "records" / "nottingham_lstm_paper_lr0.001_seed1111.json"
@@ -914,6 +932,17 @@ def test_seeds_that_carry_their_cells_gap_make_one_item_of_the_hard_parts(tmp_pa
     assert "Table 2's R-Transformer seed 1111 had its lr first cut after epoch 2 and ended at 2.83" in items[0]
     assert "Table 2's Transformer seed 1111 never had its lr cut and ended at 2.50" in items[0]
     assert items[0].endswith("fewer than 3 seeds could not have shown either.")
+
+
+def test_a_far_seed_on_the_papers_side_does_not_carry_the_gap(tmp_path):
+    # Table 4's TCN: paper 88.68, seeds 87.79, 87.93 and 88.83; without the far seed the gap grows
+    seeds(tmp_path, [87.79, 87.93, 88.83], task="ptb-word", model="tcn", lr=2.0)
+    records = load_records(tmp_path)
+    assert "Most of the gap" not in report.gap_evidence(records, "ptb-word", "tcn")["explanation"]
+    assert "*One seed can carry a gap.*" not in report.hard_parts(records, [])
+    seeds(tmp_path, [87.79, 87.93, 85.00], task="ptb-word", model="tcn", lr=2.0)  # away from the paper: it carries
+    assert "Most of the gap comes from seed 1113" in \
+        report.gap_evidence(load_records(tmp_path), "ptb-word", "tcn")["explanation"]
 
 
 def test_a_seed_that_carries_the_gap_without_an_lr_cut_is_said_so(tmp_path):
