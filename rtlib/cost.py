@@ -197,7 +197,10 @@ def released_comparison(records: pd.DataFrame, bench: list[dict], data_dir: str 
                        "which points at the host's CPU, from which the eager engine launches every kernel, "
                        "not at the GPU")
         caveat += "."
-    return (f"**Released code.** The released code would take {released:.1f} GPU-minutes for the "
+    recurrent = [model_name(m) for m in ("rnn", "gru", "lstm") if m in set(priced["model"])]
+    stand_in = (f" (for the {join_words(recurrent)} rows, which have no released code, the plain PyTorch "
+                "engine the TCN suite runs its models with)" if recurrent else "")
+    return (f"**Released code.** The released code{stand_in} would take {released:.1f} GPU-minutes for the "
             f"{plural(int(priced['priced'].sum()), 'run')} it can be timed on (rows: {_rows_text(priced, 'priced')}), "
             f"against our {ours:.1f} for the same runs: {released / ours:.1f} times ours, for its training steps "
             "alone against our whole runs, evaluation included." + caveat + not_priced)
@@ -251,8 +254,9 @@ def superseded_records(folder: str | Path = SUPERSEDED_DIR) -> pd.DataFrame:
     """The paper-profile runs, first runs and repeats, made with settings that configs.py no
     longer gives their run id (results/superseded/README.md says why): no table reads them, the
     cost counts them."""
-    parts = [found for found in (paper_records(Path(folder) / "records"),
-                                 paper_records(Path(folder) / "repeats" / "records")) if len(found)]
+    parts = [found.assign(made_again=again) for found, again in
+             ((paper_records(Path(folder) / "records"), False),
+              (paper_records(Path(folder) / "repeats" / "records"), True)) if len(found)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 

@@ -210,8 +210,8 @@ def _still_improving(task: str, model: str, runs: pd.DataFrame) -> list[int] | N
 
 
 def _untested_causes(task: str, model: str, records: pd.DataFrame) -> list[str]:
-    """Candidate causes of a gap that the sweep plans to test and has not yet: the rest of the
-    paper's lr grid, and the ablations of this row."""
+    """Candidate causes of a gap not yet tested: the rest of the row's lr grid (which the sweep
+    runs only where a validation split can choose), and the ablations of this row."""
     table = TASKS[task].table
     grid = run_config(task, model, "paper").train.lr_grid
     runs = done_runs(records)  # a grid point that diverged was tested too
@@ -219,9 +219,12 @@ def _untested_causes(task: str, model: str, records: pd.DataFrame) -> list[str]:
     run = set(runs[(runs["task"] == task) & (runs["model"] == model)]["lr"]) if len(runs) else set()
     causes = []
     untried = [lr for lr in grid if lr not in run]
+    named = "the lr grid {" + ", ".join(f"{lr:g}" for lr in grid) + "}"
     if len(grid) > 1 and TASKS[task].has_validation and untried:
-        named = "the lr grid {" + ", ".join(f"{lr:g}" for lr in grid) + "}"
         causes.append(f"lr {join_words([f'{lr:g}' for lr in untried])} of {named}" if run else named)
+    elif len(grid) > 1 and untried:
+        causes.append(f"lr {join_words([f'{lr:g}' for lr in untried])} of {named}, which the sweep does not run "
+                      "(no validation split to choose an lr on)")
     done = set(ablations(records, task)["variant"]) if len(records) else set()
     causes += [f"the {variant_name(a.variant)} ablation" for a in ABLATIONS if a.table == table and a.model == model
                and a.variant not in done]
@@ -243,10 +246,15 @@ class GapSources:
     cells, its reporting rules (`selections`) and each task's ablations. A page that explains
     several cells passes one to `gap_evidence`, instead of every cell building them all again."""
 
-    def __init__(self, records: pd.DataFrame):
+    def __init__(self, records: pd.DataFrame, superseded_dir: str | Path = SUPERSEDED_DIR):
         self.records = records
         self.cells = cells(records)
+        self.superseded_dir = superseded_dir
         self._ablations: dict[str, pd.DataFrame] = {}
+
+    @functools.cached_property
+    def superseded(self) -> pd.DataFrame:
+        return superseded_records(self.superseded_dir)
 
     @functools.cached_property
     def rules(self) -> pd.DataFrame:
@@ -311,10 +319,30 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str,
                      "sinusoidal positions and no LocalRNN")
     explanation = _explanation(records, row, runs, cuts, found, sources.rules, _chance_words(traces, epochs), at_config,
                                _above_uniform_words(task, blowups, epochs))
+    if earlier := _earlier_runs(sources.superseded, task, model):
+        items.append(f"superseded runs (earlier settings): {earlier}")
+        explanation += (f" Its superseded runs, under settings the row no longer uses ({earlier}), are averaged "
+                        "by no table (`results/superseded/`).")
     if failed:
         items.append(failed)
         explanation += f" Besides, {failed}."
     return dict(evidence=items, explanation=explanation)
+
+
+def _earlier_runs(superseded: pd.DataFrame, task: str, model: str) -> str:
+    """'bf16, lr 0.001: seed 1111 diverged in epoch 5 and seed 1113 90.8 after 20 epochs' for
+    the row's superseded runs, whose settings differ from the row's now ('' for none)."""
+    if superseded.empty:
+        return ""
+    mine = superseded[(superseded["task"] == task) & (superseded["model"] == model)]
+    now = run_config(task, model, "paper").train.precision
+    parts = []
+    for (precision, lr), runs in mine.groupby(["precision", "lr"]):
+        settings = f"{precision}, " if precision != now else ""
+        ended = [f"seed {int(run.seed)}{' (made again)' * bool(run.made_again)} {_ended(run, task)}"
+                 for run in runs.sort_values(["seed", "made_again"]).itertuples()]
+        parts.append(f"{settings}lr {lr:g}: {join_words(ended)}")
+    return "; ".join(parts)
 
 
 def _divergence_checks(records: pd.DataFrame, broke: pd.DataFrame) -> str:
@@ -862,12 +890,12 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
                   "not use (not chosen on validation)" if extra else "")
         parts = [(done["gpu_minutes"].sum(), "for these runs")]
         parts += [(again["gpu_minutes"].sum(), f"for {plural(len(again), 'run')} made a second time with "
-                   "their seed (*How sure*)")] if len(again) else []
+                   "their seed ({{ref}}`How sure <report-summary>`)")] if len(again) else []
         parts += [(broke["gpu_minutes"].sum(), f"for {plural(len(broke), 'run')} that diverged")] if len(broke) else []
-        parts += [(ablated["gpu_minutes"].sum(), f"for {plural(len(ablated), 'ablation run')} (*Ablations*)")] \
+        parts += [(ablated["gpu_minutes"].sum(), f"for {plural(len(ablated), 'ablation run')} ({{ref}}`report-ablations`)")] \
             if len(ablated) else []
         parts += [(replaced["gpu_minutes"].sum(), f"for {plural(len(replaced), 'run')} made with settings since "
-                   "changed (*Deviations*)")] if len(replaced) else []
+                   "changed ({{ref}}`report-deviations`)")] if len(replaced) else []
         parts += [(lost, "for runs that were lost before they finished")] if lost else []
         parts += [(sum(r["job_minutes"] for r in waiting), f"for {plural(len(waiting), 'run')} waiting to resume "
                    "from a checkpoint brought back")] if waiting else []

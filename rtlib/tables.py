@@ -12,7 +12,7 @@ from .configs import FAMILY, FAST, MODELS, PAPER, TABLE_TASKS, Schedule, run_con
 from .models import RTransformerConfig, build_model
 from .models.config import recorded_settings
 from .models.layers import FeedForward, ReleasedLayerNorm
-from .tasks import Protocol, model_protocol
+from .tasks import TASKS, Protocol, model_protocol
 
 
 def model_size(task: str, model: str, profile: str = "paper") -> str:
@@ -84,6 +84,14 @@ def protocol_facts(task: str, model: str = "rtransformer", profile: str = "paper
     return facts
 
 
+def _grid_words(task: str, grid: tuple[float, ...]) -> str:
+    """The lr grid as the sweep uses it: without a validation split to choose on, it is not run."""
+    listed = ", ".join(f"{lr:g}" for lr in grid)
+    if TASKS[task].has_validation or len(grid) == 1:
+        return listed
+    return f"not swept ({listed} in the config; no validation split to choose on)"
+
+
 def config_table(task: str, profile: str = "paper", models=None) -> pd.DataFrame:
     """One row per model (its name as the paper prints it): size and training settings for
     `task` from `rtlib.configs`, under readable headers."""
@@ -98,7 +106,7 @@ def config_table(task: str, profile: str = "paper", models=None) -> pd.DataFrame
                      "heads": b.get("heads", "–"), "window / kernel": window or "–",
                      "cell": model_name(b["cell"]) if b.get("cell") else "–", "dropout": b.get("dropout"),
                      "optimizer": OPTIMIZER_NAMES.get(t.optimizer, t.optimizer), "lr": f"{t.lr:g}",
-                     "lr grid": ", ".join(f"{lr:g}" for lr in t.lr_grid),
+                     "lr grid": _grid_words(task, t.lr_grid),
                      "gradient clip": f"{t.grad_clip:g}" if t.grad_clip else "none", "batch": t.batch_size,
                      "epochs": t.epochs, "lr schedule": describe_schedule(t.schedule)})
     return pd.DataFrame(rows)

@@ -335,8 +335,9 @@ def test_a_classifier_that_never_left_chance_says_so_and_names_its_own_settings(
             entry["train_loss"] = 2.31 + 0.01 * entry["epoch"]
         (tmp_path / f"{record['run_id']}.json").write_text(json.dumps(record))
     found = report.gap_evidence(load_records(tmp_path), "mnist", "rnn")
-    assert "the model never learned; why is unexplained." in found["explanation"]
-    assert "lr grid" not in found["explanation"]  # seq-MNIST has no validation split to choose an lr on
+    assert "the model never learned; why is unexplained; not yet tested: lr 0.0001 and 0.002 of the lr grid " \
+        "{0.0001, 0.001, 0.002}, which the sweep does not run (no validation split to choose an lr on)." \
+        in found["explanation"]
     assert "training loss at chance (ln 10 = 2.30) throughout: lowest 2.32 over every seed and epoch" in found["evidence"]
     assert any(item.startswith("settings: not given by the paper") for item in found["evidence"])
     seeds(tmp_path, [98.4, 98.5, 98.6], task="mnist", model="gru")  # a training loss of 5/epoch: it learned
@@ -350,13 +351,29 @@ def test_a_classifier_that_left_chance_late_or_fell_back_says_when(tmp_path):
         for entry, loss in zip(record["curve"], losses[seed]):
             entry["train_loss"] = loss
         (tmp_path / f"{record['run_id']}.json").write_text(json.dumps(record))
-    found = report.gap_evidence(load_records(tmp_path), "mnist", "lstm")
+    records = load_records(tmp_path)
+    found = report.gap_evidence(records, "mnist", "lstm", report.GapSources(records, tmp_path / "none"))
     assert "training loss first below chance (ln 10 = 2.30) in epoch: 1111 → 3, 1112 → 4, 1113 → 2" in found["evidence"]
     assert "training loss back at chance in the last epoch: seed 1111 (lowest 1.40 in epoch 3)" in found["evidence"]
     assert found["explanation"] == (
         "Ours is worse than the paper's by 34.23: the training loss first fell below chance in epoch 2–4 of 20 "
         "at every seed; at seed 1111 it was back at chance in the last epoch, where the metric is read; why is "
-        "unexplained.")
+        "unexplained; not yet tested: lr 0.0001 and 0.002 of the lr grid {0.0001, 0.001, 0.002}, which the sweep "
+        "does not run (no validation split to choose an lr on).")
+    # the row's runs under settings it no longer uses are named beside the gap, averaged nowhere
+    write_record(tmp_path / "superseded" / "records", task="mnist", model="lstm", seed=1111, epochs=5,
+                 status="diverged", precision="bf16")
+    write_record(tmp_path / "superseded" / "records", task="mnist", model="lstm", seed=1113, test=90.79, epochs=20,
+                 precision="bf16")
+    write_record(tmp_path / "superseded" / "repeats" / "records", task="mnist", model="lstm", seed=1111, epochs=7,
+                 status="diverged", precision="bf16")
+    found = report.gap_evidence(records, "mnist", "lstm", report.GapSources(records, tmp_path / "superseded"))
+    earlier = ("bf16, lr 0.001: seed 1111 diverged in epoch 6, seed 1111 (made again) diverged in epoch 8 and "
+               "seed 1113 90.8 after 20 epochs")
+    assert f"superseded runs (earlier settings): {earlier}" in found["evidence"]
+    assert found["explanation"].endswith(f"Its superseded runs, under settings the row no longer uses ({earlier}), "
+                                         "are averaged by no table (`results/superseded/`).")
+    assert cell(cells(records), "mnist", "lstm")["n"] == 3  # and no cell counts them
 
 
 def test_cudnn_error_reads_the_worst_table_of_each_equivalence_file():
@@ -393,7 +410,7 @@ def test_first_screen_names_the_claims_what_goes_against_them_and_the_unused_gri
     write_record(tmp_path, variant="window=3", gpu_minutes=2.5)  # an ablation: counts in the cost alone
     records = load_records(tmp_path)
     assert "7 paper-profile runs finished: 6 make 2 of the 24 cells" in report.scope(records, [])
-    assert "2.5 for 1 ablation run (*Ablations*)" in report.scope(records, [])
+    assert "2.5 for 1 ablation run ({ref}`report-ablations`)" in report.scope(records, [])
     assert "×n: seeds), 1 is an lr grid point the cells do not use" in report.scope(records, [])
     headline = report.headline(records)
     assert "are contradicted (“beats the Transformer”, “needs no positions” and “by the paper's margin”)" in headline
