@@ -19,6 +19,7 @@ Explained in the book's chapter "Inside trained models" (book/visualizations.md)
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +295,11 @@ def metric_words(metric: str | None) -> str:
     return METRIC_NAMES.get(metric, str(metric)).removeprefix("test ")
 
 
+def metric_value(metric: str | None, value) -> str:
+    """A test metric and its value as a note says it: 'NLL 2.832', 'accuracy 98.46%'."""
+    return f"accuracy {value}%" if metric == "accuracy" else f"{metric_words(metric)} {value}"
+
+
 def kept_maps(result: dict[str, Any]) -> dict[str, Any]:
     """What a further example of an analysis keeps of its attention maps, with the example itself
     (digit, tokens or keys): the last query's row of every head (seq-MNIST, small), or the full
@@ -335,7 +341,7 @@ def analyze_run(run_dir: str | Path, out_path: str | Path | None = None,
         epochs_run=record.get("epochs_run"), precision=record.get("precision", "not recorded"),
         git_commit=record.get("git_commit"), analysed_on=device,
         **({"note": "a second run of this seed, made for its weights (results/repeats/); its test "
-                    + (f"{metric_words(record['metric'])} {record['test_metric']:.4g}"
+                    + (metric_value(record["metric"], f"{record['test_metric']:.4g}")
                        if record.get("test_metric") is not None
                        else f"metric: none ({record.get('status', 'no record')})")}
            if run.name.endswith(AGAIN) else {}))
@@ -601,9 +607,19 @@ def provenance(items) -> "pd.DataFrame":
                      "precision": origin.get("precision") or "not recorded",
                      "test examples": len(analysed_examples(item)),
                      "with attention maps": len(examples_with_maps(item)),
-                     "note": origin.get("note", "").replace(  # older JSONs name the metric by its id
-                         f"its test {item.get('metric')} ", f"its test {metric_words(item.get('metric'))} ")})
+                     "note": readable_note(origin.get("note", ""), item.get("metric"))})
     return pd.DataFrame(rows)
+
+
+def readable_note(note: str, metric: str | None) -> str:
+    """A provenance note with its test metric in words (`metric_value`): older JSONs wrote the
+    metric's id ('its test nll 2.832') or 'its test accuracy in % 98.46'."""
+    if not metric:
+        return note
+    names = "|".join(re.escape(name) for name in (metric_words(metric), metric))  # the longer first
+    number = r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?(?![\d.]*%)"  # not a value with its %: worded already
+    return re.sub(rf"its test (?:{names}) ({number})",
+                  lambda found: f"its test {metric_value(metric, found.group(1))}", note)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,15 +79,55 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
 def load_music_epochs(folder: str | Path = BENCH_DIR) -> pd.DataFrame:
     """Whole Nottingham training epochs timed by `python -m rtlib bench --music-epoch`, one row
     per (file, setup): seconds, steps and speed-up over one tune a step through the released
-    algorithm. Empty when no benchmark timed an epoch."""
+    algorithm (`epoch_speedup`). Empty when no benchmark timed an epoch."""
     rows = []
     for path in sorted(Path(folder).glob("*.json")):
         data = json.loads(path.read_text())
         tables = data.get("tables", [])
         for entry in tables if isinstance(tables, list) else []:
-            for setup, timing in entry.get("epoch", {}).items():
+            epoch = entry.get("epoch", {})
+            for setup, timing in epoch.items():
                 if isinstance(timing, dict) and "epoch_s" in timing:
                     rows.append(dict(file=path.name, device=data.get("device", ""), setup=setup,
                                      epoch_s=timing["epoch_s"], steps=timing["steps"],
-                                     speedup=timing.get("speedup_vs_reference")))
+                                     speedup=epoch_speedup(epoch, setup)))
     return pd.DataFrame(rows)
+
+
+def epoch_speedup(epoch: dict[str, Any], setup: str) -> float | None:
+    """The speed-up of one setup's epoch over the reference's, as recorded or, where an older
+    file records only the times, their ratio; None without a timed reference."""
+    timing, reference = epoch[setup], epoch.get("reference", {})
+    if timing.get("speedup_vs_reference") is not None:
+        return timing["speedup_vs_reference"]
+    if setup == "reference":
+        return 1.0
+    return reference["epoch_s"] / timing["epoch_s"] if reference.get("epoch_s") and timing["epoch_s"] else None
+
+
+# What each variant adds to the eager `fast` step (`rtlib.bench.VARIANTS`), in words
+VARIANT_ADDS = {"fast+compile": "`torch.compile`", "fast+graphs": "`torch.compile` with CUDA graphs",
+                "fast+step-graph": "one CUDA graph of the whole step",
+                "fast+compile+step-graph": "`torch.compile` inside one CUDA graph of the whole step"}
+
+
+def speedup_sentence(bench: pd.DataFrame, eager: str = "fast") -> str:
+    """Markdown: the largest speed-up over the released algorithm in `load_gpu_bench`'s rows, with
+    the variant, GPU and table that gave it and what that variant adds to the eager `eager` step,
+    then what the eager step alone gave on that GPU, over the tables; "" without timings."""
+    timed = bench[bench["variant"] != "reference"].dropna(subset=["speedup"]) if len(bench) else bench
+    if timed.empty:
+        return ""
+    top = timed.loc[timed["speedup"].idxmax()]
+    text = (f"up to {top['speedup']:.1f}x faster than the released algorithm ({top['device']}, Table "
+            f"{top['table']}) with `{top['variant']}`")
+    if top["variant"] != eager:
+        text += f", which adds {VARIANT_ADDS.get(top['variant'], 'more')} to the `{eager}` path"
+    alone = timed[(timed["device"] == top["device"]) & (timed["variant"] == eager)].sort_values("speedup")
+    if top["variant"] == eager or alone.empty:
+        return text
+    low, high = alone.iloc[0], alone.iloc[-1]
+    span = (f"{low['speedup']:.2f}x" if len(alone) == 1 else
+            f"from {low['speedup']:.2f}x (Table {low['table']}) to {high['speedup']:.2f}x (Table {high['table']})")
+    slower = " (below 1x: slower than the released algorithm)" if low["speedup"] < 1 else ""
+    return text + f"; the `{eager}` path alone, run eagerly, gave {span} on the same GPU{slower}"

@@ -17,9 +17,9 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.ticker import MaxNLocator
 
 from .analysis import analysed_examples, example_description, examples_with_maps
-from .results import (METRIC_NAMES, PAPER_ORDER, cells, evidence, fmt, learning_curves, lr_cuts, model_name,
+from .results import (PAPER_ORDER, cells, evidence, fmt, learning_curves, lr_cuts, model_name,
                       other_lr_note, select_lr, task_name, window_points)
-from .tasks import TASKS, uniform_metric
+from .tasks import TASKS, metric_label, uniform_metric
 
 PALETTE = {"rtransformer": "C3", "local-rnn": "C0", "conv": "C2", "transformer-none": "C7",
            "transformer-sinusoidal": "C1", "transformer": "C1", "tcn": "C2", "lstm": "C4",
@@ -266,7 +266,8 @@ def plot_piano_roll(roll, ax=None, title: str = ""):
 
 def plot_lm_windows(starts: Sequence[int], seq_len: int, scored: int, ax=None, max_windows: int = 4):
     """The first language-model windows over a token stream: context part grey, scored part
-    coloured (every token is scored exactly once, each with >= seq_len - scored of context)."""
+    coloured (every token after the first window's context is scored exactly once, each with
+    >= seq_len - scored of context; the row's first seq_len - scored + 1 tokens never are)."""
     ax = ax or plt.subplots(figsize=(7, 1.8))[1]
     for row, start in enumerate(starts[:max_windows]):
         context = seq_len - scored
@@ -461,9 +462,8 @@ def plot_window_saliency(analysis: dict[str, Any], ax=None, method: str = "gradi
     ax = ax or plt.subplots(figsize=(5, 0.4 * len(saliency) + 1.4))[1]
     image = ax.imshow(saliency, cmap="Blues", aspect="auto", vmin=0)
     ax.set_xticks(range(saliency.shape[1]))
-    wide = saliency.shape[1] > 7  # e.g. Table 4's M = 9: shorter labels, or they run together
-    ax.set_xticklabels([(f"-{k}" if wide else f"t-{k}") if k else "t" for k in range(saliency.shape[1])],
-                       fontsize=8 if wide else None)
+    wide = saliency.shape[1] > 7  # e.g. Table 4's M = 9: the same labels, smaller, or they run together
+    ax.set_xticklabels([f"t-{k}" if k else "t" for k in range(saliency.shape[1])], fontsize=7.5 if wide else None)
     ax.set_yticks(range(len(saliency)))
     ax.set_yticklabels([f"LocalRNN {i + 1}" for i in range(len(saliency))], fontsize=8)
     ax.set_xlabel("input inside the window")
@@ -519,8 +519,7 @@ def plot_learning_curves(records: pd.DataFrame, task: str, ax=None, quantity: st
                                                   [info.paper[m] for m in set(curves["model"])])
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    split = quantity.split("_")[0].replace("valid", "validation")
-    ax.set_ylabel(f"{split} {info.metric}")
+    ax.set_ylabel(metric_label(info.metric, quantity.split("_")[0].replace("valid", "validation")))
     ax.set_title(f"Table {info.table}: {task_name(task)}, paper profile", fontsize=10)
     if capped and own_figure:  # the capped curves run along the top, where the legend would sit
         ax.figure.legend(loc="outside lower center", fontsize=8, ncol=3)
@@ -548,7 +547,7 @@ def plot_seed_traces(records: pd.DataFrame, task: str, model: str, ax=None):
     ax.axhline(info.paper[model], color="k", ls="--", lw=1, label=f"paper: {fmt(info.paper[model], task)}")
     capped = bool(values) and _cap_at_uniform(ax, task, values, [info.paper[model]])
     ax.set_xlabel("epoch (dotted: the lr is cut after it)")
-    ax.set_ylabel(f"test {info.metric}")
+    ax.set_ylabel(metric_label(info.metric))
     ax.set_title(f"Table {info.table}, {model_name(model)}: every seed", fontsize=10)
     ax.legend(fontsize=8, loc="center right" if capped else "best")  # capped curves run along the top
     return ax
@@ -571,32 +570,49 @@ def plot_seed_trace_grid(records: pd.DataFrame):
 
 
 def plot_window_ablations(records: pd.DataFrame):
-    """`rtlib.results.window_points`, one panel a table: every seed as a dot, the mean over
-    seeds as a line through the windows, the released M marked and the paper's number dashed;
-    None when no window ablation has a record."""
+    """`rtlib.results.window_points`, one panel a table. The ablations ran at fewer seeds than the
+    released row, so a line joins one seed's runs at every window M, the released M included:
+    each step along it is a same-seed change. The released M's seeds are open circles beside it,
+    their mean ± one standard deviation a diamond; the paper's number is dashed. None when no
+    window ablation has a record."""
     points = window_points(records)
     if points.empty:
         return None
     tables = sorted(points["table"].unique())
-    fig, axes = plt.subplots(1, len(tables), figsize=(3.6 * len(tables), 3.0), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(tables), figsize=(3.6 * len(tables), 3.2), squeeze=False, layout="constrained")
     for ax, table in zip(axes.flat, tables):
         rows = points[points["table"] == table]
         task = rows["task"].iloc[0]
-        means = rows.groupby("window")["value"].mean()
-        ax.plot(means.index, means.to_numpy(), color=PALETTE["rtransformer"], lw=1, label="mean over seeds")
-        for released, group in rows.groupby("released"):
-            ax.scatter(group["window"], group["value"], s=22, zorder=3, color=PALETTE["rtransformer"],
-                       marker="o" if released else "s", facecolors="none" if released else PALETTE["rtransformer"],
-                       label=f"released M = {group['window'].iloc[0]}, seeds" if released else "ablation, seeds")
+        _plot_same_seed_windows(ax, rows)
         paper = TASKS[task].paper["rtransformer"]
         ax.axhline(paper, color="k", ls="--", lw=1, label=f"paper: {fmt(paper, task)}")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(rows["window"].unique()), [str(w) for w in sorted(rows["window"].unique())])
         ax.minorticks_off()
         ax.set_xlabel("LocalRNN window M")
-        ax.set_ylabel(f"test {METRIC_NAMES[TASKS[task].metric]}")
+        ax.set_ylabel(metric_label(TASKS[task].metric))
         lr, chosen = rows["lr"].iloc[0], rows["chosen_lr"].iloc[0]
         other_lr = f"\nall at lr {lr:g}; the table's cell is lr {chosen:g}" if other_lr_note(lr, chosen) else ""
         ax.set_title(f"Table {table}: {task_name(task)}, R-Transformer{other_lr}", fontsize=10)
         ax.legend(fontsize=7)
     return fig
+
+
+def _plot_same_seed_windows(ax, rows: pd.DataFrame):
+    """One table's `window_points` on `ax`: a line per seed the ablations ran at, through that
+    seed's value at every window it has (the released one included), and the released window's
+    seeds as open circles with their mean ± one standard deviation as a diamond beside them."""
+    colour = PALETTE["rtransformer"]
+    released = rows[rows["released"]]
+    for index, seed in enumerate(sorted(rows[~rows["released"]]["seed"].unique())):
+        same = rows[rows["seed"] == seed].sort_values("window")
+        ax.plot(same["window"], same["value"], marker="s", ms=4, lw=1, color=colour if index == 0 else f"C{index}",
+                label=f"seed {seed} at every M")
+    if released.empty:
+        return
+    window, n = int(released["window"].iloc[0]), len(released)
+    ax.scatter(released["window"], released["value"], s=40, zorder=3, facecolors="none", edgecolors=colour,
+               label=f"released M = {window}: its {n} seed{'s' if n > 1 else ''}")
+    if n > 1:
+        ax.errorbar([window * 1.15], [released["value"].mean()], yerr=[released["value"].std()], fmt="D", ms=4,
+                    color="k", capsize=3, label=f"released M: mean ± std of {n} seeds")

@@ -25,15 +25,15 @@ import html
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .configs import ABLATIONS, MIN_SEEDS, PROFILES, TABLE_TASKS, run_config
-from .paths import RECORDS_DIR
+from .configs import ABLATIONS, MIN_SEEDS, PROFILES, RUNTIME_KEYS, TABLE_TASKS, run_config, with_variant
+from .paths import RECORDS_DIR, REPO
 from .tables import model_size
 from .tasks import TASKS
 
@@ -833,3 +833,104 @@ def lr_cuts(curve: list[dict[str, Any]]) -> list[int]:
     """The epochs after which the learning rate was cut (the lr an epoch trained at is logged)."""
     return [previous["epoch"] for previous, entry in zip(curve, curve[1:])
             if entry["lr"] < previous["lr"] * (1 - 1e-9)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Which settings and lrs the records ran
+
+
+UNCOMPARED = ("seed", "lr_grid", *RUNTIME_KEYS)  # not what a run trains with, or the engine's
+
+
+def settings_drift(records: pd.DataFrame, task: str, profile: str = "fast") -> pd.DataFrame:
+    """Where `task`'s records of `profile` were trained with other settings than the profile gives
+    today (`run_config` with the record's variant): one row per (setting, recorded value, today's
+    value), with the models and the number of records it holds for."""
+    columns = ["setting", "recorded", "today", "models", "records"]
+    mine = records[(records["task"] == task) & (records["profile"] == profile)] if len(records) else records
+    found: dict[tuple[str, str, str], list[str]] = {}
+    for record in mine.itertuples():
+        today = asdict(with_variant(run_config(task, record.model, profile), record.variant).train)
+        for key, value in (record.config or {}).get("train", {}).items():
+            if key not in UNCOMPARED and key in today and value != today[key]:
+                found.setdefault((key, _setting(value), _setting(today[key])), []).append(record.model)
+    return pd.DataFrame([(key, recorded, now, sorted(set(models)), len(models))
+                         for (key, recorded, now), models in found.items()], columns=columns)
+
+
+def _setting(value: Any) -> str:
+    """A training setting as a sentence shows it (a schedule by its fields)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {item}" for key, item in value.items())
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _shown_folder(folder: Path) -> str:
+    """A records folder as a page names it: from the repository's root where it lies inside."""
+    folder = folder.resolve()
+    return folder.relative_to(REPO).as_posix() if folder.is_relative_to(REPO) else folder.name
+
+
+def drift_sentence(records: pd.DataFrame, task: str, profile: str = "fast") -> str:
+    """Markdown: how many committed `profile` records `task` has, in which folders, and in which
+    settings they differ from the profile's definition today (`settings_drift`)."""
+    mine = records[(records["task"] == task) & (records["profile"] == profile)] if len(records) else records
+    if mine.empty:
+        return f"No `{profile}`-profile record of this table is committed."
+    folders = sorted({_shown_folder(Path(path).parent) for path in mine["path"]})
+    where = f"{plural(len(mine), f'committed `{profile}`-profile record')} of this table (in " \
+            f"{join_words([f'`{folder}/`' for folder in folders])})"
+    drift = settings_drift(records, task, profile)
+    if drift.empty:
+        return f"The {where} were trained with today's settings of the profile."
+    models = set(mine["model"])
+    parts = [f"`{row.setting}` {row.recorded} (today {row.today}"
+             + ("" if set(row.models) == models else f"; {join_words([model_name(m) for m in row.models])}") + ")"
+             for row in drift.itertuples()]
+    return (f"The {where} come from an earlier definition of the profile and differ from today's in "
+            f"{join_words(parts)}. Each record's `changes` lists what it changed against the paper "
+            "profile of its day.")
+
+
+def lr_grid_coverage(records: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Per model of `task` with a paper-profile run (no ablation): the paper's lr grid, the lrs
+    run (finished or diverged), whether every grid point was run, and whether validation chose
+    among several finished lrs (`rtlib.results.select_lr`) or the only one finished was kept."""
+    columns = ["model", "grid", "run", "complete", "chosen_on_validation"]
+    runs = done_runs(records)
+    runs = runs[(runs["task"] == task) & (runs["variant"] == "")] if len(runs) else runs
+    rows = []
+    for model, mine in runs.groupby("model", sort=False) if len(runs) else ():
+        grid = run_config(task, model, "paper").train.lr_grid
+        finished = set(mine[mine["status"] == "finished"]["lr"])
+        rows.append((model, tuple(grid), tuple(sorted(set(mine["lr"]))), set(grid) <= set(mine["lr"]),
+                     len(finished) > 1))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def lr_choice_sentence(records: pd.DataFrame, task: str) -> str:
+    """Markdown: for `task`'s rows with paper-profile runs, whose lr validation chose over the
+    whole grid, whose over part of it, which ran one lr of a larger grid so far and which have a
+    grid of one lr (`lr_grid_coverage`)."""
+    coverage = lr_grid_coverage(records, task)
+    if coverage.empty:
+        return "No row of this table has a paper-profile run yet, so no lr has been chosen."
+    if not TASKS[task].has_validation:
+        return "This table has no validation split to choose an lr on: every row keeps its configured lr."
+    one = coverage["grid"].map(len) == 1
+    chosen, complete = coverage["chosen_on_validation"], coverage["complete"]
+    lead = "over" if (chosen & complete).any() else "the lr is chosen on validation over"
+    groups = [("the lr is chosen on validation over the whole grid for {names}", chosen & complete),
+              (lead + " part of the grid for {names}", chosen & ~complete),
+              ("{names} {has} run one lr of {its} grid so far, so {its} number comes from that lr, "
+               "the rest of the grid untried", ~chosen & ~one),
+              ("the grid of {names} holds one lr", ~chosen & one)]
+    parts = []
+    for words, rows in groups:
+        names = list(coverage[rows]["model"])
+        if names:
+            single = len(names) == 1
+            parts.append(words.format(names=join_words([model_name(m) for m in names]),
+                                      has="has" if single else "have", its="its" if single else "their"))
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."

@@ -14,10 +14,10 @@ import pandas as pd
 
 from .configs import RunConfig, run_config, with_variant
 from .paths import RUNS_DIR
-from .results import QUALIFIER, verdict
+from .results import QUALIFIER, fmt, verdict
 from .run_folder import run_id, safe_child
 from .runtime import Runtime, resolve_device
-from .tasks import TASKS, check_sequence_lengths
+from .tasks import TASKS, check_sequence_lengths, metric_label
 from .train import Callback, train
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -95,7 +95,7 @@ def curve_figure(entries: list[dict[str, Any]], metric: str, title: str = ""):
         if any(key in entry for entry in entries):
             metric_ax.plot(epochs, [entry.get(key) for entry in entries], marker="o", label=label)
     loss_ax.set(xlabel="epoch", ylabel="loss", title=title)
-    metric_ax.set(xlabel="epoch", ylabel=metric)
+    metric_ax.set(xlabel="epoch", ylabel=metric_label(metric, ""))
     for ax in (loss_ax, metric_ax):
         ax.legend()
     return figure
@@ -145,3 +145,11 @@ def paper_comparison(record: dict[str, Any] | None, cfg: RunConfig) -> pd.DataFr
                               delta=ours - paper, verdict=outcome)]).set_index(["task", "model"])
 
 
+def result_text(record: dict[str, Any]) -> str:
+    """A run's test metric as a chapter prints it, with the epoch whose weights gave it:
+    'test NLL (nats per step): 37.40, from the best validation epoch (2 of 2)'."""
+    label = metric_label(record["metric"])
+    if record.get("test_metric") is None:
+        return f"{label}: none ({record.get('status') or 'not recorded'})"
+    value = fmt(record["test_metric"], record["task"])
+    return f"{label}: {value}, from the {record['selection']}" if record.get("selection") else f"{label}: {value}"

@@ -59,6 +59,17 @@ class Task:
         return self.kind != "classify"
 
 
+# How an axis or a printed result names each metric, with its unit (results.METRIC_NAMES names
+# it in prose)
+METRIC_LABELS = {"accuracy": "accuracy (%)", "nll": "NLL (nats per step)", "bpc": "bits per character",
+                 "perplexity": "perplexity"}
+
+
+def metric_label(metric: str, split: str = "test") -> str:
+    """A metric on an axis or beside a number: ('nll', 'test') -> 'test NLL (nats per step)'."""
+    return f"{split} {METRIC_LABELS.get(metric, metric)}".strip()
+
+
 COPIED = ("rnn", "gru", "lstm", "tcn")
 TASKS: dict[str, Task] = {
     "mnist": Task("mnist", 1, "classify", "accuracy", True,

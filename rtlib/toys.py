@@ -217,6 +217,12 @@ def conv_kernel(window: int) -> int:
     return max(2, (window + 1) // 2)
 
 
+def uses_window(kind: str) -> bool:
+    """Whether `make_toy_model(kind, window=...)` uses its window: as the LocalRNN's M, or (the
+    conv) to set its kernel; a Transformer has none, whatever it was passed."""
+    return not kind.startswith("transformer-")
+
+
 def receptive_field(kind: str, levels: int, window: int, length: int) -> int:
     """How many inputs the last position of `make_toy_model(kind, ...)` can see."""
     if kind == "local-rnn":
@@ -432,17 +438,21 @@ def scoreboard(tasks: Mapping[str, pd.DataFrame], level: float = SOLVED) -> pd.D
 
 
 def summary_table(results: pd.DataFrame, level: float = SOLVED) -> pd.DataFrame:
-    """One row per model (and window, where several were run): what its last position sees, its
-    parameters, test accuracy as mean ± std over seeds, and how many seeds reached `level`,
-    at which step on average."""
+    """One row per model (and window, where several were run), indexed by its name (and window M;
+    "–" for a model that has no window): what its last position sees, its parameters, test accuracy
+    as mean ± std over seeds, and how many seeds reached `level`, at which step on average."""
     windows = results.groupby(["model", "levels"])["window"].nunique().max() > 1
-    rows = outcomes(results, level, ("model", "levels", "window") if windows else ("model", "levels"))
-    return pd.DataFrame([{"model": row.label, **({"window M": row.window} if windows else {}),
-                          "inputs seen from the end": row.receptive_field, "parameters": row.parameters,
-                          "test accuracy (%)": f"{100 * row.mean:.1f}" + (f" ± {100 * row.std:.1f}" if row.seeds > 1 else ""),
-                          f"seeds reaching {100 * level:.0f}%": f"{row.hits} of {row.seeds}",
-                          "mean step it did": f"{row.mean_step:.0f}" if row.hits else "–"}
-                         for row in rows.itertuples()])
+    keys = ("model", "levels", "window") if windows else ("model", "levels")
+    rows = outcomes(results, level, keys)
+    table = pd.DataFrame([{"model": row.label, **({"window M": row.window if uses_window(row.model) else "–"}
+                                                  if windows else {}),
+                           "inputs seen from the end": row.receptive_field, "parameters": row.parameters,
+                           "test accuracy (%)": f"{100 * row.mean:.1f}"
+                           + (f" ± {100 * row.std:.1f}" if row.seeds > 1 else ""),
+                           f"seeds reaching {100 * level:.0f}%": f"{row.hits} of {row.seeds}",
+                           "mean step it did": f"{row.mean_step:.0f}" if row.hits else "–"}
+                          for row in rows.itertuples()])
+    return table.set_index(["model", "window M"] if windows else "model")
 
 
 def compare(task: ToyTask, kinds, seeds=(0,), **train_args) -> pd.DataFrame:

@@ -114,6 +114,20 @@ def test_committed_analyses_say_where_their_weights_come_from_and_how_uniform_ea
     assert set(heads["profile"]) <= {"paper", "fast"}
 
 
+def test_a_provenance_note_names_its_metric_in_words_once():
+    id_note = "a second run of this seed, made for its weights (results/repeats/); its test nll 2.832"
+    assert analysis.readable_note(id_note, "nll").endswith("its test NLL 2.832")
+    worded = "a second run of this seed, made for its weights (results/repeats/); its test accuracy in % 98.46"
+    assert analysis.readable_note(worded, "accuracy").endswith("its test accuracy 98.46%")  # not "in % in %"
+    for note, metric in [(id_note, "nll"), (worded, "accuracy")]:
+        once = analysis.readable_note(note, metric)
+        assert analysis.readable_note(once, metric) == once
+    assert analysis.readable_note("weights brought back in bf16", "bpc") == "weights brought back in bf16"
+    assert analysis.metric_value("bpc", "1.411") == "bits per character 1.411"
+    notes = analysis.provenance(analysis.load_analyses())["note"]
+    assert not notes.str.contains("in % in %|in % [0-9]", regex=True).any()
+
+
 def _fake(task, model, profile, distances, lengths=(9,)):
     """An analysis dict with one (1 layer x 2 heads) distance per example."""
     first, *more = [dict(description=f"example {i}", length=n, mean_distance=[d], entropy=[[0.95, 0.5]])

@@ -54,9 +54,21 @@ def test_steps_to_and_the_outcomes_say_who_solved_it_and_when():
                             for model, a in [("conv", 0.97), ("conv", 0.99), ("rtransformer", 0.98)]])
     conv = toys.outcomes(results).set_index("model").loc["conv"]
     assert (conv["seeds"], conv["hits"], conv["mean_step"], conv["outcome"]) == (2, 2, 20, "solved")
-    table = toys.summary_table(results).set_index("model")
+    table = toys.summary_table(results)
+    assert table.index.name == "model"  # the model names, not a bare 0, 1, 2 ...
     assert table.loc["causal conv (TCN block)", "test accuracy (%)"] == "98.0 ± 1.4"
     assert list(toys.outcomes(results.assign(accuracy=[0.5, 0.5, 0.99]))["outcome"]) == ["chance", "solved"]
+
+
+def test_a_window_sweep_table_gives_no_window_to_a_model_without_one():
+    rows = [dict(model=model, levels=1, window=window, accuracy=0.9, chance=0.25, receptive_field=32,
+                 parameters=100, curve=[(10, 0.9)]) for model, window in
+            [("rtransformer", 1), ("rtransformer", 2), ("transformer-none", 5)]]
+    table = toys.summary_table(pd.DataFrame(rows))
+    assert table.index.names == ["model", "window M"]
+    assert list(table.index) == [("R-Transformer (1 layer)", 1), ("R-Transformer (1 layer)", 2),
+                                 ("Transformer, no positions (1 layer)", "–")]  # not the 5 it was passed
+    assert toys.uses_window("conv") and toys.uses_window("local-rnn") and not toys.uses_window("transformer-none")
 
 
 def toy_runs(runs):
@@ -312,3 +324,25 @@ def test_load_music_epochs_reads_the_epoch_timings(tmp_path):
     epochs = bench_results.load_music_epochs(tmp_path).set_index("setup")
     assert epochs.loc["fast, 8 tunes a step", "speedup"] == 20.0
     assert len(epochs) == 2 and epochs.loc["reference", "steps"] == 694
+    # an older file records the times only (and its speed-up beside them): the ratio is computed
+    older = {"reference": dict(epoch_s=10.8, steps=694), "fast, 8 tunes a step": dict(epoch_s=6.0, steps=87),
+             "speedup_per_epoch": 1.8}
+    (tmp_path / "gpu.json").write_text(json.dumps(dict(device="GPU", tables=[dict(table=2, epoch=older)])))
+    epochs = bench_results.load_music_epochs(tmp_path).set_index("setup")
+    assert epochs["speedup"].tolist() == [1.0, pytest.approx(1.8)]
+
+
+def test_the_speedup_sentence_names_the_variant_of_the_largest_and_the_eager_path_alone():
+    bench = pd.DataFrame([dict(device=device, table=table, variant=variant, speedup=speedup)
+                          for device, table, variant, speedup in [
+                              ("H100", 1, "reference", 1.0), ("H100", 1, "fast", 2.92),
+                              ("H100", 1, "fast+compile+step-graph", 21.87), ("H100", 2, "fast", 0.87),
+                              ("H100", 2, "fast+compile+step-graph", 19.1), ("H200", 1, "fast", 2.8)]])
+    text = bench_results.speedup_sentence(bench)
+    assert text.startswith("up to 21.9x faster than the released algorithm (H100, Table 1) with "
+                           "`fast+compile+step-graph`, which adds")
+    assert "the `fast` path alone, run eagerly, gave from 0.87x (Table 2) to 2.92x (Table 1) on the same GPU" in text
+    assert "below 1x: slower" in text and "2.80x" not in text  # the other GPU's runs are not mixed in
+    assert bench_results.speedup_sentence(bench.iloc[:0]) == ""
+    only_eager = bench_results.speedup_sentence(bench[bench["variant"] != "fast+compile+step-graph"])
+    assert only_eager == "up to 2.9x faster than the released algorithm (H100, Table 1) with `fast`"
