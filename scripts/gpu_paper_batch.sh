@@ -74,6 +74,12 @@ OUT_FILES=${OUT_FILES:-8} OUT_BYTES=${OUT_BYTES:-67108864} PART_BYTES=${PART_BYT
 # wheels (5 MB, scripts/gpu_wheels.sh) and the data (19 MB at most), 64 MiB in all: the runners
 # stop a job whose weights are over this size once they project that it will miss the deadline
 # (rtlib/deadline.py), and `finish` ships no run folder over it
+# `start` keeps the batch's limit for its later calls, which may come without it (batch as's
+# `finish` left a 46 MB run folder behind under the default)
+LIMIT_KEPT=$LOGS/carry_limit_bytes
+if [ -z "${CARRY_LIMIT_BYTES:-}" ] && [ "${1:-}" != start ] && [ -s "$LIMIT_KEPT" ]; then
+  CARRY_LIMIT_BYTES=$(cat "$LIMIT_KEPT")
+fi
 CARRY_LIMIT_BYTES=${CARRY_LIMIT_BYTES:-30000000}
 WAIT_MAX_S=590  # the longest `wait` that packs within a call's 10 minutes
 mkdir -p $LOGS
@@ -194,6 +200,7 @@ pack() {
 case "$1" in
   start)
     deadline=$2; shift 2
+    echo "$CARRY_LIMIT_BYTES" > "$LIMIT_KEPT"
     # a batch started on an earlier batch's warm machine packs only its own runners' logs (batch x
     # packed batch w's runner2.log and runner3.log, whose stop lines land_batch reads): so a second
     # `start` on one machine is a second batch; land the first one's fetched files as their own

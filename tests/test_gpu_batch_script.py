@@ -80,6 +80,22 @@ def test_finish_ships_unfinished_runs_that_can_be_carried_then_analysed_best_wei
     assert (out / "records.tgz").exists() and (out / "notebooks.tgz").exists()
 
 
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("split") is None, reason="needs bash and coreutils")
+def test_finish_called_without_a_carry_limit_keeps_the_one_its_start_used(tmp_path):
+    root, out = tmp_path / "repo", tmp_path / "out"
+    (root / "runs" / "_logs").mkdir(parents=True)
+    out.mkdir()
+    (root / "runs" / "_logs" / "runner_pids").write_text("999999999\n")
+    run_folder(root, "mnist_rtransformer_paper_lr0.001_seed1111", 60_000, 60_000, finished=False)
+    env = {key: value for key, value in dict(os.environ, OUT=str(out), **LIMITS).items() if key != "CARRY_LIMIT_BYTES"}
+    (root / "runs" / "_logs" / "carry_limit_bytes").write_text("100000\n")  # what `start` was given
+    done = subprocess.run(["bash", str(SCRIPT), "finish"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert members(out, "checkpoints") == set()  # 120 kB of weights: over the kept 100 kB
+    assert "mnist_rtransformer" in (root / "runs" / "_logs" / "too_large_to_carry.txt").read_text()
+
+
 def test_finish_refuses_a_machine_where_no_runner_started(tmp_path):
     done = subprocess.run(["bash", str(SCRIPT), "finish"], cwd=tmp_path, env=dict(os.environ, OUT=str(tmp_path)),
                           capture_output=True, text=True, timeout=60)
@@ -190,6 +206,7 @@ def test_start_runs_the_sharing_bench_then_one_runner_per_argument_set_and_waits
     assert any(line.startswith("-m pytest") for line in lines[5:]) and not marker.exists()
     assert (root / "runs" / "_code" / "rtlib" / "__init__.py").exists() and (out / "records.tgz").exists()
     assert not (root / "runs" / "_logs" / "runner3.log").exists()  # the earlier batch's, packed by that batch
+    assert (root / "runs" / "_logs" / "carry_limit_bytes").read_text().strip() == "30000000"  # for later calls
     finished = subprocess.run(["bash", str(SCRIPT), "finish"], cwd=root, env=env, capture_output=True, text=True,
                               timeout=60)
     assert finished.returncode == 0, finished.stderr
