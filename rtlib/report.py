@@ -603,7 +603,8 @@ def _precision_effect(bench: list[dict]) -> str:
 def _precision_divergences(records: pd.DataFrame, superseded: pd.DataFrame) -> str:
     """'; whole runs where bf16 diverged: Table 2 LSTM, lr 0.001, seed 1111: bf16 diverged in epochs
     11 and 15, fp32 3.31 after 100 epochs' for every lr and seed whose bf16 runs (committed or
-    superseded) diverged and that has an fp32 run of the same settings; '' for none."""
+    superseded) diverged and that has an fp32 run of the same settings, then the superseded bf16
+    runs that finished beside their fp32 runs; '' for none."""
     frames = [frame for frame in (records, superseded) if len(frame)]
     if not frames:
         return ""
@@ -618,7 +619,13 @@ def _precision_divergences(records: pd.DataFrame, superseded: pd.DataFrame) -> s
         parts += [f"Table {table} {model_name(model)}, lr {lr:g}, seed {int(seed)}: bf16 diverged in "
                   f"{'epoch' if len(runs) == 1 else 'epochs'} {epochs}, fp32 {_ended(check, run.task)}"
                   for check in _same_lr_and_seed(fp32, run).itertuples()]
-    return f"; whole runs where bf16 diverged: {'; '.join(parts)}" if parts else ""
+    finished = [f"Table {run.table} {model_name(run.model)}, lr {run.lr:g}, seed {int(run.seed)}: bf16 "
+                f"{_ended(run, run.task)}, fp32 {_ended(check, run.task)}"
+                for run in (done_runs(superseded) if len(superseded) else superseded).itertuples()
+                if run.status == "finished" and run.precision == "bf16"
+                for check in _same_lr_and_seed(fp32, run).itertuples()]
+    return ((f"; whole runs where bf16 diverged: {'; '.join(parts)}" if parts else "")
+            + (f"; superseded bf16 runs that finished, beside fp32: {'; '.join(finished)}" if finished else ""))
 
 
 def _fp32_rows() -> str:
@@ -727,9 +734,12 @@ def deviations(records: pd.DataFrame, bench_dir: str | Path = BENCH_DIR, data_di
     rows = [
         ("precision", "fp32", f"bf16 autocast where the GPU has it: {_counts(records, 'precision')}"
          + (f"; {in_fp32}, because bf16 diverged there" if in_fp32 else ""),
-         _precision_effect(bench) + "; the fp32 ablations: " + "; ".join(fp32)
-         + _precision_divergences(records, superseded_records(superseded_dir)),
-         "measured (300 steps; whole runs where named)"),
+         _precision_effect(bench), "measured (300 steps)"),
+        ("precision: the fp32 ablations", "fp32", "the R-Transformer of each table in fp32 at seed 1111",
+         "; ".join(fp32), "measured (whole runs)"),
+        ("precision: rows moved to fp32", "fp32", in_fp32 or "none",
+         _precision_divergences(records, superseded_records(superseded_dir)).removeprefix("; ") or "none",
+         "measured (whole runs)"),
         ("engine", "eager PyTorch 1.0", f"{_counts(records, 'engine', COMPILE_MODE_WORDS)}; PyTorch {versions}",
          "the same computation compiled and/or replayed as CUDA graphs; rounding differs", "argued"),
         ("hidden width", "as configured", _widths(records),
@@ -861,6 +871,24 @@ def window_findings(records: pd.DataFrame) -> str:
 # The first screen
 
 
+def _unused_words(done: pd.DataFrame) -> str:
+    """', 18 the cells do not use: 16 lr grid points ..., and 2 runs at seeds after the first ...'
+    for the finished runs at an lr validation did not choose ('' for none)."""
+    unused = done[~done["run_id"].isin(set(select_lr(done)["run_id"]))]
+    if unused.empty:
+        return ""
+    first = int(done["seed"].min())
+    grid, later = unused[unused["seed"] == first], unused[unused["seed"] != first]
+    parts = [f"{plural(len(grid), 'lr grid point')} at seed {first}"] if len(grid) else []
+    if len(later):
+        rows = join_words([f"Table {table} {model_name(model)} lr {lr:g} ({'seed' if len(group) == 1 else 'seeds'} "
+                           f"{join_words([str(int(seed)) for seed in sorted(group['seed'])])})"
+                           for (table, model, lr), group in later.groupby(["table", "model", "lr"])])
+        parts.append(f"{plural(len(later), 'run')} at later seeds, made at the config's lr before the grid "
+                     f"at seed {first} had chosen another: {rows}")
+    return f", {len(unused)} the cells do not use, at an lr validation did not choose: {join_words(parts)}"
+
+
 def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = REPEATS_DIR,
           superseded_dir: str | Path = SUPERSEDED_DIR) -> str:
     """One paragraph: which cells and seeds count, at which profile, precision and GPU, for how
@@ -885,17 +913,15 @@ def scope(records: pd.DataFrame, batches: list[dict], repeats_dir: str | Path = 
         text = "**Scope.** No paper-profile runs are recorded yet, so no claim of the paper is tested."
     else:
         used = int(run["n"].sum())
-        extra = len(done) - used
-        unused = (f", {extra} {'is an lr grid point' if extra == 1 else 'are lr grid points'} the cells do "
-                  "not use (not chosen on validation)" if extra else "")
+        unused = _unused_words(done)
         parts = [(done["gpu_minutes"].sum(), "for these runs")]
         parts += [(again["gpu_minutes"].sum(), f"for {plural(len(again), 'run')} made a second time with "
-                   "their seed ({{ref}}`How sure <report-summary>`)")] if len(again) else []
+                   "their seed ({ref}`How sure <report-summary>`)")] if len(again) else []
         parts += [(broke["gpu_minutes"].sum(), f"for {plural(len(broke), 'run')} that diverged")] if len(broke) else []
         parts += [(ablated["gpu_minutes"].sum(), f"for {plural(len(ablated), 'ablation run')} ({{ref}}`report-ablations`)")] \
             if len(ablated) else []
         parts += [(replaced["gpu_minutes"].sum(), f"for {plural(len(replaced), 'run')} made with settings since "
-                   "changed ({{ref}}`report-deviations`)")] if len(replaced) else []
+                   "changed ({ref}`report-deviations`)")] if len(replaced) else []
         parts += [(lost, "for runs that were lost before they finished")] if lost else []
         parts += [(sum(r["job_minutes"] for r in waiting), f"for {plural(len(waiting), 'run')} waiting to resume "
                    "from a checkpoint brought back")] if waiting else []

@@ -411,11 +411,22 @@ def test_first_screen_names_the_claims_what_goes_against_them_and_the_unused_gri
     records = load_records(tmp_path)
     assert "7 paper-profile runs finished: 6 make 2 of the 24 cells" in report.scope(records, [])
     assert "2.5 for 1 ablation run ({ref}`report-ablations`)" in report.scope(records, [])
-    assert "×n: seeds), 1 is an lr grid point the cells do not use" in report.scope(records, [])
+    assert "×n: seeds), 1 the cells do not use, at an lr validation did not choose: 1 lr grid point at seed " \
+        "1111. Precision" in report.scope(records, [])
     headline = report.headline(records)
     assert "are contradicted (“beats the Transformer”, “needs no positions” and “by the paper's margin”)" in headline
     assert "Against the paper, the R-Transformer is behind the Transformer on Table 2 (95% intervals" in headline
     assert "Of the 2 cells with 3 seeds, 0 are within tolerance" in headline and "22 are not run" in headline
+
+
+def test_scope_tells_grid_points_from_later_seeds_run_at_an_lr_not_chosen(tmp_path):
+    seeds(tmp_path, [2.40, 2.42, 2.41], lr=5e-4)  # the lr validation chose
+    seeds(tmp_path, [3.0, 3.1], lr=5e-5)  # the config's lr: seed 1111 a grid point, seed 1112 run before the choice
+    text = report.scope(load_records(tmp_path), [])
+    assert "5 paper-profile runs finished: 3 make 1 of the 24 cells" in text
+    assert ("2 the cells do not use, at an lr validation did not choose: 1 lr grid point at seed 1111 and 1 run at "
+            "later seeds, made at the config's lr before the grid at seed 1111 had chosen another: Table 2 "
+            "R-Transformer lr 5e-05 (seed 1112).") in text
 
 
 def test_cost_prices_the_released_algorithm_and_what_is_left(data_mirror, tmp_path):
@@ -566,7 +577,7 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path, 
     assert "the paper counted without them" in table.loc["PTB `<eos>`", "effect"]
     assert table.loc["evaluation", "our paper-profile runs"].endswith(
         "PTB: one window a forward in 1 run, up to 64 rows of windows a forward in 1 run")
-    assert "the fp32 ablations: Table 1: not run yet; Table 2: not run yet;" in table.loc["precision", "effect"]
+    assert table.loc["precision: the fp32 ablations", "effect"].startswith("Table 1: not run yet; Table 2: not run yet;")
     assert table.loc["engine", "our paper-profile runs"].startswith("eager (5 runs); PyTorch")  # not "none"
     started = [dict(lost_runs=[dict(run_id="mnist_rtransformer_paper_precision-fp32_lr0.001_seed1111", epochs=1,
                                      job_minutes=6.0, seconds_per_epoch=None, why="unfinished at the deadline",
@@ -574,15 +585,15 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path, 
     table = report.deviations(load_records(tmp_path), bench, batches=started).frame.set_index("what")
     assert ("Table 1: not run yet (started: 1 of 50 epochs in 6.0 GPU-minutes, about 300 for the whole run at "
             "that pace, likely high: the minutes include compiling the step); Table 2: not run yet;"
-            ) in table.loc["precision", "effect"]
+            ) in table.loc["precision: the fp32 ablations", "effect"]
     started[0]["lost_runs"][0].update(epochs=3, job_minutes=7.0, seconds_per_epoch=30.0)  # timed past its compiling
     table = report.deviations(load_records(tmp_path), bench, batches=started).frame.set_index("what")
     assert ("Table 1: not run yet (started: 3 of 50 epochs in 7.0 GPU-minutes, about 25 for the whole run at "
-            "that pace); Table 2") in table.loc["precision", "effect"]
+            "that pace); Table 2") in table.loc["precision: the fp32 ablations", "effect"]
     write_record(tmp_path, variant="precision=fp32", seed=1111, test=2.38, precision="fp32")
     table = report.deviations(load_records(tmp_path), bench).frame.set_index("what")
     assert ("Table 2: 2.38 vs 2.41 for the row (1 seed vs 3; −0.020 against the row's run of the same seed 1111)"
-            in table.loc["precision", "effect"])
+            in table.loc["precision: the fp32 ablations", "effect"])
     cell = dict(task="mnist", model="rtransformer", fastest_correct="step-graph")
     (bench / "engine_modes_fp32.json").write_text(json.dumps(dict(device="test GPU", cells=[
         dict(cell, precision="fp32", modes={"none": dict(works=True, ms_per_step=130.0),
@@ -593,7 +604,7 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path, 
     minutes = 120.0 * cost.train_steps("mnist", "rtransformer") * 50 / 60_000
     assert ("Table 1: not run yet (its steps alone, timed in fp32 on test GPU: 120.0 ms a step in the engine mode "
             f"step-graph, the faster of it and none, bf16 20.0 ms in that mode; {minutes:.0f} GPU-minutes of steps "
-            "for the whole run, without its evaluations); Table 2: 2.38") in table.loc["precision", "effect"]
+            "for the whole run, without its evaluations); Table 2: 2.38") in table.loc["precision: the fp32 ablations", "effect"]
     timed = report.load_bench(bench)
     assert cost.step_timing(timed, "mnist", "rtransformer")["modes"]["step-graph"]["ms_per_step"] == 20.0
     assert cost.step_minutes(timed, "mnist", "rtransformer", precision="fp32") == pytest.approx(minutes)
@@ -628,10 +639,17 @@ def test_deviations_name_whole_runs_where_bf16_diverged_and_fp32_did_not(data_mi
     write_record(tmp_path / "records", model="gru", lr=1e-3, epochs=30, status="diverged")  # no fp32 twin: not named
     table = report.deviations(load_records(tmp_path / "records"), report.BENCH_DIR,
                               superseded_dir=superseded).frame.set_index("what")
-    assert table.loc["precision", "effect"].endswith(
-        "; whole runs where bf16 diverged: Table 2 LSTM, lr 0.001, seed 1111: bf16 diverged in epochs 11 and 15, "
+    assert table.loc["precision: rows moved to fp32", "effect"] == (
+        "whole runs where bf16 diverged: Table 2 LSTM, lr 0.001, seed 1111: bf16 diverged in epochs 11 and 15, "
         "fp32 3.25 after 100 epochs; Table 2 LSTM, lr 0.001, seed 1112: bf16 diverged in epoch 24, fp32 3.30 "
         "after 100 epochs")
+    write_record(superseded / "records", model="lstm", lr=1e-3, seed=1113, epochs=100, test=3.20)  # bf16, finished
+    write_record(tmp_path / "records", model="lstm", lr=1e-3, seed=1113, epochs=100, test=3.35, precision="fp32")
+    table = report.deviations(load_records(tmp_path / "records"), report.BENCH_DIR,
+                              superseded_dir=superseded).frame.set_index("what")
+    assert table.loc["precision: rows moved to fp32", "effect"].endswith(
+        "; superseded bf16 runs that finished, beside fp32: Table 2 LSTM, lr 0.001, seed 1113: bf16 3.20 after 100 "
+        "epochs, fp32 3.35 after 100 epochs")
     assert table.loc["precision", "our paper-profile runs"].endswith(
         "; the Table 1 LSTM row and the Table 2 LSTM and RNN rows run in fp32, as released, because bf16 "
         "diverged there")
