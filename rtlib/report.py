@@ -770,8 +770,9 @@ def deviations(records: pd.DataFrame, bench_dir: str | Path = BENCH_DIR, data_di
 
 
 def _eval_stacking(records: pd.DataFrame) -> str:
-    """How many PTB runs evaluated one window a forward and how many stacked windows."""
-    ptb = evidence(records, variant=None)
+    """How many PTB runs evaluated one window a forward and how many stacked windows, counted as
+    the other rows count (the table's runs, not the ablations)."""
+    ptb = evidence(records)
     ptb = ptb[ptb["task"].str.startswith("ptb")]
     stacked = ptb["engine"].map(lambda engine: isinstance(engine, dict) and stacks_eval_windows(engine))
     return (f"one window a forward in {plural(int((~stacked).sum()), 'run')}, up to {EVAL_ROWS} rows of windows a "

@@ -571,6 +571,7 @@ def test_deviations_name_every_difference_with_its_basis(data_mirror, tmp_path, 
     stacked = tmp_path / "ptb-char_rtransformer_paper_lr2_seed1112.json"
     stacked.write_text(json.dumps({**json.loads(stacked.read_text()),
                                    "engine": dict(compile="none", eval_windows_stacked=64)}))
+    write_record(tmp_path, task="ptb-char", variant="window=3")  # an ablation: not counted, as in the other rows
     table = report.deviations(load_records(tmp_path), bench).frame.set_index("what")
     assert {"precision", "Transformer baseline", "PTB `<eos>`", "seq-MNIST order"} <= set(table.index)
     assert "bf16 (5 runs)" in table.loc["precision", "our paper-profile runs"]
@@ -1026,6 +1027,24 @@ def test_an_fp32_ablation_is_priced_at_its_fp32_steps_never_at_its_bf16_rows_pac
     assert left["floor_minutes"] == pytest.approx(fp32) and left["floored"] == 1
     assert without["minutes_left"] == left["minutes_left"]  # never at the row's pace: unpriced without a bench
     assert without["unpriced"] == left["unpriced"] + 1
+
+
+def test_a_run_timed_only_by_its_compiling_epoch_is_priced_at_its_floor_where_one_is_benchmarked(data_mirror, tmp_path):
+    """Batch ab stopped Table 1's fp32 ablation after 1 epoch in 6.0 minutes, compiling included:
+    300 minutes for the run at that pace, where its steps alone take about 61."""
+    records = load_records(tmp_path)  # none
+    stopped = [dict(lost_runs=[dict(run_id="mnist_rtransformer_paper_precision-fp32_lr0.001_seed1111", epochs=1,
+                                    job_minutes=6.0, seconds_per_epoch=None, why="unfinished at the deadline")])]
+    assert cost.rough_prices(records, stopped) == {("mnist", "rtransformer", "precision-fp32")}
+    bench = [dict(device="test GPU", cells=[dict(task="mnist", model="rtransformer", precision="fp32",
+                                                 fastest_correct="step-graph",
+                                                 modes={"step-graph": dict(ms_per_step=40.0)})])]
+    floored = cost.remaining(records, stopped, bench).set_index("table").loc[1]
+    rough = cost.remaining(records, stopped).set_index("table").loc[1]
+    assert floored["floor_minutes"] == pytest.approx(cost.steps_minutes(40.0, "mnist", "rtransformer"))
+    assert rough["minutes_left"] - floored["minutes_left"] == pytest.approx(6.0 * 50)  # without a bench: that pace
+    stopped[0]["lost_runs"][0].update(epochs=3, seconds_per_epoch=30.0)  # timed past its compiling: a pace
+    assert cost.rough_prices(records, stopped) == set()
 
 
 @pytest.mark.parametrize("ms", [40.0, 10.0])
