@@ -33,7 +33,7 @@ from .run_folder import (RECORD_VERSION, RunFolder, TrainState, checkpoint_to_re
 from .padding import widened
 from .runtime import Runtime, autocast_dtype, device_name, hidden_width
 from .step import GRAPH_LENGTH_MULTIPLE, EvalGraphs, autocast, clip_norm, make_optimizer, make_step
-from .tasks import TASKS, Protocol, check_sequence_lengths, make_protocol, metric_from_stats
+from .tasks import TASKS, Protocol, check_sequence_lengths, make_protocol, metric_from_stats, metric_label
 
 
 class NonFiniteLossError(RuntimeError):
@@ -151,7 +151,7 @@ def train(cfg: RunConfig, out_dir: str | Path, runtime: Runtime = Runtime(), *,
             for hook in hooks:
                 hook.epoch_end(entry)
         record = folder.write_record(_finished(run), results, run_id(cfg))
-    log(f"finished {run_id(cfg)}: test {record['metric']} = {record['test_metric']:.4f} "
+    log(f"finished {run_id(cfg)}: {metric_label(record['metric'])} = {record['test_metric']:.4f} "
         f"(paper {record['paper_value']})")
     return record
 
@@ -382,7 +382,7 @@ def _format_entry(entry: dict[str, Any], protocol: Protocol) -> str:
     metric = protocol.task.metric
     parts = [f"epoch {entry['epoch']:3d}", f"lr {entry['lr']:.3g}", f"train loss {entry['train_loss']:.4f}"]
     if "valid_metric" in entry:
-        parts.append(f"valid {metric} {entry['valid_metric']:.4f}")
+        parts.append(f"{metric_label(metric, 'valid')} {entry['valid_metric']:.4f}")
     if "test_metric" in entry:
-        parts.append(f"test {metric} {entry['test_metric']:.4f}")
+        parts.append(f"{metric_label(metric)} {entry['test_metric']:.4f}")
     return " | ".join(parts)
