@@ -553,10 +553,13 @@ def cost_table(records, batches, bench, data_dir=None) -> HTMLTable:
             "ablation runs (GPU-minutes)": f"{int(row.ablation_runs)} ({row.ablation_minutes:.1f})",
             "runs left of the sweep": f"{int(row.left)} of {int(row.planned)}",
             "GPU-minutes left (estimate)": (minutes(row.minutes_left)
-                                            + (f" + at least {row.floor_minutes:.1f} for {int(row.floored)} runs "
-                                               "never run (their training steps alone)" if row.floored else "")
-                                            + (f" + {int(row.unpriced)} runs unpriced" if row.unpriced else ""))}
+                                            + (f" + at least {row.floor_minutes:.1f} for {plural(int(row.floored), 'run')} "
+                                               "without a measured pace (training steps alone)" if row.floored else "")
+                                            + (f" + {plural(int(row.unpriced), 'run')} unpriced" if row.unpriced else ""))}
            for row in merged.itertuples()]
-    return HTMLTable(pd.DataFrame(out), None)
+    # one column a table, one row a quantity: 13 columns did not fit the page
+    by_table = pd.DataFrame(out).set_index("table").T
+    by_table.columns = [f"Table {table}" if table != "all" else "all tables" for table in by_table.columns]
+    return HTMLTable(by_table.rename_axis("what").reset_index(), None)
 
 

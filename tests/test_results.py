@@ -506,7 +506,9 @@ def test_cost_prices_every_row_the_bench_timed_and_names_the_rows_it_cannot(data
     assert math.isnan(spent.loc[3, "released_minutes"]) and spent.loc[3, "unpriced_runs"] == 1
     assert spent.loc["all", "released_minutes"] == pytest.approx(released)
 
-    shown = cost.cost_table(records, [], bench).frame.set_index("table")
+    shown = cost.cost_table(records, [], bench).frame.set_index("what").T.rename(lambda name: name.split()[-1])
+    assert list(shown.index) == ["1", "2", "3", "4", "tables"]  # a column a table, then all
+    shown = shown.rename({"tables": "all"}).rename(lambda name: int(name) if name.isdigit() else name)
     priced, ours = "released code, the runs it can be timed on (GPU-minutes)", "ours, the same runs (GPU-minutes)"
     assert shown.loc[2, priced] == f"{released:.1f} for 6 runs" and shown.loc[2, ours] == "7.5"
     assert shown.loc[2, "runs not priced: rows and why"] == \
@@ -522,7 +524,7 @@ def test_cost_prices_every_row_the_bench_timed_and_names_the_rows_it_cannot(data
     assert not NAN.search(text + shown.to_string())
 
     transformers = records[records["model"] == "transformer"]
-    assert cost.cost_table(transformers, [], bench).frame.set_index("table").loc[2, priced] == "no released code"
+    assert cost.cost_table(transformers, [], bench).frame.set_index("what").loc[priced, "Table 2"] == "no released code"
     assert "No finished paper-profile run can be timed" in cost.released_comparison(transformers, bench)
     assert "No paper-profile run has finished" in cost.released_comparison(transformers.iloc[:0], bench)
 
