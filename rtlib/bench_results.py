@@ -11,7 +11,9 @@ from typing import Any
 
 import pandas as pd
 
+from .bench import VARIANTS
 from .paths import BENCH_DIR
+from .runtime import COMPILE_MODE_WORDS
 
 
 def load_bench(folder: str | Path = BENCH_DIR) -> list[dict[str, Any]]:
@@ -105,12 +107,6 @@ def epoch_speedup(epoch: dict[str, Any], setup: str) -> float | None:
     return reference["epoch_s"] / timing["epoch_s"] if reference.get("epoch_s") and timing["epoch_s"] else None
 
 
-# What each variant adds to the eager `fast` step (`rtlib.bench.VARIANTS`), in words
-VARIANT_ADDS = {"fast+compile": "`torch.compile`", "fast+graphs": "`torch.compile` with CUDA graphs",
-                "fast+step-graph": "one CUDA graph of the whole step",
-                "fast+compile+step-graph": "`torch.compile` inside one CUDA graph of the whole step"}
-
-
 def speedup_sentence(bench: pd.DataFrame, eager: str = "fast") -> str:
     """Markdown: the largest speed-up over the released algorithm in `load_gpu_bench`'s rows, with
     the variant, GPU and table that gave it and what that variant adds to the eager `eager` step,
@@ -121,8 +117,8 @@ def speedup_sentence(bench: pd.DataFrame, eager: str = "fast") -> str:
     top = timed.loc[timed["speedup"].idxmax()]
     text = (f"up to {top['speedup']:.1f}x faster than the released algorithm ({top['device']}, Table "
             f"{top['table']}) with `{top['variant']}`")
-    if top["variant"] != eager:
-        text += f", which adds {VARIANT_ADDS.get(top['variant'], 'more')} to the `{eager}` path"
+    if top["variant"] != eager and top["variant"] in VARIANTS:
+        text += f", which adds to the `{eager}` path its engine mode: {COMPILE_MODE_WORDS[VARIANTS[top['variant']]['mode']]}"
     alone = timed[(timed["device"] == top["device"]) & (timed["variant"] == eager)].sort_values("speedup")
     if top["variant"] == eager or alone.empty:
         return text
