@@ -1030,7 +1030,8 @@ def _stricter_words(records: pd.DataFrame) -> str:
             f"Of the {len(decided)} comparisons decided at 95%, ")
     if flipped.empty:
         return text + f"none would be inconclusive at {strict_pct}."
-    before, after = claims(records).set_index("claim"), claims(records, STRICTER_LEVEL).set_index("claim")
+    before = claims(records, found=usual).set_index("claim")
+    after = claims(records, STRICTER_LEVEL, found=strict).set_index("claim")
     per_claim = []
     for claim in CLAIMS:
         mine = flipped[flipped["claim"] == claim.key]
@@ -1086,14 +1087,14 @@ def _cell_label(row) -> str:
 def headline(records: pd.DataFrame) -> str:
     """Three sentences for the first screen: what the claims come to (named), the comparisons
     that go against the paper, and how many cells hold up. The claims table has the rest."""
-    found = claims(records)
+    pairs = comparisons(records)
+    found = claims(records, found=pairs)
     parts = []
     for verdict in CLAIM_VERDICTS:
         named = [f"“{claim.short}”" for claim, row in zip(CLAIMS, found.itertuples())
                  if row.verdict == verdict]
         if named:
             parts.append(f"{len(named)} {'is' if len(named) == 1 else 'are'} {verdict} ({join_words(named)})")
-    pairs = comparisons(records)
     behind: dict[str, list[int]] = {}   # the R-Transformer's interval lies below 0
     smaller: dict[str, list[int]] = {}  # ahead, but its interval lies below the paper's margin
     for row in pairs[pairs["verdict"] == "contradicted"].itertuples():

@@ -446,10 +446,11 @@ def _combine(verdicts: list[str]) -> str:
     return "inconclusive"
 
 
-def claims(records: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+def claims(records: pd.DataFrame, level: float = 0.95, found: pd.DataFrame | None = None) -> pd.DataFrame:
     """The paper's claims, one row each: a verdict from `CLAIM_VERDICTS`, the evidence (every
-    tested comparison as 'R-Transformer's advantage [interval at `level`], the paper's'), and why."""
-    found = comparisons(records, level)
+    tested comparison as 'R-Transformer's advantage [interval at `level`], the paper's'), and why.
+    `found`: `comparisons(records, level)`, where the caller has it already."""
+    found = comparisons(records, level) if found is None else found
     rows = []
     for claim in CLAIMS:
         items = found[found["claim"] == claim.key]
