@@ -78,6 +78,15 @@ class Row:
     head: HeadConfig | None = None  # None: a head without settings (mnist, music)
 
 
+# A config's prose: recorded with the run, but rewording it does not make another experiment
+PROSE_KEYS = ("source",)
+
+
+def experiment(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config without its prose: what two runs must share to be the same experiment."""
+    return {key: value for key, value in config.items() if key not in PROSE_KEYS}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     task: str
@@ -97,6 +106,12 @@ class RunConfig:
         plain = {**values, "backbone": recorded_settings(self.backbone), "train": asdict(self.train),
                  "head": asdict(self.head) if self.head is not None else {}}
         return json.loads(json.dumps(plain))
+
+    def is_recorded_as(self, recorded: dict[str, Any] | None) -> bool:
+        """Whether a record's or checkpoint's config (None: none) is this experiment: the same
+        settings, whatever its prose about where they come from says (`source` is recorded, not part
+        of the identity)."""
+        return isinstance(recorded, dict) and experiment(recorded) == experiment(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
@@ -118,8 +133,11 @@ RELEASED = f"R-Transformer released scripts ({HYPER})"
 TCN_SUITE = f"TCN suite defaults, Bai et al. 2018 ({HYPER})"
 # The rows whose code was never released, and why (the benchmark times no released engine for them)
 NO_RELEASED_CODE = {"transformer": "no released Transformer baseline"}
-OURS = ("not given by the paper (row copied from Bai et al. 2018): sized to the matching "
-        "row's parameter count as Bai et al. did; optimizer and lr grid are our choice")
+# The rows copied from Bai et al. 2018: the paper gives the LSTM's size on three tables, nothing else
+BAI_ROW = "row copied from Bai et al. 2018"
+OUR_TRAINING = "optimizer and lr grid are our choice"
+SIZED_BY_US = (f"not given by the paper ({BAI_ROW}): sized to the matching row's parameter count as "
+               "Bai et al. did")
 
 MNIST_STEP = Schedule(kind="step", factor=0.1, every=10)
 MUSIC_PLATEAU = Schedule(factor=0.1, after=10, window=3, strict=True)
@@ -139,13 +157,14 @@ def _add_rnn_rows(family: str, hidden_sizes: dict[str, int], num_layers: int, dr
     train in fp32, as released, where bf16 autocast diverged; `cell_lrs` gives a row another lr
     of the same grid to start its seeds at."""
     for cell, hidden in hidden_sizes.items():
-        given = f"LSTM size from the paper (Table {lstm_table}); " if cell == "lstm" and lstm_table else ""
+        size = (f"LSTM size from the paper (Table {lstm_table}), {BAI_ROW}" if cell == "lstm" and lstm_table
+                else SIZED_BY_US)
         fp32 = cell in fp32_cells
         row_train = replace(train, lr=(cell_lrs or {}).get(cell, train.lr))
         PAPER[family, cell] = Row(
             backbone=RNNConfig(hidden_size=hidden, num_layers=num_layers, dropout=dropout), head=head,
             train=replace(row_train, precision="fp32") if fp32 else row_train,
-            source=given + OURS + ("; fp32 as released (bf16 autocast diverged at lr 1e-3)" if fp32 else ""))
+            source=f"{size}; {OUR_TRAINING}" + ("; fp32 as released (bf16 autocast diverged at lr 1e-3)" if fp32 else ""))
 
 
 def _add_attention_rows(family: str, rtransformer: RTransformerConfig, train: TrainSettings, source: str,

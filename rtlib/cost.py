@@ -488,7 +488,7 @@ def _sweep_jobs(records: pd.DataFrame) -> tuple[list, list]:
                                  status=row.status, lr=row.lr) for row in done_runs(records).itertuples()}
     jobs = expand_jobs(tables, list(MODELS), EVIDENCE_PROFILE, 3, "sweep", finished=finished)
     jobs += ablation_jobs(EVIDENCE_PROFILE, tables)
-    return jobs, [job for job in jobs if finished.get(job.run_id, {}).get("config") != job.cfg.to_dict()]
+    return jobs, [job for job in jobs if not job.cfg.is_recorded_as(finished.get(job.run_id, {}).get("config"))]
 
 
 def beyond_a_lease(records: pd.DataFrame, bench: list[dict], data_dir: str | None = None) -> list[tuple[Any, float]]:

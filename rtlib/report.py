@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .bench_results import load_bench
-from .configs import ABLATIONS, NO_RELEASED_CODE, OURS, PAPER, TABLE_TASKS, run_config
+from .configs import ABLATIONS, NO_RELEASED_CODE, OUR_TRAINING, PAPER, TABLE_TASKS, run_config
 from .cost import (LEASE_MINUTES, ablation_records, beyond_a_lease, job_words, minutes_per_run, paper_records,
                    step_timing, steps_minutes, superseded_records, unfinished_lost, unfinished_runs, unfinished_waiting,
                    waiting_text)
@@ -310,7 +310,7 @@ def gap_evidence(records: pd.DataFrame, task: str, model: str,
     blowups = _above_uniform(runs)
     items += _above_uniform_items(task, blowups)
     source = run_config(task, model, "paper").source
-    if OURS in source:
+    if OUR_TRAINING in source:
         items.append(f"settings: {source}")
     if (task, model) in RELEASED_BEHAVIOUR:
         items.append("released code: " + RELEASED_BEHAVIOUR[task, model])
@@ -395,7 +395,7 @@ def _config_lr_words(task: str, model: str) -> str:
     lr' (a row with no released code borrows it), or 'the config's lr' (ours: the paper gives none)."""
     if model in NO_RELEASED_CODE:
         return "the R-Transformer script's lr"
-    return "the config's lr" if OURS in run_config(task, model, "paper").source else "the released script's lr"
+    return "the config's lr" if OUR_TRAINING in run_config(task, model, "paper").source else "the released script's lr"
 
 
 def _against_paper(found: pd.Series) -> str:

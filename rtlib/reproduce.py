@@ -186,7 +186,7 @@ def again_job(run: str, profile: str, out: Path, finished: dict[str, dict]) -> J
     if cfg.profile != profile:
         raise ValueError(f"again:{run} is a {cfg.profile!r} run, not of --profile {profile}")
     job = _job(cfg.task, cfg.model, cfg.profile, cfg.train.lr, cfg.train.seed, cfg.variant, out)
-    if job.cfg.to_dict() != record["config"]:
+    if not job.cfg.is_recorded_as(record["config"]):
         raise ValueError(f"again:{run}: its record was made with other settings (configs.py changed?)")
     return Job(job.cfg, job.run_id, Path(out) / f"{job.run_id}{AGAIN}", repeat=True)
 
@@ -251,7 +251,7 @@ def _config_lr_failed(record: dict[str, Any] | None, task: str, lr: float, seed:
 
 def _is_finished(job: Job, finished: dict[str, dict[str, Any]]) -> bool:
     record = finished.get(job.run_id)
-    return record is not None and record.get("config") == job.cfg.to_dict()
+    return record is not None and job.cfg.is_recorded_as(record.get("config"))
 
 
 def chosen_lr(records: list[dict[str, Any]], higher_is_better: bool) -> float:
@@ -443,7 +443,7 @@ def _finished_before(job: Job, results_dir: Path | None = None) -> Outcome | Non
         return Outcome(job, "failed", "damaged record", error=str(error))
     if record is None:
         return None
-    if record.get("config") != job.cfg.to_dict():
+    if not job.cfg.is_recorded_as(record.get("config")):
         return Outcome(job, "failed", "stale", error=(
             f"ConfigMismatchError: the record of {job.run_id} was made with other settings "
             "(configs.py changed?); move it away to rerun it"))

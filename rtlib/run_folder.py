@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .configs import RunConfig
+from .configs import RunConfig, experiment
 from .data.fetch import remove_orphans, sha256_of
 from .paths import REPO
 
@@ -393,7 +393,7 @@ def finished_record(folder: RunFolder, cfg: RunConfig, results: Path | None,
                      log: Callable[[str], None]) -> dict[str, Any]:
     """The record of a finished run, its copy in `results` made if missing or stale."""
     record = read_record(folder.record)
-    if record["config"] != cfg.to_dict():
+    if not cfg.is_recorded_as(record["config"]):
         raise ConfigMismatchError(_mismatch_message(folder.record, record["config"], cfg.to_dict()))
     copied = copy_record(record, results, run_id(cfg)) if results is not None else None
     log(f"{folder.path}: already {record.get('status', 'finished')}; record kept"
@@ -404,7 +404,7 @@ def finished_record(folder: RunFolder, cfg: RunConfig, results: Path | None,
 def checkpoint_to_resume(folder: RunFolder, config: dict[str, Any]) -> dict[str, Any]:
     """The folder's checkpoint, checked (content hash, settings) before anything is built."""
     checkpoint = load_checkpoint(folder.checkpoint)
-    if checkpoint["config"] != config:
+    if experiment(checkpoint["config"]) != experiment(config):
         raise ConfigMismatchError(_mismatch_message(folder.checkpoint, checkpoint["config"], config))
     return checkpoint
 
@@ -473,7 +473,7 @@ def runtime_deviations(amp: torch.dtype | None, engine: dict[str, Any]) -> list[
 
 
 def _mismatch_message(path: Path, saved: dict, wanted: dict) -> str:
-    differences = _diff(saved, wanted)
+    differences = _diff(experiment(saved), experiment(wanted))
     return (f"{path} was made with other settings ({'; '.join(differences[:6])}); "
             "resume with the same settings or choose another out_dir")
 

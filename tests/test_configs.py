@@ -1,6 +1,8 @@
 """Configs: typed rows, variants read as their fields' types, records that name what was set."""
 import pytest
 
+from dataclasses import replace
+
 from rtlib.configs import MODELS, PAPER, PROFILES, TASKS, RunConfig, run_config, with_variant
 from rtlib.models import BACKBONE_CONFIGS, RTransformerConfig, TCNConfig, build_backbone
 from rtlib.models.config import recorded_settings
@@ -17,6 +19,25 @@ def test_a_config_survives_its_record(profile):
         for model in MODELS:
             cfg = run_config(task, model, profile)
             assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_rewording_a_source_keeps_the_experiment_and_any_setting_makes_another():
+    cfg = run_config("ptb-word", "lstm")
+    recorded = cfg.to_dict()
+    assert cfg.is_recorded_as(recorded)
+    assert replace(cfg, source="reworded").is_recorded_as(recorded)
+    assert not run_config("ptb-word", "lstm", lr=4.0).is_recorded_as(recorded)
+    assert not cfg.is_recorded_as({**recorded, "changes": ["x"]})
+    assert not cfg.is_recorded_as(None)
+
+
+def test_a_row_copied_from_bai_says_which_sizes_the_paper_gives_and_which_we_chose():
+    for (family, model), row in PAPER.items():
+        if model not in ("rnn", "gru", "lstm"):
+            continue
+        given = model == "lstm" and family != "nottingham"
+        assert row.source.startswith("LSTM size from the paper" if given else "not given by the paper"), row.source
+        assert ("sized to the matching row's parameter count" in row.source) is not given, row.source
 
 
 def test_a_record_names_the_sizes_and_the_options_set():

@@ -13,7 +13,7 @@ import pytest
 matplotlib.use("Agg")
 
 from rtlib import cost, plots, report, results, tasks  # noqa: E402
-from rtlib.configs import ABLATIONS, run_config, with_variant  # noqa: E402
+from rtlib.configs import ABLATIONS, experiment, run_config, with_variant  # noqa: E402
 from rtlib.paths import RECORDS_DIR, REPEATS_DIR, REPO  # noqa: E402
 from rtlib.results import cell, cells, claims, comparisons, evidence, load_records  # noqa: E402
 from rtlib.tasks import TASKS  # noqa: E402
@@ -685,9 +685,10 @@ def test_every_committed_paper_record_was_made_with_the_settings_configs_gives_i
     precision) would silently mix runs of two experiments under one run id."""
     for path in sorted([*(RECORDS_DIR / "paper").glob("*.json"), *(REPEATS_DIR / "paper").glob("*.json")]):
         record = json.loads(path.read_text())
-        cfg = with_variant(run_config(record["task"], record["model"], record["profile"], lr=record["lr"],
-                                      seed=record["seed"]), record["variant"]).to_dict()
-        changed = sorted(key for key in {*cfg, *record["config"]} if cfg.get(key) != record["config"].get(key))
+        cfg = experiment(with_variant(run_config(record["task"], record["model"], record["profile"], lr=record["lr"],
+                                                 seed=record["seed"]), record["variant"]).to_dict())
+        made = experiment(record["config"])
+        changed = sorted(key for key in {*cfg, *made} if cfg.get(key) != made.get(key))
         assert not changed, (f"{path.name} was made with other {', '.join(changed)} than configs.py gives its run "
                              "now: move it out of results/ (say to results/superseded/, with a note) or restore "
                              "the setting")

@@ -1,6 +1,7 @@
 """Training engine: exact resume, refusal of mismatched resumes, NaN stop, schedules, CLI."""
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -101,6 +102,8 @@ def test_resume_with_other_settings_is_refused(real_data, tmp_path):
         train(other, tmp_path, data_dir=real_data, resume=True, **QUIET)
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg, tmp_path, data_dir=real_data, **QUIET)
+    reworded = replace(cfg, source="the same settings, described anew")
+    assert train(reworded, tmp_path, data_dir=real_data, resume=True, **QUIET)["config"]["source"] == reworded.source
 
 
 def test_non_finite_loss_stops_with_a_diverged_record(real_data, tmp_path, monkeypatch):
