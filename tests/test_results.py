@@ -682,7 +682,8 @@ def test_ablation_runs_count_in_the_cost_apart_from_the_cells(tmp_path):
 
 def test_every_committed_paper_record_was_made_with_the_settings_configs_gives_its_run_now():
     """The tables average the records they find: a setting changed in configs.py (say, a row's
-    precision) would silently mix runs of two experiments under one run id."""
+    precision) would silently mix runs of two experiments under one run id. Its prose (`source`) may
+    be reworded."""
     for path in sorted([*(RECORDS_DIR / "paper").glob("*.json"), *(REPEATS_DIR / "paper").glob("*.json")]):
         record = json.loads(path.read_text())
         cfg = experiment(with_variant(run_config(record["task"], record["model"], record["profile"], lr=record["lr"],
