@@ -41,17 +41,22 @@ def load_batches(folder: str | Path = BATCHES_DIR) -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for path in sorted(Path(folder).glob("*.json"), key=batch_order)]
 
 
-def batch_line(batch: dict[str, Any]) -> str:
+def batch_line(batch: dict[str, Any], records: pd.DataFrame | None = None) -> str:
     """One batch log in a sentence: when, at which commit, how long, what finished (and what of
-    it diverged), what was lost and why, how the jobs shared the GPU."""
-    lost, kept = unfinished_lost([batch]), unfinished_waiting([batch])
+    it diverged), what was lost and why, how the jobs shared the GPU. With `records`, a run that a
+    later call resumed from this batch's checkpoint counts as resumed, not as lost."""
+    left = unfinished_runs([batch], records)
+    resumed = len(unfinished_runs([batch])) - len(left)
+    lost = [run for run in left if run.get("checkpoint") != "brought back"]
+    kept = [run for run in left if run.get("checkpoint") == "brought back"]
     reasons = collections.Counter(run["why"] for run in lost).most_common()
     not_started = batch.get("not_started", [])
     broke = sum(run.get("status") == "diverged" for run in batch["finished"])
     counts = (f"{plural(len(batch['finished']) - broke, 'run')} finished, "
               + (f"{broke} diverged, " if broke else "") +
               f"{len(not_started) if isinstance(not_started, list) else not_started} not started, "
-              + (f"{len(kept)} stopped with a checkpoint brought back to resume, " if kept else "") +
+              + (f"{len(kept)} stopped with a checkpoint brought back to resume, " if kept else "")
+              + (f"{resumed} stopped and resumed later from its checkpoint, " if resumed else "") +
               f"{len(lost)} lost" + (": " + "; ".join(f"{n} {why}" for why, n in reasons) if lost else ""))
     device = batch["device"]
     if device.startswith("not recorded"):  # no record came back to name the GPU

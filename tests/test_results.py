@@ -766,6 +766,10 @@ def test_a_run_whose_checkpoint_came_back_waits_to_resume_and_is_not_lost(tmp_pa
     assert "0 not started, 1 stopped with a checkpoint brought back to resume, 1 lost: 1 stopped by its runner." \
         in cost.batch_line(batch)
     assert "3.3 for runs that were lost" in report.scope(records, [batch])
+    resumed = records.assign(run_id="nottingham_lstm_paper_lr0.0001_seed1111",
+                             sessions=[[dict(from_epoch=1), dict(from_epoch=85)]])
+    assert "0 not started, 1 stopped and resumed later from its checkpoint, 1 lost: 1 stopped by its runner." \
+        in cost.batch_line(batch, resumed)
     scope = report.scope(records, [batch], tmp_path / "no repeats", tmp_path / "no superseded")
     assert scope.startswith("**Scope.** 1 paper-profile run finished: 1 makes 1 of the 24 cells")
     assert ("**Cost: 27.1 GPU-minutes of job time in all**, on machines held 0.0 minutes (jobs share a GPU, so "
