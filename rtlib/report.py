@@ -965,12 +965,12 @@ def repeats(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> pd.DataF
         if row.run_id not in first.index:
             continue
         one = first.loc[row.run_id]
-        rows.append(dict(table=row.table, task=row.task, model=row.model, seed=int(row.seed), device=row.device,
+        rows.append(dict(table=row.table, task=row.task, model=row.model, seed=int(row.seed), lr=row.lr, device=row.device,
                          first=one["test_metric"], second=row.test_metric,
                          first_status=one["status"], second_status=row.status,
                          first_epochs=one["epochs_run"], second_epochs=row.epochs_run,
                          first_engine=_compile_mode(one["engine"]), second_engine=_compile_mode(row.engine)))
-    columns = ["table", "task", "model", "seed", "device", "first", "second", "first_status", "second_status",
+    columns = ["table", "task", "model", "seed", "lr", "device", "first", "second", "first_status", "second_status",
                "first_epochs", "second_epochs", "first_engine", "second_engine"]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.assign(difference=pd.to_numeric(frame["second"]) - pd.to_numeric(frame["first"]))
@@ -993,17 +993,20 @@ def same_seed_twice(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> 
         return ("**Same seed, run twice.** No paper-profile run has been made a second time yet, so how far "
                 "a run moves with its seed fixed (GPU rounding: bf16, compiled kernels, atomic adds) is not "
                 "measured; the spread over seeds includes that part.")
-    spread = cells(records).set_index(["task", "model"])["std"]
+    table_cells = cells(records).set_index(["task", "model"])
     parts = []
     for row in found.itertuples():
         engines = (f" (engine {row.first_engine}, then {row.second_engine})"
                    if row.first_engine != row.second_engine else "")
         outcomes = (f"{_outcome(row.first_status, row.first, row.first_epochs, row.task)} then "
                     f"{_outcome(row.second_status, row.second, row.second_epochs, row.task)}{engines}")
+        cell_lr = table_cells["lr"].get((row.task, row.model), math.nan)
         if np.isfinite(row.difference):
-            std = spread.get((row.task, row.model), math.nan)
+            std = table_cells["std"].get((row.task, row.model), math.nan) if row.lr == cell_lr else math.nan
             share = f", {abs(row.difference) / std:.2f} of the cell's std over seeds" if std and np.isfinite(std) else ""
             outcomes += f" ({signed(row.difference, row.task, 2)}{share})"
+        if np.isfinite(cell_lr) and row.lr != cell_lr:
+            outcomes += f", at lr {row.lr:g}: the cell's seeds ran at lr {cell_lr:g}"
         parts.append(f"Table {row.table} {model_name(row.model)} seed {row.seed}: {outcomes}")
     return (f"**Same seed, run twice.** {plural(len(found), 'paper-profile run')} made a second time with the "
             f"same settings and seed on {join_words(sorted(set(found['device'])))} (for weights the first run's "
@@ -1050,7 +1053,9 @@ def _repeat_words(records: pd.DataFrame, repeats_dir: str | Path) -> str:
     table_cells = cells(records)
     judged = table_cells[table_cells["verdict"].isin(["reproduced", "not reproduced"])].set_index(["task", "model"], drop=False)
     found = repeats(records, repeats_dir)
-    found = found[np.isfinite(found["difference"])]
+    cell_lr = table_cells.set_index(["task", "model"])["lr"]
+    found = found[np.isfinite(found["difference"])
+                  & (found["lr"] == [cell_lr.get((task, model)) for task, model in zip(found["task"], found["model"])])]
     moved = found.groupby(["task", "model"])["difference"].apply(lambda d: d.abs().max())
     moved = moved[moved.index.isin(judged.index)]
     unchecked = [_cell_label(row) for (task, model), row in judged.iterrows()

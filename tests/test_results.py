@@ -851,6 +851,16 @@ def test_a_diverged_run_made_again_in_another_engine_mode_says_when_each_diverge
     assert not NAN.search(text)
 
 
+def test_a_repeat_at_another_lr_than_its_cells_seeds_is_not_read_against_that_cell(tmp_path):
+    seeds(tmp_path / "records", [2.40, 2.50, 2.60])  # the cell, at the config's lr 5e-05
+    write_record(tmp_path / "records", lr=1e-4, test=2.70)  # a grid point validation did not choose
+    write_record(tmp_path / "repeats", lr=1e-4, test=2.71)
+    records = load_records(tmp_path / "records")
+    text = report.same_seed_twice(records, tmp_path / "repeats")
+    assert "(+0.0100), at lr 0.0001: the cell's seeds ran at lr 5e-05" in text and "std over seeds" not in text
+    assert "run made twice" not in report.close_calls(records, tmp_path / "repeats")
+
+
 def test_batch_logs_load_in_the_order_they_ran(tmp_path):
     for name in ("2026-12-06_h100_aa", "2026-12-01_h200", "2026-12-06_h100_z", "2026-12-01_h200_b"):
         (tmp_path / f"{name}.json").write_text(json.dumps(dict(name=name)))
