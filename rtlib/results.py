@@ -618,7 +618,9 @@ def selections_table(records: pd.DataFrame) -> HTMLTable:
     out = []
     for _, row in found.iterrows():
         task = row["task"]
-        shown = {label: fmt(row[rule], task, 1) if np.isfinite(row[rule]) else "not recorded"
+        shown = {label: fmt(row[rule], task, 1) if np.isfinite(row[rule])
+                 else "no validation split" if rule == "best_valid" and not TASKS[task].has_validation
+                 else "not recorded"
                  for rule, label in SELECTION_RULES.items()}
         out.append({"table": row["table"], "model": model_name(row["model"]), "seeds": row["n"],
                     "paper": fmt(row["paper"], task), **shown,

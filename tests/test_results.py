@@ -234,6 +234,9 @@ def test_selection_rules_say_how_much_of_a_gap_a_rule_could_close(tmp_path):
     rules = results.selections(load_records(tmp_path)).iloc[0]
     assert rules["best_valid"] == pytest.approx(2.6) and rules["best_test"] == pytest.approx(2.37)
     assert rules["rule_explains"] == pytest.approx(1.0)
+    write_record(tmp_path, task="mnist", model="tcn", lr=2e-3, test=98.0)
+    shown = results.selections_table(load_records(tmp_path))._repr_html_()
+    assert "no validation split" in shown and "not recorded" not in shown
 
 
 def test_lr_cuts_read_the_logged_learning_rates():
