@@ -45,10 +45,8 @@ def batch_line(batch: dict[str, Any], records: pd.DataFrame | None = None) -> st
     """One batch log in a sentence: when, at which commit, how long, what finished (and what of
     it diverged), what was lost and why, how the jobs shared the GPU. With `records`, a run that a
     later call resumed from this batch's checkpoint counts as resumed, not as lost."""
-    left = unfinished_runs([batch], records)
-    resumed = len(unfinished_runs([batch])) - len(left)
-    lost = [run for run in left if run.get("checkpoint") != "brought back"]
-    kept = [run for run in left if run.get("checkpoint") == "brought back"]
+    lost, kept = unfinished_lost([batch], records), unfinished_waiting([batch], records)
+    resumed = len(unfinished_runs([batch])) - len(lost) - len(kept)
     reasons = collections.Counter(run["why"] for run in lost).most_common()
     not_started = batch.get("not_started", [])
     broke = sum(run.get("status") == "diverged" for run in batch["finished"])
