@@ -401,11 +401,11 @@ def finished_record(folder: RunFolder, cfg: RunConfig, results: Path | None,
     return record
 
 
-def checkpoint_to_resume(folder: RunFolder, config: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_to_resume(folder: RunFolder, cfg: RunConfig) -> dict[str, Any]:
     """The folder's checkpoint, checked (content hash, settings) before anything is built."""
     checkpoint = load_checkpoint(folder.checkpoint)
-    if experiment(checkpoint["config"]) != experiment(config):
-        raise ConfigMismatchError(_mismatch_message(folder.checkpoint, checkpoint["config"], config))
+    if not cfg.is_recorded_as(checkpoint["config"]):
+        raise ConfigMismatchError(_mismatch_message(folder.checkpoint, checkpoint["config"], cfg.to_dict()))
     return checkpoint
 
 

@@ -135,7 +135,7 @@ def train(cfg: RunConfig, out_dir: str | Path, runtime: Runtime = Runtime(), *,
         if resume and folder.record.exists():
             return finished_record(folder, cfg, results, log)
         folder.check_start(resume)
-        checkpoint = checkpoint_to_resume(folder, cfg.to_dict()) if resume and folder.checkpoint.exists() else None
+        checkpoint = checkpoint_to_resume(folder, cfg) if resume and folder.checkpoint.exists() else None
         run = _Training(cfg, folder, runtime, device, engine_mode, width, data_dir, results)
         if checkpoint is not None:
             run.restore(checkpoint, log)
