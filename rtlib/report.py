@@ -976,6 +976,14 @@ def repeats(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> pd.DataF
     return frame.assign(difference=pd.to_numeric(frame["second"]) - pd.to_numeric(frame["first"]))
 
 
+def _at_cell_lr(found: pd.DataFrame, table_cells: pd.DataFrame) -> pd.Series:
+    """Which of `repeats`' rows ran at the lr their cell's seeds ran at (a repeat of another grid
+    point says nothing of the cell's spread)."""
+    cell_lr = table_cells.set_index(["task", "model"])["lr"]
+    return pd.Series([cell_lr.get((task, model)) == lr for task, model, lr in zip(found["task"], found["model"], found["lr"])],
+                     index=found.index, dtype=bool)
+
+
 def _compile_mode(engine: Any) -> str:
     return engine.get("compile", "not recorded") if isinstance(engine, dict) else "not recorded"
 
@@ -993,7 +1001,9 @@ def same_seed_twice(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> 
         return ("**Same seed, run twice.** No paper-profile run has been made a second time yet, so how far "
                 "a run moves with its seed fixed (GPU rounding: bf16, compiled kernels, atomic adds) is not "
                 "measured; the spread over seeds includes that part.")
-    table_cells = cells(records).set_index(["task", "model"])
+    table_cells = cells(records)
+    at_cell_lr = _at_cell_lr(found, table_cells)
+    table_cells = table_cells.set_index(["task", "model"])
     parts = []
     for row in found.itertuples():
         engines = (f" (engine {row.first_engine}, then {row.second_engine})"
@@ -1002,10 +1012,10 @@ def same_seed_twice(records: pd.DataFrame, folder: str | Path = REPEATS_DIR) -> 
                     f"{_outcome(row.second_status, row.second, row.second_epochs, row.task)}{engines}")
         cell_lr = table_cells["lr"].get((row.task, row.model), math.nan)
         if np.isfinite(row.difference):
-            std = table_cells["std"].get((row.task, row.model), math.nan) if row.lr == cell_lr else math.nan
+            std = table_cells["std"].get((row.task, row.model), math.nan) if at_cell_lr[row.Index] else math.nan
             share = f", {abs(row.difference) / std:.2f} of the cell's std over seeds" if std and np.isfinite(std) else ""
             outcomes += f" ({signed(row.difference, row.task, 2)}{share})"
-        if np.isfinite(cell_lr) and row.lr != cell_lr:
+        if np.isfinite(cell_lr) and not at_cell_lr[row.Index]:
             outcomes += f", at lr {row.lr:g}: the cell's seeds ran at lr {cell_lr:g}"
         parts.append(f"Table {row.table} {model_name(row.model)} seed {row.seed}: {outcomes}")
     return (f"**Same seed, run twice.** {plural(len(found), 'paper-profile run')} made a second time with the "
@@ -1053,9 +1063,7 @@ def _repeat_words(records: pd.DataFrame, repeats_dir: str | Path) -> str:
     table_cells = cells(records)
     judged = table_cells[table_cells["verdict"].isin(["reproduced", "not reproduced"])].set_index(["task", "model"], drop=False)
     found = repeats(records, repeats_dir)
-    cell_lr = table_cells.set_index(["task", "model"])["lr"]
-    found = found[np.isfinite(found["difference"])
-                  & (found["lr"] == [cell_lr.get((task, model)) for task, model in zip(found["task"], found["model"])])]
+    found = found[np.isfinite(found["difference"]) & _at_cell_lr(found, table_cells)]
     moved = found.groupby(["task", "model"])["difference"].apply(lambda d: d.abs().max())
     moved = moved[moved.index.isin(judged.index)]
     unchecked = [_cell_label(row) for (task, model), row in judged.iterrows()
